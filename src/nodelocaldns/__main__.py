@@ -1,0 +1,3 @@
+from nodelocaldns.cli import main
+
+raise SystemExit(main())
