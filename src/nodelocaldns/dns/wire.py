@@ -1,0 +1,322 @@
+"""Pure DNS wire helpers: scan queries, walk records, build error replies, truncate.
+
+Nothing here touches a socket or a clock. Full dnspython parsing is reserved for storing answers;
+everything a request needs on the way in is read straight from the bytes.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+from nodelocaldns.errors import ShortHeader, WireError
+
+HEADER_LEN = 12
+TYPE_OPT = 41
+TYPE_SOA = 6
+TYPE_CNAME = 5
+TYPE_NS = 2
+TYPE_HINFO = 13
+TYPE_AXFR = 252
+TYPE_IXFR = 251
+CLASS_IN = 1
+
+NOERROR, FORMERR, SERVFAIL, NXDOMAIN, NOTIMP, REFUSED = 0, 1, 2, 3, 4, 5
+BADVERS = 16
+
+FLAG_QR = 0x8000
+FLAG_AA = 0x0400
+FLAG_TC = 0x0200
+FLAG_RD = 0x0100
+FLAG_RA = 0x0080
+FLAG_AD = 0x0020
+FLAG_CD = 0x0010
+
+RCODE_NAMES = {
+    0: "NOERROR", 1: "FORMERR", 2: "SERVFAIL", 3: "NXDOMAIN", 4: "NOTIMP", 5: "REFUSED", 6: "YXDOMAIN",
+    7: "YXRRSET", 8: "NXRRSET", 9: "NOTAUTH", 10: "NOTZONE", 16: "BADVERS",
+}  # fmt: skip
+
+_HDR = struct.Struct("!HHHHHH")
+_RR_FIXED = struct.Struct("!HHIH")
+
+
+@dataclass(slots=True)
+class Query:
+    """What the server needs to know about an incoming query, read from its wire form."""
+
+    id: int
+    flags: int
+    qname: bytes  # wire form, lowercased
+    qtype: int
+    qclass: int
+    question_end: int  # offset just past the question
+    edns: bool = False
+    udp_size: int = 512
+    do: bool = False
+    edns_version: int = 0
+
+    @property
+    def cd(self) -> bool:
+        return bool(self.flags & FLAG_CD)
+
+    @property
+    def opcode(self) -> int:
+        return (self.flags >> 11) & 0xF
+
+
+def skip_name(msg: bytes, off: int) -> int:
+    """Return the offset just past the (possibly compressed) name at ``off``."""
+    n = len(msg)
+    while True:
+        if off >= n:
+            raise WireError("name runs past end of message")
+        length = msg[off]
+        if length == 0:
+            return off + 1
+        if length & 0xC0 == 0xC0:
+            if off + 1 >= n:
+                raise WireError("truncated compression pointer")
+            return off + 2
+        if length & 0xC0:
+            raise WireError("bad label type")
+        off += 1 + length
+
+
+def read_name(msg: bytes, off: int) -> tuple[bytes, int]:
+    """Decompress the name at ``off``: (uncompressed wire name, offset past it in the message)."""
+    out = bytearray()
+    end = -1
+    hops = 0
+    n = len(msg)
+    while True:
+        if off >= n:
+            raise WireError("name runs past end of message")
+        length = msg[off]
+        if length == 0:
+            out.append(0)
+            if end < 0:
+                end = off + 1
+            break
+        if length & 0xC0 == 0xC0:
+            if off + 1 >= n:
+                raise WireError("truncated compression pointer")
+            ptr = ((length & 0x3F) << 8) | msg[off + 1]
+            if end < 0:
+                end = off + 2
+            hops += 1
+            if hops > 64 or ptr >= off:
+                raise WireError("bad compression pointer")
+            off = ptr
+            continue
+        if length & 0xC0:
+            raise WireError("bad label type")
+        if off + 1 + length > n:
+            raise WireError("label runs past end of message")
+        out += msg[off : off + 1 + length]
+        off += 1 + length
+        if len(out) > 255:
+            raise WireError("name longer than 255 octets")
+    return bytes(out), end
+
+
+def name_to_text(wire_name: bytes) -> str:
+    """Presentation form of an uncompressed wire name, fully qualified ("." for the root)."""
+    labels = []
+    off = 0
+    while wire_name[off]:
+        length = wire_name[off]
+        raw = wire_name[off + 1 : off + 1 + length]
+        labels.append(
+            "".join(
+                chr(b) if 0x21 <= b <= 0x7E and b not in (0x2E, 0x5C, 0x28, 0x29, 0x3B, 0x22, 0x40, 0x24)
+                else (f"\\{chr(b)}" if 0x21 <= b <= 0x7E else f"\\{b:03d}")
+                for b in raw
+            )
+        )  # fmt: skip
+        off += 1 + length
+    return ".".join(labels) + "." if labels else "."
+
+
+def text_to_wire(name: str) -> bytes:
+    """Wire form of a plain (no escapes) domain name, lowercased."""
+    name = name.lower().rstrip(".")
+    if not name:
+        return b"\x00"
+    out = bytearray()
+    for label in name.split("."):
+        raw = label.encode("ascii")
+        if not raw or len(raw) > 63:
+            raise WireError(f"bad label in {name!r}")
+        out.append(len(raw))
+        out += raw
+    out.append(0)
+    return bytes(out)
+
+
+def parse_query(data: bytes) -> Query:
+    """Validate and read a query. Raises ShortHeader (no reply possible) or WireError (FORMERR)."""
+    if len(data) < HEADER_LEN:
+        raise ShortHeader("message shorter than a DNS header")
+    qid, flags, qd, an, ns, ar = _HDR.unpack_from(data)
+    if flags & FLAG_QR:
+        raise WireError("response sent to a server")
+    if qd != 1:
+        raise WireError(f"query has {qd} questions, want exactly 1")
+    off = HEADER_LEN
+    qname, off = read_name(data, off)
+    if off + 4 > len(data):
+        raise WireError("question runs past end of message")
+    qtype, qclass = struct.unpack_from("!HH", data, off)
+    off += 4
+    q = Query(qid, flags, qname.lower(), qtype, qclass, off)
+    # Answer and authority records are unusual in a query but legal; walk past them.
+    try:
+        off = walk_records(data, off, an + ns, None)
+        seen_opt = False
+        for _ in range(ar):
+            start = off
+            off = skip_name(data, off)
+            if off + 10 > len(data):
+                raise WireError("record runs past end of message")
+            rtype, rclass, ttl, rdlen = _RR_FIXED.unpack_from(data, off)
+            off += 10 + rdlen
+            if off > len(data):
+                raise WireError("rdata runs past end of message")
+            if rtype == TYPE_OPT:
+                if seen_opt or data[start] != 0:
+                    raise WireError("bad OPT record")
+                seen_opt = True
+                q.edns = True
+                q.udp_size = max(rclass, 512)
+                q.edns_version = (ttl >> 16) & 0xFF
+                q.do = bool(ttl & 0x8000)
+    except WireError:
+        raise
+    if off != len(data):
+        raise WireError("trailing bytes after the last record")
+    return q
+
+
+def walk_records(msg: bytes, off: int, count: int, out: list[tuple[int, int, int, int]] | None) -> int:
+    """Walk ``count`` records from ``off``; append (start, ttl_offset, rtype, end) to ``out``."""
+    n = len(msg)
+    for _ in range(count):
+        start = off
+        off = skip_name(msg, off)
+        if off + 10 > n:
+            raise WireError("record runs past end of message")
+        rtype, _rclass, _ttl, rdlen = _RR_FIXED.unpack_from(msg, off)
+        ttl_off = off + 4
+        off += 10 + rdlen
+        if off > n:
+            raise WireError("rdata runs past end of message")
+        if out is not None:
+            out.append((start, ttl_off, rtype, off))
+    return off
+
+
+def question_end(msg: bytes) -> int:
+    """Offset just past the single question of ``msg`` (header already known to be complete)."""
+    off = skip_name(msg, HEADER_LEN)
+    if off + 4 > len(msg):
+        raise WireError("question runs past end of message")
+    return off + 4
+
+
+def client_opt(q: Query) -> bytes:
+    """The OPT RR for a reply to ``q``: the client's buffer size echoed, version 0, only DO kept.
+
+    CoreDNS echoes the client's OPT options too; we send none (an echoed client cookie is not a
+    server cookie). See docs/compatibility.md.
+    """
+    if not q.edns:
+        return b""
+    return b"\x00\x00\x29" + struct.pack("!HIH", min(q.udp_size, 65535), 0x8000 if q.do else 0, 0)
+
+
+def error_reply(data: bytes, rcode: int, q: Query | None = None) -> bytes | None:
+    """A bare reply with ``rcode``: the client's ID, the question if readable, the client's OPT.
+
+    Returns None when not even a header exists (the packet is dropped).
+    """
+    if len(data) < HEADER_LEN:
+        return None
+    qid, flags = struct.unpack_from("!HH", data)
+    out_flags = FLAG_QR | (flags & (0x7800 | FLAG_RD | FLAG_CD)) | FLAG_RA | (rcode & 0xF)
+    question = b""
+    qd = 0
+    if q is not None:
+        question = data[HEADER_LEN : q.question_end]
+        qd = 1
+    else:
+        try:
+            qdcount = struct.unpack_from("!H", data, 4)[0]
+            if qdcount == 1:
+                end = question_end(data)
+                question = data[HEADER_LEN:end]
+                qd = 1
+        except WireError:
+            pass
+    opt = b""
+    if q is not None and q.edns:
+        ext = (rcode >> 4) & 0xFF
+        opt = b"\x00\x00\x29" + struct.pack(
+            "!HBBHH", min(q.udp_size, 65535), ext, 0, 0x8000 if q.do else 0, 0
+        )
+    return _HDR.pack(qid, out_flags, qd, 0, 0, 1 if opt else 0) + question + opt
+
+
+def truncate(reply: bytes, limit: int, opt: bytes) -> bytes:
+    """Fit ``reply`` (which carries no OPT) plus ``opt`` into ``limit`` bytes.
+
+    Whole records are kept in order while they fit; if any answer or authority record is dropped
+    the TC bit is set. Compression pointers only point backwards, so a prefix of records stays valid.
+    """
+    if len(reply) + len(opt) <= limit:
+        if opt:
+            ar = struct.unpack_from("!H", reply, 10)[0]
+            return reply[:10] + struct.pack("!H", ar + 1) + reply[12:] + opt
+        return reply
+    qid, flags, qd, an, ns, ar = _HDR.unpack_from(reply)
+    off = question_end(reply) if qd else HEADER_LEN
+    recs: list[tuple[int, int, int, int]] = []
+    walk_records(reply, off, an + ns + ar, recs)
+    budget = limit - len(opt)
+    keep = 0
+    end = off
+    for i, (_s, _t, _r, rec_end) in enumerate(recs):
+        if rec_end > budget:
+            break
+        keep = i + 1
+        end = rec_end
+    kept_an = min(keep, an)
+    kept_ns = min(max(keep - an, 0), ns)
+    kept_ar = max(keep - an - ns, 0)
+    if kept_an < an or kept_ns < ns:
+        flags |= FLAG_TC
+        # A partial answer is misleading for a client that will retry over TCP anyway.
+        kept_an = kept_ns = kept_ar = 0
+        end = off
+    return (
+        _HDR.pack(qid, flags, qd, kept_an, kept_ns, kept_ar + (1 if opt else 0)) + reply[HEADER_LEN:end] + opt
+    )
+
+
+def strip_opt(reply: bytes) -> bytes:
+    """Remove OPT records (hop-by-hop) from a reply's additional section."""
+    qid, flags, qd, an, ns, ar = _HDR.unpack_from(reply)
+    if ar == 0:
+        return reply
+    off = question_end(reply) if qd else HEADER_LEN
+    off = walk_records(reply, off, an + ns, None)
+    recs: list[tuple[int, int, int, int]] = []
+    walk_records(reply, off, ar, recs)
+    kept = [reply[s:e] for s, _t, rtype, e in recs if rtype != TYPE_OPT]
+    if len(kept) == ar:
+        return reply
+    return _HDR.pack(qid, flags, qd, an, ns, len(kept)) + reply[HEADER_LEN:off] + b"".join(kept)
+
+
+def rcode_of(reply: bytes) -> int:
+    return reply[3] & 0xF

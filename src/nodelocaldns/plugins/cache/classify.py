@@ -1,0 +1,125 @@
+"""Decide whether and for how long a reply is cached (CoreDNS response.Typify and computeTTL).
+
+Pure: reply bytes in, a verdict out. The walk over the records is the one full parse an answer
+gets; everything served from the cache afterwards is patched bytes.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from enum import Enum
+
+from nodelocaldns.dns import wire
+from nodelocaldns.plugins.cache.setup import CacheConfig
+
+
+class RType(Enum):
+    NOERROR = "NoError"
+    NAMEERROR = "NameError"
+    NODATA = "NoData"
+    DELEGATION = "Delegation"
+    SERVERERROR = "ServerError"
+    META = "Meta"
+    UPDATE = "Update"
+    OTHERERROR = "OtherError"
+
+
+SUCCESS, DENIAL = 0, 1
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    kind: int | None  # SUCCESS, DENIAL or None (not cached)
+    ttl: int  # the item TTL every record is rewritten to
+    rtype: RType
+    records: tuple[tuple[int, int, int, int], ...]  # (start, ttl_offset, rtype, end), OPT excluded
+    body_start: int  # offset of the first record
+    reason: str = ""
+
+
+def _chain_ends_in_qtype(
+    reply: bytes, recs: list[tuple[int, int, int, int]], an: int, qname: bytes, qtype: int
+) -> bool:
+    """Does the answer section lead from qname, through CNAMEs, to a record of qtype?"""
+    answers = []
+    for start, ttl_off, rtype, _end in recs[:an]:
+        owner, _ = wire.read_name(reply, start)
+        target = wire.read_name(reply, ttl_off + 6)[0].lower() if rtype == wire.TYPE_CNAME else b""
+        answers.append((owner.lower(), rtype, target))
+    current = qname
+    for _ in range(len(answers) + 1):
+        nxt = None
+        for owner, rtype, target in answers:
+            if owner != current:
+                continue
+            if rtype == qtype or qtype == 255:
+                return True
+            if rtype == wire.TYPE_CNAME:
+                nxt = target
+        if nxt is None:
+            return False
+        current = nxt
+    return False
+
+
+def classify(reply: bytes, qname: bytes, qtype: int, cfg: CacheConfig) -> Verdict:
+    """Type the reply and compute its cache TTL. Raises WireError on a malformed reply."""
+    _id, flags, qd, an, ns, ar = struct.unpack_from("!HHHHHH", reply)
+    off = wire.question_end(reply) if qd else wire.HEADER_LEN
+    body_start = off
+    allrecs: list[tuple[int, int, int, int]] = []
+    wire.walk_records(reply, off, an + ns + ar, allrecs)
+    opt_idx = [i for i, r in enumerate(allrecs) if r[2] == wire.TYPE_OPT]
+    if opt_idx and opt_idx != [len(allrecs) - 1]:
+        return Verdict(None, 0, RType.OTHERERROR, (), body_start, "OPT record is not last")
+    recs = [r for r in allrecs if r[2] != wire.TYPE_OPT]
+    rcode = flags & 0xF
+    opcode = (flags >> 11) & 0xF
+    auth_types = {r[2] for r in recs[an : an + ns]}
+    has_soa = wire.TYPE_SOA in auth_types
+
+    if opcode == 5:
+        rt = RType.UPDATE
+    elif opcode == 4 or qtype in (wire.TYPE_AXFR, wire.TYPE_IXFR):
+        rt = RType.META
+    elif an > 0 and rcode == wire.NOERROR:
+        rt = RType.NOERROR
+        if not _chain_ends_in_qtype(reply, recs, an, qname, qtype):
+            rt = RType.NODATA if has_soa else RType.OTHERERROR
+    elif an > 0 and rcode == wire.NXDOMAIN:
+        rt = RType.OTHERERROR
+    elif has_soa and rcode == wire.NOERROR:
+        rt = RType.NODATA
+    elif rcode == wire.NXDOMAIN:
+        rt = RType.NAMEERROR
+    elif rcode in (wire.SERVFAIL, wire.NOTIMP):
+        rt = RType.SERVERERROR
+    elif wire.TYPE_NS in auth_types and rcode == wire.NOERROR:
+        rt = RType.DELEGATION
+    elif rcode == wire.NOERROR:
+        rt = RType.NOERROR
+    else:
+        rt = RType.OTHERERROR
+
+    if flags & wire.FLAG_TC:
+        return Verdict(None, 0, rt, tuple(recs), body_start, "truncated")
+    if rt in (RType.OTHERERROR, RType.META, RType.UPDATE):
+        return Verdict(None, 0, rt, tuple(recs), body_start, rt.value)
+    if rt is RType.NAMEERROR and not has_soa:
+        return Verdict(None, 0, rt, tuple(recs), body_start, "NXDOMAIN without SOA")
+
+    if rt is RType.SERVERERROR:
+        ttl = int(cfg.servfail_ttl)
+        kind = DENIAL
+    else:
+        kind = SUCCESS if rt in (RType.NOERROR, RType.DELEGATION) else DENIAL
+        max_ttl = cfg.success_max_ttl if kind == SUCCESS else cfg.denial_max_ttl
+        min_ttl = cfg.success_min_ttl if kind == SUCCESS else cfg.denial_min_ttl
+        # The SOA record's own TTL counts; its MINIMUM field does not (as in CoreDNS).
+        msg_ttl = min((struct.unpack_from("!I", reply, r[1])[0] for r in recs), default=5)
+        msg_ttl = min(msg_ttl, max_ttl)
+        ttl = min(max(msg_ttl, min_ttl), max_ttl)
+    if ttl <= 0:
+        return Verdict(None, 0, rt, tuple(recs), body_start, "zero TTL")
+    return Verdict(kind, ttl, rt, tuple(recs), body_start)

@@ -1,0 +1,201 @@
+"""The ``cache`` plugin in the query path: hits, misses, prefetch and serve_stale.
+
+The common hit never reaches this code: the listener serves it straight from ``Store`` (see
+server/listener.py). This handler covers everything else and is the reference behaviour the fast
+path must agree with.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import struct
+from collections.abc import Callable
+
+from nodelocaldns.dns import wire
+from nodelocaldns.errors import WireError
+from nodelocaldns.plugins.cache.classify import DENIAL, SUCCESS, classify
+from nodelocaldns.plugins.cache.entry import Entry
+from nodelocaldns.plugins.cache.metrics import CacheCounters
+from nodelocaldns.plugins.cache.setup import CacheConfig, effective_capacity
+from nodelocaldns.server.chain import Next
+from nodelocaldns.server.request import Reply, Request
+
+log = logging.getLogger("nodelocaldns.cache")
+
+_QT = struct.Struct("!HH")
+
+
+def cache_key(q: wire.Query) -> bytes:
+    """Lowercased qname, qtype, qclass, then DO and CD (CoreDNS key order, as raw bytes).
+
+    The listener builds the same bytes straight from the packet: ``data[12:qend].lower()``.
+    """
+    k = q.qname + _QT.pack(q.qtype, q.qclass)
+    if q.do or q.cd:
+        k += bytes(((1 if q.do else 0) | (2 if q.cd else 0),))
+    return k
+
+
+def in_zones(qname: bytes, zones: tuple[bytes, ...]) -> bool:
+    return any(z == b"\x00" or qname.endswith(z) and _boundary(qname, len(qname) - len(z)) for z in zones)
+
+
+def _boundary(name: bytes, at: int) -> bool:
+    off = 0
+    while off < at:
+        off += name[off] + 1
+    return off == at
+
+
+class CacheHandler:
+    name = "cache"
+
+    def __init__(self, cfg: CacheConfig, zones: tuple[str, ...], clock: Callable[[], float]) -> None:
+        from nodelocaldns.plugins.cache.store import Store
+
+        self.cfg = cfg
+        self.zones = cfg.zones or zones
+        self.zone_label = ",".join(self.zones)
+        self._zone_wire = tuple(wire.text_to_wire(z) for z in self.zones)
+        self._disable = (
+            tuple(wire.text_to_wire(z) for z in cfg.disable_success),
+            tuple(wire.text_to_wire(z) for z in cfg.disable_denial),
+        )
+        self.store = Store(effective_capacity(cfg.success_cap), effective_capacity(cfg.denial_cap))
+        self.clock = clock
+        self.counters = CacheCounters()
+        self._tasks: set[asyncio.Task[None]] = set()
+        # The fast path may only serve fresh hits when nothing per-hit is needed.
+        self.fast_ok = cfg.prefetch_amount == 0
+
+    def covers(self, qname: bytes) -> bool:
+        return in_zones(qname, self._zone_wire)
+
+    async def serve(self, req: Request, next_: Next) -> Reply:
+        q = req.q
+        if not self.covers(q.qname) or q.qtype in (wire.TYPE_AXFR, wire.TYPE_IXFR):
+            return await next_(req)
+        now = self.clock()
+        key = cache_key(q)
+        c = self.counters.for_server(req.server)
+        c[0] += 1  # requests
+        e = self.store.get(key)
+        if e is not None:
+            body = e.body(now)
+            if body is not None:
+                c[1 + e.kind] += 1
+                self._maybe_prefetch(e, req, key, now, next_, c)
+                return Reply(e.render(req.data, q, body, req.size_limit), e.rcode, "cache", final=True)
+            stale_for = now - e.expires
+            if self.cfg.serve_stale > 0 and stale_for < self.cfg.serve_stale:
+                return await self._serve_stale(e, req, key, now, next_, c)
+        c[3] += 1  # misses
+        reply = await next_(req)
+        return self._store(reply, req, key, c)
+
+    def _store(self, reply: Reply, req: Request, key: bytes, c: list[int], aa: bool = False) -> Reply:
+        if reply.wire is None or req.q.qtype in (wire.TYPE_AXFR, wire.TYPE_IXFR):
+            return reply
+        now = self.clock()
+        q = req.q
+        try:
+            if not _matches(reply.wire, q):
+                c[5] += 1  # drops
+                return reply
+            verdict = classify(reply.wire, q.qname, q.qtype, self.cfg)
+        except WireError:
+            c[5] += 1
+            return reply
+        if verdict.kind is None or in_zones(q.qname, self._disable[verdict.kind]):
+            return reply
+        if (
+            verdict.kind == DENIAL
+            and wire.rcode_of(reply.wire) == wire.SERVFAIL
+            and self.cfg.servfail_ttl <= 0
+        ):
+            return reply
+        entry = Entry(reply.wire, verdict, now, q.do, q.cd, q.qtype, self.cfg.keepttl)
+        self.store.put(key, entry, now)
+        if req.internal:
+            return reply
+        body = entry.body(now)
+        assert body is not None
+        out = entry.render(req.data, q, body, req.size_limit, aa=aa)
+        return Reply(out, entry.rcode, reply.plugin, final=True)
+
+    def _maybe_prefetch(
+        self, e: Entry, req: Request, key: bytes, now: float, next_: Next, c: list[int]
+    ) -> None:
+        amount = self.cfg.prefetch_amount
+        if amount == 0:
+            return
+        if now - e.last_hit > self.cfg.prefetch_window:
+            e.hits = 1
+        else:
+            e.hits += 1
+        e.last_hit = now
+        threshold = math.ceil(self.cfg.prefetch_percentage / 100 * e.orig)
+        if e.hits >= amount and e.ttl(now) <= threshold and not e.refreshing:
+            c[4] += 1  # prefetch
+            self._refresh(e, req, key, next_, c)
+
+    def _refresh(self, e: Entry, req: Request, key: bytes, next_: Next, c: list[int]) -> None:
+        e.refreshing = True
+        hits = e.hits
+        internal = Request(
+            req.data, req.q, req.remote, "tcp", req.family, req.server, req.zone, req.start, True
+        )
+
+        async def run() -> None:
+            try:
+                reply = await next_(internal)
+                self._store(reply, internal, key, c)
+                fresh = self.store.get(key)
+                if fresh is not None and fresh is not e:
+                    fresh.hits = hits
+            except Exception:  # a background refresh must never take the server down
+                log.exception("cache refresh failed")
+            finally:
+                e.refreshing = False
+
+        t = asyncio.ensure_future(run())
+        self._tasks.add(t)
+        t.add_done_callback(self._tasks.discard)
+
+    async def _serve_stale(
+        self, e: Entry, req: Request, key: bytes, now: float, next_: Next, c: list[int]
+    ) -> Reply:
+        stale = Reply(
+            e.render(req.data, req.q, e.body_with_ttl(self.cfg.stale_response_ttl), req.size_limit),
+            e.rcode,
+            "cache",
+            final=True,
+        )
+        if not self.cfg.stale_verify:
+            c[6] += 1
+            if not e.refreshing:
+                self._refresh(e, req, key, next_, c)
+            return stale
+        reply = await next_(req)
+        if reply.wire is not None and wire.rcode_of(reply.wire) in (wire.NOERROR, wire.NXDOMAIN):
+            return self._store(reply, req, key, c)
+        c[6] += 1
+        return stale
+
+    def entries(self) -> tuple[int, int]:
+        s, d = self.store.sizes()
+        return s, d
+
+    def evictions(self) -> tuple[int, int]:
+        return self.store.evictions[SUCCESS], self.store.evictions[DENIAL]
+
+
+def _matches(reply: bytes, q: wire.Query) -> bool:
+    if len(reply) < wire.HEADER_LEN or not reply[2] & 0x80 or reply[4:6] != b"\x00\x01":
+        return False
+    name, off = wire.read_name(reply, wire.HEADER_LEN)
+    if off + 4 > len(reply):
+        return False
+    return name.lower() == q.qname and reply[off : off + 4] == _QT.pack(q.qtype, q.qclass)

@@ -1,0 +1,155 @@
+"""Parse the ``cache`` directive (CoreDNS plugin/cache/setup.go)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from nodelocaldns.corefile.model import Directive
+
+DEFAULT_CAPACITY = 10000
+MAX_TTL = 3600  # MaximumDefaultTTL
+MAX_NTTL = 1800  # MaximumDefaultTTL / 2
+MIN_TTL = 5  # MinimalDefaultTTL
+SERVFAIL_TTL = 5
+MAX_SERVFAIL_TTL = 300
+DEFAULT_STALE = 3600.0
+SHARDS = 256
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
+_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_duration(text: str) -> float:
+    """A Go duration ("1m30s", "500ms", "0") in seconds. Raises ValueError."""
+    if text == "0":
+        return 0.0
+    pos = 0
+    total = 0.0
+    for m in _DURATION.finditer(text):
+        if m.start() != pos:
+            raise ValueError(text)
+        total += float(m.group(1)) * _UNITS[m.group(2)]
+        pos = m.end()
+    if pos != len(text) or pos == 0:
+        raise ValueError(f"invalid duration {text!r}")
+    return total
+
+
+def effective_capacity(cap: int) -> int:
+    """CoreDNS splits capacity over 256 shards of max(cap/256, 4) entries."""
+    return max(cap // SHARDS, 4) * SHARDS
+
+
+@dataclass(frozen=True, slots=True)
+class CacheConfig:
+    zones: tuple[str, ...] = ()  # empty: the server block's zones
+    success_cap: int = DEFAULT_CAPACITY
+    success_max_ttl: int = MAX_TTL
+    success_min_ttl: int = MIN_TTL
+    denial_cap: int = DEFAULT_CAPACITY
+    denial_max_ttl: int = MAX_NTTL
+    denial_min_ttl: int = MIN_TTL
+    prefetch_amount: int = 0  # 0: off
+    prefetch_window: float = 60.0
+    prefetch_percentage: int = 10
+    serve_stale: float = 0.0  # seconds a stale entry may be served; 0: off
+    stale_verify: bool = False
+    stale_response_ttl: int = 0
+    servfail_ttl: float = SERVFAIL_TTL
+    keepttl: bool = False
+    disable_success: tuple[str, ...] = ()
+    disable_denial: tuple[str, ...] = ()
+    extra: dict[str, str] = field(default_factory=dict, compare=False)
+
+
+def _int(d: Directive, text: str, what: str, minimum: int = 0) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise d.error(f"{what} must be an integer, got {text!r}") from None
+    if v < minimum:
+        raise d.error(f"{what} must be >= {minimum}, got {v}")
+    return v
+
+
+def _dur(d: Directive, text: str, what: str) -> float:
+    try:
+        return parse_duration(text)
+    except ValueError:
+        raise d.error(f"{what}: invalid duration {text!r}") from None
+
+
+def parse(d: Directive) -> CacheConfig:
+    """``cache [TTL] [ZONES...] { success|denial|prefetch|serve_stale|servfail|disable|keepttl }``."""
+    from nodelocaldns.corefile.keys import normalize_zones as norm
+
+    args = list(d.args)
+    kw: dict[str, object] = {}
+    if args and args[0].lstrip("-").isdigit():
+        ttl = _int(d, args.pop(0), "TTL", 1)
+        kw["success_max_ttl"] = kw["denial_max_ttl"] = ttl
+    zones = tuple(norm(args)) if args else ()
+    for sub in d.block:
+        a = sub.args
+        if sub.name in ("success", "denial"):
+            if not 1 <= len(a) <= 3:
+                raise sub.error(f"{sub.name} takes CAPACITY [TTL] [MINTTL]")
+            kw[f"{sub.name}_cap"] = _int(sub, a[0], "capacity", 0)
+            if len(a) > 1:
+                kw[f"{sub.name}_max_ttl"] = _int(sub, a[1], "TTL", 1)
+            if len(a) > 2:
+                kw[f"{sub.name}_min_ttl"] = _int(sub, a[2], "MINTTL", 0)
+        elif sub.name == "prefetch":
+            if not 1 <= len(a) <= 3:
+                raise sub.error("prefetch takes AMOUNT [[DURATION] [PERCENTAGE%]]")
+            kw["prefetch_amount"] = _int(sub, a[0], "prefetch amount", 0)
+            rest = list(a[1:])
+            if rest and not rest[0].endswith("%"):
+                kw["prefetch_window"] = _dur(sub, rest.pop(0), "prefetch duration")
+            if rest:
+                p = rest.pop(0)
+                if not p.endswith("%"):
+                    raise sub.error(f"percentage must end in %, got {p!r}")
+                pct = _int(sub, p[:-1], "prefetch percentage", 0)
+                if not 10 <= pct <= 90:
+                    raise sub.error(f"prefetch percentage must be in [10, 90], got {pct}")
+                kw["prefetch_percentage"] = pct
+            if rest:
+                raise sub.error(f"unexpected argument {rest[0]!r}")
+        elif sub.name == "serve_stale":
+            rest = list(a)
+            stale = DEFAULT_STALE
+            if rest and rest[0] not in ("immediate", "verify"):
+                stale = _dur(sub, rest.pop(0), "serve_stale duration")
+                if stale < 0:
+                    raise sub.error("serve_stale duration must be >= 0")
+            kw["serve_stale"] = stale
+            if rest:
+                mode = rest.pop(0)
+                if mode not in ("immediate", "verify"):
+                    raise sub.error(f"serve_stale mode must be immediate or verify, got {mode!r}")
+                kw["stale_verify"] = mode == "verify"
+                if rest:
+                    kw["stale_response_ttl"] = int(_dur(sub, rest.pop(0), "serve_stale response TTL"))
+            if rest:
+                raise sub.error(f"unexpected argument {rest[0]!r}")
+        elif sub.name == "servfail":
+            if len(a) != 1:
+                raise sub.error("servfail takes DURATION")
+            v = _dur(sub, a[0], "servfail")
+            if not 0 <= v <= MAX_SERVFAIL_TTL:
+                raise sub.error("servfail duration must be between 0 and 5m")
+            kw["servfail_ttl"] = v
+        elif sub.name == "disable":
+            if not a or a[0] not in ("success", "denial"):
+                raise sub.error("disable takes success|denial [ZONES...]")
+            dz = tuple(norm(list(a[1:]))) if len(a) > 1 else (".",)
+            kw[f"disable_{a[0]}"] = dz
+        elif sub.name == "keepttl":
+            if a:
+                raise sub.error("keepttl takes no arguments")
+            kw["keepttl"] = True
+        else:
+            raise sub.error(f"unknown property {sub.name!r} in cache")
+    return CacheConfig(zones=zones, **kw)  # type: ignore[arg-type]

@@ -1,0 +1,203 @@
+"""One upstream: UDP and TCP exchanges, a pool of reused TCP connections, and health state.
+
+Every UDP exchange uses a fresh socket (so a fresh kernel-chosen source port) and a fresh random
+ID; replies whose ID or question do not match are dropped and the read continues until the
+deadline, so a spoofed or stale datagram cannot complete a query.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import struct
+import time
+from collections import deque
+
+from nodelocaldns.dns import wire
+from nodelocaldns.errors import UpstreamError
+from nodelocaldns.plugins.forward.metrics import ForwardCounters
+from nodelocaldns.plugins.forward.setup import Upstream
+
+_LEN = struct.Struct("!H")
+
+
+def new_id() -> int:
+    return int.from_bytes(os.urandom(2), "big")
+
+
+def with_id(query: bytes, qid: int) -> bytes:
+    return _LEN.pack(qid) + query[2:]
+
+
+def reply_matches(reply: bytes, qid: int, question: bytes) -> bool:
+    """QR set, same ID, and the same question (name compared case-insensitively)."""
+    if len(reply) < wire.HEADER_LEN + len(question) or not reply[2] & 0x80:
+        return False
+    if _LEN.unpack_from(reply)[0] != qid or reply[4:6] != b"\x00\x01":
+        return False
+    got = reply[wire.HEADER_LEN : wire.HEADER_LEN + len(question)]
+    return got == question or got.lower() == question.lower()
+
+
+class _Conn:
+    __slots__ = ("reader", "writer", "used")
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.used = time.monotonic()
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+class Proxy:
+    """An upstream with its connection pool and failure count."""
+
+    def __init__(self, up: Upstream, expire: float, counters: ForwardCounters) -> None:
+        self.up = up
+        self.addr = up.label
+        self.family = socket.AF_INET6 if ":" in up.host else socket.AF_INET
+        self.expire = expire
+        self.fails = 0
+        self.counters = counters
+        self._pool: deque[_Conn] = deque()
+        self._probe: asyncio.Task[None] | None = None
+        self._closed = False
+
+    def down(self, max_fails: int) -> bool:
+        return max_fails != 0 and self.fails > max_fails
+
+    async def exchange(
+        self, query: bytes, question: bytes, proto: str, timeout: float, bufsize: int
+    ) -> bytes:
+        """Send ``query`` (any ID) and return the matching reply with the ID the caller sent."""
+        qid = new_id()
+        msg = with_id(query, qid)
+        if proto == "udp":
+            reply = await self._udp(msg, qid, question, timeout, bufsize)
+        else:
+            reply = await self._tcp(msg, qid, question, timeout)
+        return query[:2] + reply[2:]
+
+    async def _udp(self, msg: bytes, qid: int, question: bytes, timeout: float, bufsize: int) -> bytes:
+        loop = asyncio.get_running_loop()
+        sock = socket.socket(self.family, socket.SOCK_DGRAM)
+        sock.setblocking(False)
+        try:
+            try:
+                sock.connect((self.up.host, self.up.port))
+                sock.send(msg)
+            except OSError as e:
+                raise UpstreamError(f"write udp {self.addr}: {e.strerror or e}", self.addr) from None
+            deadline = loop.time() + timeout
+            while True:
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    raise UpstreamError(f"read udp {self.addr}: i/o timeout", self.addr)
+                try:
+                    async with asyncio.timeout(remaining):
+                        data = await loop.sock_recv(sock, max(bufsize, 512, 4096))
+                except TimeoutError:
+                    raise UpstreamError(f"read udp {self.addr}: i/o timeout", self.addr) from None
+                except OSError as e:
+                    raise UpstreamError(f"read udp {self.addr}: {e.strerror or e}", self.addr) from None
+                if reply_matches(data, qid, question):
+                    return data
+        finally:
+            sock.close()
+
+    async def _tcp(self, msg: bytes, qid: int, question: bytes, timeout: float) -> bytes:
+        conn = self._take()
+        reused = conn is not None
+        self.counters.conn_cache(self.addr, "tcp", hit=reused)
+        try:
+            if conn is None:
+                conn = await self._dial(timeout)
+            try:
+                data = await self._tcp_roundtrip(conn, msg, qid, question, timeout)
+            except UpstreamError:
+                if not reused:
+                    raise
+                # The peer may have closed a pooled connection; one fresh dial, as CoreDNS does.
+                conn.close()
+                conn = await self._dial(timeout)
+                data = await self._tcp_roundtrip(conn, msg, qid, question, timeout)
+        except BaseException:
+            if conn is not None:
+                conn.close()
+            raise
+        conn.used = time.monotonic()
+        if self._closed:
+            conn.close()
+        else:
+            self._pool.append(conn)
+        return data
+
+    async def _dial(self, timeout: float) -> _Conn:
+        try:
+            async with asyncio.timeout(timeout):
+                r, w = await asyncio.open_connection(self.up.host, self.up.port)
+        except TimeoutError:
+            raise UpstreamError(f"dial tcp {self.addr}: i/o timeout", self.addr) from None
+        except OSError as e:
+            raise UpstreamError(f"dial tcp {self.addr}: {e.strerror or e}", self.addr) from None
+        return _Conn(r, w)
+
+    async def _tcp_roundtrip(
+        self, conn: _Conn, msg: bytes, qid: int, question: bytes, timeout: float
+    ) -> bytes:
+        try:
+            async with asyncio.timeout(timeout):
+                conn.writer.write(_LEN.pack(len(msg)) + msg)
+                await conn.writer.drain()
+                while True:
+                    n = _LEN.unpack(await conn.reader.readexactly(2))[0]
+                    data = await conn.reader.readexactly(n)
+                    if reply_matches(data, qid, question):
+                        return data
+        except TimeoutError:
+            raise UpstreamError(f"read tcp {self.addr}: i/o timeout", self.addr) from None
+        except (OSError, asyncio.IncompleteReadError) as e:
+            raise UpstreamError(
+                f"read tcp {self.addr}: {getattr(e, 'strerror', None) or 'EOF'}", self.addr
+            ) from None
+
+    def _take(self) -> _Conn | None:
+        now = time.monotonic()
+        while self._pool:
+            c = self._pool.popleft()  # oldest first, as CoreDNS
+            if now - c.used < self.expire and not c.writer.is_closing():
+                return c
+            c.close()
+        return None
+
+    def close(self) -> None:
+        self._closed = True
+        while self._pool:
+            self._pool.popleft().close()
+        if self._probe is not None:
+            self._probe.cancel()
+
+    def start_health_check(self, probe_msg: bytes, proto: str, interval: float) -> None:
+        """Probe until one check succeeds. Triggered by a failed query; one loop per upstream."""
+        if self._probe is not None and not self._probe.done() or self._closed:
+            return
+        self._probe = asyncio.ensure_future(self._probe_loop(probe_msg, proto, interval))
+
+    async def _probe_loop(self, probe_msg: bytes, proto: str, interval: float) -> None:
+        question = probe_msg[wire.HEADER_LEN :]
+        question = question[: wire.question_end(probe_msg) - wire.HEADER_LEN]
+        while not self._closed:
+            try:
+                await self.exchange(probe_msg, question, proto, 1.0, 512)
+            except UpstreamError:
+                self.fails += 1
+                self.counters.healthcheck_failures[self.addr] = (
+                    self.counters.healthcheck_failures.get(self.addr, 0) + 1
+                )
+                await asyncio.sleep(interval)
+                continue
+            self.fails = 0
+            return

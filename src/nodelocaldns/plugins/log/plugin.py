@@ -1,0 +1,132 @@
+"""``log``: one line per query in CoreDNS's common (or combined, or custom) format.
+
+``[INFO] 10.244.0.38:51834 - 38845 "A IN kubernetes.default.svc.cluster.local. udp 77 false 1232" NOERROR qr,aa,rd 106 0.001695631s``
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from dataclasses import dataclass
+from decimal import Decimal
+
+from nodelocaldns.corefile.model import Directive
+from nodelocaldns.dns import wire
+from nodelocaldns.plugins.cache.handler import in_zones
+from nodelocaldns.server.chain import Next
+from nodelocaldns.server.request import Reply, Request
+
+log = logging.getLogger("nodelocaldns")
+
+COMMON = '{remote}:{port} - {>id} "{type} {class} {name} {proto} {size} {>do} {>bufsize}" {rcode} {>rflags} {rsize} {duration}'
+COMBINED = COMMON + ' "{>opcode}"'
+CLASSES = ("success", "denial", "error", "all")
+_FLAG_NAMES = (("qr", 0x8000), ("aa", 0x0400), ("tc", 0x0200), ("rd", 0x0100), ("ra", 0x0080), ("z", 0x0040),
+               ("ad", 0x0020), ("cd", 0x0010))  # fmt: skip
+_PLACEHOLDER = re.compile(r"\{[>a-z]+\}")
+
+
+@dataclass(frozen=True, slots=True)
+class LogRule:
+    zones: tuple[str, ...]
+    fmt: str
+    classes: frozenset[str]
+
+
+def parse(d: Directive) -> LogRule:
+    from nodelocaldns.corefile.keys import normalize_zones
+
+    args = list(d.args)
+    fmt = COMMON
+    if args and "{" in args[-1]:
+        last = args.pop()
+        fmt = {"{common}": COMMON, "{combined}": COMBINED}.get(last, last)
+    zones = tuple(normalize_zones(args)) if args else (".",)
+    classes: set[str] = set()
+    for sub in d.block:
+        if sub.name != "class":
+            raise sub.error(f"unknown property {sub.name!r} in log")
+        if not sub.args:
+            raise sub.error("class takes success|denial|error|all")
+        for c in sub.args:
+            if c not in CLASSES:
+                raise sub.error(f"invalid class {c!r}")
+            classes.add(c)
+    return LogRule(zones, fmt, frozenset(classes or {"all"}))
+
+
+def classify(reply: bytes | None, rcode: int) -> str:
+    """CoreDNS response.Classify(Typify()) reduced to what the rcode and sections show."""
+    if rcode in (wire.NOERROR,):
+        if (
+            reply is not None
+            and len(reply) >= 12
+            and reply[6:8] == b"\x00\x00"
+            and reply[8:10] != b"\x00\x00"
+        ):
+            return "denial"  # NODATA (authority present, empty answer)
+        return "success"
+    if rcode == wire.NXDOMAIN:
+        return "denial"
+    return "error"
+
+
+def go_seconds(s: float) -> str:
+    """Go's strconv.FormatFloat(s, 'f', -1, 64) + "s": shortest digits, never an exponent."""
+    r = repr(s)
+    if "e" in r or "E" in r:
+        r = format(Decimal(r), "f")
+    if r.endswith(".0"):
+        r = r[:-2]
+    return r + "s"
+
+
+def rflags(flags: int) -> str:
+    return ",".join(n for n, bit in _FLAG_NAMES if flags & bit)
+
+
+class LogHandler:
+    name = "log"
+
+    def __init__(self, rules: list[LogRule]) -> None:
+        self.rules = [(tuple(wire.text_to_wire(z) for z in r.zones), r) for r in rules]
+
+    async def serve(self, req: Request, next_: Next) -> Reply:
+        start = time.perf_counter()
+        reply = await next_(req)
+        for zones, rule in self.rules:
+            if not in_zones(req.q.qname, zones):
+                continue
+            cls = classify(reply.wire, reply.rcode)
+            if "all" in rule.classes or cls in rule.classes:
+                log.info("[INFO] %s", self.format(rule.fmt, req, reply, time.perf_counter() - start))
+            break
+        return reply
+
+    @staticmethod
+    def format(fmt: str, req: Request, reply: Reply, seconds: float) -> str:
+        from nodelocaldns.plugins.errors.plugin import _qtype
+
+        q = req.q
+        flags = int.from_bytes(reply.wire[2:4], "big") if reply.wire else (0x8000 | reply.rcode)
+        host = req.remote[0]
+        values = {
+            "{remote}": f"[{host}]" if ":" in host else host,
+            "{port}": str(req.remote[1]),
+            "{>id}": str(q.id),
+            "{type}": _qtype(q.qtype),
+            "{class}": "IN" if q.qclass == 1 else ("CH" if q.qclass == 3 else f"CLASS{q.qclass}"),
+            "{name}": req.qname,
+            "{proto}": req.proto,
+            "{size}": str(len(req.data)),
+            "{>do}": "true" if q.do else "false",
+            "{>bufsize}": str(65535 if req.proto == "tcp" else (max(q.udp_size, 512) if q.edns else 512)),
+            "{rcode}": wire.RCODE_NAMES.get(reply.rcode, str(reply.rcode)),
+            "{>rflags}": rflags(flags),
+            "{rsize}": str(len(reply.wire) if reply.wire else 0),
+            "{duration}": go_seconds(seconds),
+            "{>opcode}": "QUERY" if q.opcode == 0 else str(q.opcode),
+            "{>rcode}": wire.RCODE_NAMES.get(reply.rcode, str(reply.rcode)),
+        }
+        return _PLACEHOLDER.sub(lambda m: values.get(m.group(0), "-"), fmt)

@@ -1,0 +1,121 @@
+"""A tiny HTTP/1.1 GET server for /health, /ready and /metrics.
+
+Several plugins (and several blocks) may name one address; they share one listener, each adding
+its path. Requests are small and answered in one write; the connection closes after each answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from collections.abc import Awaitable, Callable
+
+log = logging.getLogger("nodelocaldns")
+
+Route = Callable[[], Awaitable[tuple[int, str, bytes]]]  # -> (status, content type, body)
+_REASONS = {
+    200: "OK",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    503: "Service Unavailable",
+    400: "Bad Request",
+}
+
+
+def split_hostport(addr: str, default_port: int) -> tuple[str, int]:
+    """``:8080``, ``127.0.0.1:9253``, ``[::1]:8080``, ``localhost:9153``; empty host = all addresses."""
+    if addr.startswith("["):
+        host, _, rest = addr[1:].partition("]")
+        port = int(rest[1:]) if rest.startswith(":") else default_port
+        return host, port
+    if addr.count(":") > 1:
+        return addr, default_port
+    host, sep, p = addr.rpartition(":")
+    if not sep:
+        return addr, default_port
+    return host, int(p)
+
+
+class HTTPServer:
+    def __init__(self, host: str, port: int) -> None:
+        self.host = host
+        self.port = port
+        self.routes: dict[str, Route] = {}
+        self.server: asyncio.Server | None = None
+
+    async def start(self) -> None:
+        host = self.host or None
+        if host == "localhost":
+            host = "127.0.0.1"
+        if host is None:
+            sock = _dual_stack_socket(self.port)
+            self.server = await asyncio.start_server(self._client, sock=sock)
+        else:
+            self.server = await asyncio.start_server(self._client, host, self.port, reuse_address=True)
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            self.server.close()
+            await self.server.wait_closed()
+            self.server = None
+
+    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            async with asyncio.timeout(5):
+                head = await reader.readuntil(b"\r\n\r\n")
+            line = head.split(b"\r\n", 1)[0].decode("latin-1").split()
+            if len(line) < 2:
+                status, ctype, body = 400, "text/plain", b"bad request\n"
+            elif line[0] not in ("GET", "HEAD"):
+                status, ctype, body = 405, "text/plain", b"method not allowed\n"
+            else:
+                route = self.routes.get(line[1].split("?", 1)[0])
+                if route is None:
+                    status, ctype, body = 404, "text/plain", b"404 page not found\n"
+                else:
+                    status, ctype, body = await route()
+                if line[0] == "HEAD":
+                    body = b""
+            writer.write(
+                f"HTTP/1.1 {status} {_REASONS.get(status, '')}\r\nContent-Type: {ctype}\r\n"
+                f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
+                + body
+            )
+            await writer.drain()
+        except (TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
+            pass
+        except Exception:
+            log.exception("http handler failed")
+        finally:
+            writer.close()
+
+
+def _dual_stack_socket(port: int) -> socket.socket:
+    try:
+        s = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(("::", port))
+    except OSError:
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(("0.0.0.0", port))
+    s.listen(128)
+    s.setblocking(False)
+    return s
+
+
+class HTTPServers:
+    """All HTTP listeners of a process, keyed by address; reused across reloads."""
+
+    def __init__(self) -> None:
+        self.servers: dict[tuple[str, int], HTTPServer] = {}
+
+    def route(self, addr: str, default_port: int, path: str, handler: Route) -> HTTPServer:
+        host, port = split_hostport(addr, default_port)
+        srv = self.servers.get((host, port))
+        if srv is None:
+            srv = self.servers[(host, port)] = HTTPServer(host, port)
+        srv.routes[path] = handler
+        return srv

@@ -1,0 +1,336 @@
+"""The running server: listeners, blocks, HTTP endpoints, reload and graceful stop.
+
+A reload builds a complete new set of blocks first (any error leaves the old set serving), then
+swaps each listener's router in place. DNS sockets that exist in both configs are never closed,
+so a reload has no gap. Caches start empty after a reload, as in CoreDNS.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
+
+from nodelocaldns.corefile.model import ServerBlock
+from nodelocaldns.corefile.parser import parse_corefile
+from nodelocaldns.errors import ConfigError, NodeLocalDNSError
+from nodelocaldns.plugins.cache.handler import CacheHandler
+from nodelocaldns.plugins.errors.plugin import ErrorsHandler
+from nodelocaldns.plugins.forward.handler import ForwardHandler
+from nodelocaldns.plugins.log.plugin import LogHandler
+from nodelocaldns.plugins.loop.plugin import LoopHandler
+from nodelocaldns.plugins.reload.plugin import ReloadConfig, corefile_hash
+from nodelocaldns.server.chain import Handler, build_chain, sort_handlers
+from nodelocaldns.server.config import BlockPlan, Plan, plan
+from nodelocaldns.server.httpd import HTTPServers
+from nodelocaldns.server.listener import Block, Listener, Router, TCPConnection, UDPProtocol
+
+log = logging.getLogger("nodelocaldns")
+
+
+@dataclass
+class ReloadState:
+    failed: int = 0
+    hash: str = ""
+
+
+@dataclass
+class Generation:
+    """Everything built from one Corefile version."""
+
+    plan: Plan
+    blocks: list[Block]
+    loops: list[tuple[LoopHandler, str, int]] = field(default_factory=list)
+    http: dict[str, list[tuple[str, int, str]]] = field(
+        default_factory=dict
+    )  # plugin -> [(addr, port, path)]
+    lameduck: float = 0.0
+    reload: ReloadConfig | None = None
+
+
+def _socket(host: str, port: int, kind: int) -> socket.socket:
+    fam = socket.AF_INET6 if (":" in host or host == "") else socket.AF_INET
+    s = socket.socket(fam, kind)
+    try:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        # SO_REUSEPORT lets a second agent bind the same address during a rollout.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if host == "":
+            s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+            s.bind(("::", port))
+        else:
+            s.bind(
+                (host.split("%")[0], port)
+                if fam == socket.AF_INET
+                else (host.split("%")[0], port, 0, _scope(host))
+            )
+        if kind == socket.SOCK_STREAM:
+            s.listen(1024)
+        s.setblocking(False)
+    except OSError:
+        s.close()
+        if host == "":
+            return _socket("0.0.0.0", port, kind)
+        raise
+    return s
+
+
+def _scope(host: str) -> int:
+    if "%" in host:
+        return socket.if_nametoindex(host.split("%", 1)[1])
+    return 0
+
+
+class Instance:
+    def __init__(
+        self,
+        text: str,
+        filename: str = "Corefile",
+        on_fatal: Callable[[str], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.text = text
+        self.filename = filename
+        self.clock = clock
+        self.on_fatal = on_fatal or self._default_fatal
+        self.listeners: dict[tuple[str, int], Listener] = {}
+        self.http = HTTPServers()
+        self.gen: Generation | None = None
+        self.ready = False
+        self.shutting_down = False
+        self.reload_state = ReloadState()
+        self.started = time.time()
+        self._bg: set[asyncio.Task[Any]] = set()
+        self._fatal: str | None = None
+        self.fatal_event = asyncio.Event()
+        self.extra_ready_checks: list[Callable[[], str | None]] = []
+
+    # -- build -----------------------------------------------------------------------------------
+
+    def _build(self, blocks: tuple[ServerBlock, ...]) -> Generation:
+        p = plan(blocks)
+        built: list[Block] = []
+        gen = Generation(p, built)
+        for bp in p.blocks:
+            built.append(self._build_block(bp, gen))
+        return gen
+
+    def _build_block(self, bp: BlockPlan, gen: Generation) -> Block:
+        handlers: list[Handler] = []
+        s = bp.single
+        block = Block(bp.zones, build_chain([]))
+        if "prometheus" in s:
+            block.metrics = True
+            gen.http.setdefault("prometheus", []).append((s["prometheus"].addr, 9153, "/metrics"))
+        if "errors" in s:
+            handlers.append(ErrorsHandler(s["errors"]))
+        if bp.logs:
+            handlers.append(LogHandler(bp.logs))
+            block.logs = True
+        if "cache" in s:
+            block.cache = CacheHandler(s["cache"], bp.zones, self.clock)
+            handlers.append(block.cache)
+        if "loop" in s:
+            lh = LoopHandler(bp.zones[0], self._fatal_loop)
+            handlers.append(lh)
+            host = bp.hosts[0] or "127.0.0.1"
+            gen.loops.append((lh, host, bp.ports[0]))
+        fwd_handlers = [ForwardHandler(f) for f in bp.forwards]
+        ordered = sort_handlers(handlers)
+        block.handlers = [*ordered, *fwd_handlers]
+        block.chain = build_chain(block.handlers)  # type: ignore[arg-type]
+        if "health" in s:
+            gen.http.setdefault("health", []).append((s["health"].addr, 8080, "/health"))
+            gen.lameduck = max(gen.lameduck, s["health"].lameduck)
+        if "ready" in s:
+            gen.http.setdefault("ready", []).append((s["ready"].addr, 8181, "/ready"))
+        if "reload" in s:
+            gen.reload = s["reload"]
+        return block
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Parse, build and bind everything. Raises ConfigError or OSError; nothing is left half-open."""
+        blocks = parse_corefile(self.text, self.filename)
+        gen = self._build(blocks)
+        await self._apply(gen)
+        self.reload_state.hash = corefile_hash(blocks)
+        self.ready = True
+        if gen.reload is not None:
+            self._spawn(self._reload_loop())
+
+    async def _apply(self, gen: Generation) -> None:
+        loop = asyncio.get_running_loop()
+        wanted = set(gen.plan.listeners)
+        opened: list[Listener] = []
+        try:
+            for key in wanted - set(self.listeners):
+                lst = Listener(key[0], key[1], Router({}), self._unhandled)
+                usock = _socket(key[0], key[1], socket.SOCK_DGRAM)
+                tsock = _socket(key[0], key[1], socket.SOCK_STREAM)
+                usock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+                usock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
+                lst.udp, lst.udp_protocol = await loop.create_datagram_endpoint(partial(UDPProtocol, lst), sock=usock)
+                lst.tcp = await loop.create_server(partial(TCPConnection, lst), sock=tsock)
+                opened.append(lst)
+        except BaseException:
+            for lst in opened:
+                _close(lst)
+            raise
+        for lst in opened:
+            self.listeners[(lst.host, lst.port)] = lst
+        for key, zones in gen.plan.listeners.items():
+            self.listeners[key].set_router(Router({z: gen.blocks[i] for z, i in zones}))
+        for key in set(self.listeners) - wanted:
+            _close(self.listeners.pop(key))
+        old = self.gen
+        self.gen = gen
+        await self._apply_http(gen)
+        if old is not None:
+            for b in old.blocks:
+                for h in b.handlers:
+                    if isinstance(h, ForwardHandler):
+                        h.close()
+        for lh, host, port in gen.loops:
+            self._spawn(lh.run_probe(host, port))
+
+    async def _apply_http(self, gen: Generation) -> None:
+        from nodelocaldns.metrics.exposition import render_metrics
+
+        wanted: dict[tuple[str, int], dict[str, Any]] = {}
+        fresh = HTTPServers()
+        routes = {"/health": self._health, "/ready": self._ready, "/metrics": lambda: render_metrics(self)}
+        for _plugin, entries in gen.http.items():
+            for addr, default_port, path in entries:
+                srv = fresh.route(addr, default_port, path, routes[path])
+                wanted[(srv.host, srv.port)] = srv.routes
+        for key, srv in list(self.http.servers.items()):
+            if key not in wanted:
+                await srv.stop()
+                del self.http.servers[key]
+        for key, new in fresh.servers.items():
+            cur = self.http.servers.get(key)
+            if cur is None:
+                await new.start()
+                self.http.servers[key] = new
+            else:
+                cur.routes = new.routes
+
+    async def _health(self) -> tuple[int, str, bytes]:
+        return 200, "text/plain; charset=utf-8", b"OK"
+
+    async def _ready(self) -> tuple[int, str, bytes]:
+        if self.shutting_down:
+            return 503, "text/plain; charset=utf-8", b"Shutting down"
+        if not self.ready:
+            return 503, "text/plain; charset=utf-8", b"starting"
+        for check in self.extra_ready_checks:
+            why = check()
+            if why:
+                return 503, "text/plain; charset=utf-8", why.encode()
+        return 200, "text/plain; charset=utf-8", b"OK"
+
+    async def reload(self, text: str | None = None) -> bool:
+        """Apply a new Corefile (or re-read the file). Returns False and keeps serving on error."""
+        if text is None:
+            try:
+                with open(self.filename, encoding="utf-8") as f:
+                    text = f.read()
+            except OSError as e:
+                return self._reload_failed(ConfigError(f"{self.filename}: {e.strerror}"))
+        try:
+            blocks = parse_corefile(text, self.filename)
+            h = corefile_hash(blocks)
+            if h == self.reload_state.hash:
+                return True
+            gen = self._build(blocks)
+            await self._apply(gen)
+        except (NodeLocalDNSError, OSError, ValueError) as e:
+            return self._reload_failed(e)
+        self.text = text
+        self.reload_state.hash = h
+        log.info("[INFO] Reloading complete")
+        return True
+
+    def _reload_failed(self, e: BaseException) -> bool:
+        self.reload_state.failed += 1
+        log.error("[ERROR] Corefile changed but reload failed: %s", e)
+        return False
+
+    async def _reload_loop(self) -> None:
+        rng = random.Random()
+        while not self.shutting_down:
+            gen = self.gen
+            cfg = gen.reload if gen is not None else None
+            if cfg is None:
+                return
+            await asyncio.sleep(cfg.next_delay(rng))
+            if self.shutting_down:
+                return
+            await self.reload()
+
+    async def stop(self, drain: float = 5.0) -> None:
+        """Not-ready, lameduck (still serving), close sockets, drain in-flight queries (bounded)."""
+        self.shutting_down = True
+        gen = self.gen
+        if gen is not None and gen.lameduck > 0:
+            await asyncio.sleep(gen.lameduck)
+        for lst in self.listeners.values():
+            _close(lst)
+        deadline = time.monotonic() + drain
+        for lst in self.listeners.values():
+            await lst.drain(max(deadline - time.monotonic(), 0.0))
+        for t in list(self._bg):
+            t.cancel()
+        if gen is not None:
+            for b in gen.blocks:
+                for h in b.handlers:
+                    if isinstance(h, ForwardHandler):
+                        h.close()
+        for srv in self.http.servers.values():
+            await srv.stop()
+
+    # -- helpers ---------------------------------------------------------------------------------
+
+    def _spawn(self, coro: Any) -> None:
+        t = asyncio.ensure_future(coro)
+        self._bg.add(t)
+        t.add_done_callback(self._bg.discard)
+
+    def _fatal_loop(self, message: str) -> None:
+        if self._fatal is None:
+            self._fatal = message
+            self.on_fatal(message)
+
+    def _default_fatal(self, message: str) -> None:
+        log.critical("%s", message)
+        self.fatal_event.set()
+
+    @property
+    def fatal(self) -> str | None:
+        return self._fatal
+
+    def _unhandled(self, e: BaseException) -> None:
+        log.error("[ERROR] unhandled: %s", e)
+
+    def caches(self) -> list[tuple[Block, CacheHandler]]:
+        gen = self.gen
+        if gen is None:
+            return []
+        return [(b, b.cache) for b in gen.blocks if b.cache is not None]
+
+
+def _close(lst: Listener) -> None:
+    if lst.udp is not None:
+        lst.udp.close()
+        lst.udp = None
+    if lst.tcp is not None:
+        lst.tcp.close()
+        lst.tcp = None

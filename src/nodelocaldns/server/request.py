@@ -1,0 +1,53 @@
+"""What a plugin chain sees: the incoming query, where it came from, and what it answers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from nodelocaldns.dns.wire import Query, name_to_text
+
+
+@dataclass(slots=True)
+class Request:
+    """One client query on its way through a server block's plugin chain."""
+
+    data: bytes  # the query exactly as received
+    q: Query
+    remote: tuple[str, int]
+    proto: str  # "udp" | "tcp"
+    family: int  # 1 = IPv4, 2 = IPv6 (CoreDNS metric label values)
+    server: str  # "dns://IP:PORT", the listener label
+    zone: str = "."  # the server-block zone that matched
+    start: float = 0.0  # perf_counter() when the query arrived
+    internal: bool = False  # prefetch/refresh or loop probe: no client is waiting
+    _qname_text: str | None = field(default=None, repr=False)
+
+    @property
+    def qname(self) -> str:
+        """Lowercased, fully qualified query name."""
+        if self._qname_text is None:
+            self._qname_text = name_to_text(self.q.qname)
+        return self._qname_text
+
+    @property
+    def size_limit(self) -> int:
+        """The largest reply this client takes: 65535 on TCP, its EDNS size (>= 512) on UDP."""
+        if self.proto == "tcp":
+            return 65535
+        return self.q.udp_size if self.q.edns else 512
+
+
+@dataclass(slots=True)
+class Reply:
+    """A chain's answer.
+
+    ``wire`` None means nothing was written: the server answers with a bare ``rcode`` reply (this is
+    how a failed upstream becomes a SERVFAIL that the cache never sees). ``final`` means ``wire``
+    already carries the client's ID, flags, OPT and fits the client's size.
+    """
+
+    wire: bytes | None
+    rcode: int
+    plugin: str = ""
+    error: BaseException | None = None
+    final: bool = False
