@@ -1,0 +1,211 @@
+"""The link that holds the local DNS addresses (node-cache's ``nodelocaldns`` dummy interface).
+
+Thin adapter over pyroute2 ``AsyncIPRoute`` (the sync ``IPRoute`` cannot run inside an event loop
+in pyroute2 0.9). Behaviour, compared with node-cache's ``pkg/netif``:
+
+* A link with the name, of any kind, is reused; otherwise a ``dummy`` is created. Kernels without
+  the dummy driver answer EOPNOTSUPP, reported as ``SetupError(kind="interface_add")`` with a hint.
+* Each address is added as /32 or /128 when missing (EEXIST counts as success). IPv6 addresses get
+  ``IFA_F_NODAD``: on a link that is down, an address without it stays *tentative* forever and
+  cannot be bound (verified); with it, it is usable at once. An IPv6 copy that is tentative or
+  failed DAD (added by someone else) is replaced by a NODAD one.
+* The link is left DOWN by default, like node-cache: the kernel installs the ``local`` routes for the
+  addresses either way, so local delivery works for both families (the tests check it). Bringing it
+  up buys nothing and costs something: with ``net.ipv6.conf.*.keep_addr_on_down=0`` (the default)
+  any later down event flushes the IPv6 addresses. ``set_up=True`` is there for operators who want
+  ``operstate UP`` anyway.
+* Removal deletes the link only if allowed *and* it is a dummy (what node-cache would have made);
+  any other kind (a bridge an operator made, ``lo``) only loses our addresses. node-cache deletes
+  whatever link has the name.
+"""
+
+from __future__ import annotations
+
+import errno
+import ipaddress
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from pyroute2 import AsyncIPRoute
+from pyroute2.netlink.exceptions import NetlinkError
+
+from nodelocaldns.errors import SetupError
+
+IFA_F_NODAD = 0x02
+IFA_F_DADFAILED = 0x08
+IFA_F_TENTATIVE = 0x40
+
+
+@dataclass(frozen=True, slots=True)
+class InterfaceSpec:
+    """What the agent keeps in place: a link ``name`` holding ``ips`` (canonical strings)."""
+
+    name: str
+    ips: tuple[str, ...]
+    set_up: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class InterfaceReport:
+    name: str
+    index: int
+    kind: str | None
+    created: bool
+    added: tuple[str, ...]  # addresses (re)added by this call; empty in the steady state
+
+
+@dataclass(frozen=True, slots=True)
+class RemovalReport:
+    name: str
+    link_deleted: bool
+    removed: tuple[str, ...]
+
+
+def _prefixlen(ip: str) -> int:
+    return 32 if ipaddress.ip_address(ip).version == 4 else 128
+
+
+def _canonical(ips: Iterable[str]) -> list[str]:
+    return list(dict.fromkeys(ipaddress.ip_address(ip).compressed for ip in ips))
+
+
+async def _lookup(ipr: Any, name: str) -> int | None:
+    found = await ipr.link_lookup(ifname=name)
+    return int(found[0]) if found else None
+
+
+async def _kind(ipr: Any, index: int) -> str | None:
+    msgs = await ipr.link("get", index=index)
+    kind = msgs[0].get(("linkinfo", "kind")) if msgs else None
+    return str(kind) if kind else None
+
+
+async def _addresses(ipr: Any, index: int) -> dict[str, int]:
+    """Host addresses (/32, /128) on the link -> their IFA flags."""
+    out: dict[str, int] = {}
+    async for msg in await ipr.addr("dump", index=index):
+        if msg.get("index") != index:
+            continue
+        raw = msg.get("local") or msg.get("address")
+        if raw is None:
+            continue
+        ip = ipaddress.ip_address(raw).compressed
+        if msg["prefixlen"] != _prefixlen(ip):
+            continue
+        out[ip] = int(msg.get("IFA_FLAGS") or msg["flags"])
+    return out
+
+
+def _unusable(ip: str, flags: int) -> bool:
+    return ipaddress.ip_address(ip).version == 6 and bool(flags & (IFA_F_TENTATIVE | IFA_F_DADFAILED))
+
+
+async def _add_address(ipr: Any, index: int, ip: str) -> None:
+    kwargs: dict[str, Any] = {"index": index, "address": ip, "prefixlen": _prefixlen(ip)}
+    if ipaddress.ip_address(ip).version == 6:
+        kwargs["flags"] = IFA_F_NODAD
+    try:
+        await ipr.addr("add", **kwargs)
+    except NetlinkError as e:
+        if e.code != errno.EEXIST:
+            raise
+
+
+async def ensure_interface(name: str, ips: Iterable[str], *, set_up: bool = False) -> InterfaceReport:
+    """Make link ``name`` exist and hold every address in ``ips``; report what had to be done."""
+    wanted = _canonical(ips)
+    try:
+        async with AsyncIPRoute() as ipr:
+            index = await _lookup(ipr, name)
+            created = False
+            if index is None:
+                try:
+                    await ipr.link("add", ifname=name, kind="dummy")
+                except NetlinkError as e:
+                    hint = (
+                        " (this kernel has no dummy link driver: pre-create the interface, e.g."
+                        f" `ip link add {name} type bridge`, or run with -setupinterface=false)"
+                        if e.code == errno.EOPNOTSUPP
+                        else ""
+                    )
+                    raise SetupError(
+                        "interface_add", f"cannot create dummy interface {name}: {e.args[-1]}{hint}"
+                    ) from e
+                created = True
+                index = await _lookup(ipr, name)
+                if index is None:
+                    raise SetupError("interface_add", f"interface {name} vanished right after creation")
+            present = await _addresses(ipr, index)
+            added: list[str] = []
+            for ip in wanted:
+                if ip in present and not _unusable(ip, present[ip]):
+                    continue
+                try:
+                    if ip in present:
+                        await ipr.addr("del", index=index, address=ip, prefixlen=_prefixlen(ip))
+                    await _add_address(ipr, index, ip)
+                except NetlinkError as e:
+                    raise SetupError(
+                        "interface_add", f"cannot add {ip}/{_prefixlen(ip)} to {name}: {e.args[-1]}"
+                    ) from e
+                added.append(ip)
+            if set_up:
+                await ipr.link("set", index=index, state="up")
+            return InterfaceReport(name, index, await _kind(ipr, index), created, tuple(added))
+    except NetlinkError as e:
+        raise SetupError("interface_check", f"error checking interface {name}: {e.args[-1]}") from e
+
+
+async def check_interface(name: str, ips: Iterable[str]) -> InterfaceReport:
+    """Verify without changing anything; ``SetupError(kind="interface_check")`` on any gap."""
+    wanted = _canonical(ips)
+    try:
+        async with AsyncIPRoute() as ipr:
+            index = await _lookup(ipr, name)
+            if index is None:
+                raise SetupError("interface_check", f"interface {name} does not exist")
+            present = await _addresses(ipr, index)
+            kind = await _kind(ipr, index)
+    except NetlinkError as e:
+        raise SetupError("interface_check", f"error checking interface {name}: {e.args[-1]}") from e
+    missing = [ip for ip in wanted if ip not in present]
+    unusable = [ip for ip in wanted if ip in present and _unusable(ip, present[ip])]
+    if missing or unusable:
+        parts = ([f"missing {', '.join(missing)}"] if missing else []) + (
+            [f"tentative/DAD-failed {', '.join(unusable)}"] if unusable else []
+        )
+        raise SetupError("interface_check", f"interface {name}: {'; '.join(parts)}")
+    return InterfaceReport(name, index, kind, False, ())
+
+
+async def remove_interface(name: str, ips: Iterable[str], delete_link: bool) -> RemovalReport:
+    """Undo ``ensure_interface``: delete the link if allowed and it is a dummy, else our addresses."""
+    wanted = _canonical(ips)
+    try:
+        async with AsyncIPRoute() as ipr:
+            index = await _lookup(ipr, name)
+            if index is None:
+                return RemovalReport(name, False, ())
+            if delete_link and await _kind(ipr, index) == "dummy":
+                try:
+                    await ipr.link("del", index=index)
+                except NetlinkError as e:
+                    if e.code != errno.ENODEV:
+                        raise
+                return RemovalReport(name, True, tuple(wanted))
+            present = await _addresses(ipr, index)
+            removed: list[str] = []
+            for ip in wanted:
+                if ip not in present:
+                    continue
+                try:
+                    await ipr.addr("del", index=index, address=ip, prefixlen=_prefixlen(ip))
+                except NetlinkError as e:
+                    if e.code != errno.EADDRNOTAVAIL:
+                        raise
+                    continue
+                removed.append(ip)
+            return RemovalReport(name, False, tuple(removed))
+    except NetlinkError as e:
+        raise SetupError("interface_check", f"error removing interface {name}: {e.args[-1]}") from e

@@ -1,0 +1,390 @@
+"""The packet-filter rules node-cache installs, as data, and pure renderers for both backends.
+
+``desired_rules`` reproduces node-cache's ``initIptables`` table (12 rules per local IP, same order,
+same comments), for IPv4 and IPv6 addresses in one list: unlike node-cache, one process may serve
+both families (dual-stack, kubernetes/dns #655). Everything here is text in, text out; the
+backends in ``iptables.py`` and ``nft.py`` run the commands.
+
+Two renderings exist:
+
+* iptables (``to_iptables_args``, ``restore_text``): the exact argument order node-cache passes to
+  ``iptables`` (``-p tcp -d IP --dport P -j NOTRACK -m comment --comment ...``), inserted with
+  ``-I CHAIN 1`` like ``EnsureRule(Prepend)``; ``parse_iptables_save`` reads the normalised form
+  ``iptables-save`` prints back (``-d IP/32 -p tcp -m tcp --dport P -m comment ... -j NOTRACK``).
+* nftables (``nft_script``): one ``inet`` table owning four base chains. The ``notrack`` chains sit at
+  ``priority raw`` (-300), before conntrack (-200) and before any DNAT (kube-proxy's ``dstnat``), so
+  they do what the iptables raw rules do. The ``accept`` chains are kept for parity and for their
+  counters, but an ``accept`` only ends evaluation of *its own* base chain: every other base chain
+  on the same hook (an iptables-nft ``filter`` table, a host firewall table) still runs and its
+  ``drop`` wins. So in nft mode we cannot "punch through" another table's drop the way an iptables
+  ``-I INPUT 1 ... -j ACCEPT`` does inside the shared ``filter`` table. We do not try to edit tables
+  we do not own; an operator whose firewall drops untracked DNS must allow it there (for example
+  ``ct state untracked accept`` or an explicit port rule). kube-proxy's own nftables rules only
+  reject on ``ct state new``, which untracked packets never match, so the common case needs nothing.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import shlex
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from nodelocaldns.errors import ConfigError
+
+COMMENT_SKIP_CONNTRACK = "NodeLocal DNS Cache: skip conntrack"
+COMMENT_ALLOW_DNS = "NodeLocal DNS Cache: allow DNS traffic"
+NFT_TABLE = "nodelocaldns"
+
+Direction = Literal["src", "dst"]
+Target = Literal["NOTRACK", "ACCEPT"]
+
+_COMMENT_FOR_TARGET: dict[str, str] = {"NOTRACK": COMMENT_SKIP_CONNTRACK, "ACCEPT": COMMENT_ALLOW_DNS}
+
+# node-cache's initIptables, one row per rule; "dns" is -dns.port, "health" is -health-port.
+# (table, chain, proto, direction, port, target)
+_RULE_TABLE: tuple[tuple[str, str, str, Direction, str, Target], ...] = (
+    ("raw", "PREROUTING", "tcp", "dst", "dns", "NOTRACK"),
+    ("raw", "PREROUTING", "udp", "dst", "dns", "NOTRACK"),
+    ("filter", "INPUT", "tcp", "dst", "dns", "ACCEPT"),
+    ("filter", "INPUT", "udp", "dst", "dns", "ACCEPT"),
+    ("raw", "OUTPUT", "tcp", "src", "dns", "NOTRACK"),
+    ("raw", "OUTPUT", "udp", "src", "dns", "NOTRACK"),
+    ("filter", "OUTPUT", "tcp", "src", "dns", "ACCEPT"),
+    ("filter", "OUTPUT", "udp", "src", "dns", "ACCEPT"),
+    # host-network clients (kubernetes/dns PR #319)
+    ("raw", "OUTPUT", "tcp", "dst", "dns", "NOTRACK"),
+    ("raw", "OUTPUT", "udp", "dst", "dns", "NOTRACK"),
+    # kubelet liveness probe to <localip>:health-port (PR #352)
+    ("raw", "OUTPUT", "tcp", "dst", "health", "NOTRACK"),
+    ("raw", "OUTPUT", "tcp", "src", "health", "NOTRACK"),
+)
+RULES_PER_IP = len(_RULE_TABLE)
+
+# Section order in restore input and chain order in the nft table; also the only places rules may live.
+_TABLES: tuple[str, ...] = ("raw", "filter")
+_CHAINS: tuple[tuple[str, str], ...] = (
+    ("raw", "PREROUTING"),
+    ("raw", "OUTPUT"),
+    ("filter", "INPUT"),
+    ("filter", "OUTPUT"),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """One packet-filter rule we own. Two rules are the same rule iff every field is equal.
+
+    ``direction`` says which end both the address and the port match: ``dst`` is ``-d IP --dport P``,
+    ``src`` is ``-s IP --sport P``. ``ip`` is stored in canonical (compressed) form so parsed and
+    rendered rules compare equal.
+    """
+
+    family: int
+    table: str
+    chain: str
+    proto: str
+    direction: Direction
+    ip: str
+    port: int
+    target: Target
+    comment: str
+
+    def __post_init__(self) -> None:
+        addr = ipaddress.ip_address(self.ip)
+        if addr.version != self.family:
+            raise ValueError(f"rule family {self.family} does not match address {self.ip}")
+        if (self.table, self.chain) not in _CHAINS:
+            raise ValueError(f"unsupported chain {self.table}/{self.chain}")
+        if self.proto not in ("tcp", "udp") or self.direction not in ("src", "dst"):
+            raise ValueError(f"unsupported match {self.proto}/{self.direction}")
+        if self.target not in _COMMENT_FOR_TARGET or not 0 < self.port < 65536:
+            raise ValueError(f"unsupported target/port {self.target}/{self.port}")
+        object.__setattr__(self, "ip", addr.compressed)
+
+
+def parse_local_ips(local_ips: Iterable[str]) -> tuple[str, ...]:
+    """Canonical, de-duplicated addresses in input order; a bad address is a ConfigError."""
+    out: list[str] = []
+    for raw in local_ips:
+        text = raw.strip()
+        try:
+            ip = ipaddress.ip_address(text).compressed
+        except ValueError:
+            raise ConfigError(f"invalid localip specified - {raw!r}") from None
+        if ip not in out:
+            out.append(ip)
+    if not out:
+        raise ConfigError("invalid localip specified - no address given")
+    return tuple(out)
+
+
+def desired_rules(local_ips: Iterable[str], dns_port: int = 53, health_port: int = 8080) -> list[Rule]:
+    """node-cache's rule table for every local IP, in node-cache's order (IPs may mix families)."""
+    for what, port in (("dns port", dns_port), ("health port", health_port)):
+        if not 0 < port < 65536:
+            raise ConfigError(f"invalid {what} {port}")
+    rules: list[Rule] = []
+    for ip in parse_local_ips(local_ips):
+        family = ipaddress.ip_address(ip).version
+        for table, chain, proto, direction, which, target in _RULE_TABLE:
+            port = dns_port if which == "dns" else health_port
+            comment = _COMMENT_FOR_TARGET[target]
+            rules.append(Rule(family, table, chain, proto, direction, ip, port, target, comment))
+    return rules
+
+
+def unique(rules: Iterable[Rule]) -> list[Rule]:
+    """Rules with duplicates dropped, first occurrence order kept."""
+    return list(dict.fromkeys(rules))
+
+
+# ---------------------------------------------------------------- iptables
+
+
+def to_iptables_args(rule: Rule) -> list[str]:
+    """The rule spec exactly as node-cache passes it to iptables (no table, chain or verb)."""
+    addr_flag, port_flag = ("-d", "--dport") if rule.direction == "dst" else ("-s", "--sport")
+    return [
+        "-p", rule.proto, addr_flag, rule.ip, port_flag, str(rule.port),
+        "-j", rule.target, "-m", "comment", "--comment", rule.comment,
+    ]  # fmt: skip
+
+
+def format_rule_go(rule: Rule) -> str:
+    """The rule as node-cache logs it (Go ``%v`` of ``iptablesRule``), so log greps keep working."""
+    return f"{{{rule.table} {rule.chain} [{' '.join(to_iptables_args(rule))}]}}"
+
+
+def _restore_quote(arg: str) -> str:
+    # iptables-restore splits on whitespace and honours double quotes with backslash escapes.
+    if arg and not any(c in arg for c in " \t\"\\'"):
+        return arg
+    return '"' + arg.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+Op = Literal["-I", "-D"]
+
+
+def restore_text(ops: Sequence[tuple[Op, Rule]], family: int) -> str:
+    """``iptables-restore --noflush`` input applying ``ops`` for one family, one section per table.
+
+    ``-I`` inserts at position 1 (``EnsureRule(Prepend)``); ``-D`` deletes the first copy that
+    matches the full spec. Sections only for tables that have work; empty input for no work.
+    """
+    out: list[str] = []
+    for table in _TABLES:
+        lines = []
+        for op, rule in ops:
+            if rule.family != family or rule.table != table:
+                continue
+            pos = ["1"] if op == "-I" else []
+            args = " ".join(_restore_quote(a) for a in to_iptables_args(rule))
+            lines.append(" ".join([op, rule.chain, *pos, args]))
+        if lines:
+            out += [f"*{table}", *lines, "COMMIT"]
+    return "\n".join(out) + "\n" if out else ""
+
+
+def iptables_restore_text(
+    rules: Sequence[Rule], family: int, op: Literal["ensure", "delete"] = "ensure"
+) -> str:
+    """Insert (``ensure``) or delete one copy of each rule of ``family``, as restore input."""
+    verb: Op = "-I" if op == "ensure" else "-D"
+    return restore_text([(verb, r) for r in rules], family)
+
+
+@dataclass(frozen=True, slots=True)
+class SaveScan:
+    """What ``iptables-save`` showed: our rules (every copy, in listing order) and lines carrying
+    one of our comments that are not exactly one of our specs (left alone, reported)."""
+
+    owned: tuple[Rule, ...]
+    foreign: tuple[str, ...]
+
+
+_OUR_COMMENTS = frozenset(_COMMENT_FOR_TARGET.values())
+
+
+def parse_iptables_save(text: str, family: int) -> SaveScan:
+    """Find our rules in ``iptables-save`` output (any tables it contains)."""
+    owned: list[Rule] = []
+    foreign: list[str] = []
+    table = ""
+    for line in text.splitlines():
+        if line.startswith("*"):
+            table = line[1:].strip()
+        elif line.startswith("-A ") and any(c in line for c in _OUR_COMMENTS):
+            rule = _parse_save_rule(table, line, family)
+            if rule is None:
+                foreign.append(line)
+            else:
+                owned.append(rule)
+    return SaveScan(tuple(owned), tuple(foreign))
+
+
+def _parse_save_rule(table: str, line: str, family: int) -> Rule | None:
+    """A rule iff the line is exactly one of our specs (nothing more, nothing less), else None."""
+    try:
+        tokens = shlex.split(line)
+    except ValueError:
+        return None
+    chain = tokens[1]
+    fields: dict[str, str] = {}
+    i = 2
+    while i < len(tokens):
+        tok = tokens[i]
+        if tok == "-m" and i + 1 < len(tokens) and tokens[i + 1] in ("tcp", "udp", "comment"):
+            i += 2
+        elif tok in ("-s", "-d", "-p", "--sport", "--dport", "--comment", "-j") and i + 1 < len(tokens):
+            if tok in fields:
+                return None
+            fields[tok] = tokens[i + 1]
+            i += 2
+        elif tok == "--notrack" and fields.get("-j") == "CT":
+            # older iptables print NOTRACK as its CT alias
+            fields["-j"] = "NOTRACK"
+            i += 1
+        else:
+            return None  # an option our rules never carry (interface, negation, ...)
+    host = 32 if family == 4 else 128
+    if ("-s" in fields) == ("-d" in fields) or ("--sport" in fields) == ("--dport" in fields):
+        return None
+    direction: Direction = "dst" if "-d" in fields else "src"
+    if (direction == "dst") != ("--dport" in fields):
+        return None
+    addr, _, plen = fields["-d" if direction == "dst" else "-s"].partition("/")
+    target = fields.get("-j", "")
+    if (plen and plen != str(host)) or target not in _COMMENT_FOR_TARGET:
+        return None
+    try:
+        return Rule(
+            family=family,
+            table=table,
+            chain=chain,
+            proto=fields.get("-p", ""),
+            direction=direction,
+            ip=addr,
+            port=int(fields["--dport" if direction == "dst" else "--sport"]),
+            target=target,  # type: ignore[arg-type]  # checked against _COMMENT_FOR_TARGET above
+            comment=fields.get("--comment", ""),
+        )
+    except ValueError:
+        return None
+
+
+# ---------------------------------------------------------------- nftables
+
+
+def nft_chain_name(table: str, chain: str) -> str:
+    """Our nft base chain for an iptables (table, chain): ``raw_prerouting`` etc."""
+    return f"{table}_{chain.lower()}"
+
+
+def nft_rule_text(rule: Rule) -> str:
+    l3 = "ip" if rule.family == 4 else "ip6"
+    addr = "daddr" if rule.direction == "dst" else "saddr"
+    port = "dport" if rule.direction == "dst" else "sport"
+    verdict = "notrack" if rule.target == "NOTRACK" else "accept"
+    return f'{l3} {addr} {rule.ip} {rule.proto} {port} {rule.port} counter {verdict} comment "{rule.comment}"'
+
+
+def nft_script(rules: Sequence[Rule], table: str = NFT_TABLE) -> str:
+    """One ``nft -f`` transaction that replaces table ``inet <table>`` with exactly ``rules``.
+
+    ``table`` + ``delete table`` makes the delete valid whether or not the table exists, and the
+    new definition follows in the same transaction: the kernel swaps old for new atomically, so
+    there is never a moment without rules and never a second copy of one.
+    """
+    out = [f"table inet {table}", f"delete table inet {table}", f"table inet {table} {{"]
+    for tbl, chain in _CHAINS:
+        body = [r for r in unique(rules) if (r.table, r.chain) == (tbl, chain)]
+        if not body:
+            continue
+        out.append(f"\tchain {nft_chain_name(tbl, chain)} {{")
+        out.append(f"\t\ttype filter hook {chain.lower()} priority {tbl}; policy accept;")
+        out += [f"\t\t{nft_rule_text(r)}" for r in body]
+        out.append("\t}")
+    out.append("}")
+    return "\n".join(out) + "\n"
+
+
+def nft_delete_script(table: str = NFT_TABLE) -> str:
+    """Remove our table; valid (a no-op) when it does not exist."""
+    return f"table inet {table}\ndelete table inet {table}\n"
+
+
+@dataclass(frozen=True, slots=True)
+class NftScan:
+    """Our rules found in ``nft -j list table`` output, plus rules we could not read back."""
+
+    owned: tuple[Rule, ...]
+    foreign: tuple[str, ...]
+
+
+_NFT_CHAINS = {nft_chain_name(t, c): (t, c) for t, c in _CHAINS}
+
+
+def parse_nft_json(text: str) -> NftScan:
+    """Read our table back from ``nft -j list table inet <table>``."""
+    owned: list[Rule] = []
+    foreign: list[str] = []
+    for item in json.loads(text).get("nftables", []):
+        rule = item.get("rule")
+        if rule is None:
+            continue
+        parsed = _parse_nft_rule(rule)
+        if parsed is None:
+            foreign.append(json.dumps(rule, sort_keys=True))
+        else:
+            owned.append(parsed)
+    return NftScan(tuple(owned), tuple(foreign))
+
+
+_NFT_FIELD_DIRECTION: dict[str, Direction] = {"saddr": "src", "sport": "src", "daddr": "dst", "dport": "dst"}
+
+
+def _parse_nft_rule(rule: dict[str, Any]) -> Rule | None:
+    """A rule iff it is exactly ``<l3> <addr> IP <proto> <port> N [counter] <verdict>`` in one of
+    our chains, address and port on the same end; anything else is not ours."""
+    where = _NFT_CHAINS.get(rule.get("chain", ""))
+    if where is None:
+        return None
+    found: dict[str, Any] = {}
+    directions: set[Direction] = set()
+    for expr in rule.get("expr", []):
+        if "counter" in expr:
+            continue
+        if "notrack" in expr or "accept" in expr:
+            if "target" in found:
+                return None
+            found["target"] = "NOTRACK" if "notrack" in expr else "ACCEPT"
+            continue
+        match = expr.get("match")
+        if not match or match.get("op") != "==" or "payload" not in match.get("left", {}):
+            return None
+        payload = match["left"]["payload"]
+        proto, field, right = payload.get("protocol"), payload.get("field"), match.get("right")
+        if proto in ("ip", "ip6") and field in ("saddr", "daddr") and "ip" not in found:
+            found["family"], found["ip"] = (4 if proto == "ip" else 6), str(right)
+        elif proto in ("tcp", "udp") and field in ("sport", "dport") and "port" not in found:
+            if not isinstance(right, int):
+                return None
+            found["proto"], found["port"] = proto, right
+        else:
+            return None
+        directions.add(_NFT_FIELD_DIRECTION[field])
+    if len(directions) != 1 or found.keys() != {"family", "ip", "proto", "port", "target"}:
+        return None
+    try:
+        return Rule(
+            table=where[0],
+            chain=where[1],
+            direction=directions.pop(),
+            comment=str(rule.get("comment", "")),
+            **found,
+        )
+    except ValueError:
+        return None
