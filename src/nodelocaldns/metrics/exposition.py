@@ -238,9 +238,7 @@ class InstanceCollector:
         for (to, proto), n in list(FORWARD.conn_misses.items()):
             cm.add_metric(["forward", to, proto], n)
         counter("coredns_forward_healthcheck_broken_total").add_metric([], FORWARD.healthcheck_broken)
-        counter("coredns_forward_max_concurrent_rejects_total").add_metric(
-            [], FORWARD.max_concurrent_rejects
-        )
+        counter("coredns_forward_max_concurrent_rejects_total").add_metric([], FORWARD.max_concurrent_rejects)
         counter("coredns_reload_failed_total").add_metric([], inst.reload_state.failed)
         if inst.reload_state.hash:
             gauge("coredns_reload_version_info").add_metric(["sha512", inst.reload_state.hash], 1)

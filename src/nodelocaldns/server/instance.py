@@ -177,7 +177,9 @@ class Instance:
                 tsock = _socket(key[0], key[1], socket.SOCK_STREAM)
                 usock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
                 usock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
-                lst.udp, lst.udp_protocol = await loop.create_datagram_endpoint(partial(UDPProtocol, lst), sock=usock)
+                lst.udp, lst.udp_protocol = await loop.create_datagram_endpoint(
+                    partial(UDPProtocol, lst), sock=usock
+                )
                 lst.tcp = await loop.create_server(partial(TCPConnection, lst), sock=tsock)
                 opened.append(lst)
         except BaseException:

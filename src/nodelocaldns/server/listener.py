@@ -65,6 +65,7 @@ class Router:
         self.by_wire = {wire.text_to_wire(z): (z, b) for z, b in zones.items()}
         # lowercased question -> (success map, denial map, zone bits, zone accumulator); see Listener.fast
         self.memo: dict[bytes, tuple[Any, Any, int, ZoneAcc]] = {}
+        self.routes: dict[str, tuple[Any, Any, int, ZoneAcc]] = {}  # one shared memo value per zone
 
     def route(self, qname: bytes, qtype: int) -> tuple[str, Block] | None:
         off = 0
@@ -246,13 +247,19 @@ class Listener:
                 dt,
             )
         cache = block.cache
-        if block.fast and cache is not None and len(router.memo) < _MEMO_MAX and cache.covers(q.qname):
+        if block.fast and cache is not None and cache.covers(q.qname):
             qkey = data[12 : q.question_end].lower()
             # Only names the fast path can find again: uncompressed, no zero byte inside a label.
             if qkey.find(0) == len(q.qname) - 1 and qkey.startswith(q.qname):
-                acc = self.stats.zone_acc(zone)
-                maps = cache.store.maps
-                router.memo[qkey] = (maps[0], maps[1], acc.bits, acc)
+                memo = router.memo
+                if len(memo) >= _MEMO_MAX:
+                    memo.clear()
+                route = router.routes.get(zone)
+                if route is None:
+                    acc = self.stats.zone_acc(zone)
+                    maps = cache.store.maps
+                    route = router.routes[zone] = (maps[0], maps[1], acc.bits, acc)
+                memo[qkey] = route
 
     def finalize(self, reply: Reply, req: Request) -> bytes:
         if reply.wire is None:

@@ -46,11 +46,14 @@ def head_index(flags_hi: int, flags_lo: int, opt: bool) -> int:
     return (flags_hi & 1) | ((flags_lo & 0x20) >> 4) | (4 if opt else 0)
 
 
+_KEEPTTL, _AA, _REFRESHING = 1, 2, 4
+
+
 class Entry:
-    __slots__ = (
-        "kind", "rcode", "heads", "segs", "size", "orig", "stored", "expires", "memo", "memo_until",
-        "keepttl", "hits", "last_hit", "refreshing", "qtype", "aa_upstream", "sbase", "tail", "tail_edns",
-    )  # fmt: skip
+    """One cached reply. Slots are few on purpose: four full caches hold ~80k of these."""
+
+    __slots__ = ("heads", "memo", "offs", "memo_until", "stored", "orig", "sbase", "tail", "tail_edns", "fl",
+                 "hits", "last_hit")  # fmt: skip
 
     def __init__(
         self,
@@ -66,20 +69,18 @@ class Entry:
         _id, flags, qd, an, ns, ar = struct.unpack_from("!HHHHHH", reply)
         recs = verdict.records
         n_ar = len(recs) - an - ns
-        segs = []
-        pos = verdict.body_start
-        for _start, ttl_off, _rtype, _end in recs:
-            segs.append(reply[pos:ttl_off])
-            pos = ttl_off + 4
-        last_end = recs[-1][3] if recs else verdict.body_start
-        segs.append(reply[pos:last_end])
-        self.segs = tuple(segs)
-        self.kind = verdict.kind
-        self.rcode = flags & 0xF
-        self.qtype = qtype
-        self.aa_upstream = bool(flags & wire.FLAG_AA)
+        start = verdict.body_start
+        end = recs[-1][3] if recs else start
+        # The body with OPT removed (it is always last, see classify) and every TTL set to the item TTL.
+        body = bytearray(reply[start:end])
+        offs = tuple(ttl_off - start for _s, ttl_off, _t, _e in recs)
+        for off in offs:
+            _TTL.pack_into(body, off, verdict.ttl)
+        self.memo = bytes(body)
+        self.offs = offs
+        rcode = flags & 0xF
         ad_stored = bool(flags & wire.FLAG_AD)
-        base = wire.FLAG_QR | wire.FLAG_AA | (flags & wire.FLAG_RA) | (wire.FLAG_CD if cd else 0) | self.rcode
+        base = wire.FLAG_QR | wire.FLAG_AA | (flags & wire.FLAG_RA) | (wire.FLAG_CD if cd else 0) | rcode
         heads = []
         for idx in range(8):
             f = base | (wire.FLAG_RD if idx & 1 else 0)
@@ -90,20 +91,48 @@ class Entry:
             heads.append(_intern(struct.pack("!HHHHH", f, 1, an, ns, n_ar + extra)))
         t = tuple(heads)
         self.heads = _interned_heads.setdefault(t, t)
-        self.size = (
-            wire.HEADER_LEN + (verdict.body_start - wire.HEADER_LEN) + sum(map(len, segs)) + 4 * len(recs)
-        )
+        size = start + len(body)
+        self.sbase = stat_id(qtype, rcode, verdict.kind, size) << 20
         self.orig = verdict.ttl
         self.stored = now
-        self.expires = now + verdict.ttl
-        self.keepttl = keepttl
-        self.memo = b""
-        self.memo_until = -1.0
+        self.fl = (_KEEPTTL if keepttl else 0) | (_AA if flags & wire.FLAG_AA else 0)
+        self.memo_until = now + 1 if not keepttl else now + verdict.ttl
         self.hits = 0
         self.last_hit = now
-        self.refreshing = False
         self.tail = self.tail_edns = b""
-        self.sbase = stat_id(qtype, self.rcode, self.kind, self.size) << 20
+
+    # What the packed stat id knows, for the slow path and metrics.
+    @property
+    def _stat(self) -> tuple[int, int, int, int]:
+        return STATS_BY_ID[self.sbase >> 20]
+
+    @property
+    def qtype(self) -> int:
+        return self._stat[0]
+
+    @property
+    def rcode(self) -> int:
+        return self._stat[1]
+
+    @property
+    def kind(self) -> int:
+        return self._stat[2]
+
+    @property
+    def size(self) -> int:
+        return self._stat[3]
+
+    @property
+    def expires(self) -> float:
+        return self.stored + self.orig
+
+    @property
+    def refreshing(self) -> bool:
+        return bool(self.fl & _REFRESHING)
+
+    @refreshing.setter
+    def refreshing(self, value: bool) -> None:
+        self.fl = self.fl | _REFRESHING if value else self.fl & ~_REFRESHING
 
     def ttl(self, now: float) -> int:
         """Seconds left (CoreDNS: origTTL - floor(elapsed)); <= 0 means expired."""
@@ -117,19 +146,26 @@ class Entry:
         ttl = self.orig - elapsed
         if ttl <= 0:
             return None
-        self.memo = _TTL.pack(self.orig if self.keepttl else ttl).join(self.segs)
+        if self.fl & _KEEPTTL:
+            self.memo_until = self.stored + self.orig
+            return self.memo
+        self.memo = self.body_with_ttl(ttl)
+        self.memo_until = self.stored + elapsed + 1
         self.tail = self.tail_edns = b""
-        self.memo_until = self.expires if self.keepttl else self.stored + elapsed + 1
         return self.memo
 
     def body_with_ttl(self, ttl: int) -> bytes:
-        return _TTL.pack(max(ttl, 0)).join(self.segs)
+        b = bytearray(self.memo)
+        v = max(ttl, 0)
+        for off in self.offs:
+            _TTL.pack_into(b, off, v)
+        return bytes(b)
 
     def render(self, data: bytes, q: wire.Query, body: bytes, limit: int, aa: bool = True) -> bytes:
         """The reply to ``data``: client ID, RD/CD, question case and OPT; truncated to ``limit``."""
         opt = wire.client_opt(q)
         head = self.heads[head_index(data[2], data[3], False)]
-        if not aa and not self.aa_upstream:
+        if not aa and not self.fl & _AA:
             head = struct.pack("!H", struct.unpack_from("!H", head)[0] & ~wire.FLAG_AA) + head[2:]
         reply = data[:2] + head + data[wire.HEADER_LEN : q.question_end] + body
         return wire.truncate(reply, limit, opt)

@@ -1,13 +1,12 @@
 """Bounded success and denial maps for one cache instance.
 
-CoreDNS evicts an arbitrary entry from a full shard. We evict the oldest insertion (FIFO), which is
-as cheap (OrderedDict.popitem) and never throws out a just-stored answer. Expired entries are not
+CoreDNS evicts an arbitrary entry from a full shard. We evict the oldest insertion (FIFO): a plain
+dict keeps insertion order, costs less memory than an OrderedDict, and never throws out a
+just-stored answer. Expired entries are not
 swept in the background (like CoreDNS); they are replaced on the next miss or evicted.
 """
 
 from __future__ import annotations
-
-from collections import OrderedDict
 
 from nodelocaldns.plugins.cache.classify import DENIAL, SUCCESS
 from nodelocaldns.plugins.cache.entry import Entry
@@ -17,10 +16,7 @@ class Store:
     __slots__ = ("maps", "caps", "evictions")
 
     def __init__(self, success_cap: int, denial_cap: int) -> None:
-        self.maps: tuple[OrderedDict[bytes, Entry], OrderedDict[bytes, Entry]] = (
-            OrderedDict(),
-            OrderedDict(),
-        )
+        self.maps: tuple[dict[bytes, Entry], dict[bytes, Entry]] = ({}, {})
         self.caps = (success_cap, denial_cap)
         self.evictions = [0, 0]
 
@@ -43,13 +39,13 @@ class Store:
         if key in other:
             del other[key]
         if key in m:
+            del m[key]  # re-insert at the end: a refreshed answer is the newest
             m[key] = entry
-            m.move_to_end(key)
             return
         if self.caps[kind] <= 0:
             return
         if len(m) >= self.caps[kind]:
-            m.popitem(last=False)
+            del m[next(iter(m))]
             self.evictions[kind] += 1
         m[key] = entry
 
