@@ -86,7 +86,7 @@ def fast_hits(inst: Instance) -> dict[tuple[str, str, int], int]:
     """Cache hits served by the fast path: (server, zone, kind) -> count."""
     out: dict[tuple[str, str, int], int] = defaultdict(int)
     for lst in list(inst.listeners.values()):
-        for k, n in list(lst.stats.fast.items()):
+        for k, n in [*lst.stats.fast.items(), *lst.stats.fast_tcp.items()]:
             zone, _p, _t, _r, kind, _d, _q, _s = decode_fast(lst.stats, k)
             out[(lst.server, zone, kind)] += n
         for (zone, kind), n in list(lst.stats.hit_kinds.items()):
@@ -150,7 +150,7 @@ class InstanceCollector:
                 agg_ws[(zone, proto)][_size_bound(rlen)] += n
                 sum_rs[(zone, proto)] += qlen * n
                 sum_ws[(zone, proto)] += rlen * n
-            for k, n in list(lst.stats.fast.items()):
+            for k, n in [*lst.stats.fast.items(), *lst.stats.fast_tcp.items()]:
                 zone, proto, qtype, rcode, kind, do, qlen, rlen = decode_fast(lst.stats, k)
                 agg_req[(zone, proto, qtype_label(qtype))] += n
                 if do:

@@ -29,7 +29,7 @@ from nodelocaldns.plugins.reload.plugin import ReloadConfig, corefile_hash
 from nodelocaldns.server.chain import Handler, build_chain, sort_handlers
 from nodelocaldns.server.config import BlockPlan, Plan, plan
 from nodelocaldns.server.httpd import HTTPServers
-from nodelocaldns.server.listener import Block, Listener, Router, TCPConnection, UDPProtocol
+from nodelocaldns.server.listener import Block, Listener, Router, TCPConnection, UDPWorker
 
 log = logging.getLogger("nodelocaldns")
 
@@ -177,9 +177,8 @@ class Instance:
                 tsock = _socket(key[0], key[1], socket.SOCK_STREAM)
                 usock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
                 usock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
-                lst.udp, lst.udp_protocol = await loop.create_datagram_endpoint(
-                    partial(UDPProtocol, lst), sock=usock
-                )
+                usock.setblocking(True)
+                lst.udp = UDPWorker(lst, usock, loop)
                 lst.tcp = await loop.create_server(partial(TCPConnection, lst), sock=tsock)
                 opened.append(lst)
         except BaseException:
@@ -188,6 +187,8 @@ class Instance:
             raise
         for lst in opened:
             self.listeners[(lst.host, lst.port)] = lst
+            assert lst.udp is not None
+            lst.udp.start()
         for key, zones in gen.plan.listeners.items():
             self.listeners[key].set_router(Router({z: gen.blocks[i] for z, i in zones}))
         for key in set(self.listeners) - wanted:
@@ -331,7 +332,7 @@ class Instance:
 
 def _close(lst: Listener) -> None:
     if lst.udp is not None:
-        lst.udp.close()
+        lst.udp.stop()
         lst.udp = None
     if lst.tcp is not None:
         lst.tcp.close()

@@ -11,8 +11,11 @@ behaviour.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import socket
 import struct
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -37,6 +40,7 @@ _LEN = struct.Struct("!H")
 _MEMO_MAX = 200_000
 _FLAG_SUFFIX = (b"", b"\x01", b"\x02", b"\x03")
 _B0 = 0.00025
+_UDP_BUF = 4097
 _now = time.monotonic
 _perf = time.perf_counter
 
@@ -97,8 +101,7 @@ class Listener:
         self.router = router
         self.stats = ServerStats(self.server, self.family)
         self.tasks: set[asyncio.Task[None]] = set()
-        self.udp: Any = None
-        self.udp_protocol: UDPProtocol | None = None
+        self.udp: UDPWorker | None = None
         self.send_errors = 0
         self.tcp: asyncio.Server | None = None
         self.tcp_conns: set[TCPConnection] = set()
@@ -113,8 +116,6 @@ class Listener:
     def set_router(self, router: Router) -> None:
         """Swap the zone table (a reload); sockets stay open, the hit memo starts empty."""
         self.router = router
-        if self.udp_protocol is not None:
-            self.udp_protocol.memo = router.memo
 
     # -- the fast path ---------------------------------------------------------------------------
 
@@ -163,7 +164,7 @@ class Listener:
         dt = _perf() - t0
         if dt <= _B0:
             k = zb | e.sbase | (len(data) << 3) | 4 | (do >> 6) | (edns >> 2)
-            fc = self.stats.fast
+            fc = self.stats.fast_tcp
             fc[k] = fc.get(k, 0) + 1
         else:
             self._record_slow_hit(acc, e, data, reply, bool(do), "tcp", dt)
@@ -301,111 +302,151 @@ class Listener:
             await asyncio.wait(pending, timeout=timeout)
 
 
-class UDPProtocol(asyncio.DatagramProtocol):
-    """UDP listener. ``datagram_received`` is the hot path: Listener.fast, inlined.
+class UDPWorker:
+    """The UDP hot path: a thread blocked in recvfrom on the listener's socket.
 
-    Per-call overhead is a large part of a cache hit at ~100k qps, so the steps are written out
-    here once more, with one extra trick: a client that writes its question in lowercase and sets
-    only RD (what stub resolvers send) gets a reply tail joined once per entry and TTL second.
+    Serving a fresh hit costs recvfrom + sendto and no event-loop wakeup; measured here this is
+    ~2 us/query cheaper than an asyncio datagram protocol at 50k qps (fewer syscalls, no epoll).
+    Everything that is not a fresh cache hit is handed to the event loop (``Listener.spawn``).
+    The thread holds the GIL only while it processes a packet; dict reads are atomic under the GIL,
+    and the counters it writes (``stats.fast``) are written by nobody else.
+
+    The steps are Listener.fast, inlined (call overhead matters at ~100k qps); keep them in step.
+    A client that writes its question in lowercase and sets only RD (what stub resolvers send) gets
+    a reply tail joined once per entry and TTL second.
     """
 
-    def __init__(self, listener: Listener) -> None:
+    def __init__(self, listener: Listener, sock: socket.socket, loop: asyncio.AbstractEventLoop) -> None:
         self.listener = listener
-        self.transport: Any = None
-        self.memo = listener.router.memo
+        self.sock = sock
+        self.loop = loop
+        self.stopping = False
+        self.thread = threading.Thread(target=self.run, name=f"udp {listener.server}", daemon=True)
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # uvloop's UDPTransport does not subclass asyncio.DatagramTransport.
-        self.transport = transport
+    def start(self) -> None:
+        self.thread.start()
+
+    def stop(self) -> None:
+        """Wake the thread with a datagram to itself, then close the socket."""
+        if self.stopping:
+            return
+        self.stopping = True
+        host, port = self.sock.getsockname()[:2]
+        if host in ("::", "0.0.0.0"):
+            host = "::1" if self.sock.family == socket.AF_INET6 else "127.0.0.1"
+        with contextlib.suppress(OSError), socket.socket(self.sock.family, socket.SOCK_DGRAM) as w:
+            w.sendto(b"", (host, port))
+        self.thread.join(1.0)
+        self.sock.close()
 
     def send(self, out: bytes, addr: tuple[str, int]) -> None:
-        if self.transport is not None:
-            self.transport.sendto(out, addr)
-
-    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:  # noqa: C901
-        t0 = _perf()
-        counts = data[4:12]
-        if counts == _NOEDNS:
-            edns = 0
-        elif counts == _EDNS:
-            edns = 4
-        else:
-            return self.slow(data, addr)
-        if data[2] & 0xFE:  # QR, opcode, AA or TC set
-            return self.slow(data, addr)
-        qend = data.find(0, 12) + 5
-        if qend < 17:
-            return self.slow(data, addr)
-        q = data[12:qend]
-        memo = self.memo
-        route = memo.get(q)
-        raw = True
-        if route is None:
-            q = q.lower()
-            route = memo.get(q)
-            if route is None:
-                return self.slow(data, addr)
-            raw = False
-        if edns:
-            if data[qend : qend + 3] != _OPT_HEAD or data[qend + 6]:
-                return self.slow(data, addr)
-            if len(data) != qend + 11 + ((data[qend + 9] << 8) | data[qend + 10]):
-                return self.slow(data, addr)
-            do = data[qend + 7] & 0x80
-            limit = (data[qend + 3] << 8) | data[qend + 4]
-            opt = _OPT_HEAD + data[qend + 3 : qend + 5] + (_DO_FLAGS[1] if do else _DO_FLAGS[0])
-        else:
-            if len(data) != qend:
-                return self.slow(data, addr)
-            do = 0
-            limit = 512
-        smap, dmap, zb, acc = route
-        if do or data[3] & 0x10:
-            key = q + _FLAG_SUFFIX[(1 if do else 0) | (2 if data[3] & 0x10 else 0)]
-            e = smap.get(key) or dmap.get(key)
-        else:
-            e = smap.get(q) or dmap.get(q)
-        if e is None:
-            return self.slow(data, addr)
-        if _now() >= e.memo_until and e.body(_now()) is None:
-            return self.slow(data, addr)
-        if raw and data[2:4] == b"\x01\x00":
-            if edns:
-                t = e.tail_edns
-                if not t:
-                    t = e.tail_edns = e.heads[5] + q + e.memo
-                reply = data[:2] + t + opt
-            else:
-                t = e.tail
-                if not t:
-                    t = e.tail = e.heads[1] + q + e.memo
-                reply = data[:2] + t
-        elif edns:
-            reply = b"".join(
-                (data[:2], e.heads[(data[2] & 1) | ((data[3] & 0x20) >> 4) | 4], data[12:qend], e.memo, opt)
-            )
-        else:
-            reply = b"".join(
-                (data[:2], e.heads[(data[2] & 1) | ((data[3] & 0x20) >> 4)], data[12:qend], e.memo)
-            )
-        if len(reply) > 512 and len(reply) > limit:
-            return self.slow(data, addr)
-        self.transport.sendto(reply, addr)
-        dt = _perf() - t0
-        if dt <= _B0:
-            k = zb | e.sbase | (len(data) << 3) | (do >> 6) | (edns >> 2)
-            fc = self.listener.stats.fast
-            fc[k] = fc.get(k, 0) + 1
-        else:
-            self.listener._record_slow_hit(acc, e, data, reply, bool(do), "udp", dt)
-        acc[1] += dt
+        if not self.stopping:
+            with contextlib.suppress(OSError):
+                self.sock.sendto(out, addr)
 
     def slow(self, data: bytes, addr: tuple[str, int]) -> None:
         self.listener.spawn(data, addr, "udp", partial(self.send, addr=addr))
 
-    def error_received(self, exc: Exception) -> None:
-        # ICMP errors for replies to vanished clients: nothing to do, and never fatal.
-        pass
+    def run(self) -> None:  # noqa: C901 - the hot loop is deliberately one function
+        lst = self.listener
+        recv = self.sock.recvfrom
+        sendto = self.sock.sendto
+        call = self.loop.call_soon_threadsafe
+        slow = self.slow
+        while not self.stopping:
+            try:
+                # A 64 KiB buffer costs ~1 us per packet in allocation; no sane query is near 4 KiB.
+                # A datagram that fills the buffer was cut short and goes to the slow path (FORMERR).
+                data, addr = recv(_UDP_BUF)
+            except OSError:
+                if self.stopping:
+                    return
+                continue
+            if self.stopping:
+                return
+            t0 = _perf()
+            counts = data[4:12]
+            if counts == _NOEDNS:
+                edns = 0
+            elif counts == _EDNS:
+                edns = 4
+            else:
+                call(slow, data, addr)
+                continue
+            if len(data) >= _UDP_BUF:
+                call(slow, data, addr)
+                continue
+            qend = data.find(0, 12) + 5
+            if data[2] & 0xFE or qend < 17:  # QR, opcode, AA or TC set; no name end
+                call(slow, data, addr)
+                continue
+            q = data[12:qend]
+            memo = lst.router.memo
+            route = memo.get(q)
+            raw = True
+            if route is None:
+                q = q.lower()
+                route = memo.get(q)
+                if route is None:
+                    call(slow, data, addr)
+                    continue
+                raw = False
+            if edns:
+                if (
+                    data[qend : qend + 3] != _OPT_HEAD
+                    or data[qend + 6]
+                    or len(data) != qend + 11 + ((data[qend + 9] << 8) | data[qend + 10])
+                ):
+                    call(slow, data, addr)
+                    continue
+                do = data[qend + 7] & 0x80
+                limit = (data[qend + 3] << 8) | data[qend + 4]
+                opt = _OPT_HEAD + data[qend + 3 : qend + 5] + (_DO_FLAGS[1] if do else _DO_FLAGS[0])
+            elif len(data) != qend:
+                call(slow, data, addr)
+                continue
+            else:
+                do = 0
+                limit = 512
+            smap, dmap, zb, acc = route
+            if do or data[3] & 0x10:
+                key = q + _FLAG_SUFFIX[(1 if do else 0) | (2 if data[3] & 0x10 else 0)]
+                e = smap.get(key) or dmap.get(key)
+            else:
+                e = smap.get(q) or dmap.get(q)
+            if e is None or (_now() >= e.memo_until and e.body(_now()) is None):
+                call(slow, data, addr)
+                continue
+            if raw and data[2:4] == b"\x01\x00":
+                if edns:
+                    t = e.tail_edns
+                    if not t:
+                        t = e.tail_edns = e.heads[5] + q + e.memo
+                    reply = data[:2] + t + opt
+                else:
+                    t = e.tail
+                    if not t:
+                        t = e.tail = e.heads[1] + q + e.memo
+                    reply = data[:2] + t
+            else:
+                head = e.heads[(data[2] & 1) | ((data[3] & 0x20) >> 4) | edns]
+                reply = b"".join((data[:2], head, data[12:qend], e.memo, opt if edns else b""))
+            if len(reply) > 512 and len(reply) > limit:
+                call(slow, data, addr)
+                continue
+            try:
+                sendto(reply, addr)
+            except OSError:
+                lst.send_errors += 1
+                continue
+            dt = _perf() - t0
+            if dt <= _B0:
+                k = zb | e.sbase | (len(data) << 3) | (do >> 6) | (edns >> 2)
+                fc = lst.stats.fast
+                fc[k] = fc.get(k, 0) + 1
+            else:
+                call(lst._record_slow_hit, acc, e, data, reply, bool(do), "udp", dt)
+            acc[1] += dt
 
 
 class TCPConnection(asyncio.Protocol):

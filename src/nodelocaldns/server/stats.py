@@ -42,14 +42,16 @@ def duration_bucket(seconds: float) -> int:
 class ServerStats:
     """Counters for one listener (``server`` label), shared by every block it serves."""
 
-    __slots__ = ("server", "family", "counts", "duration_sum", "fast", "zones", "hit_kinds")
+    __slots__ = ("server", "family", "counts", "duration_sum", "fast", "fast_tcp", "zones", "hit_kinds")
 
     def __init__(self, server: str, family: int) -> None:
         self.server = server
         self.family = family
         self.counts: dict[StatKey, int] = {}
         self.duration_sum: dict[str, float] = {}
-        self.fast: dict[int, int] = {}  # packed key (see ZONE_SHIFT) -> count
+        # packed key (see ZONE_SHIFT) -> count; UDP hits (written only by the UDP thread) and TCP hits
+        self.fast: dict[int, int] = {}
+        self.fast_tcp: dict[int, int] = {}
         self.zones: dict[str, ZoneAcc] = {}
         self.hit_kinds: dict[tuple[str, int], int] = {}  # slow-recorded fast hits: (zone, kind) -> n
 
