@@ -479,3 +479,21 @@ def test_usage_lists_every_flag_with_default_and_env() -> None:
     assert "(default 'nodelocaldns')" in text
     assert "[env NODELOCALDNS_HEALTH_PORT]" in text
     assert "NODELOCALDNS_VERSION" not in text
+
+
+def test_localip_dns_server_token_is_resolved_from_kube_dns_service_host() -> None:
+    from nodelocaldns.node.flags import parse_args
+
+    env = {"KUBE_DNS_SERVICE_HOST": "198.18.0.10"}
+    p = parse_args(["-localip", "169.254.20.10,__PILLAR__DNS__SERVER__", "-conf", "/tmp/Corefile"], env=env)
+    assert [str(ip) for ip in p.local_ips] == ["169.254.20.10", "198.18.0.10"]
+
+
+def test_localip_dns_server_token_without_env_is_a_clear_error() -> None:
+    import pytest
+
+    from nodelocaldns.errors import ConfigError
+    from nodelocaldns.node.flags import parse_args
+
+    with pytest.raises(ConfigError, match="KUBE_DNS_SERVICE_HOST"):
+        parse_args(["-localip", "169.254.20.10,__PILLAR__DNS__SERVER__", "-conf", "/tmp/Corefile"], env={})

@@ -292,11 +292,27 @@ def _from_env(env: Mapping[str, str], given: dict[str, str]) -> dict[str, str]:
     return values
 
 
-def parse_local_ips(value: str) -> tuple[IPAddress, ...]:
-    """``-localip``: comma-separated addresses, duplicates dropped (a second bind would fail)."""
+DNS_SERVER_TOKEN = "__PILLAR__DNS__SERVER__"
+
+
+def parse_local_ips(value: str, env: Mapping[str, str] | None = None) -> tuple[IPAddress, ...]:
+    """``-localip``: comma-separated addresses, duplicates dropped (a second bind would fail).
+
+    Beyond node-cache: the addon's own ``__PILLAR__DNS__SERVER__`` token may stay in the list (no sed
+    needed); it stands for the kube-dns ClusterIP from ``KUBE_DNS_SERVICE_HOST``, which kubelet sets
+    in every pod. Without that variable the token is an error, as any unparseable address is.
+    """
     ips: list[IPAddress] = []
     for part in value.split(","):
-        ip = parse_ip(part.strip())
+        text = part.strip()
+        if text == DNS_SERVER_TOKEN:
+            text = (env or {}).get("KUBE_DNS_SERVICE_HOST", "").strip()
+            if not text:
+                raise ConfigError(
+                    f"invalid localip specified - {DNS_SERVER_TOKEN!r} needs KUBE_DNS_SERVICE_HOST "
+                    "(the kube-dns Service address) or the address itself"
+                )
+        ip = parse_ip(text)
         if ip is None:
             raise ConfigError(f"invalid localip specified - {part.strip()!r}")
         if ip not in ips:
@@ -355,7 +371,7 @@ def parse_args(
     if values["localip"].strip() == "" and (version or plugins):
         local_ips: tuple[IPAddress, ...] = ()
     else:
-        local_ips = parse_local_ips(values["localip"])
+        local_ips = parse_local_ips(values["localip"], environ)
 
     corefile = values["conf"] or values["corefile"]
     if not corefile:

@@ -1,0 +1,429 @@
+"""The Kubernetes objects of a nodelocaldns install, built in code for ``nodelocaldns render``.
+
+They are the objects deploy/ gives through kustomize, in the same order: with no values
+given, ``objects(Options(mode=m))`` equals ``kubectl kustomize deploy/overlays/m`` (a test
+renders both). Each value given explicitly is then filled in the way the upstream ``sed``
+recipe fills it, so what is printed is what runs.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from nodelocaldns import __version__
+from nodelocaldns.errors import ConfigError
+from nodelocaldns.tools import corefiles
+from nodelocaldns.tools.corefiles import CacheSettings, UpstreamSettings
+
+Obj = dict[str, Any]
+
+DEFAULT_IMAGE = f"ghcr.io/nodelocaldns/nodelocaldns:{__version__}"
+DEFAULT_LOCAL_IP = "169.254.20.10"
+DEFAULT_NAMESPACE = "kube-system"
+DEFAULT_DOMAIN = "cluster.local"
+APP = "node-local-dns"
+PART_OF = {"app.kubernetes.io/part-of": "nodelocaldns"}
+SETUP_METRICS_PORT = 9353
+STANDALONE_PORT = 5353
+POD_DNS_ANNOTATION = "nodelocaldns.io/pod-dns-config"
+
+_DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+_DNS1123_SUBDOMAIN = re.compile(
+    r"^(?=.{1,253}$)[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Options:
+    """What ``render`` was asked for; None means "leave it to the agent" (placeholder kept)."""
+
+    mode: str = "iptables"
+    dns_server: str | None = None
+    local_ip: str | None = None
+    domain: str | None = None
+    image: str = DEFAULT_IMAGE
+    namespace: str = DEFAULT_NAMESPACE
+    cache: CacheSettings = field(default_factory=CacheSettings)
+    upstream: UpstreamSettings = field(default_factory=UpstreamSettings)
+
+    def validate(self) -> None:
+        if self.mode not in corefiles.MODES:
+            raise ConfigError(f"mode must be one of {', '.join(corefiles.MODES)}, got {self.mode!r}")
+        check_namespace(self.namespace)
+        if self.domain is not None:
+            check_domain(self.domain)
+        local = parse_ip("local IP", self.local_ip or DEFAULT_LOCAL_IP)
+        if self.dns_server is not None:
+            server = parse_ip("DNS server", self.dns_server)
+            # node-cache refuses a -localip list that mixes families.
+            if self.mode != "cilium" and server.version != local.version:
+                raise ConfigError(
+                    f"local IP {local} and DNS server {server} must be the same IP family "
+                    "(run one install per family for dual-stack)"
+                )
+        if not self.image or any(c.isspace() for c in self.image):
+            raise ConfigError(f"image {self.image!r} is not an image reference")
+        self.cache.validate()
+        self.upstream.validate()
+
+
+def parse_ip(what: str, text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    try:
+        return ipaddress.ip_address(text)
+    except ValueError:
+        raise ConfigError(f"{what} {text!r} is not an IP address") from None
+
+
+def check_namespace(name: str) -> None:
+    if not _DNS1123_LABEL.fullmatch(name):
+        raise ConfigError(f"namespace {name!r} is not a valid DNS-1123 label")
+
+
+def check_domain(domain: str) -> None:
+    if not _DNS1123_SUBDOMAIN.fullmatch(domain.rstrip(".")):
+        raise ConfigError(f"cluster domain {domain!r} is not a valid DNS name")
+
+
+def _meta(name: str, namespace: str, labels: dict[str, str], **extra: Any) -> Obj:
+    return {"name": name, "namespace": namespace, "labels": labels, **extra}
+
+
+def service_account(namespace: str) -> Obj:
+    return {
+        "apiVersion": "v1",
+        "kind": "ServiceAccount",
+        "metadata": _meta(APP, namespace, {"k8s-app": APP, **PART_OF}),
+    }
+
+
+def config_map(namespace: str, corefile: str) -> Obj:
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": _meta(APP, namespace, {"k8s-app": APP, **PART_OF}),
+        "data": {"Corefile": corefile},
+    }
+
+
+def _dns_ports(target: int | None) -> list[Obj]:
+    """Port 53 over UDP and TCP, to ``target`` or else to the container ports of the same names."""
+    return [
+        {"name": "dns", "port": 53, "protocol": "UDP", "targetPort": target or "dns"},
+        {"name": "dns-tcp", "port": 53, "protocol": "TCP", "targetPort": target or "dns-tcp"},
+    ]
+
+
+def upstream_service(namespace: str) -> Obj:
+    labels = {"k8s-app": "kube-dns", "kubernetes.io/name": "KubeDNSUpstream", **PART_OF}
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _meta("kube-dns-upstream", namespace, labels),
+        "spec": {"ports": _dns_ports(53), "selector": {"k8s-app": "kube-dns"}},
+    }
+
+
+def _scrape_annotations() -> dict[str, str]:
+    return {"prometheus.io/port": str(corefiles.PROMETHEUS_PORT), "prometheus.io/scrape": "true"}
+
+
+def metrics_service(namespace: str) -> Obj:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _meta(APP, namespace, {"k8s-app": APP, **PART_OF}, annotations=_scrape_annotations()),
+        "spec": {
+            "clusterIP": "None",
+            "ports": [
+                {"name": "metrics", "port": 9253, "targetPort": 9253, "protocol": "TCP"},
+                {
+                    "name": "setup-metrics",
+                    "port": SETUP_METRICS_PORT,
+                    "targetPort": SETUP_METRICS_PORT,
+                    "protocol": "TCP",
+                },
+            ],
+            "selector": {"k8s-app": APP},
+        },
+    }
+
+
+def _probe(path: str, port: int, host: str | None, **timing: int) -> Obj:
+    get: Obj = {"path": path, "port": port}
+    if host is not None:
+        get = {"host": host, **get}
+    return {"httpGet": get, **timing}
+
+
+def node_args(opts: Options) -> list[str]:
+    local = opts.local_ip or DEFAULT_LOCAL_IP
+    server = opts.dns_server or corefiles.DNS_SERVER
+    localip = local if opts.mode == "ipvs" else f"{local},{server}"
+    args = ["-localip", localip, "-conf", "/etc/Corefile", "-upstreamsvc", "kube-dns-upstream"]
+    args += ["-pidfile", "/tmp/node-cache.pid"]
+    if opts.mode == "cilium":
+        args += ["-skipteardown=true", "-setupinterface=false", "-setupiptables=false"]
+    return args
+
+
+def daemon_set(opts: Options) -> Obj:
+    cilium = opts.mode == "cilium"
+    host = None if cilium else (opts.local_ip or DEFAULT_LOCAL_IP)
+    security: Obj
+    if cilium:
+        security = {
+            "capabilities": {"add": ["NET_BIND_SERVICE"], "drop": ["ALL"]},
+            "allowPrivilegeEscalation": False,
+        }
+    else:
+        security = {"capabilities": {"add": ["NET_ADMIN"]}}
+    mounts: list[Obj] = [
+        {"name": "config-volume", "mountPath": "/etc/coredns"},
+        {"name": "kube-dns-config", "mountPath": "/etc/kube-dns"},
+    ]
+    volumes: list[Obj] = [
+        {"name": "kube-dns-config", "configMap": {"name": "kube-dns", "optional": True}},
+        {
+            "name": "config-volume",
+            "configMap": {"name": APP, "items": [{"key": "Corefile", "path": "Corefile.base"}]},
+        },
+    ]
+    if not cilium:
+        mounts.insert(0, {"name": "xtables-lock", "mountPath": "/run/xtables.lock", "readOnly": False})
+        volumes.insert(
+            0, {"name": "xtables-lock", "hostPath": {"path": "/run/xtables.lock", "type": "FileOrCreate"}}
+        )
+    container: Obj = {
+        "name": "node-cache",
+        "image": opts.image,
+        "args": node_args(opts),
+        "securityContext": security,
+        "resources": {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"memory": "128Mi"}},
+        "ports": [
+            {"name": "dns", "containerPort": 53, "protocol": "UDP"},
+            {"name": "dns-tcp", "containerPort": 53, "protocol": "TCP"},
+            {"name": "metrics", "containerPort": corefiles.PROMETHEUS_PORT, "protocol": "TCP"},
+            {"name": "setup-metrics", "containerPort": SETUP_METRICS_PORT, "protocol": "TCP"},
+        ],
+        "livenessProbe": _probe(
+            "/health", corefiles.HEALTH_PORT, host, initialDelaySeconds=60, timeoutSeconds=5
+        ),
+        "readinessProbe": _probe(
+            "/ready", corefiles.READY_PORT, host, periodSeconds=5, timeoutSeconds=2, failureThreshold=2
+        ),
+        "lifecycle": {"preStop": {"exec": {"command": ["python3", "-c", "import time; time.sleep(5)"]}}},
+        "volumeMounts": mounts,
+    }
+    annotations = _scrape_annotations()
+    if cilium:
+        annotations = {"io.cilium.no-track-port": "53", **annotations}
+    pod_spec: Obj = {
+        "priorityClassName": "system-node-critical",
+        "serviceAccountName": APP,
+        "automountServiceAccountToken": False,
+        "hostNetwork": True,
+        "dnsPolicy": "Default",
+        "tolerations": [{"operator": "Exists"}],
+        "terminationGracePeriodSeconds": 30,
+        "containers": [container],
+        "volumes": volumes,
+    }
+    if cilium:
+        del pod_spec["hostNetwork"]
+    labels = {"k8s-app": APP, **PART_OF}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "DaemonSet",
+        "metadata": _meta(APP, opts.namespace, labels),
+        "spec": {
+            "updateStrategy": {"rollingUpdate": {"maxUnavailable": "10%"}},
+            "selector": {"matchLabels": {"k8s-app": APP}},
+            "template": {
+                "metadata": {"labels": dict(labels), "annotations": annotations},
+                "spec": pod_spec,
+            },
+        },
+    }
+
+
+def local_redirect_policy(namespace: str) -> Obj:
+    """Cilium's redirect of kube-dns traffic to this node's cache pod (cilium.io/v2)."""
+    return {
+        "apiVersion": "cilium.io/v2",
+        "kind": "CiliumLocalRedirectPolicy",
+        "metadata": _meta("nodelocaldns", namespace, dict(PART_OF)),
+        "spec": {
+            "redirectFrontend": {"serviceMatcher": {"serviceName": "kube-dns", "namespace": namespace}},
+            "redirectBackend": {
+                "localEndpointSelector": {"matchLabels": {"k8s-app": APP}},
+                "toPorts": [
+                    {"port": "53", "name": "dns", "protocol": "UDP"},
+                    {"port": "53", "name": "dns-tcp", "protocol": "TCP"},
+                ],
+            },
+        },
+    }
+
+
+def node_corefile(opts: Options) -> str:
+    text = corefiles.node_corefile(opts.mode, opts.cache, opts.upstream)
+    values: dict[str, str] = {}
+    if opts.domain is not None:
+        values[corefiles.DNS_DOMAIN] = opts.domain
+    if opts.local_ip is not None:
+        values[corefiles.LOCAL_DNS] = opts.local_ip
+    if opts.dns_server is not None:
+        values[corefiles.DNS_SERVER] = opts.dns_server
+    return corefiles.fill(text, values)
+
+
+def objects(opts: Options) -> list[Obj]:
+    """Every object of a node-cache install, in kustomize's output order."""
+    opts.validate()
+    out = [
+        service_account(opts.namespace),
+        config_map(opts.namespace, node_corefile(opts)),
+        upstream_service(opts.namespace),
+        metrics_service(opts.namespace),
+        daemon_set(opts),
+    ]
+    if opts.mode == "cilium":
+        out.append(local_redirect_policy(opts.namespace))
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class Standalone:
+    """A second, independent DNS (a Deployment behind its own ClusterIP) for selected pods."""
+
+    name: str
+    service_ip: str
+    dns_server: str
+    domain: str = DEFAULT_DOMAIN
+    namespace: str = DEFAULT_NAMESPACE
+    image: str = DEFAULT_IMAGE
+    replicas: int = 2
+    client_namespace: str = "default"
+    cache: CacheSettings = field(default_factory=CacheSettings)
+    upstream: UpstreamSettings = field(default_factory=UpstreamSettings)
+
+    def validate(self) -> None:
+        if not _DNS1123_LABEL.fullmatch(self.name):
+            raise ConfigError(f"standalone name {self.name!r} is not a valid DNS-1123 label")
+        parse_ip("service IP", self.service_ip)
+        parse_ip("DNS server", self.dns_server)
+        check_namespace(self.namespace)
+        check_namespace(self.client_namespace)
+        check_domain(self.domain)
+        if self.replicas < 1:
+            raise ConfigError(f"replicas must be at least 1, got {self.replicas}")
+        self.cache.validate()
+        self.upstream.validate()
+
+
+def pod_dns_config(s: Standalone) -> Obj:
+    """The pod spec fields that send one pod's lookups to the standalone DNS.
+
+    ``dnsPolicy: None`` drops kubelet's search list too, so it is spelled out here the way
+    kubelet writes it for ClusterFirst.
+    """
+    domain = s.domain.rstrip(".")
+    return {
+        "dnsPolicy": "None",
+        "dnsConfig": {
+            "nameservers": [s.service_ip],
+            "searches": [f"{s.client_namespace}.svc.{domain}", f"svc.{domain}", domain],
+            "options": [{"name": "ndots", "value": "5"}],
+        },
+    }
+
+
+def standalone_objects(s: Standalone) -> list[Obj]:
+    """ConfigMap, Service and Deployment of a standalone DNS running ``nodelocaldns serve``."""
+    s.validate()
+    labels = {"k8s-app": s.name, **PART_OF}
+    corefile = corefiles.standalone_corefile(
+        s.domain.rstrip("."), s.dns_server, s.cache, s.upstream, STANDALONE_PORT
+    )
+    config = config_map(s.namespace, corefile)
+    config["metadata"] = _meta(s.name, s.namespace, labels)
+    service = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _meta(
+            s.name,
+            s.namespace,
+            labels,
+            annotations={POD_DNS_ANNOTATION: json.dumps(pod_dns_config(s), separators=(",", ":"))},
+        ),
+        "spec": {
+            "clusterIP": s.service_ip,
+            "ports": [
+                *_dns_ports(None),
+                {"name": "metrics", "port": 9253, "protocol": "TCP", "targetPort": "metrics"},
+            ],
+            "selector": {"k8s-app": s.name},
+        },
+    }
+    # An unprivileged pod: it binds 5353 and the Service maps 53 to it, so no capability is needed.
+    container: Obj = {
+        "name": "dns",
+        "image": s.image,
+        "command": ["nodelocaldns", "serve", "--corefile", "/etc/coredns/Corefile"],
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "runAsNonRoot": True,
+            "runAsUser": 65534,
+            "capabilities": {"drop": ["ALL"]},
+        },
+        "resources": {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"memory": "128Mi"}},
+        "ports": [
+            {"name": "dns", "containerPort": STANDALONE_PORT, "protocol": "UDP"},
+            {"name": "dns-tcp", "containerPort": STANDALONE_PORT, "protocol": "TCP"},
+            {"name": "metrics", "containerPort": corefiles.PROMETHEUS_PORT, "protocol": "TCP"},
+        ],
+        "livenessProbe": _probe(
+            "/health", corefiles.HEALTH_PORT, None, initialDelaySeconds=10, timeoutSeconds=5
+        ),
+        "readinessProbe": _probe("/ready", corefiles.READY_PORT, None, periodSeconds=5, timeoutSeconds=2),
+        "volumeMounts": [{"name": "config", "mountPath": "/etc/coredns", "readOnly": True}],
+    }
+    deployment = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": _meta(s.name, s.namespace, labels),
+        "spec": {
+            "replicas": s.replicas,
+            "selector": {"matchLabels": {"k8s-app": s.name}},
+            "template": {
+                "metadata": {"labels": dict(labels), "annotations": _scrape_annotations()},
+                "spec": {
+                    # Forward "." to the node's resolvers, not back into cluster DNS.
+                    "dnsPolicy": "Default",
+                    "automountServiceAccountToken": False,
+                    "securityContext": {"seccompProfile": {"type": "RuntimeDefault"}},
+                    "affinity": {
+                        "podAntiAffinity": {
+                            "preferredDuringSchedulingIgnoredDuringExecution": [
+                                {
+                                    "weight": 100,
+                                    "podAffinityTerm": {
+                                        "labelSelector": {"matchLabels": {"k8s-app": s.name}},
+                                        "topologyKey": "kubernetes.io/hostname",
+                                    },
+                                }
+                            ]
+                        }
+                    },
+                    "containers": [container],
+                    "volumes": [{"name": "config", "configMap": {"name": s.name}}],
+                },
+            },
+        },
+    }
+    return [config, service, deployment]
