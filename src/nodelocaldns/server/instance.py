@@ -285,11 +285,17 @@ class Instance:
         gen = self.gen
         if gen is not None and gen.lameduck > 0:
             await asyncio.sleep(gen.lameduck)
+        # Stop accepting, answer what is in flight (bounded), then close the sockets.
         for lst in self.listeners.values():
-            _close(lst)
+            if lst.udp is not None:
+                lst.udp.stop()
+            if lst.tcp is not None:
+                lst.tcp.close()
         deadline = time.monotonic() + drain
         for lst in self.listeners.values():
             await lst.drain(max(deadline - time.monotonic(), 0.0))
+        for lst in self.listeners.values():
+            _close(lst)
         for t in list(self._bg):
             t.cancel()
         if gen is not None:
@@ -332,8 +338,11 @@ class Instance:
 
 def _close(lst: Listener) -> None:
     if lst.udp is not None:
-        lst.udp.stop()
+        lst.udp.close()
         lst.udp = None
     if lst.tcp is not None:
         lst.tcp.close()
         lst.tcp = None
+    for conn in list(lst.tcp_conns):
+        if conn.transport is not None:
+            conn.transport.close()

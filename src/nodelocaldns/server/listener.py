@@ -193,8 +193,8 @@ class Listener:
         start = _perf()
         try:
             q = wire.parse_query(data)
-        except ShortHeader:
-            self._bad(remote, "short header")
+        except ShortHeader as e:  # too short, or a response: never answered
+            self._bad(remote, str(e))
             return
         except WireError as e:
             self._bad(remote, str(e))
@@ -251,7 +251,13 @@ class Listener:
         if block.fast and cache is not None and cache.covers(q.qname):
             qkey = data[12 : q.question_end].lower()
             # Only names the fast path can find again: uncompressed, no zero byte inside a label.
-            if qkey.find(0) == len(q.qname) - 1 and qkey.startswith(q.qname):
+            # The fast path lowercases type and class bytes too, so a qtype with an ASCII letter
+            # byte (HTTPS = 0x0041) would find another type's entry (0x0061): keep those out.
+            if (
+                qkey.find(0) == len(q.qname) - 1
+                and qkey.startswith(q.qname)
+                and qkey[-4:].upper() == qkey[-4:]
+            ):
                 memo = router.memo
                 if len(memo) >= _MEMO_MAX:
                     memo.clear()
@@ -327,7 +333,7 @@ class UDPWorker:
         self.thread.start()
 
     def stop(self) -> None:
-        """Wake the thread with a datagram to itself, then close the socket."""
+        """Stop reading (wake the thread with a datagram to itself); replies can still be sent."""
         if self.stopping:
             return
         self.stopping = True
@@ -337,12 +343,14 @@ class UDPWorker:
         with contextlib.suppress(OSError), socket.socket(self.sock.family, socket.SOCK_DGRAM) as w:
             w.sendto(b"", (host, port))
         self.thread.join(1.0)
+
+    def close(self) -> None:
+        self.stop()
         self.sock.close()
 
     def send(self, out: bytes, addr: tuple[str, int]) -> None:
-        if not self.stopping:
-            with contextlib.suppress(OSError):
-                self.sock.sendto(out, addr)
+        with contextlib.suppress(OSError):
+            self.sock.sendto(out, addr)
 
     def slow(self, data: bytes, addr: tuple[str, int]) -> None:
         self.listener.spawn(data, addr, "udp", partial(self.send, addr=addr))
