@@ -221,6 +221,18 @@ class Listener:
         zone, block = routed
         family = 2 if ":" in remote[0] else 1
         req = Request(data, q, remote, proto, family, self.server, zone, start)
+        cache = block.cache
+        qkey = b""
+        if block.fast and cache is not None:
+            qkey = data[12 : q.question_end].lower()
+            # Only names the fast path can find again: uncompressed, no zero byte inside a label.
+            if qkey.find(0) == len(q.qname) - 1 and qkey.startswith(q.qname):
+                # The same bytes object keys the cache and the memo: ~80k names, one copy each.
+                req.key = (
+                    qkey + _FLAG_SUFFIX[(1 if q.do else 0) | (2 if q.cd else 0)] if q.do or q.cd else qkey
+                )
+            else:
+                qkey = b""
         try:
             reply = await block.chain(req)
         except asyncio.CancelledError:
@@ -247,26 +259,16 @@ class Listener:
                 ),
                 dt,
             )
-        cache = block.cache
-        if block.fast and cache is not None and cache.covers(q.qname):
-            qkey = data[12 : q.question_end].lower()
-            # Only names the fast path can find again: uncompressed, no zero byte inside a label.
-            # The fast path lowercases type and class bytes too, so a qtype with an ASCII letter
-            # byte (HTTPS = 0x0041) would find another type's entry (0x0061): keep those out.
-            if (
-                qkey.find(0) == len(q.qname) - 1
-                and qkey.startswith(q.qname)
-                and qkey[-4:].upper() == qkey[-4:]
-            ):
-                memo = router.memo
-                if len(memo) >= _MEMO_MAX:
-                    memo.clear()
-                route = router.routes.get(zone)
-                if route is None:
-                    acc = self.stats.zone_acc(zone)
-                    maps = cache.store.maps
-                    route = router.routes[zone] = (maps[0], maps[1], acc.bits, acc)
-                memo[qkey] = route
+        if qkey and cache is not None and cache.covers(q.qname):
+            memo = router.memo
+            if len(memo) >= _MEMO_MAX:
+                memo.clear()
+            route = router.routes.get(zone)
+            if route is None:
+                acc = self.stats.zone_acc(zone)
+                maps = cache.store.maps
+                route = router.routes[zone] = (maps[0], maps[1], acc.bits, acc)
+            memo[qkey] = route
 
     def finalize(self, reply: Reply, req: Request) -> bytes:
         if reply.wire is None:

@@ -20,6 +20,7 @@ class Request:
     zone: str = "."  # the server-block zone that matched
     start: float = 0.0  # perf_counter() when the query arrived
     internal: bool = False  # prefetch/refresh or loop probe: no client is waiting
+    key: bytes = b""  # the cache key if the listener already built it (shares memory with its memo)
     _qname_text: str | None = field(default=None, repr=False)
 
     @property

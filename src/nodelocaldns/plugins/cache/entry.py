@@ -23,13 +23,28 @@ STAT_IDS: dict[tuple[int, int, int, int], int] = {}
 STATS_BY_ID: list[tuple[int, int, int, int]] = [(0, 0, 0, 0)]  # (qtype, rcode, kind, size without OPT)
 
 
-def stat_id(qtype: int, rcode: int, kind: int, size: int) -> int:
+SBASE_BY_ID: list[int] = [0]  # sid << 20, one shared int object per id (entries hold ~80k of them)
+_interned_offs: dict[tuple[int, ...], tuple[int, ...]] = {}
+
+
+def stat_base(qtype: int, rcode: int, kind: int, size: int) -> int:
+    """The entry's packed stat id (``sid << 20``), shared between entries with the same stats."""
     k = (qtype, rcode, kind, size)
     sid = STAT_IDS.get(k)
     if sid is None:
         sid = STAT_IDS[k] = len(STATS_BY_ID)
         STATS_BY_ID.append(k)
-    return sid
+        SBASE_BY_ID.append(sid << 20)
+    return SBASE_BY_ID[sid]
+
+
+def _intern_offs(offs: tuple[int, ...]) -> tuple[int, ...]:
+    got = _interned_offs.get(offs)
+    if got is None:
+        if len(_interned_offs) > 4096:
+            _interned_offs.clear()
+        _interned_offs[offs] = got = offs
+    return got
 
 
 def _intern(b: bytes) -> bytes:
@@ -77,7 +92,7 @@ class Entry:
         for off in offs:
             _TTL.pack_into(body, off, verdict.ttl)
         self.memo = bytes(body)
-        self.offs = offs
+        self.offs = _intern_offs(offs)
         rcode = flags & 0xF
         ad_stored = bool(flags & wire.FLAG_AD)
         base = wire.FLAG_QR | wire.FLAG_AA | (flags & wire.FLAG_RA) | (wire.FLAG_CD if cd else 0) | rcode
@@ -92,7 +107,7 @@ class Entry:
         t = tuple(heads)
         self.heads = _interned_heads.setdefault(t, t)
         size = start + len(body)
-        self.sbase = stat_id(qtype, rcode, verdict.kind, size) << 20
+        self.sbase = stat_base(qtype, rcode, verdict.kind, size)
         self.orig = verdict.ttl
         self.stored = now
         self.fl = (_KEEPTTL if keepttl else 0) | (_AA if flags & wire.FLAG_AA else 0)

@@ -78,7 +78,7 @@ class CacheHandler:
         if not self.covers(q.qname) or q.qtype in (wire.TYPE_AXFR, wire.TYPE_IXFR):
             return await next_(req)
         now = self.clock()
-        key = cache_key(q)
+        key = req.key or cache_key(q)
         c = self.counters.for_server(req.server)
         c[0] += 1  # requests
         e = self.store.get(key)
