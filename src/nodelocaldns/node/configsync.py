@@ -1,0 +1,95 @@
+"""The agent's Corefile inputs: template + kube-dns ConfigMap in, a checked Corefile out.
+
+node-cache renders and writes whatever comes out and lets CoreDNS discover later that it does not
+load. Here a candidate Corefile is rendered *and* put through the server's own parser and plugin
+setup (``parse_corefile`` + ``plan``, no sockets) before anything is written or applied, so a bad
+ConfigMap never replaces the last good configuration. Only binding can still fail, and that is the
+live reload's job to report.
+
+Everything here is synchronous and free of sockets; the one side effect is ``write_atomic``.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from nodelocaldns.corefile.parser import parse_corefile
+from nodelocaldns.errors import ConfigError
+from nodelocaldns.node.flags import NodeCacheParams
+from nodelocaldns.node.kubednscm import KubeDNSConfig
+from nodelocaldns.node.render import RenderResult, render_corefile
+from nodelocaldns.node.watch import DirectoryState
+from nodelocaldns.server.config import plan
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """The two mounted inputs as last read successfully."""
+
+    template: str
+    """The ``-basecorefile`` text."""
+    kubedns: KubeDNSConfig = KubeDNSConfig()
+    """The kube-dns ConfigMap; the default value when there is none (or it never parsed)."""
+
+
+def template_from_state(state: DirectoryState, base_corefile: str) -> str:
+    """The template's text from a snapshot of its directory; ConfigError when it is not there."""
+    name = os.path.basename(base_corefile)
+    if not state.exists:
+        raise ConfigError(
+            f"cannot read the Corefile template {base_corefile}: {state.path} is not a directory"
+        )
+    try:
+        text = state.text(name)
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"cannot read the Corefile template {base_corefile}: not UTF-8 text ({exc})"
+        ) from exc
+    if text is None:
+        raise ConfigError(f"cannot read the Corefile template {base_corefile}: no such file")
+    return text
+
+
+def check_corefile(text: str, filename: str) -> None:
+    """Raise ConfigError (CorefileError) unless the server would accept ``text``.
+
+    This is the parse and every plugin's setup, exactly what ``Instance.start``/``reload`` run before
+    they touch a socket; a ``forward`` to a resolv.conf path reads that file here, as it will then.
+    """
+    plan(parse_corefile(text, filename))
+
+
+def build_corefile(inputs: Inputs, params: NodeCacheParams, env: Mapping[str, str]) -> RenderResult:
+    """Render ``inputs`` and check the result; ConfigError names what is wrong.
+
+    Errors name ``-basecorefile`` and its line: placeholders are filled within their line, so the
+    rendered text's line numbers are the template's (stub-domain blocks follow its last line).
+    """
+    result = render_corefile(inputs.template, params, inputs.kubedns, env)
+    try:
+        check_corefile(result.text, params.base_corefile)
+    except ConfigError as exc:
+        raise ConfigError(f"the Corefile rendered from the template is not valid: {exc}") from exc
+    return result
+
+
+def write_atomic(path: str, text: str, mode: int = 0o644) -> None:
+    """Replace ``path`` with ``text`` in one rename, so a reader (the ``reload`` plugin, an operator's
+    ``cat``) never sees half a file. The temporary file lives next to ``path`` (same filesystem)."""
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", dir=directory)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fchmod(fh.fileno(), mode)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise

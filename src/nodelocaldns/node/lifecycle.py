@@ -1,0 +1,540 @@
+"""The node-cache agent's life: start-up order, live configuration, self-healing, shutdown.
+
+Start-up (node-cache's order, made explicit):
+
+1. render ``-basecorefile`` + the kube-dns ConfigMap, check it with the server's own parser, write
+   ``-conf`` atomically. No good Corefile at start-up is fatal (exit 1). A bad ConfigMap alone is
+   not: like node-cache, the template is served without it and the error is counted.
+2. remove rules an earlier run left for addresses that are no longer ours (see ``_remove_stale_rules``);
+3. the interface and its addresses, so ``bind`` can succeed; no rules yet;
+4. the DNS server: every listener bound, health/ready/metrics up;
+5. only then the NOTRACK/ACCEPT rules: a server that failed to start never black-holes the node's DNS;
+6. the pidfile, as the "fully up" signal.
+
+Then: the rules and the interface are re-checked every ``-syncinterval``; both mounted directories
+are polled and a change is rendered, checked, written and applied live with ``Instance.reload``
+(listening sockets stay open), or through the SIGUSR1 handler with ``-reloadwithsignal``.
+
+Shutdown on SIGTERM/SIGINT (a second signal exits at once), or exit 1 when the loop plugin fires:
+not ready -> lameduck (still answering) -> delete the rules -> stop listening and drain -> remove
+the addresses. Rules go *before* the sockets close, as node-cache does (its teardown runs before
+``caddy.Stop``): from that moment kube-proxy's DNAT takes the kube-dns ClusterIP again while the
+link-local address is still answered, so no query meets a closed port on a local address with
+NOTRACK rules in front of it. ``-skipteardown`` keeps rules and addresses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+from collections.abc import Callable, Coroutine, Mapping
+from dataclasses import dataclass, replace
+from typing import Any, Final, TypeVar
+
+from nodelocaldns import __version__
+from nodelocaldns.corefile.parser import parse_corefile
+from nodelocaldns.errors import ConfigError, SetupError
+from nodelocaldns.node.backend import RulesBackend, select_backend
+from nodelocaldns.node.configsync import Inputs, build_corefile, template_from_state, write_atomic
+from nodelocaldns.node.flags import NodeCacheParams
+from nodelocaldns.node.interface import InterfaceSpec
+from nodelocaldns.node.kubednscm import KubeDNSConfig, config_from_state
+from nodelocaldns.node.networker import NetWorker
+from nodelocaldns.node.nft import NftBackend
+from nodelocaldns.node.reconcile import Reconciler, ReconcileReport
+from nodelocaldns.node.render import RenderResult
+from nodelocaldns.node.rules import Rule, desired_rules, format_rule_go
+from nodelocaldns.node.setup_metrics import SetupMetrics, serve_setup_metrics
+from nodelocaldns.node.watch import DirectoryState, scan_directory, watch_directory
+from nodelocaldns.server.config import plan
+from nodelocaldns.server.instance import Instance
+
+log = logging.getLogger("nodelocaldns.node")
+T = TypeVar("T")
+
+# -rules-backend names (node-cache-style words) -> select_backend modes.
+BACKEND_MODES: Final[dict[str, str]] = {"auto": "auto", "iptables": "iptables", "nftables": "nft"}
+
+
+@dataclass(frozen=True)
+class AgentOptions:
+    """Knobs that are not node-cache flags."""
+
+    watch_interval: float = 10.0
+    """Seconds between polls of the template and kube-dns ConfigMap directories (node-cache: 10 s)."""
+    drain: float = 5.0
+    """Upper bound for answering in-flight queries after the listeners close."""
+    tick_timeout: float = 20.0
+    """How long shutdown waits for a reconcile tick that is already running (xtables lock waits)."""
+    signal_reload_timeout: float = 30.0
+    """How long a ``-reloadwithsignal`` change waits for the SIGUSR1 handler's verdict."""
+    version: str = __version__
+
+
+class NodeAgent:
+    """One run of the agent. ``await NodeAgent(params, env).run()`` returns the exit code."""
+
+    def __init__(
+        self,
+        params: NodeCacheParams,
+        env: Mapping[str, str],
+        options: AgentOptions | None = None,
+        *,
+        force_exit: Callable[[int], None] = os._exit,
+    ) -> None:
+        self.params = params
+        self.env = dict(env)
+        self.options = options or AgentOptions()
+        self.force_exit = force_exit
+        self.metrics = SetupMetrics()
+        ips = tuple(ip.compressed for ip in params.local_ips)
+        self.rules: tuple[Rule, ...] = (
+            tuple(desired_rules(ips, params.dns_port, params.health_port)) if params.setup_iptables else ()
+        )
+        self.iface = InterfaceSpec(params.interface_name, ips) if params.setup_interface else None
+        self.backend: RulesBackend | None = None
+        self.reconciler: Reconciler | None = None
+        self.inst: Instance | None = None
+        self.inputs: Inputs | None = None
+        self.net: NetWorker | None = None
+        self._initial_text = ""
+        self._first_digest: dict[str, str] = {}
+        self._apply_lock = asyncio.Lock()
+        self._stop = asyncio.Event()
+        self._closing = False
+        self._signals = 0
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._sync_task: asyncio.Task[None] | None = None
+        self._watchers: list[asyncio.Task[None]] = []
+        self._metrics_server: asyncio.Server | None = None
+        self._signal_waiter: asyncio.Future[bool] | None = None
+        self._pidfile_written = False
+        # /ready (when the Corefile has `ready`) waits for the first complete network setup.
+        self._setup_complete = not (params.setup_interface or params.setup_iptables)
+        self._setup_problem = "node network setup in progress"
+
+    # -- the whole run -----------------------------------------------------------------------------
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        handled = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
+        loop.add_signal_handler(signal.SIGTERM, self._on_stop_signal, signal.SIGTERM)
+        loop.add_signal_handler(signal.SIGINT, self._on_stop_signal, signal.SIGINT)
+        loop.add_signal_handler(signal.SIGUSR1, self._on_sigusr1)
+        self.net = NetWorker()
+        try:
+            code = await self._start()
+            if code is not None:
+                return code
+            return await self._serve_until_done()
+        except Exception:
+            log.exception("Unexpected error, tearing down")
+            await self._emergency_teardown()
+            return 1
+        finally:
+            for sig in handled:
+                loop.remove_signal_handler(sig)
+            for task in [*self._tasks, *self._watchers]:
+                task.cancel()
+            await asyncio.gather(*self._tasks, *self._watchers, return_exceptions=True)
+            if self._metrics_server is not None:
+                self._metrics_server.close()
+            self.net.close()
+
+    @property
+    def served_text(self) -> str:
+        """The Corefile the server runs now (what ``-conf`` holds)."""
+        return self.inst.text if self.inst is not None else self._initial_text
+
+    # -- start-up ----------------------------------------------------------------------------------
+
+    async def _start(self) -> int | None:
+        p = self.params
+        log.info("Using Corefile %s", p.corefile)
+        log.info("Using Pidfile %s", p.pidfile or "")
+        result = await self._initial_corefile()
+        if result is None:
+            return 1
+        self._initial_text = result.text
+        await self._start_setup_metrics()
+
+        if p.setup_iptables:
+            self.backend = await self._net(select_backend(BACKEND_MODES[p.rules_backend]))
+            log.info("Using %s for the nodelocaldns rules", self.backend.name)
+        self.reconciler = Reconciler(
+            self.backend, self.iface, self.metrics, p.sync_interval, rules=self.rules, logger=log
+        )
+        await self._remove_stale_rules()
+        # The addresses must exist before the listeners bind to them; the rules wait for the server.
+        setup = await self._net(self.reconciler.reconcile_once(with_rules=False))
+
+        self.inst = Instance(result.text, p.corefile)
+        self.inst.extra_ready_checks.append(self._ready_check)
+        try:
+            await self.inst.start()
+        except (ConfigError, OSError) as exc:
+            hint = ""
+            if setup.errors:
+                hint = f" (the interface setup failed first: {'; '.join(str(e) for e in setup.errors)})"
+            log.error("Failed to start the DNS server on %s: %s%s", _listen_addresses(result.text), exc, hint)
+            await self.inst.stop(0)
+            self.inst = None
+            await self._teardown_after_failed_start()
+            return 1
+        self._banner(self.inst)
+
+        if not self._stop.is_set():
+            self._note_setup(await self._net(self.reconciler.reconcile_once(with_rules=True)))
+            self._write_pidfile()
+            self._sync_task = asyncio.create_task(self._sync_loop())
+            self._start_watchers()
+        return None
+
+    async def _initial_corefile(self) -> RenderResult | None:
+        """Read both inputs, render, check and write ``-conf``; None (after logging why) if impossible."""
+        p = self.params
+        try:
+            template_state = await asyncio.to_thread(scan_directory, _dir_of(p.base_corefile))
+            template = template_from_state(template_state, p.base_corefile)
+        except (ConfigError, OSError) as exc:
+            log.error("%s", exc)
+            return None
+        self._first_digest["template"] = template_state.digest
+        kubedns = KubeDNSConfig()
+        if p.kubedns_cm is None:
+            log.info("Skipping kube-dns configmap sync as no directory was specified")
+        else:
+            try:
+                kube_state = await asyncio.to_thread(scan_directory, p.kubedns_cm)
+                self._first_digest["kubedns"] = kube_state.digest
+                kubedns = config_from_state(kube_state)
+            except (ConfigError, OSError) as exc:
+                self._config_error(f"Failed to sync kube-dns config directory {p.kubedns_cm}, err: {exc}")
+        inputs = Inputs(template, kubedns)
+        try:
+            result = build_corefile(inputs, p, self.env)
+        except ConfigError as exc:
+            if inputs.kubedns == KubeDNSConfig():
+                log.error("%s", exc)
+                return None
+            # node-cache first writes the template without the ConfigMap; a ConfigMap that does not
+            # render leaves exactly that in place. So does this.
+            self._config_error(f"kube-dns ConfigMap not applied: {exc}")
+            inputs = Inputs(template)
+            try:
+                result = build_corefile(inputs, p, self.env)
+            except ConfigError as exc2:
+                log.error("%s", exc2)
+                return None
+        try:
+            write_atomic(p.corefile, result.text)
+        except OSError as exc:
+            log.error("Failed to write the Corefile %s: %s", p.corefile, exc)
+            return None
+        self.inputs = inputs
+        self._log_render(result)
+        return result
+
+    async def _start_setup_metrics(self) -> None:
+        addr = self.params.metrics_listen_address
+        try:
+            self._metrics_server = await serve_setup_metrics(addr, self.metrics)
+        except (OSError, ConfigError) as exc:
+            # node-cache logs and runs without its own metrics; DNS matters more than a scrape target.
+            log.error("Failed to start metrics handler on %s: %s", addr, exc)
+
+    async def _remove_stale_rules(self) -> None:
+        """Delete rules carrying our comments for addresses that are not ours any more.
+
+        A SIGKILLed or OOM-killed run leaves its rules behind. Rules for our current addresses are
+        simply adopted (the first tick makes them exactly one copy each). Rules for an address we no
+        longer hold are dangerous: a NOTRACK rule for the kube-dns ClusterIP after a switch to IPVS
+        mode bypasses kube-proxy's DNAT with nobody listening. Rules for our own addresses with
+        other ports (a second DaemonSet's ``-health-port``) are left alone. The nft backend needs
+        nothing here: its first tick replaces its whole table.
+        """
+        backend = self.backend
+        if backend is None or isinstance(backend, NftBackend):
+            return
+        ours = {ip.compressed for ip in self.params.local_ips}
+        try:
+            owned = await self._net(backend.list_owned())
+            stale = [r for r in dict.fromkeys(owned) if r.ip not in ours]
+            if not stale:
+                return
+            deleted = await self._net(backend.delete(stale))
+        except SetupError as exc:
+            self.metrics.count(exc)
+            log.error("Failed to check for stale nodelocaldns rules: %s", exc)
+            return
+        for rule in stale:
+            log.info("Deleted stale nodelocaldns rule - %s", format_rule_go(rule))
+        log.info("Deleted %d stale nodelocaldns rules left by an earlier run", deleted)
+
+    async def _teardown_after_failed_start(self) -> None:
+        if self.params.skip_teardown or self.reconciler is None:
+            return
+        await self._net(self.reconciler.teardown())
+
+    def _banner(self, inst: Instance) -> None:
+        if self.params.quiet:
+            return
+        for lst in inst.listeners.values():
+            for zone in sorted(lst.router.zones):
+                log.info("%s:%d on %s", zone, lst.port, lst.host or "*")
+        log.info("nodelocaldns-%s", self.options.version)
+
+    def _note_setup(self, report: ReconcileReport) -> None:
+        if report.ok:
+            self._setup_complete = True
+        elif not self._setup_complete:
+            self._setup_problem = "node network setup failed: " + "; ".join(str(e) for e in report.errors)
+
+    def _ready_check(self) -> str | None:
+        """Not ready until the interface and the rules were in place once. After that a failing tick
+        (an xtables lock timeout) does not flap readiness: the rules from before are still there."""
+        return None if self._setup_complete else self._setup_problem
+
+    def _write_pidfile(self) -> None:
+        path = self.params.pidfile
+        if not path:
+            return
+        try:
+            write_atomic(path, f"{os.getpid()}\n")
+        except OSError as exc:
+            log.error("Could not write pidfile %s: %s", path, exc)
+            return
+        self._pidfile_written = True
+
+    # -- running -----------------------------------------------------------------------------------
+
+    async def _serve_until_done(self) -> int:
+        inst = self.inst
+        assert inst is not None
+        fatal = asyncio.ensure_future(inst.fatal_event.wait())
+        stopped = asyncio.ensure_future(self._stop.wait())
+        await asyncio.wait([fatal, stopped], return_when=asyncio.FIRST_COMPLETED)
+        fatal.cancel()
+        stopped.cancel()
+        failed = inst.fatal is not None
+        await self._shutdown(inst, failed)
+        return 1 if failed else 0
+
+    async def _sync_loop(self) -> None:
+        rec = self.reconciler
+        assert rec is not None
+        while not await _wait(self._stop, self.params.sync_interval):
+            try:
+                self._note_setup(await self._net(rec.reconcile_once()))
+            except Exception:  # a bug must not end the loop that keeps the node's DNS working
+                log.exception("unexpected error during node setup")
+
+    def _start_watchers(self) -> None:
+        interval = self.options.watch_interval
+        template_dir = _dir_of(self.params.base_corefile)
+        self._watchers.append(
+            asyncio.create_task(watch_directory(template_dir, interval, self._on_template_state))
+        )
+        if self.params.kubedns_cm is not None:
+            self._watchers.append(
+                asyncio.create_task(watch_directory(self.params.kubedns_cm, interval, self._on_kubedns_state))
+            )
+
+    def _already_seen(self, key: str, state: DirectoryState) -> bool:
+        # watch_directory always reports its first scan; start-up has applied that content already.
+        return self._first_digest.pop(key, None) == state.digest
+
+    async def _on_template_state(self, state: DirectoryState) -> None:
+        if self._already_seen("template", state) or self.inputs is None:
+            return
+        try:
+            template = template_from_state(state, self.params.base_corefile)
+        except ConfigError as exc:
+            self._config_error(f"Corefile template change not applied, keeping the last good Corefile: {exc}")
+            return
+        await self._apply(replace(self.inputs, template=template), "Corefile template")
+
+    async def _on_kubedns_state(self, state: DirectoryState) -> None:
+        if self._already_seen("kubedns", state) or self.inputs is None:
+            return
+        try:
+            config = config_from_state(state)
+        except ConfigError as exc:
+            self._config_error(f"Failed to sync kube-dns config directory {state.path}, err: {exc}")
+            return
+        await self._apply(replace(self.inputs, kubedns=config), "kube-dns ConfigMap")
+
+    async def _apply(self, inputs: Inputs, what: str) -> None:
+        """Render ``inputs``; if that gives a new valid Corefile, write it and switch to it live."""
+        async with self._apply_lock:
+            if self._closing or self.inst is None:
+                return
+            try:
+                result = build_corefile(inputs, self.params, self.env)
+            except ConfigError as exc:
+                self._config_error(f"{what} change not applied, keeping the last good Corefile: {exc}")
+                return
+            if result.text == self.served_text:
+                self.inputs = inputs
+                return
+            self._log_render(result)
+            if await self._switch_to(self.inst, result.text):
+                self.inputs = inputs
+
+    async def _switch_to(self, inst: Instance, text: str) -> bool:
+        last_good = self.served_text
+        path = self.params.corefile
+        try:
+            write_atomic(path, text)
+        except OSError as exc:
+            self._config_error(f"Failed to write the Corefile {path}: {exc}")
+            return False
+        if self.params.reload_with_signal:
+            ok = await self._reload_via_signal()
+        else:
+            ok = await inst.reload(text)
+        if ok:
+            return True
+        self._config_error("The new Corefile could not be applied; keeping the last good Corefile")
+        try:
+            write_atomic(path, last_good)
+        except OSError as exc:
+            log.error("Failed to restore the Corefile %s: %s", path, exc)
+        return False
+
+    async def _reload_via_signal(self) -> bool:
+        """node-cache's ``-reloadwithsignal``: SIGUSR1 to ourselves; the handler re-reads ``-conf``."""
+        waiter: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._signal_waiter = waiter
+        try:
+            os.kill(os.getpid(), signal.SIGUSR1)
+            return await asyncio.wait_for(asyncio.shield(waiter), self.options.signal_reload_timeout)
+        except TimeoutError:
+            log.error("No reload after SIGUSR1 within %gs", self.options.signal_reload_timeout)
+            return False
+        finally:
+            self._signal_waiter = None
+
+    def _on_sigusr1(self) -> None:
+        log.info("SIGUSR1: Reloading")
+        self._spawn(self._reload_from_file())
+
+    async def _reload_from_file(self) -> None:
+        waiter = self._signal_waiter
+        ok = False
+        if self.inst is not None and not self._closing:
+            ok = await self.inst.reload()
+        if waiter is not None and not waiter.done():
+            waiter.set_result(ok)
+
+    # -- shutdown ----------------------------------------------------------------------------------
+
+    def _on_stop_signal(self, sig: signal.Signals) -> None:
+        self._signals += 1
+        if self._signals > 1:
+            log.warning("Second %s: exiting now, skipping the rest of the teardown", sig.name)
+            self.force_exit(1)
+            return
+        log.info("%s: Shutting down servers then terminating", sig.name)
+        self._stop.set()
+
+    async def _shutdown(self, inst: Instance, failed: bool) -> None:
+        async with self._apply_lock:  # lets a live reload in progress finish, then no more
+            self._closing = True
+        for task in self._watchers:
+            task.cancel()
+        await asyncio.gather(*self._watchers, return_exceptions=True)
+        self._stop.set()
+        if self._sync_task is not None:
+            try:
+                await asyncio.wait_for(asyncio.shield(self._sync_task), self.options.tick_timeout)
+            except TimeoutError:
+                log.warning(
+                    "A node setup tick is still running after %gs; cancelling it", self.options.tick_timeout
+                )
+                self._sync_task.cancel()
+                await asyncio.gather(self._sync_task, return_exceptions=True)
+
+        inst.shutting_down = True  # /ready answers 503 from now on
+        gen = inst.gen
+        if gen is not None and gen.lameduck > 0:
+            if not failed:
+                log.info("Going into lameduck mode for %gs", gen.lameduck)
+                await asyncio.sleep(gen.lameduck)
+            # Served above (rules still in place, as CoreDNS's health OnShutdown does before
+            # node-cache's teardown); Instance.stop must not wait a second time.
+            gen.lameduck = 0.0
+        teardown = not self.params.skip_teardown
+        if teardown and self.backend is not None and self.rules:
+            await self._net(
+                Reconciler(self.backend, None, self.metrics, rules=self.rules, logger=log).teardown()
+            )
+        # After a loop was detected the in-flight queries are the looping ones: do not wait for them.
+        await inst.stop(0.0 if failed else self.options.drain)
+        if teardown and self.iface is not None:
+            await self._net(Reconciler(None, self.iface, self.metrics, logger=log).teardown())
+        if not teardown:
+            log.info("Skipping teardown (-skipteardown): rules and interface addresses stay in place")
+        self._remove_pidfile()
+
+    async def _emergency_teardown(self) -> None:
+        """After a bug: NOTRACK rules without a server would black-hole the node's DNS, so remove
+        them (and the addresses) with a fresh reconciler, whatever state the old one is in."""
+        with contextlib.suppress(Exception):
+            if self.inst is not None:
+                await self.inst.stop(0.0)
+        if not self.params.skip_teardown:
+            with contextlib.suppress(Exception):
+                await self._net(
+                    Reconciler(self.backend, self.iface, self.metrics, rules=self.rules).teardown()
+                )
+        self._remove_pidfile()
+
+    def _remove_pidfile(self) -> None:
+        if self._pidfile_written and self.params.pidfile:
+            with contextlib.suppress(OSError):
+                os.unlink(self.params.pidfile)
+
+    # -- helpers -----------------------------------------------------------------------------------
+
+    async def _net(self, coro: Coroutine[Any, Any, T]) -> T:
+        assert self.net is not None
+        return await self.net.call(coro)
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _config_error(self, message: str) -> None:
+        log.error("%s", message)
+        self.metrics.inc("configmap")
+
+    def _log_render(self, result: RenderResult) -> None:
+        for warning in result.warnings:
+            log.warning("%s", warning)
+        log.info("%s", result.summary)
+        log.info("Using config file:\n%s", result.text)
+
+
+def _listen_addresses(text: str) -> str:
+    """``169.254.20.10:53, 198.18.0.10:53`` for a Corefile that already passed ``check_corefile``."""
+    try:
+        keys = plan(parse_corefile(text)).listeners
+    except ConfigError:
+        return "?"
+    return ", ".join(f"[{h}]:{p}" if ":" in h else f"{h or '*'}:{p}" for h, p in keys)
+
+
+def _dir_of(path: str) -> str:
+    return os.path.dirname(os.path.abspath(path))
+
+
+async def _wait(stop: asyncio.Event, seconds: float) -> bool:
+    """Sleep up to ``seconds``; True if ``stop`` was set meanwhile."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), seconds)
+    return stop.is_set()
