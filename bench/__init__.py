@@ -1,0 +1,1 @@
+"""`make bench`: dnsperf against nodelocaldns, unbound and dnsmasq (see bench/README.md)."""

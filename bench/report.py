@@ -1,0 +1,330 @@
+"""Turn bench results into latest.md, latest.json and latest.png, and judge the targets."""
+
+from __future__ import annotations
+
+import json
+import math
+import platform
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from bench.run import ServerResult, Settings
+
+# The targets nodelocaldns is held to (relative to unbound, which does the same job in C).
+CPU_RATIO_MAX = 1.3
+QPS_RATIO_MIN = 0.8
+RSS_MAX_MIB = 80.0
+
+
+@dataclass(frozen=True)
+class Verdict:
+    name: str
+    result: str  # PASS, FAIL or SKIP
+    detail: str
+
+
+def _first_line(argv: list[str]) -> str:
+    try:
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return "unavailable"
+    text = (out.stdout + out.stderr).strip()
+    return text.splitlines()[0] if text else "unavailable"
+
+
+def _version(dist: str) -> str:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def environment(started: float, server_cpu: int | None, load_cpu: int | None) -> dict[str, str]:
+    cpu_model = "unknown"
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu_model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    dnsperf_version = next(
+        (line for line in _run_text(["dnsperf", "-h"]).splitlines() if line.startswith("Version")), "unknown"
+    )
+    return {
+        "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(started)),
+        "cpu": f"{cpu_model} ({len(_online_cpus())} CPUs online)",
+        "pinning": (
+            f"server CPU {server_cpu}; dnsperf, upstream and harness CPU {load_cpu}"
+            if server_cpu is not None
+            else "none (fewer than 2 CPUs)"
+        ),
+        "kernel": platform.release(),
+        "python": sys.version.split()[0],
+        "uvloop": _version("uvloop"),
+        "nodelocaldns": _version("nodelocaldns"),
+        "git": _run_text(["git", "-C", str(Path(__file__).parent), "rev-parse", "--short", "HEAD"]).strip()
+        or "unknown",
+        "unbound": _first_line(["/usr/sbin/unbound", "-V"]),
+        "dnsmasq": _first_line(["/usr/sbin/dnsmasq", "--version"]),
+        "dnsperf": dnsperf_version.replace("Version ", ""),
+    }
+
+
+def _run_text(argv: list[str]) -> str:
+    try:
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    return out.stdout + out.stderr
+
+
+def _online_cpus() -> list[str]:
+    try:
+        with open("/sys/devices/system/cpu/online") as f:
+            spec = f.read().strip()
+    except OSError:
+        return []
+    cpus: list[str] = []
+    for part in spec.split(","):
+        lo, _, hi = part.partition("-")
+        cpus += [str(c) for c in range(int(lo), int(hi or lo) + 1)]
+    return cpus
+
+
+def _by_name(results: list[ServerResult]) -> dict[str, ServerResult]:
+    return {r.name: r for r in results if r.skipped is None}
+
+
+def _capacity(cpu_us: float | None) -> float | None:
+    # Queries one fully busy CPU would answer: robust when dnsperf or other work set the pace.
+    return 1e6 / cpu_us if cpu_us else None
+
+
+def _pct(value: float | None) -> float | None:
+    return None if value is None else value * 100
+
+
+def _med(result: ServerResult | None, attr: str) -> float | None:
+    return result.median(attr) if result is not None else None
+
+
+def _ratio(value: float | None, base: float | None) -> float | None:
+    if value is None or base is None or base == 0 or math.isnan(value) or math.isnan(base):
+        return None
+    return value / base
+
+
+def targets(results: list[ServerResult], quick: bool) -> list[Verdict]:
+    got = _by_name(results)
+    nl, ub = got.get("nodelocaldns"), got.get("unbound")
+    out: list[Verdict] = []
+    for label, attr, limit, higher_better in (
+        (f"hit CPU µs/query <= {CPU_RATIO_MAX}x unbound", "fixed_cpu_us", CPU_RATIO_MAX, False),
+        (f"saturation QPS >= {QPS_RATIO_MIN}x unbound", "sat_qps", QPS_RATIO_MIN, True),
+    ):
+        if nl is None or ub is None:
+            out.append(Verdict(label, "SKIP", "needs nodelocaldns and unbound results"))
+            continue
+        ratio = _ratio(nl.median(attr), ub.median(attr))
+        if ratio is None:
+            out.append(Verdict(label, "SKIP", "no measurement"))
+            continue
+        ok = ratio >= limit if higher_better else ratio <= limit
+        out.append(
+            Verdict(
+                label,
+                "PASS" if ok else "FAIL",
+                f"{ratio:.2f}x ({nl.median(attr):,.1f} vs {ub.median(attr):,.1f})",
+            )
+        )
+    label = f"RSS <= {RSS_MAX_MIB:.0f} MiB with caches full"
+    if nl is None or nl.rss_mb is None:
+        out.append(Verdict(label, "SKIP", "needs a nodelocaldns fill result"))
+    elif quick:
+        out.append(Verdict(label, "SKIP", f"{nl.rss_mb:.1f} MiB after a partial (--quick) fill"))
+    else:
+        out.append(Verdict(label, "PASS" if nl.rss_mb <= RSS_MAX_MIB else "FAIL", f"{nl.rss_mb:.1f} MiB"))
+    return out
+
+
+def _fmt(value: float | None, spec: str = ",.0f", suffix: str = "") -> str:
+    if value is None or math.isnan(value):
+        return "–"
+    return f"{value:{spec}}{suffix}"
+
+
+def markdown(results: list[ServerResult], verdicts: list[Verdict], env: dict[str, str], s: Settings) -> str:
+    got = _by_name(results)
+    ub, dm = got.get("unbound"), got.get("dnsmasq")
+    lines = [
+        "# nodelocaldns bench",
+        "",
+        f"{env['date']} · {'quick run' if s.quick else 'full run'} · "
+        f"median of {s.rounds} round(s) for (a)-(c) · {s.duration_s:g} s per dnsperf run",
+        "",
+        "## Cache hits (a)-(c)",
+        "",
+        "| server | hit QPS at saturation | ×unbound | ×dnsmasq | CPU µs/query at "
+        f"{s.fixed_qps // 1000}k QPS | ×unbound | ×dnsmasq | achieved QPS (sustained?) | mean latency µs | "
+        "p99 latency µs | CPU µs/query at saturation | server CPU busy at saturation | "
+        "capacity QPS per CPU-second |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in results:
+        if r.skipped is not None:
+            lines.append(f"| {r.name} | skipped: {r.skipped} |" + " |" * 11)
+            continue
+        sat, cpu = r.median("sat_qps"), r.median("fixed_cpu_us")
+        sustained = {True: "yes", False: "**no**", None: "–"}[r.sustained]
+        lines.append(
+            f"| {r.name} | {_fmt(sat)} | {_fmt(_ratio(sat, _med(ub, 'sat_qps')), '.2f')} | "
+            f"{_fmt(_ratio(sat, _med(dm, 'sat_qps')), '.2f')} | {_fmt(cpu, '.2f')} | "
+            f"{_fmt(_ratio(cpu, _med(ub, 'fixed_cpu_us')), '.2f')} | "
+            f"{_fmt(_ratio(cpu, _med(dm, 'fixed_cpu_us')), '.2f')} | "
+            f"{_fmt(r.median('fixed_qps'))} ({sustained}) | {_fmt(r.median('mean_latency_us'))} | "
+            f"{_fmt(r.median('p99_latency_us'))} | {_fmt(r.median('sat_cpu_us'), '.2f')} | "
+            f"{_fmt(_pct(r.median('sat_busy')), '.0f', '%')} | {_fmt(_capacity(r.median('sat_cpu_us')))} |"
+        )
+    lines += [
+        "",
+        "## Cache misses (d) and memory (e)",
+        "",
+        "| server | miss QPS | ×unbound | miss mean latency µs | miss lost | RSS idle MiB | "
+        "RSS after fill MiB | fill answered | cache entries (/metrics) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in results:
+        if r.skipped is not None or r.name == "py-echo":
+            continue
+        entries = _fmt(sum(r.cache_entries.values())) if r.cache_entries else "–"
+        miss_ratio = _ratio(r.miss_qps, ub.miss_qps if ub else None)
+        lines.append(
+            f"| {r.name} | {_fmt(r.miss_qps)} | {_fmt(miss_ratio, '.2f')} | "
+            f"{_fmt(r.miss_mean_latency_us)} | "
+            f"{_fmt(None if r.miss_lost is None else r.miss_lost * 100, '.2f', '%')} | "
+            f"{_fmt(r.rss_idle_mb, '.1f')} | {_fmt(r.rss_mb, '.1f')} | "
+            f"{_fmt(float(r.fill_completed) if r.fill_completed is not None else None)} | {entries} |"
+        )
+    lines += ["", "## Targets (nodelocaldns)", "", "| target | result | value |", "|---|---|---|"]
+    lines += [f"| {v.name} | {v.result} | {v.detail} |" for v in verdicts]
+    detail = [
+        (r.name, key, value)
+        for r in results
+        if r.cache_entries
+        for key, value in sorted(r.cache_entries.items())
+    ]
+    if detail:
+        lines += [
+            "",
+            "### coredns_cache_entries after the fill",
+            "",
+            "| server | block and type | entries |",
+            "|---|---|---:|",
+        ]
+        lines += [f"| {name} | {key} | {value:,.0f} |" for name, key, value in detail]
+    sanity = [(r.name, p) for r in results for p in r.sanity]
+    if sanity:
+        lines += ["", "### Answer differences vs the upstream (sanity check)", ""]
+        lines += [f"- {name}: {p}" for name, p in sanity]
+    lines += [
+        "",
+        "## Per round",
+        "",
+        "| server | round | sat QPS | sat lost | server busy | fixed QPS | fixed lost | CPU µs/q | mean µs | "
+        "p99 µs | foreign load on server CPU |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in results:
+        for i, rnd in enumerate(r.rounds, 1):
+            lines.append(
+                f"| {r.name} | {i} | {_fmt(rnd.sat_qps)} | {rnd.sat_lost * 100:.2f}% | "
+                f"{rnd.sat_busy * 100:.0f}% | {_fmt(rnd.fixed_qps)} | {rnd.fixed_lost * 100:.2f}% | "
+                f"{rnd.fixed_cpu_us:.2f} | {_fmt(rnd.mean_latency_us)} | {_fmt(rnd.p99_latency_us)} | "
+                f"{_fmt(_pct(rnd.foreign), '.0f', '%')} |"
+            )
+    lines += ["", "## Environment", ""]
+    lines += [f"- {key}: {value}" for key, value in env.items()]
+    lines += [
+        "",
+        "## Method",
+        "",
+        f"- (a) {s.hit_names} names under `{_zone('HIT_ZONE')}`, warmed by one pass, then dnsperf with "
+        f"{s.sat_clients} sockets × {s.sat_outstanding} queries outstanding and no rate limit. When the "
+        "server CPU is well below 100% busy, dnsperf (one CPU) set the pace, not the server.",
+        f"- (b)+(c) the same names warmed again, then dnsperf "
+        f"`-Q {s.fixed_qps} -q {s.fixed_outstanding} -v`; CPU is the server's utime+stime from "
+        "/proc/PID/stat over the run divided by completed queries; "
+        "latency percentiles come from dnsperf's per-query `-v` lines (timeouts excluded, counted as lost). "
+        "dnsperf's send and receive threads share one CPU, so absolute latencies include its own scheduling; "
+        "compare servers with each other and with py-echo, not with a network RTT.",
+        "- foreign load: non-idle time of the server's CPU not spent by the server (other processes, steal). "
+        "Before each round the harness waits (up to 20 s) for that CPU to be quiet; a round with more than "
+        "15% foreign load is measured again, at most twice, and the cleanest attempt is kept. "
+        "Capacity QPS = 10⁶ / (CPU µs/query at saturation) is the figure least affected by a busy machine.",
+        f"- (d) unique names under the upstream's redirect zone `{_zone('MISS_ZONE')}`, one pass, "
+        f"{s.miss_outstanding} outstanding.",
+        f"- (e) {s.fill_per_kind} unique positive and {s.fill_per_kind} unique negative (NXDOMAIN) names "
+        f"for each of the four blocks at {s.fill_qps} QPS, then VmRSS from /proc/PID/status.",
+        "- nodelocaldns runs the NodeLocal-addon-shaped Corefile (cluster.local, in-addr.arpa, ip6.arpa, .) "
+        "with force_tcp in the cluster and reverse blocks; unbound forwards those zones with "
+        "forward-tcp-upstream; dnsmasq forwards everything over UDP (it cannot force TCP).",
+        "- py-echo is a bare uvloop UDP loop answering every query with one fixed A record: the floor for "
+        "any Python server on this machine.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _zone(attr: str) -> str:
+    from bench import servers
+
+    return str(getattr(servers, attr))
+
+
+def write_json(path: Path, results: list[ServerResult], verdicts: list[Verdict], env: dict[str, str]) -> None:
+    data = {
+        "environment": env,
+        "results": [asdict(r) for r in results],
+        "targets": [asdict(v) for v in verdicts],
+    }
+    path.write_text(json.dumps(data, indent=2, default=str) + "\n")
+
+
+def chart(results: list[ServerResult], path: Path) -> None:
+    """Bar chart: hit QPS at saturation and CPU µs/query at the fixed load, per server."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ran = [r for r in results if r.skipped is None and r.rounds]
+    names = [r.name for r in ran]
+    colours = [
+        "#1f77b4" if n == "nodelocaldns" else "#999999" if n == "py-echo" else "#ff7f0e" for n in names
+    ]
+    fig, (ax_qps, ax_cpu) = plt.subplots(1, 2, figsize=(11, 4.5))
+    panels = (
+        (ax_qps, [r.median("sat_qps") or 0.0 for r in ran], "cache-hit QPS at saturation", ",.0f"),
+        (ax_cpu, [r.median("fixed_cpu_us") or 0.0 for r in ran], "server CPU µs/query at fixed load", ".1f"),
+    )
+    for ax, values, title, spec in panels:
+        bars = ax.bar(names, values, color=colours)
+        ax.set_title(title)
+        ax.bar_label(bars, labels=[f"{v:{spec}}" for v in values], padding=2)
+        ax.margins(y=0.15)
+        ax.grid(axis="y", alpha=0.3)
+    skipped = [f"{r.name}: {r.skipped}" for r in results if r.skipped is not None]
+    if skipped:
+        fig.text(0.01, 0.01, "skipped — " + "; ".join(skipped), fontsize=7, wrap=True)
+    fig.suptitle("nodelocaldns bench (median of rounds; lower CPU is better)")
+    fig.tight_layout(rect=(0, 0.05, 1, 1))
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

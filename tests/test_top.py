@@ -1,0 +1,242 @@
+"""``nodelocaldns top``: the numbers it shows must be the traffic that was sent.
+
+A real ``nodelocaldns serve`` on loopback forwards to a real unbound; the tests send a known,
+bounded load and compare what ``top`` computes from the metrics endpoint with what was sent.
+The text parser and the quantile function are checked against prometheus_client's own output
+and against the definition of a quantile.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+
+from nodelocaldns.metrics.catalog import TIME_BUCKETS
+from nodelocaldns.tools.promtext import Scrape, fetch, histogram_quantile, parse
+from nodelocaldns.tools.top import summarize
+from support.ports import free_port
+from support.server import REPO, Served, serve
+from support.upstreams import UpstreamServer
+
+CLUSTER_NAME = "kubernetes.default.svc.cluster.local."
+MISSING_NAME = "nothing-here.default.svc.cluster.local."
+
+
+# ---------------------------------------------------------------- pure parts
+
+
+def test_parser_reads_prometheus_client_output_exactly() -> None:
+    reg = CollectorRegistry()
+    c = Counter("demo_requests", "help with \\ and \n", ["zone", "note"], registry=reg)
+    tricky = 'quote " backslash \\ newline \n end'
+    c.labels(zone="cluster.local.", note=tricky).inc(3)
+    c.labels(zone=".", note="").inc(0.5)
+    h = Histogram("demo_seconds", "h", ["zone"], buckets=(0.001, 0.01), registry=reg)
+    for v in (0.0005, 0.005, 0.005, 2.0):
+        h.labels(zone="x").observe(v)
+    scrape = Scrape.from_text(generate_latest(reg).decode())
+    assert scrape.by("demo_requests_total", ("zone", "note")) == {
+        ("cluster.local.", tricky): 3.0,
+        (".", ""): 0.5,
+    }
+    assert scrape.buckets("demo_seconds", ("zone",)) == {("x",): ((0.001, 1.0), (0.01, 3.0), (math.inf, 4.0))}
+    assert scrape.total("demo_seconds_count") == 4.0
+
+
+def test_parser_rejects_garbage() -> None:
+    for text in ("metric_without_value\n", 'm{a="unterminated} 1\n', "m{a=1} 1\n", "m abc\n"):
+        with pytest.raises(ValueError):
+            parse(text)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    samples=st.lists(st.floats(min_value=1e-5, max_value=5.0, allow_nan=False), min_size=1, max_size=300),
+    q=st.sampled_from([0.5, 0.9, 0.99]),
+)
+def test_quantile_lies_in_the_bucket_of_the_true_quantile(samples: list[float], q: float) -> None:
+    """Whatever the data, the estimate must fall inside the bucket that holds the exact quantile."""
+    bounds = (*TIME_BUCKETS, math.inf)
+    buckets = tuple((b, float(sum(1 for s in samples if s <= b))) for b in bounds)
+    est = histogram_quantile(q, buckets)
+    assert est is not None
+    exact = sorted(samples)[max(math.ceil(q * len(samples)) - 1, 0)]
+    upper = next(b for b in bounds if exact <= b)
+    lower = max((b for b in bounds if b < upper), default=0.0)
+    if math.isinf(upper):  # Prometheus reports the highest finite bound for the +Inf bucket
+        assert est == TIME_BUCKETS[-1]
+    else:
+        assert lower <= est <= upper, (exact, lower, upper, est)
+
+
+def test_quantile_of_an_empty_histogram_is_none() -> None:
+    assert histogram_quantile(0.5, ((0.1, 0.0), (math.inf, 0.0))) is None
+    assert histogram_quantile(0.5, ()) is None
+
+
+# ---------------------------------------------------------------- against a running server
+
+
+@dataclass
+class Cache:
+    served: Served
+    metrics: str
+    upstream: UpstreamServer
+
+
+@pytest.fixture
+def cache(unbound_upstream: UpstreamServer) -> Iterator[Cache]:
+    mport = free_port("tcp")
+    corefile = f"""
+cluster.local:{{PORT}} {{
+    bind 127.0.0.1
+    cache 30
+    forward . {unbound_upstream.address}
+    prometheus 127.0.0.1:{mport}
+}}
+.:{{PORT}} {{
+    bind 127.0.0.1
+    cache 30
+    forward . {unbound_upstream.address}
+    prometheus 127.0.0.1:{mport}
+}}
+"""
+    with serve(corefile) as served:
+        try:
+            yield Cache(served, f"http://127.0.0.1:{mport}/metrics", unbound_upstream)
+        finally:
+            served.stop()
+            if served.proc.stderr is not None:  # serve() leaves its stderr pipe open
+                served.proc.stderr.close()
+
+
+def _scrape(url: str) -> Scrape:
+    return Scrape.from_text(fetch(url), time.monotonic())
+
+
+def test_summary_is_the_load_that_was_sent(cache: Cache) -> None:
+    n, m = 40, 10
+    before = _scrape(cache.metrics)
+    for _ in range(n):
+        assert cache.served.query(CLUSTER_NAME).rcode() == 0
+    for _ in range(m):
+        assert cache.served.query(MISSING_NAME).rcode() == 3
+    after = _scrape(cache.metrics)
+    view = summarize(before, after)
+
+    assert view.requests == n + m
+    assert view.qps == pytest.approx((n + m) / (after.at - before.at))
+    block = next(b for b in view.blocks if b.zone == "cluster.local.")
+    assert block.requests == n + m and block.cache_requests == n + m
+    # one miss per name, every repeat a hit: (n-1 + m-1) / (n+m)
+    assert block.hit_ratio == pytest.approx((n - 1 + m - 1) / (n + m))
+    assert block.entries == 2  # one positive, one negative entry
+    assert view.rcodes == {"NOERROR": n, "NXDOMAIN": m}
+    assert view.latency.window and view.latency.p50 is not None
+    assert 0 < view.latency.p50 <= view.latency.p90 <= view.latency.p99  # type: ignore[operator]
+    (up,) = view.upstreams
+    assert up.to == cache.upstream.address
+    assert up.requests == 2  # the two misses, and nothing else
+    assert cache.upstream.query_count(CLUSTER_NAME) == cache.upstream.query_count(MISSING_NAME) == 1
+    assert up.error_ratio == 0 and up.healthcheck_failures == 0
+
+
+def _load(served: Served, stop: threading.Event, sent: list[int], limit: int = 3000) -> None:
+    """Bounded load: at most ``limit`` queries, about 300 per second, until ``stop``."""
+    while not stop.is_set() and sent[0] < limit:
+        served.query(CLUSTER_NAME)
+        sent[0] += 1
+        time.sleep(0.003)
+
+
+def _top(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "nodelocaldns", "top", *args],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=REPO,
+        env={"PATH": "/usr/bin:/bin", "COLUMNS": "160"},
+    )
+
+
+def test_top_once_json_under_load(cache: Cache) -> None:
+    stop, sent = threading.Event(), [0]
+    loader = threading.Thread(target=_load, args=(cache.served, stop, sent))
+    loader.start()
+    try:
+        res = _top("--once", "--json", "--interval", "0.5", "--metrics", cache.metrics)
+    finally:
+        stop.set()
+        loader.join()
+    assert res.returncode == 0, res.stderr
+    doc = json.loads(res.stdout)
+    block = next(b for b in doc["blocks"] if b["zone"] == "cluster.local.")
+    # only one name was asked in this block: every request but the first is a hit
+    assert block["total_hit_ratio"] == pytest.approx((block["total_requests"] - 1) / block["total_requests"])
+    assert block["hit_ratio"] == 1.0
+    assert 0 < block["requests"] <= sent[0]
+    assert block["total_requests"] <= sent[0]
+    assert doc["qps"] == pytest.approx(doc["requests"] / doc["interval"])
+    assert doc["qps"] > 10  # the loader sends ~300/s; even a slow machine gets far above 10
+    assert doc["rcodes"] == {"NOERROR": doc["requests"]}
+    assert doc["upstreams"][0]["requests"] == 0  # everything in the window came from the cache
+
+
+def test_top_once_renders_tables(cache: Cache) -> None:
+    for _ in range(5):
+        cache.served.query(CLUSTER_NAME)
+    res = _top("--once", "--interval", "0.2", "--metrics", cache.metrics)
+    assert res.returncode == 0, res.stderr
+    for text in (
+        "QPS",
+        "server blocks",
+        "cluster.local.",
+        "80.0%",
+        "responses",
+        "NOERROR",
+        cache.upstream.address,
+    ):
+        assert text in res.stdout, res.stdout
+
+
+def test_live_view_refreshes_until_ctrl_c(cache: Cache) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "nodelocaldns", "top", "--interval", "0.2", "--metrics", cache.metrics],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+        env={"PATH": "/usr/bin:/bin", "COLUMNS": "160"},
+    )
+    try:
+        time.sleep(1.5)
+        for _ in range(3):
+            cache.served.query(CLUSTER_NAME)
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err
+    assert "server blocks" in out and "cluster.local." in out
+
+
+def test_unreachable_endpoint_exits_1() -> None:
+    res = _top("--once", "--interval", "0.1", "--metrics", f"http://127.0.0.1:{free_port('tcp')}/metrics")
+    assert res.returncode == 1
+    assert "Connection refused" in res.stderr
