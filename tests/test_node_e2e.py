@@ -39,6 +39,7 @@ import dns.query
 import dns.rcode
 import pytest
 
+from support.addon import ADDON_COREFILE
 from support.netns import (
     add_bridge,
     addresses,
@@ -69,56 +70,6 @@ SYNC = 1.0  # -syncinterval in these tests
 CLUSTER_NAME = "kubernetes.default.svc.cluster.local."
 EXTERNAL_NAME = "www.example.org."
 
-# kubernetes/kubernetes cluster/addons/dns/nodelocaldns/nodelocaldns.yaml, the node-local-dns
-# ConfigMap's Corefile, before any sed: the agent fills every placeholder itself.
-ADDON_COREFILE = """\
-__PILLAR__DNS__DOMAIN__:53 {
-    errors
-    cache {
-            success 9984 30
-            denial 9984 5
-    }
-    reload
-    loop
-    bind __PILLAR__LOCAL__DNS__ __PILLAR__DNS__SERVER__
-    forward . __PILLAR__CLUSTER__DNS__ {
-            force_tcp
-    }
-    prometheus :9253
-    health __PILLAR__LOCAL__DNS__:8080
-    }
-in-addr.arpa:53 {
-    errors
-    cache 30
-    reload
-    loop
-    bind __PILLAR__LOCAL__DNS__ __PILLAR__DNS__SERVER__
-    forward . __PILLAR__CLUSTER__DNS__ {
-            force_tcp
-    }
-    prometheus :9253
-    }
-ip6.arpa:53 {
-    errors
-    cache 30
-    reload
-    loop
-    bind __PILLAR__LOCAL__DNS__ __PILLAR__DNS__SERVER__
-    forward . __PILLAR__CLUSTER__DNS__ {
-            force_tcp
-    }
-    prometheus :9253
-    }
-.:53 {
-    errors
-    cache 30
-    reload
-    loop
-    bind __PILLAR__LOCAL__DNS__ __PILLAR__DNS__SERVER__
-    forward . __PILLAR__UPSTREAM__SERVERS__
-    prometheus :9253
-    }
-"""
 
 DAEMONSET_ARGS = ["-localip", f"{LINK_LOCAL},{KUBE_DNS}", "-upstreamsvc", "kube-dns-upstream"]
 

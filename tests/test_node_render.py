@@ -23,57 +23,7 @@ from nodelocaldns.node.render import (
     service_env_name,
     stub_domain_blocks,
 )
-
-# The `node-local-dns` ConfigMap's Corefile from kubernetes/kubernetes
-# cluster/addons/dns/nodelocaldns/nodelocaldns.yaml (commit 028f956d), before the admin's sed.
-ADDON_COREFILE = """\
-__PILLAR__DNS__DOMAIN__:53 {
-    errors
-    cache {
-            success 9984 30
-            denial 9984 5
-    }
-    reload
-    loop
-    bind __PILLAR__LOCAL__DNS__ __PILLAR__DNS__SERVER__
-    forward . __PILLAR__CLUSTER__DNS__ {
-            force_tcp
-    }
-    prometheus :9253
-    health __PILLAR__LOCAL__DNS__:8080
-    }
-in-addr.arpa:53 {
-    errors
-    cache 30
-    reload
-    loop
-    bind __PILLAR__LOCAL__DNS__ __PILLAR__DNS__SERVER__
-    forward . __PILLAR__CLUSTER__DNS__ {
-            force_tcp
-    }
-    prometheus :9253
-    }
-ip6.arpa:53 {
-    errors
-    cache 30
-    reload
-    loop
-    bind __PILLAR__LOCAL__DNS__ __PILLAR__DNS__SERVER__
-    forward . __PILLAR__CLUSTER__DNS__ {
-            force_tcp
-    }
-    prometheus :9253
-    }
-.:53 {
-    errors
-    cache 30
-    reload
-    loop
-    bind __PILLAR__LOCAL__DNS__ __PILLAR__DNS__SERVER__
-    forward . __PILLAR__UPSTREAM__SERVERS__
-    prometheus :9253
-    }
-"""
+from support.addon import ADDON_COREFILE
 
 # What the DaemonSet ends up serving with the addon's args and kube-dns-upstream at 198.18.0.20.
 ADDON_RENDERED = """\
