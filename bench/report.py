@@ -146,12 +146,12 @@ def targets(results: list[ServerResult], quick: bool) -> list[Verdict]:
             )
         )
     label = f"RSS <= {RSS_MAX_MIB:.0f} MiB with caches full"
-    if nl is None or nl.rss_mb is None:
+    if nl is None or nl.rss_mib is None:
         out.append(Verdict(label, "SKIP", "needs a nodelocaldns fill result"))
     elif quick:
-        out.append(Verdict(label, "SKIP", f"{nl.rss_mb:.1f} MiB after a partial (--quick) fill"))
+        out.append(Verdict(label, "SKIP", f"{nl.rss_mib:.1f} MiB after a partial (--quick) fill"))
     else:
-        out.append(Verdict(label, "PASS" if nl.rss_mb <= RSS_MAX_MIB else "FAIL", f"{nl.rss_mb:.1f} MiB"))
+        out.append(Verdict(label, "PASS" if nl.rss_mib <= RSS_MAX_MIB else "FAIL", f"{nl.rss_mib:.1f} MiB"))
     return out
 
 
@@ -210,7 +210,7 @@ def markdown(results: list[ServerResult], verdicts: list[Verdict], env: dict[str
             f"| {r.name} | {_fmt(r.miss_qps)} | {_fmt(miss_ratio, '.2f')} | "
             f"{_fmt(r.miss_mean_latency_us)} | "
             f"{_fmt(None if r.miss_lost is None else r.miss_lost * 100, '.2f', '%')} | "
-            f"{_fmt(r.rss_idle_mb, '.1f')} | {_fmt(r.rss_mb, '.1f')} | "
+            f"{_fmt(r.rss_idle_mib, '.1f')} | {_fmt(r.rss_mib, '.1f')} | "
             f"{_fmt(float(r.fill_completed) if r.fill_completed is not None else None)} | {entries} |"
         )
     lines += ["", "## Targets (nodelocaldns)", "", "| target | result | value |", "|---|---|---|"]

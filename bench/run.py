@@ -61,7 +61,7 @@ class Settings:
     sat_clients: int = 4
     fixed_outstanding: int = 200
     hit_names: int = 1000
-    miss_names: int = 400_000
+    miss_names: int = 250_000
     miss_outstanding: int = 20
     # Per kind (positive and negative per block): 4 blocks x 2 kinds x this, a bit over 9984
     # so every cache is at capacity and has started evicting.
@@ -102,8 +102,8 @@ class ServerResult:
     miss_lost: float | None = None
     fill_completed: int | None = None
     fill_rcodes: dict[str, int] = field(default_factory=dict)
-    rss_mb: float | None = None
-    rss_idle_mb: float | None = None
+    rss_mib: float | None = None
+    rss_idle_mib: float | None = None
     cache_entries: dict[str, float] | None = None
     sanity: list[str] = field(default_factory=list)
 
@@ -316,14 +316,14 @@ def measure_misses(
 def measure_fill(
     c: Contender, files: QueryFiles, s: Settings, load_cpu: int | None, res: ServerResult
 ) -> None:
-    res.rss_idle_mb = c.rss_bytes() / 2**20
+    res.rss_idle_mib = c.rss_bytes() / 2**20
     limit = files.fill_count / s.fill_qps + 30
     r = dnsperf.run(c.port, files.fill, duration_s=limit, max_runs=1, max_qps=s.fill_qps, cpu=load_cpu)
     res.fill_completed, res.fill_rcodes = r.completed, r.rcodes
-    res.rss_mb = c.rss_bytes() / 2**20
+    res.rss_mib = c.rss_bytes() / 2**20
     res.cache_entries = c.cache_entries()
     entries = f", cache entries {sum(res.cache_entries.values()):,.0f}" if res.cache_entries else ""
-    log(f"  {c.name}: filled {r.completed}/{r.sent} {r.rcodes}: RSS {res.rss_mb:.1f} MiB{entries}")
+    log(f"  {c.name}: filled {r.completed}/{r.sent} {r.rcodes}: RSS {res.rss_mib:.1f} MiB{entries}")
 
 
 def rotate(items: Sequence[str], k: int) -> list[str]:

@@ -96,7 +96,8 @@ async def serve_corefile(text: str, filename: str, announce: bool, drain: float 
     await asyncio.wait([fatal, stopped], return_when=asyncio.FIRST_COMPLETED)
     fatal.cancel()
     stopped.cancel()
-    await inst.stop(drain)
+    # A fatal error (a forwarding loop) exits at once like log.Fatalf: draining would wait on the loop.
+    await inst.stop(0 if inst.fatal else drain)
     return 1 if inst.fatal else 0
 
 

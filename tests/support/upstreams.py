@@ -786,8 +786,10 @@ class _ProxyRunner:
         )
         try:
             back.sendto(data)
-            front.sendto(await asyncio.wait_for(reply, 10), client)
+            answer = await asyncio.wait_for(reply, 10)
+            # Count before the client can see the answer, so a test reading it after its reply agrees.
             self.proxy.udp_relayed += 1
+            front.sendto(answer, client)
         except (OSError, TimeoutError):
             pass  # the client sees what a real path would show: silence
         finally:

@@ -41,6 +41,14 @@ _HDR = struct.Struct("!HHHHHH")
 _RR_FIXED = struct.Struct("!HHIH")
 
 
+class NotAQuery(ShortHeader):
+    """A response (QR=1) sent to the server: dropped without a reply, as miekg/dns does.
+
+    Answering it with an error (itself a response) lets two servers, or one server and a spoofed
+    copy of its own address, bounce FORMERRs at each other forever.
+    """
+
+
 @dataclass(slots=True)
 class Query:
     """What the server needs to know about an incoming query, read from its wire form."""
@@ -115,7 +123,7 @@ def read_name(msg: bytes, off: int) -> tuple[bytes, int]:
             raise WireError("label runs past end of message")
         out += msg[off : off + 1 + length]
         off += 1 + length
-        if len(out) > 255:
+        if len(out) > 254:  # the root label still has to fit within 255
             raise WireError("name longer than 255 octets")
     return bytes(out), end
 
@@ -160,11 +168,15 @@ def parse_query(data: bytes) -> Query:
         raise ShortHeader("message shorter than a DNS header")
     qid, flags, qd, an, ns, ar = _HDR.unpack_from(data)
     if flags & FLAG_QR:
-        raise WireError("response sent to a server")
+        raise NotAQuery("response sent to a server")
     if qd != 1:
         raise WireError(f"query has {qd} questions, want exactly 1")
     off = HEADER_LEN
     qname, off = read_name(data, off)
+    if off != HEADER_LEN + len(qname):
+        # Only the header precedes the question, so a pointer there points at no name; replies
+        # copy the question verbatim, where such a pointer would decode differently.
+        raise WireError("compression pointer in the question")
     if off + 4 > len(data):
         raise WireError("question runs past end of message")
     qtype, qclass = struct.unpack_from("!HH", data, off)
@@ -253,9 +265,11 @@ def error_reply(data: bytes, rcode: int, q: Query | None = None) -> bytes | None
         try:
             qdcount = struct.unpack_from("!H", data, 4)[0]
             if qdcount == 1:
-                end = question_end(data)
-                question = data[HEADER_LEN:end]
-                qd = 1
+                name, end = read_name(data, HEADER_LEN)
+                # Copy only a question that decodes the same inside our reply: no pointers.
+                if end == HEADER_LEN + len(name) and end + 4 <= len(data):
+                    question = data[HEADER_LEN : end + 4]
+                    qd = 1
         except WireError:
             pass
     opt = b""

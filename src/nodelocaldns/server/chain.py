@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol
 
-from nodelocaldns.dns.wire import SERVFAIL
+from nodelocaldns.dns.wire import REFUSED, SERVFAIL
 from nodelocaldns.server.request import Reply, Request
 
 # CoreDNS executes plugins in plugin.cfg order whatever the Corefile says. Only the ones that sit
@@ -30,8 +30,18 @@ async def _end(req: Request) -> Reply:
     return Reply(None, SERVFAIL, error=NoNextPlugin())
 
 
+async def _no_plugins(req: Request) -> Reply:
+    return Reply(None, REFUSED)
+
+
 def build_chain(handlers: Sequence[Handler]) -> Next:
-    """Compose handlers (already sorted by ORDER) into one callable."""
+    """Compose handlers (already sorted by ORDER) into one callable.
+
+    A zone with no query-path plugin at all (only bind, health, reload...) is REFUSED, as CoreDNS
+    does for a nil plugin chain; a chain that runs off its end is SERVFAIL "no next plugin found".
+    """
+    if not handlers:
+        return _no_plugins
     nxt: Next = _end
     for h in reversed(handlers):
         nxt = _bind(h, nxt)

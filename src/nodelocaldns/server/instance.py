@@ -38,6 +38,7 @@ log = logging.getLogger("nodelocaldns")
 class ReloadState:
     failed: int = 0
     hash: str = ""
+    bad_text: str | None = None  # the last text that failed: not retried (or counted) until it changes
 
 
 @dataclass
@@ -179,7 +180,9 @@ class Instance:
                 usock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
                 usock.setblocking(True)
                 lst.udp = UDPWorker(lst, usock, loop)
-                lst.tcp = await loop.create_server(partial(TCPConnection, lst), sock=tsock)
+                # create_server listen()s again with its own backlog (default 100, which drops
+                # SYNs in a burst of new connections: a 1 s retransmit for those clients).
+                lst.tcp = await loop.create_server(partial(TCPConnection, lst), sock=tsock, backlog=1024)
                 opened.append(lst)
         except BaseException:
             for lst in opened:
@@ -248,15 +251,21 @@ class Instance:
                     text = f.read()
             except OSError as e:
                 return self._reload_failed(ConfigError(f"{self.filename}: {e.strerror}"))
+        if text == self.reload_state.bad_text:
+            # CoreDNS records the new hash before it restarts, so one broken edit fails once.
+            return False
         try:
             blocks = parse_corefile(text, self.filename)
             h = corefile_hash(blocks)
             if h == self.reload_state.hash:
+                self.reload_state.bad_text = None
                 return True
             gen = self._build(blocks)
             await self._apply(gen)
         except (NodeLocalDNSError, OSError, ValueError) as e:
+            self.reload_state.bad_text = text
             return self._reload_failed(e)
+        self.reload_state.bad_text = None
         self.text = text
         self.reload_state.hash = h
         log.info("[INFO] Reloading complete")

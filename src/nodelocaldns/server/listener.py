@@ -103,6 +103,7 @@ class Listener:
         self.tasks: set[asyncio.Task[None]] = set()
         self.udp: UDPWorker | None = None
         self.send_errors = 0
+        self.fast_errors = 0
         self.tcp: asyncio.Server | None = None
         self.tcp_conns: set[TCPConnection] = set()
         self.max_tcp_conns = 1024
@@ -137,12 +138,12 @@ class Listener:
         qend = data.find(0, 12) + 5
         if qend < 17:
             return None
-        q = data[12:qend].lower()
+        q = data[12 : qend - 4].lower() + data[qend - 4 : qend]
         route = self.router.memo.get(q)
         if route is None:
             return None
         if edns:
-            if data[qend : qend + 3] != _OPT_HEAD or data[qend + 6]:
+            if data[qend : qend + 3] != _OPT_HEAD or len(data) < qend + 11 or data[qend + 6]:
                 return None
             if len(data) != qend + 11 + ((data[qend + 9] << 8) | data[qend + 10]):
                 return None
@@ -224,7 +225,9 @@ class Listener:
         cache = block.cache
         qkey = b""
         if block.fast and cache is not None:
-            qkey = data[12 : q.question_end].lower()
+            # The name is lowercased, never the type and class: HTTPS (0x0041) is not TYPE97 (0x0061).
+            end = q.question_end
+            qkey = data[12 : end - 4].lower() + data[end - 4 : end]
             # Only names the fast path can find again: uncompressed, no zero byte inside a label.
             if qkey.find(0) == len(q.qname) - 1 and qkey.startswith(q.qname):
                 # The same bytes object keys the cache and the memo: ~80k names, one copy each.
@@ -374,89 +377,94 @@ class UDPWorker:
                 continue
             if self.stopping:
                 return
-            t0 = _perf()
-            counts = data[4:12]
-            if counts == _NOEDNS:
-                edns = 0
-            elif counts == _EDNS:
-                edns = 4
-            else:
-                call(slow, data, addr)
-                continue
-            if len(data) >= _UDP_BUF:
-                call(slow, data, addr)
-                continue
-            qend = data.find(0, 12) + 5
-            if data[2] & 0xFE or qend < 17:  # QR, opcode, AA or TC set; no name end
-                call(slow, data, addr)
-                continue
-            q = data[12:qend]
-            memo = lst.router.memo
-            route = memo.get(q)
-            raw = True
-            if route is None:
-                q = q.lower()
-                route = memo.get(q)
-                if route is None:
-                    call(slow, data, addr)
-                    continue
-                raw = False
-            if edns:
-                if (
-                    data[qend : qend + 3] != _OPT_HEAD
-                    or data[qend + 6]
-                    or len(data) != qend + 11 + ((data[qend + 9] << 8) | data[qend + 10])
-                ):
-                    call(slow, data, addr)
-                    continue
-                do = data[qend + 7] & 0x80
-                limit = (data[qend + 3] << 8) | data[qend + 4]
-                opt = _OPT_HEAD + data[qend + 3 : qend + 5] + (_DO_FLAGS[1] if do else _DO_FLAGS[0])
-            elif len(data) != qend:
-                call(slow, data, addr)
-                continue
-            else:
-                do = 0
-                limit = 512
-            smap, dmap, zb, acc = route
-            if do or data[3] & 0x10:
-                key = q + _FLAG_SUFFIX[(1 if do else 0) | (2 if data[3] & 0x10 else 0)]
-                e = smap.get(key) or dmap.get(key)
-            else:
-                e = smap.get(q) or dmap.get(q)
-            if e is None or (_now() >= e.memo_until and e.body(_now()) is None):
-                call(slow, data, addr)
-                continue
-            if raw and data[2:4] == b"\x01\x00":
-                if edns:
-                    t = e.tail_edns
-                    if not t:
-                        t = e.tail_edns = e.heads[5] + q + e.memo
-                    reply = data[:2] + t + opt
-                else:
-                    t = e.tail
-                    if not t:
-                        t = e.tail = e.heads[1] + q + e.memo
-                    reply = data[:2] + t
-            else:
-                head = e.heads[(data[2] & 1) | ((data[3] & 0x20) >> 4) | edns]
-                reply = b"".join((data[:2], head, data[12:qend], e.memo, opt if edns else b""))
-            if len(reply) > 512 and len(reply) > limit:
-                call(slow, data, addr)
-                continue
             try:
-                sendto(reply, addr)
-            except OSError:
-                lst.send_errors += 1
-                continue
-            dt = _perf() - t0
-            if dt <= _B0:
-                k = zb | e.sbase | (len(data) << 3) | (do >> 6) | (edns >> 2)
-                fc = lst.stats.fast
-                fc[k] = fc.get(k, 0) + 1
-            else:
-                call(lst._record_slow_hit, acc, e, data, reply, bool(do), "udp", dt)
-            acc[1] += dt
+                t0 = _perf()
+                counts = data[4:12]
+                if counts == _NOEDNS:
+                    edns = 0
+                elif counts == _EDNS:
+                    edns = 4
+                else:
+                    call(slow, data, addr)
+                    continue
+                if len(data) >= _UDP_BUF:
+                    call(slow, data, addr)
+                    continue
+                qend = data.find(0, 12) + 5
+                if data[2] & 0xFE or qend < 17:  # QR, opcode, AA or TC set; no name end
+                    call(slow, data, addr)
+                    continue
+                q = data[12:qend]
+                memo = lst.router.memo
+                route = memo.get(q)
+                raw = True
+                if route is None:
+                    q = q[:-4].lower() + q[-4:]
+                    route = memo.get(q)
+                    if route is None:
+                        call(slow, data, addr)
+                        continue
+                    raw = False
+                if edns:
+                    if (
+                        data[qend : qend + 3] != _OPT_HEAD
+                        or len(data) < qend + 11  # a cut-off OPT would raise IndexError and end this thread
+                        or data[qend + 6]
+                        or len(data) != qend + 11 + ((data[qend + 9] << 8) | data[qend + 10])
+                    ):
+                        call(slow, data, addr)
+                        continue
+                    do = data[qend + 7] & 0x80
+                    limit = (data[qend + 3] << 8) | data[qend + 4]
+                    opt = _OPT_HEAD + data[qend + 3 : qend + 5] + (_DO_FLAGS[1] if do else _DO_FLAGS[0])
+                elif len(data) != qend:
+                    call(slow, data, addr)
+                    continue
+                else:
+                    do = 0
+                    limit = 512
+                smap, dmap, zb, acc = route
+                if do or data[3] & 0x10:
+                    key = q + _FLAG_SUFFIX[(1 if do else 0) | (2 if data[3] & 0x10 else 0)]
+                    e = smap.get(key) or dmap.get(key)
+                else:
+                    e = smap.get(q) or dmap.get(q)
+                if e is None or (_now() >= e.memo_until and e.body(_now()) is None):
+                    call(slow, data, addr)
+                    continue
+                if raw and data[2:4] == b"\x01\x00":
+                    if edns:
+                        t = e.tail_edns
+                        if not t:
+                            t = e.tail_edns = e.heads[5] + q + e.memo
+                        reply = data[:2] + t + opt
+                    else:
+                        t = e.tail
+                        if not t:
+                            t = e.tail = e.heads[1] + q + e.memo
+                        reply = data[:2] + t
+                else:
+                    head = e.heads[(data[2] & 1) | ((data[3] & 0x20) >> 4) | edns]
+                    reply = b"".join((data[:2], head, data[12:qend], e.memo, opt if edns else b""))
+                if len(reply) > 512 and len(reply) > limit:
+                    call(slow, data, addr)
+                    continue
+                try:
+                    sendto(reply, addr)
+                except OSError:
+                    lst.send_errors += 1
+                    continue
+                dt = _perf() - t0
+                if dt <= _B0:
+                    k = zb | e.sbase | (len(data) << 3) | (do >> 6) | (edns >> 2)
+                    fc = lst.stats.fast
+                    fc[k] = fc.get(k, 0) + 1
+                else:
+                    call(lst._record_slow_hit, acc, e, data, reply, bool(do), "udp", dt)
+                acc[1] += dt
+            except Exception:  # noqa: BLE001 - a slip here must cost one packet, never the UDP thread
+                lst.fast_errors += 1
+                call(slow, data, addr)
 
 
 class TCPConnection(asyncio.Protocol):

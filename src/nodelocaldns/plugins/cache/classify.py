@@ -116,8 +116,11 @@ def classify(reply: bytes, qname: bytes, qtype: int, cfg: CacheConfig) -> Verdic
         kind = SUCCESS if rt in (RType.NOERROR, RType.DELEGATION) else DENIAL
         max_ttl = cfg.success_max_ttl if kind == SUCCESS else cfg.denial_max_ttl
         min_ttl = cfg.success_min_ttl if kind == SUCCESS else cfg.denial_min_ttl
-        # The SOA record's own TTL counts; its MINIMUM field does not (as in CoreDNS).
+        # The SOA record's own TTL counts; its MINIMUM field does not (as in CoreDNS). A delegation
+        # gets the 5 s default, as anything but NoError/NameError/NoData does in MinimalTTL.
         msg_ttl = min((struct.unpack_from("!I", reply, r[1])[0] for r in recs), default=5)
+        if rt is RType.DELEGATION:
+            msg_ttl = 5
         msg_ttl = min(msg_ttl, max_ttl)
         ttl = min(max(msg_ttl, min_ttl), max_ttl)
     if ttl <= 0:

@@ -178,11 +178,29 @@ class CacheHandler:
             if not e.refreshing:
                 self._refresh(e, req, key, next_, c)
             return stale
-        reply = await next_(req)
+        task = asyncio.ensure_future(next_(req))
+        timeout = self.cfg.stale_verify_timeout
+        if timeout > 0:
+            done, _ = await asyncio.wait({task}, timeout=timeout)
+            if not done:
+                # Serve stale now; the verify goes on and refreshes the entry when it lands.
+                internal = Request(req.data, req.q, req.remote, req.proto, req.family, req.server, req.zone,
+                                   req.start, True)  # fmt: skip
+                task.add_done_callback(lambda t: self._verified_late(t, internal, key, c))
+                c[6] += 1
+                return stale
+        reply = await task
         if reply.wire is not None and wire.rcode_of(reply.wire) in (wire.NOERROR, wire.NXDOMAIN):
             return self._store(reply, req, key, c)
         c[6] += 1
         return stale
+
+    def _verified_late(self, t: asyncio.Future[Reply], req: Request, key: bytes, c: list[int]) -> None:
+        if t.cancelled() or t.exception() is not None:
+            return
+        reply = t.result()
+        if reply.wire is not None and wire.rcode_of(reply.wire) in (wire.NOERROR, wire.NXDOMAIN):
+            self._store(reply, req, key, c)
 
     def entries(self) -> tuple[int, int]:
         s, d = self.store.sizes()

@@ -56,6 +56,7 @@ class CacheConfig:
     serve_stale: float = 0.0  # seconds a stale entry may be served; 0: off
     stale_verify: bool = False
     stale_response_ttl: int = 0
+    stale_verify_timeout: float = 0.0  # verify: serve stale after this long (0: wait for the upstream)
     servfail_ttl: float = SERVFAIL_TTL
     keepttl: bool = False
     disable_success: tuple[str, ...] = ()
@@ -130,8 +131,16 @@ def parse(d: Directive) -> CacheConfig:
                 if mode not in ("immediate", "verify"):
                     raise sub.error(f"serve_stale mode must be immediate or verify, got {mode!r}")
                 kw["stale_verify"] = mode == "verify"
+                # immediate [RESPONSE_TTL [FAILURE_RECHECK]] | verify [VERIFY_TIMEOUT [RESPONSE_TTL [...]]]
+                if mode == "verify" and rest:
+                    kw["stale_verify_timeout"] = _dur(sub, rest.pop(0), "serve_stale verify timeout")
                 if rest:
-                    kw["stale_response_ttl"] = int(_dur(sub, rest.pop(0), "serve_stale response TTL"))
+                    resp_ttl = _dur(sub, rest.pop(0), "serve_stale response TTL")
+                    if resp_ttl != int(resp_ttl) or resp_ttl < 0:
+                        raise sub.error("serve_stale response TTL must be a whole number of seconds")
+                    kw["stale_response_ttl"] = int(resp_ttl)
+                if rest:
+                    raise sub.error("serve_stale FAILURE_RECHECK is not supported")
             if rest:
                 raise sub.error(f"unexpected argument {rest[0]!r}")
         elif sub.name == "servfail":

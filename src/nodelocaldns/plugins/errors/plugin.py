@@ -6,6 +6,7 @@ per distinct pattern so a dead upstream cannot flood the node's logs.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import time
@@ -97,7 +98,7 @@ class ErrorsHandler:
     def __init__(self, cfg: ErrorsConfig) -> None:
         self.cfg = cfg
         self.limiter = RateLimiter()
-        self._counts: dict[int, tuple[float, int]] = {}
+        self._counts: dict[int, int] = {}
 
     async def serve(self, req: Request, next_: Next) -> Reply:
         reply = await next_(req)
@@ -106,19 +107,19 @@ class ErrorsHandler:
         return reply
 
     def report(self, req: Request, reply: Reply) -> None:
-        msg = f"{reply.rcode} {req.qname} {_qtype(req.q.qtype)}: {reply.error}"
+        err = str(reply.error)
+        msg = f"{reply.rcode} {req.qname} {_qtype(req.q.qtype)}: {err}"
         now = time.monotonic()
         for i, c in enumerate(self.cfg.consolidate):
-            if c.pattern.search(msg):
-                start, n = self._counts.get(i, (now, 0))
-                if n == 0 and c.show_first:
-                    log.log(c.level, "[%s] plugin/errors: %s", logging.getLevelName(c.level), msg)
-                if now - start >= c.period and n > 0:
-                    log.log(c.level, "[%s] plugin/errors: %d errors like '%s' occurred in last %s",
-                            logging.getLevelName(c.level), n + 1, c.pattern.pattern, _dur(c.period))  # fmt: skip
-                    self._counts[i] = (now, 0)
-                else:
-                    self._counts[i] = (start, n + 1)
+            # As CoreDNS: the REGEXP is matched against the error text; the first match in a
+            # period starts a timer, and the summary is printed when the period ends.
+            if c.pattern.search(err):
+                n = self._counts.get(i, 0) + 1
+                self._counts[i] = n
+                if n == 1:
+                    asyncio.get_running_loop().call_later(c.period, self._summary, i)
+                    if c.show_first:
+                        log.log(c.level, "[%s] plugin/errors: %s", logging.getLevelName(c.level), msg)
                 return
         pattern = re.sub(r"\d+", "N", str(reply.error))
         ok, suppressed = self.limiter.allow(pattern, now)
@@ -131,6 +132,13 @@ class ErrorsHandler:
         if ok:
             log.error("[ERROR] plugin/errors: %s", msg)
 
+    def _summary(self, i: int) -> None:
+        c = self.cfg.consolidate[i]
+        n = self._counts.pop(i, 0)
+        if n > 1 or (n == 1 and not c.show_first):
+            log.log(c.level, "[%s] plugin/errors: %d errors like '%s' occurred in last %s",
+                    logging.getLevelName(c.level), n, c.pattern.pattern, _dur(c.period))  # fmt: skip
+
 
 def _qtype(t: int) -> str:
     import dns.rdatatype
@@ -142,6 +150,14 @@ def _qtype(t: int) -> str:
 
 
 def _dur(s: float) -> str:
-    if s >= 60 and s % 60 == 0:
-        return f"{int(s // 60)}m0s"
-    return f"{s:g}s"
+    """Go's time.Duration.String() for the durations a Corefile can hold: 500ms, 30s, 5m0s, 1h0m0s."""
+    if s < 1:
+        return f"{s * 1000:g}ms" if s > 0 else "0s"
+    h, rest = divmod(s, 3600)
+    m, sec = divmod(rest, 60)
+    out = f"{sec:g}s"
+    if h or m:
+        out = f"{int(m)}m" + out
+    if h:
+        out = f"{int(h)}h" + out
+    return out

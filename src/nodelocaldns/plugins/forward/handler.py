@@ -80,8 +80,9 @@ class ForwardHandler:
         while loop.time() < deadline and attempts < max_attempts:
             candidates = self.policy.order(self.proxies)
             healthy = [p for p in candidates if not p.down(cfg.max_fails)]
-            if not healthy:
-                # CoreDNS: "health checking assumed broken", try one at random anyway.
+            all_down = not healthy
+            if all_down:
+                # CoreDNS: "health checking assumed broken", try one at random anyway, once.
                 self.counters.healthcheck_broken += 1
                 healthy = [random.choice(self.proxies)]
             for p in healthy:
@@ -106,6 +107,8 @@ class ForwardHandler:
                 rc = wire.rcode_of(reply)
                 self.counters.observe(p.addr, wire.RCODE_NAMES.get(rc, str(rc)), time.perf_counter() - t0)
                 return Reply(reply, rc, self.name)
+            if all_down:
+                break  # as Forward.ServeDNS: with every upstream down, one attempt per query
         if err is None:
             err = NoHealthyUpstream("no healthy proxies")
         return Reply(None, wire.SERVFAIL, error=err)

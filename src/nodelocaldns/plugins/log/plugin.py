@@ -109,7 +109,13 @@ class LogHandler:
         from nodelocaldns.plugins.errors.plugin import _qtype
 
         q = req.q
-        flags = int.from_bytes(reply.wire[2:4], "big") if reply.wire else (0x8000 | reply.rcode)
+        if reply.wire:
+            flags, rsize = int.from_bytes(reply.wire[2:4], "big"), len(reply.wire)
+        else:
+            # Nothing written (the server answers): CoreDNS logs msg.SetRcode(query, rcode), i.e.
+            # QR with the query's RD/CD, header and question only.
+            flags = 0x8000 | (q.flags & (wire.FLAG_RD | wire.FLAG_CD)) | (reply.rcode & 0xF)
+            rsize = q.question_end
         host = req.remote[0]
         values = {
             "{remote}": f"[{host}]" if ":" in host else host,
@@ -124,7 +130,7 @@ class LogHandler:
             "{>bufsize}": str(65535 if req.proto == "tcp" else (max(q.udp_size, 512) if q.edns else 512)),
             "{rcode}": wire.RCODE_NAMES.get(reply.rcode, str(reply.rcode)),
             "{>rflags}": rflags(flags),
-            "{rsize}": str(len(reply.wire) if reply.wire else 0),
+            "{rsize}": str(rsize),
             "{duration}": go_seconds(seconds),
             "{>opcode}": "QUERY" if q.opcode == 0 else str(q.opcode),
             "{>rcode}": wire.RCODE_NAMES.get(reply.rcode, str(reply.rcode)),

@@ -1,0 +1,341 @@
+"""dns/wire.py: query scanning, malformed input, error replies, truncation, OPT handling.
+
+Golden vectors go both ways: bytes written by hand are checked against dnspython's reading of them, and
+messages written by dnspython are read back by ``parse_query``.
+"""
+
+from __future__ import annotations
+
+import struct
+
+import dns.edns
+import dns.flags
+import dns.message
+import dns.name
+import dns.opcode
+import dns.rcode
+import dns.rdataclass
+import dns.rdatatype
+import dns.rrset
+import pytest
+
+from nodelocaldns.dns import wire
+from nodelocaldns.errors import ShortHeader, WireError
+
+
+def header(
+    qid: int = 0x1234, flags: int = 0x0100, qd: int = 1, an: int = 0, ns: int = 0, ar: int = 0
+) -> bytes:
+    return struct.pack("!HHHHHH", qid, flags, qd, an, ns, ar)
+
+
+def qname(*labels: bytes) -> bytes:
+    return b"".join(bytes([len(label)]) + label for label in labels) + b"\x00"
+
+
+def opt(
+    size: int = 1232, version: int = 0, do: bool = False, ext_rcode: int = 0, rdata: bytes = b""
+) -> bytes:
+    return (
+        b"\x00\x00\x29"
+        + struct.pack("!HBBHH", size, ext_rcode, version, 0x8000 if do else 0, len(rdata))
+        + rdata
+    )
+
+
+EXAMPLE = qname(b"example", b"org")
+Q_A_IN = EXAMPLE + b"\x00\x01\x00\x01"
+
+
+# -- parse_query: golden vectors ------------------------------------------------------------------
+
+
+def test_hand_written_query_reads_the_same_in_dnspython_and_parse_query() -> None:
+    data = header(qid=0xBEEF, flags=0x0110) + qname(b"WwW", b"Example", b"ORG") + b"\x00\x1c\x00\x01"
+    q = wire.parse_query(data)
+    ref = dns.message.from_wire(data)
+    assert q.id == ref.id == 0xBEEF
+    assert q.flags == ref.flags == 0x0110
+    assert q.cd and ref.flags & dns.flags.CD
+    assert q.qtype == ref.question[0].rdtype == dns.rdatatype.AAAA
+    assert q.qclass == ref.question[0].rdclass == dns.rdataclass.IN
+    # qname is kept lowercased in wire form; dnspython keeps the case as written.
+    assert q.qname == dns.name.from_text("www.example.org.").to_wire()
+    assert wire.name_to_text(q.qname) == ref.question[0].name.to_text().lower()
+    assert q.question_end == len(data)
+    assert not q.edns and q.udp_size == 512 and not q.do
+
+
+@pytest.mark.parametrize(
+    ("payload", "want_do", "want_size"),
+    [(4096, True, 4096), (1232, False, 1232), (100, False, 512), (0, True, 512)],
+)
+def test_dnspython_edns_query_reads_back(payload: int, want_do: bool, want_size: int) -> None:
+    m = dns.message.make_query("Kubernetes.Default.svc.cluster.local.", "SRV", use_edns=0, payload=payload,
+                               want_dnssec=want_do)  # fmt: skip
+    q = wire.parse_query(m.to_wire())
+    assert q.edns and q.edns_version == 0
+    assert q.do is want_do
+    assert q.udp_size == want_size  # below 512 is raised to 512 as in miekg/dns
+    assert q.qtype == dns.rdatatype.SRV
+    assert q.qname == dns.name.from_text("kubernetes.default.svc.cluster.local.").to_wire()
+    assert q.opcode == 0
+
+
+def test_edns_version_and_options_are_read() -> None:
+    m = dns.message.make_query(
+        "a.example.", "A", use_edns=1, payload=1400, options=[dns.edns.ECSOption("192.0.2.0", 24)]
+    )
+    q = wire.parse_query(m.to_wire())
+    assert q.edns and q.edns_version == 1 and q.udp_size == 1400
+
+
+def test_root_query_and_escaped_labels() -> None:
+    q = wire.parse_query(header() + b"\x00\x00\x02\x00\x01")
+    assert q.qname == b"\x00" and wire.name_to_text(q.qname) == "."
+    odd = header() + qname(b"a.b", b"c\\d", b"\x00\xff ") + b"\x00\x01\x00\x01"
+    q = wire.parse_query(odd)
+    assert wire.name_to_text(q.qname) == dns.message.from_wire(odd).question[0].name.to_text()
+
+
+def test_compressed_question_pointing_into_answer_is_rejected_but_backward_pointer_in_answer_is_fine() -> (
+    None
+):
+    # An answer record whose owner points back at the question name is legal in a query.
+    rr = b"\xc0\x0c" + struct.pack("!HHIH", 1, 1, 60, 4) + bytes([192, 0, 2, 1])
+    q = wire.parse_query(header(an=1) + Q_A_IN + rr)
+    assert q.question_end == 12 + len(Q_A_IN)
+
+
+def test_name_of_exactly_255_octets_is_accepted() -> None:
+    labels = [b"a" * 63] * 3 + [b"b" * 61]  # 3*64 + 62 + root = 255
+    name = qname(*labels)
+    assert len(name) == 255
+    q = wire.parse_query(header() + name + b"\x00\x01\x00\x01")
+    assert q.qname == name
+    dns.message.from_wire(header() + name + b"\x00\x01\x00\x01")  # dnspython agrees it is legal
+
+
+# -- parse_query: every malformed class -----------------------------------------------------------
+
+
+def test_short_header_cannot_be_answered() -> None:
+    for n in range(12):
+        with pytest.raises(ShortHeader):
+            wire.parse_query(header()[:n])
+        assert wire.error_reply(header()[:n], wire.FORMERR) is None
+
+
+def test_response_is_never_answered() -> None:
+    # A FORMERR to a response is itself a response: two servers would bounce them forever.
+    data = header(flags=0x8180) + Q_A_IN
+    with pytest.raises(ShortHeader):
+        wire.parse_query(data)
+    with pytest.raises(wire.NotAQuery):
+        wire.parse_query(header(flags=0x8000, qd=0))
+
+
+MALFORMED = {
+    "qdcount 0": header(qd=0),
+    "qdcount 2": header(qd=2) + Q_A_IN + Q_A_IN,
+    "qdcount 2 one present": header(qd=2) + Q_A_IN,
+    "name runs off the end": header() + b"\x07exam",
+    "no type/class": header() + EXAMPLE,
+    "half the type": header() + EXAMPLE + b"\x00",
+    "pointer into the header": header() + b"\xc0\x04\x00\x01\x00\x01",
+    "pointer to itself": header() + b"\xc0\x0c\x00\x01\x00\x01",
+    "forward pointer": header() + b"\xc0\x20\x00\x01\x00\x01" + b"\x00" * 40,
+    "pointer loop": header() + b"\x01a\xc0\x0e\x00\x01\x00\x01",
+    "pointer past the end": header() + b"\xc3\xff\x00\x01\x00\x01",
+    "truncated pointer": header() + b"\x01a\xc0",
+    "label of 64 (0x40 type)": header() + b"\x40" + b"a" * 64 + b"\x00\x00\x01\x00\x01",
+    "label type 0x80": header() + b"\x80" + b"a" * 10 + b"\x00\x00\x01\x00\x01",
+    "name of 256 octets": header() + qname(*([b"a" * 63] * 3 + [b"b" * 62])) + b"\x00\x01\x00\x01",
+    "trailing junk": header() + Q_A_IN + b"\x00",
+    "trailing junk after OPT": header(ar=1) + Q_A_IN + opt() + b"junk",
+    "truncated answer rdata": header(an=1)
+    + Q_A_IN
+    + b"\xc0\x0c"
+    + struct.pack("!HHIH", 1, 1, 60, 4)
+    + b"\x01\x02",
+    "answer header cut": header(an=1) + Q_A_IN + b"\xc0\x0c\x00\x01",
+    "arcount 1 nothing there": header(ar=1) + Q_A_IN,
+    "OPT rdata cut": header(ar=1) + Q_A_IN + opt(rdata=b"\x00\x08\x00\x04")[:-3],
+    "two OPT records": header(ar=2) + Q_A_IN + opt() + opt(),
+    "OPT not at root": header(ar=1) + Q_A_IN + b"\x01a" + opt()[1:],
+}
+
+
+@pytest.mark.parametrize("data", list(MALFORMED.values()), ids=list(MALFORMED))
+def test_malformed_query_is_a_wire_error(data: bytes) -> None:
+    with pytest.raises(WireError):
+        wire.parse_query(data)
+
+
+@pytest.mark.parametrize("data", list(MALFORMED.values()), ids=list(MALFORMED))
+def test_formerr_for_malformed_query_is_itself_well_formed(data: bytes) -> None:
+    out = wire.error_reply(data, wire.FORMERR)
+    assert out is not None
+    reply = dns.message.from_wire(out)  # whatever the query held, the reply must parse
+    assert reply.id == 0x1234
+    assert reply.rcode() == dns.rcode.FORMERR
+    assert reply.flags & dns.flags.QR
+    assert len(reply.question) <= 1
+
+
+# -- error replies --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("rcode", [wire.FORMERR, wire.SERVFAIL, wire.NOTIMP, wire.REFUSED])
+def test_error_reply_keeps_id_question_rd_cd_and_adds_no_opt_without_edns(rcode: int) -> None:
+    data = header(qid=4242, flags=0x0110) + qname(b"MiXeD", b"case") + b"\x00\x10\x00\x01"
+    q = wire.parse_query(data)
+    out = wire.error_reply(data, rcode, q)
+    assert out is not None
+    r = dns.message.from_wire(out)
+    assert r.id == 4242 and r.rcode() == rcode
+    assert r.flags & dns.flags.QR and r.flags & dns.flags.RD and r.flags & dns.flags.CD
+    assert str(r.question[0].name) == "MiXeD.case."  # the question as the client wrote it
+    assert r.edns == -1 and not r.answer and not r.authority and not r.additional
+
+
+def test_error_reply_carries_opt_when_the_query_had_one() -> None:
+    m = dns.message.make_query("x.example.", "A", use_edns=0, payload=1400, want_dnssec=True)
+    data = m.to_wire()
+    out = wire.error_reply(data, wire.SERVFAIL, wire.parse_query(data))
+    assert out is not None
+    r = dns.message.from_wire(out)
+    assert r.edns == 0 and r.payload == 1400 and r.ednsflags & dns.flags.DO
+    assert r.rcode() == dns.rcode.SERVFAIL and r.id == m.id
+
+
+def test_badvers_sets_extended_rcode_in_opt() -> None:
+    m = dns.message.make_query("x.example.", "A", use_edns=1)
+    data = m.to_wire()
+    out = wire.error_reply(data, wire.BADVERS, wire.parse_query(data))
+    assert out is not None
+    r = dns.message.from_wire(out)
+    assert r.rcode() == dns.rcode.BADVERS
+    assert out[3] & 0xF == 0  # the low four bits are in the header, the rest in OPT
+    assert r.edns == 0  # we speak version 0
+
+
+def test_error_reply_keeps_the_opcode() -> None:
+    data = header(flags=(dns.opcode.NOTIFY << 11) | 0x0100) + Q_A_IN
+    out = wire.error_reply(data, wire.NOTIMP, wire.parse_query(data))
+    assert out is not None
+    assert dns.message.from_wire(out).opcode() == dns.opcode.NOTIFY
+
+
+def test_client_opt_echoes_size_and_do_only() -> None:
+    m = dns.message.make_query("x.", "A", use_edns=0, payload=3000, want_dnssec=True,
+                               options=[dns.edns.GenericOption(10, b"12345678")])  # fmt: skip
+    q = wire.parse_query(m.to_wire())
+    o = wire.client_opt(q)
+    assert o == b"\x00\x00\x29" + struct.pack("!HIH", 3000, 0x8000, 0)
+    assert wire.client_opt(wire.parse_query(header() + Q_A_IN)) == b""
+
+
+# -- truncation -----------------------------------------------------------------------------------
+
+
+def big_reply(n: int = 40, extra: int = 0, qid: int = 7) -> bytes:
+    """A reply with ``n`` TXT answers of ~100 bytes (no OPT), and ``extra`` additional A records."""
+    q = dns.message.make_query("big.example.", "TXT", use_edns=False)
+    q.id = qid
+    r = dns.message.make_response(q)
+    r.answer.append(
+        dns.rrset.from_text_list("big.example.", 30, "IN", "TXT", [f'"{i:03d}{"x" * 95}"' for i in range(n)])
+    )
+    if extra:
+        r.additional.append(
+            dns.rrset.from_text_list("ns.example.", 30, "IN", "A", [f"192.0.2.{i}" for i in range(extra)])
+        )
+    return r.to_wire()
+
+
+def test_reply_that_fits_gets_opt_appended_and_arcount_bumped() -> None:
+    reply = big_reply(2)
+    o = opt(1232)
+    out = wire.truncate(reply, 1232, o)
+    assert out == reply[:10] + b"\x00\x01" + reply[12:] + o
+    r = dns.message.from_wire(out)
+    assert r.edns == 0 and len(r.answer[0]) == 2
+
+
+def test_truncate_to_512_without_edns_sets_tc_and_drops_answers() -> None:
+    reply = big_reply(40)
+    assert len(reply) > 4000
+    out = wire.truncate(reply, 512, b"")
+    assert len(out) <= 512
+    r = dns.message.from_wire(out)
+    assert r.flags & dns.flags.TC
+    assert not r.answer and not r.authority and r.edns == -1
+    assert r.id == 7 and r.question[0].name == dns.name.from_text("big.example.")
+
+
+@pytest.mark.parametrize("limit", [512, 1232, 1400, 4000])
+def test_truncate_with_opt_fits_the_client_buffer(limit: int) -> None:
+    reply = big_reply(40)
+    o = opt(limit)
+    out = wire.truncate(reply, limit, o)
+    assert len(out) <= limit
+    r = dns.message.from_wire(out)
+    assert r.flags & dns.flags.TC and r.edns == 0 and r.payload == limit
+    assert not r.answer  # CoreDNS would keep a prefix of the answers; see docs/compatibility.md
+
+
+def test_dropping_only_additional_records_does_not_set_tc() -> None:
+    reply = big_reply(3, extra=60)
+    out = wire.truncate(reply, 512, b"")
+    r = dns.message.from_wire(out)
+    assert not r.flags & dns.flags.TC
+    assert len(r.answer[0]) == 3
+    assert 0 < sum(len(s) for s in r.additional) < 60
+    assert len(out) <= 512
+
+
+def test_truncate_does_not_touch_a_reply_that_fits_without_opt() -> None:
+    reply = big_reply(2)
+    assert wire.truncate(reply, 512, b"") is reply
+
+
+# -- OPT stripping, record walking ----------------------------------------------------------------
+
+
+def test_strip_opt_removes_only_opt() -> None:
+    q = dns.message.make_query("big.example.", "TXT", use_edns=0)
+    r = dns.message.make_response(q)
+    r.answer.append(dns.rrset.from_text("big.example.", 30, "IN", "TXT", '"a"'))
+    r.additional.append(dns.rrset.from_text("ns.example.", 30, "IN", "A", "192.0.2.1"))
+    data = r.to_wire()
+    out = wire.strip_opt(data)
+    back = dns.message.from_wire(out)
+    assert back.edns == -1 and len(back.additional) == 1 and back.answer == r.answer
+    assert wire.strip_opt(out) is out
+
+
+def test_walk_records_reports_ttl_offsets() -> None:
+    data = big_reply(3)
+    recs: list[tuple[int, int, int, int]] = []
+    end = wire.walk_records(data, wire.question_end(data), 3, recs)
+    assert end == len(data)
+    assert [struct.unpack_from("!I", data, t)[0] for _s, t, _r, _e in recs] == [30, 30, 30]
+    assert {r for _s, _t, r, _e in recs} == {dns.rdatatype.TXT}
+
+
+def test_read_name_follows_backward_pointers() -> None:
+    data = big_reply(1)
+    recs: list[tuple[int, int, int, int]] = []
+    wire.walk_records(data, wire.question_end(data), 1, recs)
+    name, end = wire.read_name(data, recs[0][0])
+    assert name == dns.name.from_text("big.example.").to_wire()
+    assert end == recs[0][0] + 2  # the owner is a 2-byte pointer
+
+
+def test_text_to_wire_round_trip_and_errors() -> None:
+    assert wire.text_to_wire("Cluster.Local.") == b"\x07cluster\x05local\x00"
+    assert wire.text_to_wire(".") == b"\x00"
+    for bad in ("a..b", "x" * 64 + ".com"):
+        with pytest.raises(WireError):
+            wire.text_to_wire(bad)
