@@ -73,8 +73,6 @@ cluster.local:{{PORT}} {{
             assert s.query("a.cluster.local.").answer
         finally:
             log = s.stderr()
-            if s.proc.stderr is not None:
-                s.proc.stderr.close()
     assert "Traceback" not in log and "panic" not in log, log[-3000:]
 
 

@@ -5,7 +5,6 @@ Scrapes are parsed with prometheus_client's own text parser, so the exposition f
 
 from __future__ import annotations
 
-import contextlib
 import time
 import urllib.error
 import urllib.request
@@ -26,8 +25,7 @@ from nodelocaldns.metrics.catalog import (
 )
 from nodelocaldns.metrics.exposition import qtype_label, rcode_label
 from support.ports import free_port
-from support.server import Served
-from support.server import serve as _serve
+from support.server import Served, serve
 from support.upstreams import UpstreamServer, closed_port
 
 MakeUnbound = Callable[..., UpstreamServer]
@@ -41,18 +39,6 @@ ZONES = {
 }
 # node-cache's own registry lives on its -metrics-listen-address, not on the Corefile's prometheus.
 NOT_FROM_SERVE = {"coredns_nodecache_setup_errors_total"}
-
-
-@contextlib.contextmanager
-def serve(text: str) -> Iterator[Served]:
-    """support.server.serve, plus closing the stderr pipe it leaves open."""
-    with _serve(text) as s:
-        try:
-            yield s
-        finally:
-            s.stop()
-            if s.proc.stderr is not None:
-                s.proc.stderr.close()
 
 
 def scrape(port: int) -> tuple[Samples, str]:
@@ -271,7 +257,7 @@ def test_ipv6_listener_labels(make_unbound: MakeUnbound) -> None:
     mport = free_port("tcp")
     port = free_port("both", ("::1",))
     text = f".:{port} {{\n    bind ::1\n    forward . {up.address}\n    prometheus 127.0.0.1:{mport}\n}}\n"
-    with _serve(text, port=port, wait=False) as s:
+    with serve(text, port=port, wait=False) as s:
         try:
             deadline = time.monotonic() + 10
             while True:

@@ -6,13 +6,12 @@ from unbound's own query log, so "served from cache" means "unbound never saw it
 
 from __future__ import annotations
 
-import contextlib
 import socket
 import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 
 import dns.flags
 import dns.message
@@ -23,8 +22,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from support.ports import free_port
-from support.server import Served
-from support.server import serve as _serve
+from support.server import Served, serve
 from support.upstreams import UpstreamServer, closed_port
 
 MakeUnbound = Callable[..., UpstreamServer]
@@ -46,18 +44,6 @@ ZONES: dict[str, list[str]] = {
     "wild.test.": ["wild.test. 30 IN A 198.18.2.1"],
 }
 ZONE_TYPES = {"wild.test.": "redirect"}  # every name under wild.test. answers with the apex A
-
-
-@contextlib.contextmanager
-def serve(text: str) -> Iterator[Served]:
-    """support.server.serve, plus closing the stderr pipe it leaves open (a ResourceWarning)."""
-    with _serve(text) as s:
-        try:
-            yield s
-        finally:
-            s.stop()
-            if s.proc.stderr is not None:
-                s.proc.stderr.close()
 
 
 def upstream(make_unbound: MakeUnbound, extra_conf: str = "") -> UpstreamServer:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import http.client
 import os
 import re
@@ -15,7 +14,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import dns.message
 import dns.query
@@ -27,8 +26,7 @@ from nodelocaldns.cli import DEFAULT_COREFILE
 from nodelocaldns.corefile.parser import parse_corefile
 from nodelocaldns.server.config import plan
 from support.ports import free_port, is_free
-from support.server import REPO, Served
-from support.server import serve as _serve
+from support.server import REPO, Served, serve
 from support.upstreams import SlowProxy, UpstreamServer
 
 MakeUnbound = Callable[..., UpstreamServer]
@@ -36,18 +34,6 @@ ZONES = {
     "cluster.local.": ["web.default.svc.cluster.local. 30 IN A 198.18.1.1"],
     "example.test.": ["www.example.test. 30 IN A 198.18.9.9"],
 }
-
-
-@contextlib.contextmanager
-def serve(text: str) -> Iterator[Served]:
-    """support.server.serve, plus closing the stderr pipe it leaves open."""
-    with _serve(text) as s:
-        try:
-            yield s
-        finally:
-            s.stop()
-            if s.proc.stderr is not None:
-                s.proc.stderr.close()
 
 
 def http_get(port: int, path: str, timeout: float = 3.0) -> tuple[int, str]:

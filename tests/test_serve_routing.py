@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
 import socket
 import struct
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import dns.edns
 import dns.flags
@@ -19,23 +18,10 @@ from nodelocaldns.dns import wire
 from nodelocaldns.server.chain import build_chain
 from nodelocaldns.server.listener import Block, Router
 from support.ports import free_port
-from support.server import Served
-from support.server import serve as _serve
+from support.server import serve
 from support.upstreams import UpstreamServer
 
 MakeUnbound = Callable[..., UpstreamServer]
-
-
-@contextlib.contextmanager
-def serve(text: str) -> Iterator[Served]:
-    """support.server.serve, plus closing the stderr pipe it leaves open."""
-    with _serve(text) as s:
-        try:
-            yield s
-        finally:
-            s.stop()
-            if s.proc.stderr is not None:
-                s.proc.stderr.close()
 
 
 def block(zone: str, body: str, bind: str = "127.0.0.1") -> str:
@@ -152,7 +138,7 @@ def test_bind_an_interface_name_listens_on_all_its_addresses(make_unbound: MakeU
         pytest.skip("no ::1 on lo")
     up = make_unbound({"cluster.local.": ["a.cluster.local. 30 IN A 198.18.0.1"]})
     port = free_port("both", ("127.0.0.1", "::1"))
-    with _serve(block(".", f"forward . {up.address}", bind="lo"), port=port) as s:
+    with serve(block(".", f"forward . {up.address}", bind="lo"), port=port) as s:
         try:
             q = dns.message.make_query("a.cluster.local.", "A").to_wire()
             for host in ("127.0.0.1", "::1"):

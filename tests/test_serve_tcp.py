@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import socket
 import struct
 import threading
@@ -13,26 +12,13 @@ import dns.message
 import dns.rcode
 import pytest
 
-from support.server import Served
-from support.server import serve as _serve
+from support.server import Served, serve
 from support.upstreams import UpstreamServer
 
 MakeUnbound = Callable[..., UpstreamServer]
 ZONES = {"cluster.local.": [f"s{i}.cluster.local. 30 IN A 198.18.0.{i}" for i in range(1, 20)]}
 IDLE, READ = 10.0, 3.0  # the listener's TCP idle and read timeouts (CoreDNS: 10 s and 3 s)
 MAX_CONNS = 1024
-
-
-@contextlib.contextmanager
-def serve(text: str) -> Iterator[Served]:
-    """support.server.serve, plus closing the stderr pipe it leaves open."""
-    with _serve(text) as s:
-        try:
-            yield s
-        finally:
-            s.stop()
-            if s.proc.stderr is not None:
-                s.proc.stderr.close()
 
 
 @pytest.fixture

@@ -26,6 +26,7 @@ class Served:
     port: int
     corefile: str
     host: str = "127.0.0.1"
+    log_path: str = ""
 
     def query(
         self, name: str, rdtype: str = "A", tcp: bool = False, timeout: float = 3.0, **kw: object
@@ -36,11 +37,11 @@ class Served:
         return dns.query.udp(q, self.host, port=self.port, timeout=timeout)
 
     def stderr(self) -> str:
-        """Everything the server logged so far (stops it first if still running)."""
+        """Everything the server logged (stops it first if still running)."""
         if self.proc.poll() is None:
             self.stop()
-        assert self.proc.stderr is not None
-        return self.proc.stderr.read()
+        with open(self.log_path, encoding="utf-8", errors="replace") as f:
+            return f.read()
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> int:
         if self.proc.poll() is None:
@@ -78,19 +79,23 @@ def serve(
     with tempfile.NamedTemporaryFile("w", suffix=".Corefile", delete=False) as f:
         f.write(text)
         path = f.name
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "nodelocaldns", "serve", "--corefile", path, *extra_args],
-        stderr=subprocess.PIPE,
-        stdout=subprocess.DEVNULL,
-        text=True,
-        cwd=REPO,
-    )
-    served = Served(proc, port, path)
+    # The log goes to a file: a pipe nobody reads while the server runs could fill and block it.
+    with tempfile.NamedTemporaryFile("w", suffix=".log", delete=False) as log:
+        log_path = log.name
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "nodelocaldns", "serve", "--corefile", path, *extra_args],
+            stderr=log,
+            stdout=subprocess.DEVNULL,
+            text=True,
+            cwd=REPO,
+        )
+    served = Served(proc, port, path, log_path=log_path)
     try:
         if wait:
             wait_udp("127.0.0.1", port, proc=proc)
         yield served
     finally:
         served.stop()
-        with contextlib.suppress(OSError):
-            os.unlink(path)
+        for leftover in (path, log_path):
+            with contextlib.suppress(OSError):
+                os.unlink(leftover)
