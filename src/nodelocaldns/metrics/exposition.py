@@ -94,6 +94,32 @@ def fast_hits(inst: Instance) -> dict[tuple[str, str, int], int]:
     return out
 
 
+class _Agg:
+    """One listener's request counters folded into the label sets of the coredns_dns_* families."""
+
+    def __init__(self) -> None:
+        self.req: dict[tuple[str, str, str], float] = defaultdict(float)
+        self.do: dict[str, float] = defaultdict(float)
+        self.resp: dict[tuple[str, str, str], float] = defaultdict(float)
+        self.dur: dict[str, dict[float, float]] = defaultdict(lambda: defaultdict(float))
+        self.rs: dict[tuple[str, str], dict[float, float]] = defaultdict(lambda: defaultdict(float))
+        self.ws: dict[tuple[str, str], dict[float, float]] = defaultdict(lambda: defaultdict(float))
+        self.sum_rs: dict[tuple[str, str], float] = defaultdict(float)
+        self.sum_ws: dict[tuple[str, str], float] = defaultdict(float)
+
+    def add(self, zone: str, proto: str, qtype: int, do: bool, qlen: int, rlen: int, rcode: int, plugin: str,
+            bucket: int, n: float) -> None:  # fmt: skip
+        self.req[(zone, proto, qtype_label(qtype))] += n
+        if do:
+            self.do[zone] += n
+        self.resp[(zone, rcode_label(rcode), plugin)] += n
+        self.dur[zone][TIME_BUCKETS[bucket] if bucket < len(TIME_BUCKETS) else float("inf")] += n
+        self.rs[(zone, proto)][_size_bound(qlen)] += n
+        self.ws[(zone, proto)][_size_bound(rlen)] += n
+        self.sum_rs[(zone, proto)] += qlen * n
+        self.sum_ws[(zone, proto)] += rlen * n
+
+
 class InstanceCollector:
     def __init__(self, inst: Instance) -> None:
         self.inst = inst
@@ -130,59 +156,35 @@ class InstanceCollector:
         for lst in list(inst.listeners.values()):
             server = lst.server
             fam_label = str(lst.family)
-            agg_req: dict[tuple[str, str, str], float] = defaultdict(float)
-            agg_do: dict[str, float] = defaultdict(float)
-            agg_resp: dict[tuple[str, str, str], float] = defaultdict(float)
-            agg_dur: dict[str, dict[float, float]] = defaultdict(lambda: defaultdict(float))
-            agg_rs: dict[tuple[str, str], dict[float, float]] = defaultdict(lambda: defaultdict(float))
-            agg_ws: dict[tuple[str, str], dict[float, float]] = defaultdict(lambda: defaultdict(float))
-            sum_rs: dict[tuple[str, str], float] = defaultdict(float)
-            sum_ws: dict[tuple[str, str], float] = defaultdict(float)
+            agg = _Agg()
             for key, n in list(lst.stats.counts.items()):
-                zone, proto, qtype, do, qlen, rlen, rcode, plugin, bucket = key
-                agg_req[(zone, proto, qtype_label(qtype))] += n
-                if do:
-                    agg_do[zone] += n
-                agg_resp[(zone, rcode_label(rcode), plugin)] += n
-                bound = TIME_BUCKETS[bucket] if bucket < len(TIME_BUCKETS) else float("inf")
-                agg_dur[zone][bound] += n
-                agg_rs[(zone, proto)][_size_bound(qlen)] += n
-                agg_ws[(zone, proto)][_size_bound(rlen)] += n
-                sum_rs[(zone, proto)] += qlen * n
-                sum_ws[(zone, proto)] += rlen * n
+                agg.add(*key, n)
+            # Fast-path hits all finished within the first duration bucket (slower ones are in counts).
             for k, n in [*lst.stats.fast.items(), *lst.stats.fast_tcp.items()]:
-                zone, proto, qtype, rcode, kind, do, qlen, rlen = decode_fast(lst.stats, k)
-                agg_req[(zone, proto, qtype_label(qtype))] += n
-                if do:
-                    agg_do[zone] += n
-                agg_resp[(zone, rcode_label(rcode), "cache")] += n
-                agg_dur[zone][TIME_BUCKETS[0]] += n
-                agg_rs[(zone, proto)][_size_bound(qlen)] += n
-                agg_ws[(zone, proto)][_size_bound(rlen)] += n
-                sum_rs[(zone, proto)] += qlen * n
-                sum_ws[(zone, proto)] += rlen * n
+                zone, proto, qtype, rcode, _kind, do, qlen, rlen = decode_fast(lst.stats, k)
+                agg.add(zone, proto, qtype, do, qlen, rlen, rcode, "cache", 0, n)
             dsum = dict(lst.stats.duration_sum)
             for zone, acc in list(lst.stats.zones.items()):
                 dsum[zone] = dsum.get(zone, 0.0) + acc[1] + acc[2]
-            for (zone, proto, t), v in agg_req.items():
+            for (zone, proto, t), v in agg.req.items():
                 req.add_metric([server, zone, "", proto, fam_label, t], v)
-            for zone, v in agg_do.items():
+            for zone, v in agg.do.items():
                 do_req.add_metric([server, zone, ""], v)
-            for (zone, rc, plugin), v in agg_resp.items():
+            for (zone, rc, plugin), v in agg.resp.items():
                 resp.add_metric([server, zone, "", rc, plugin], v)
-            for zone, counts in agg_dur.items():
+            for zone, counts in agg.dur.items():
                 dur.add_metric([server, zone, ""], _buckets(counts, TIME_BUCKETS), dsum.get(zone, 0.0))
-            for (zone, proto), counts in agg_rs.items():
+            for (zone, proto), counts in agg.rs.items():
                 rsize.add_metric(
                     [server, zone, "", proto],
                     _buckets(counts, tuple(map(float, SIZE_BUCKETS))),
-                    sum_rs[(zone, proto)],
+                    agg.sum_rs[(zone, proto)],
                 )
-            for (zone, proto), counts in agg_ws.items():
+            for (zone, proto), counts in agg.ws.items():
                 wsize.add_metric(
                     [server, zone, "", proto],
                     _buckets(counts, tuple(map(float, SIZE_BUCKETS))),
-                    sum_ws[(zone, proto)],
+                    agg.sum_ws[(zone, proto)],
                 )
             for zone, block in lst.router.zones.items():
                 names = [getattr(h, "name", "") for h in block.handlers]
