@@ -173,7 +173,7 @@ class Instance:
         opened: list[Listener] = []
         try:
             for key in wanted - set(self.listeners):
-                lst = Listener(key[0], key[1], Router({}), self._unhandled)
+                lst = Listener(key[0], key[1], Router({}))
                 usock = _socket(key[0], key[1], socket.SOCK_DGRAM)
                 tsock = _socket(key[0], key[1], socket.SOCK_STREAM)
                 usock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
@@ -334,9 +334,6 @@ class Instance:
     @property
     def fatal(self) -> str | None:
         return self._fatal
-
-    def _unhandled(self, e: BaseException) -> None:
-        log.error("[ERROR] unhandled: %s", e)
 
     def caches(self) -> list[tuple[Block, CacheHandler]]:
         gen = self.gen

@@ -90,9 +90,7 @@ class Router:
 class Listener:
     """One ``dns://host:port``: owns its sockets, its router and its stats."""
 
-    def __init__(
-        self, host: str, port: int, router: Router, on_unhandled: Callable[[BaseException], None]
-    ) -> None:
+    def __init__(self, host: str, port: int, router: Router) -> None:
         self.host = host
         self.port = port
         shown = f"[{host}]" if ":" in host else host
@@ -109,7 +107,6 @@ class Listener:
         self.max_tcp_conns = 1024
         self.tcp_idle = 10.0
         self.tcp_read_timeout = 3.0
-        self.on_unhandled = on_unhandled
         self.limiter = RateLimiter(burst=5, window=10.0)
         self.malformed = 0
         self.panics = 0
@@ -299,6 +296,13 @@ class Listener:
             (zone, proto, q.qtype, q.do, len(data), len(out), rcode, "", duration_bucket(dt)), dt
         )
 
+    def fast_failed(self, exc: BaseException) -> None:
+        """The fast path raised (a bug): the packet went to the slow path; say so, rate-limited."""
+        self.fast_errors += 1
+        ok, suppressed = self.limiter.allow("fast path", time.monotonic())
+        if ok:
+            log.error("[ERROR] fast path failed, packet served by the slow path: %r", exc, exc_info=exc)
+
     def _bad(self, remote: tuple[str, int], why: str) -> None:
         self.malformed += 1
         ok, suppressed = self.limiter.allow("malformed", time.monotonic())
@@ -462,8 +466,8 @@ class UDPWorker:
                 else:
                     call(lst._record_slow_hit, acc, e, data, reply, bool(do), "udp", dt)
                 acc[1] += dt
-            except Exception:  # noqa: BLE001 - a slip here must cost one packet, never the UDP thread
-                lst.fast_errors += 1
+            except Exception as exc:  # a slip here must cost one packet, never the UDP thread
+                call(lst.fast_failed, exc)
                 call(slow, data, addr)
 
 
