@@ -1,0 +1,364 @@
+"""A small Kubernetes node in two network namespaces, and a DaemonSet container started on it.
+
+``node_and_pod(tmp)`` builds what the node-cache agent expects to find on a node:
+
+* a "node" namespace with a pre-created ``nodelocaldns`` bridge (this kernel has no dummy driver),
+  a kube-dns stand-in (real unbound on 198.18.2.53, answering from local data only), kube-proxy-style
+  DNAT from the kube-dns ClusterIP 198.18.0.10 and the kube-dns-upstream ClusterIP 198.18.0.20 to it,
+  and conntrack switched on, as kube-proxy's rules would;
+* a "pod" namespace on a veth pair with a default route via the node.
+
+``run_container(node, container, volumes, configmaps, env)`` plays kubelet for one container of a
+rendered (hostNetwork) DaemonSet: the container's ``args`` go to the image's entrypoint unchanged,
+in the node namespace and a private mount namespace where ``/etc`` is an overlay (so the agent may
+write ``/etc/Corefile`` without touching the machine's ``/etc``), each ConfigMap volume is a
+directory bind-mounted at its ``mountPath`` with the ConfigMap's keys (or ``items``) as files,
+``/etc/resolv.conf`` names the kube-dns stand-in (``dnsPolicy: Default`` on this node) and ``/tmp``
+is the container's own tmpfs. Every address involved lives inside these namespaces.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .netns import add_bridge, addresses, enable_conntrack, netns, ns_exec, run_in_netns
+from .upstreams import CLUSTER_ZONES, Query, parse_unbound_log, probe, unbound_config
+
+NODE_IP, POD_IP = "198.18.1.1", "198.18.1.2"
+LINK_LOCAL = "169.254.20.10"
+KUBE_DNS = "198.18.0.10"  # the kube-dns ClusterIP
+KUBE_DNS_UPSTREAM = "198.18.0.20"  # the kube-dns-upstream ClusterIP
+KUBE_DNS_POD = "198.18.2.53"  # where both ClusterIPs are DNAT'd: the kube-dns stand-in
+IFACE = "nodelocaldns"
+EXTERNAL_NAME = "www.example.org."
+RULE_COMMENT = "NodeLocal DNS Cache"
+
+KUBE_DNS_ZONES: dict[str, list[str]] = {
+    **CLUSTER_ZONES,
+    # Also the node's "upstream resolver" for names outside the cluster (via resolv.conf).
+    "example.org.": [f"{EXTERNAL_NAME} 300 IN A 198.18.9.9"],
+}
+
+
+def wait_until(check: Callable[[], bool], timeout: float, what: str) -> float:
+    start = time.monotonic()
+    while not check():
+        assert time.monotonic() - start < timeout, f"timed out after {timeout}s waiting for {what}"
+        time.sleep(0.05)
+    return time.monotonic() - start
+
+
+# ---------------------------------------------------------------- unbound inside a namespace
+
+
+@dataclass
+class NsUnbound:
+    """unbound running inside a namespace, answering from local data only."""
+
+    ns: str
+    ip: str
+    workdir: Path
+    proc: subprocess.Popen[bytes]
+
+    def queries(self) -> list[Query]:
+        try:
+            text = (self.workdir / "unbound.log").read_text(errors="replace")
+        except FileNotFoundError:
+            return []
+        return [q for q in parse_unbound_log(text) if not q.name.startswith("probe.")]
+
+    def count(self, name: str, client: str | None = None) -> int:
+        return sum(
+            1
+            for q in self.queries()
+            if q.name.lower() == name.lower() and (client is None or q.client == client)
+        )
+
+    def stop(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(10)
+
+
+@contextlib.contextmanager
+def ns_unbound(ns: str, ip: str, zones: dict[str, list[str]], tmp: Path) -> Iterator[NsUnbound]:
+    workdir = tmp / f"unbound-{ip}"
+    workdir.mkdir()
+    # The loopback listener on a port of its own only keeps two servers from colliding there;
+    # clients use ip:53, all of them inside the namespace.
+    conf = unbound_config(
+        port=5300 + int(ip.rsplit(".", 2)[1]),
+        workdir=workdir,
+        zones=zones,
+        extra_conf=f"interface: {ip}@53\naccess-control: 0.0.0.0/0 allow\naccess-control: ::/0 allow",
+    )
+    (workdir / "unbound.conf").write_text(conf)
+    with open(workdir / "stderr.log", "wb") as err:
+        proc = subprocess.Popen(
+            ["ip", "netns", "exec", ns, "/usr/sbin/unbound", "-d", "-c", str(workdir / "unbound.conf")],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+            start_new_session=True,
+        )
+    server = NsUnbound(ns, ip, workdir, proc)
+    try:
+        deadline = time.monotonic() + 10
+        while not run_in_netns(ns, lambda: probe(ip, 53, timeout=0.2)):
+            assert proc.poll() is None, (workdir / "stderr.log").read_text()
+            assert time.monotonic() < deadline, f"unbound on {ip} did not come up"
+            time.sleep(0.05)
+        yield server
+    finally:
+        server.stop()
+
+
+# ---------------------------------------------------------------- the node and the pod
+
+
+@dataclass
+class NodeAndPod:
+    node: str
+    pod: str
+    kube_dns: NsUnbound
+    tmp: Path
+
+
+def _kube_proxy_dnat(node: str) -> None:
+    for chain in ("PREROUTING", "OUTPUT"):
+        for vip in (KUBE_DNS, KUBE_DNS_UPSTREAM):
+            for proto in ("udp", "tcp"):
+                ns_exec(node, "iptables", "-t", "nat", "-A", chain, "-d", vip, "-p", proto, "--dport", "53",
+                        "-j", "DNAT", "--to-destination", f"{KUBE_DNS_POD}:53")  # fmt: skip
+
+
+@contextlib.contextmanager
+def node_and_pod(tmp: Path, prefix: str = "nldn") -> Iterator[NodeAndPod]:
+    """The node and pod namespaces, the kube-dns stand-in and kube-proxy's DNAT; all removed on exit."""
+    with netns(f"{prefix}node") as node, netns(f"{prefix}pod") as pod, contextlib.ExitStack() as stack:
+        ns_exec(node, "ip", "link", "add", "vnode", "type", "veth", "peer", "name", "vpod", "netns", pod)
+        ns_exec(node, "ip", "addr", "add", f"{NODE_IP}/24", "dev", "vnode")
+        ns_exec(node, "ip", "link", "set", "vnode", "up")
+        ns_exec(pod, "ip", "addr", "add", f"{POD_IP}/24", "dev", "vpod")
+        ns_exec(pod, "ip", "link", "set", "vpod", "up")
+        ns_exec(pod, "ip", "route", "add", "default", "via", NODE_IP)
+        add_bridge(node, IFACE)  # what node-cache's dummy would be
+        add_bridge(node, "kdns0")  # stands in for the kube-dns pods' network
+        ns_exec(node, "ip", "addr", "add", f"{KUBE_DNS_POD}/32", "dev", "kdns0")
+        # The Service CIDR needs a route for the agent's own packets to be DNAT'd (a real node has
+        # a default route); it points at the pod link, inside our namespaces.
+        ns_exec(node, "ip", "route", "add", "198.18.0.0/24", "dev", "vnode")
+        _kube_proxy_dnat(node)
+        enable_conntrack(node)
+        kube_dns = stack.enter_context(ns_unbound(node, KUBE_DNS_POD, KUBE_DNS_ZONES, tmp))
+        yield NodeAndPod(node, pod, kube_dns, tmp)
+
+
+def rule_lines(node: str) -> list[str]:
+    """node-cache's rules as iptables-save / nft print them (read without the agent's own parser)."""
+    lines: list[str] = []
+    for tool in ("iptables-nft-save", "ip6tables-nft-save", "iptables-legacy-save", "ip6tables-legacy-save"):
+        out = ns_exec(node, tool, check=False).stdout
+        lines += [line for line in out.splitlines() if RULE_COMMENT in line]
+    nft = ns_exec(node, "nft", "list", "table", "inet", "nodelocaldns", check=False).stdout
+    lines += [line.strip() for line in nft.splitlines() if RULE_COMMENT in line]
+    return lines
+
+
+def local_addresses(node: str) -> set[str]:
+    return addresses(node, IFACE)
+
+
+def scrub(node: str) -> None:
+    """Remove whatever rules and addresses a test left behind, the way an operator would."""
+    for variant in ("nft", "legacy"):
+        for family in ("iptables", "ip6tables"):
+            tool = f"{family}-{variant}"
+            for line in ns_exec(node, f"{tool}-save", check=False).stdout.splitlines():
+                if RULE_COMMENT in line:
+                    table = "raw" if "NOTRACK" in line else "filter"
+                    spec = line.replace("-A ", "-D ", 1)
+                    ns_exec(node, "sh", "-c", f"{tool} -t {table} {spec}", check=False)
+    ns_exec(node, "nft", "delete", "table", "inet", "nodelocaldns", check=False)
+    ns_exec(node, "ip", "addr", "flush", "dev", IFACE, check=False)
+
+
+def listening_ports(node: str) -> set[tuple[str, int]]:
+    """(``UDP``/``TCP``, port) of every listening socket in the namespace."""
+    found: set[tuple[str, int]] = set()
+    for proto, flag in (("UDP", "-Hlnu"), ("TCP", "-Hlnt")):
+        for line in ns_exec(node, "ss", flag).stdout.splitlines():
+            local = line.split()[3]
+            found.add((proto, int(local.rsplit(":", 1)[1])))
+    return found
+
+
+@dataclass(frozen=True)
+class Dig:
+    status: str
+    answers: tuple[str, ...]
+
+
+def dig(ns: str, server: str, name: str, *, tcp: bool = False, qtype: str = "A") -> Dig:
+    """A real client in namespace ``ns``."""
+    argv = ["dig", f"@{server}", name, qtype, "+time=2", "+tries=1", "+noall", "+comments", "+answer"]
+    if tcp:
+        argv.append("+tcp")
+    out = ns_exec(ns, *argv, check=False).stdout
+    status = re.search(r"status: (\w+)", out)
+    answers = tuple(
+        line.split()[-1] for line in out.splitlines() if line.strip() and not line.startswith(";")
+    )
+    return Dig(status.group(1) if status else "NO-REPLY", answers)
+
+
+def http_get(ns: str, url: str, timeout: float = 3.0) -> tuple[int, str]:
+    """GET from inside ``ns``; (0, error) when nothing answered."""
+
+    def get() -> tuple[int, str]:
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        try:
+            with opener.open(url, timeout=timeout) as resp:
+                return resp.status, resp.read().decode()
+        except urllib.error.HTTPError as e:
+            with e:
+                return e.code, e.read().decode()
+        except OSError as e:
+            return 0, str(e)
+
+    return run_in_netns(ns, get)
+
+
+# ---------------------------------------------------------------- a DaemonSet container on the node
+
+
+@dataclass
+class Container:
+    """One container of a rendered DaemonSet, running on the node (hostNetwork)."""
+
+    proc: subprocess.Popen[bytes]
+    workdir: Path
+    node: str
+
+    def path(self, inside: str) -> Path:
+        """A path as the container sees it (through its mount namespace)."""
+        return Path(f"/proc/{self.proc.pid}/root{inside}")
+
+    def log(self) -> str:
+        return (self.workdir / "container.log").read_text(errors="replace")
+
+    def exec_argv(self, *argv: str) -> list[str]:
+        """``kubectl exec``: the container's network and mount namespaces."""
+        return ["nsenter", "--target", str(self.proc.pid), "--mount", "--net", "--", *argv]
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+                raise AssertionError(
+                    f"container did not exit after {signal.Signals(sig).name}:\n{self.log()}"
+                ) from None
+        return self.proc.returncode
+
+
+def _write_volume(
+    target: Path, volume: Mapping[str, Any], configmaps: Mapping[str, Mapping[str, str]]
+) -> None:
+    """A ConfigMap volume's files, as kubelet would project them."""
+    cm = volume["configMap"]
+    data = configmaps.get(cm["name"])
+    if data is None:
+        assert cm.get("optional"), f"ConfigMap {cm['name']} is missing and not optional"
+        data = {}
+    items = cm.get("items") or [{"key": k, "path": k} for k in data]
+    target.mkdir(parents=True)
+    for item in items:
+        if item["key"] in data:
+            dest = target / item["path"]
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            dest.write_text(data[item["key"]])
+
+
+def entrypoint() -> str:
+    """The image's entrypoint, the ``node-cache`` console script, from this interpreter's venv."""
+    script = shutil.which("node-cache", path=os.path.dirname(sys.executable))
+    assert script is not None, "the node-cache console script is not installed"
+    return script
+
+
+@contextlib.contextmanager
+def run_container(
+    topo: NodeAndPod,
+    container: Mapping[str, Any],
+    volumes: list[Mapping[str, Any]],
+    configmaps: Mapping[str, Mapping[str, str]],
+    env: Mapping[str, str],
+    name: str = "container",
+) -> Iterator[Container]:
+    """Start ``container`` (a DaemonSet pod template's container) on the node; kill and scrub on exit."""
+    workdir = topo.tmp / name
+    upper, work = workdir / "etc-upper", workdir / "etc-work"
+    upper.mkdir(parents=True)
+    work.mkdir()
+    (upper / "resolv.conf").write_text(f"nameserver {KUBE_DNS_POD}\n")
+    by_name = {v["name"]: v for v in volumes}
+    mounts: list[str] = []
+    for mount in container.get("volumeMounts", []):
+        volume = by_name[mount["name"]]
+        path = mount["mountPath"]
+        if "hostPath" in volume:
+            # Shared with the node as it is (e.g. /run/xtables.lock): nothing to project.
+            assert volume["hostPath"]["path"] == path, f"hostPath {volume} mounted elsewhere: {path}"
+            continue
+        assert "configMap" in volume, f"unsupported volume {volume}"
+        # Mount points are made inside the overlay; anywhere else mkdir would touch the machine.
+        assert path.startswith("/etc/"), f"ConfigMap volume outside /etc: {path}"
+        source = workdir / "volumes" / mount["name"]
+        _write_volume(source, volume, configmaps)
+        mounts.append(
+            f"mkdir -p {shlex.quote(path)} && mount --bind {shlex.quote(str(source))} {shlex.quote(path)}"
+        )
+    script = " && ".join(
+        [
+            "set -e",
+            f"mount -t overlay overlay -o lowerdir=/etc,upperdir={upper},workdir={work} /etc",
+            *mounts,
+            "mount -t tmpfs -o mode=1777 container-tmp /tmp",
+            'exec "$@"',
+        ]
+    )
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith(("NODELOCALDNS_", "KUBE_"))}
+    full_env.update(env)
+    full_env["PYTHONUNBUFFERED"] = "1"  # the log file is read while the agent runs
+    # Every exec keeps the pid: ip netns exec, unshare (no --fork), sh's exec, the script's interpreter.
+    argv = [
+        "ip", "netns", "exec", topo.node, "unshare", "--mount", "--propagation", "private",
+        "sh", "-c", script, "sh", entrypoint(), *container.get("args", []),
+    ]  # fmt: skip
+    with open(workdir / "container.log", "wb") as log:
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=full_env)
+    try:
+        yield Container(proc, workdir, topo.node)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        scrub(topo.node)
