@@ -29,7 +29,7 @@ import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -40,9 +40,9 @@ import dns.rcode
 import pytest
 
 from support.addon import ADDON_COREFILE
+from support.agent_ns import Dig, NsUnbound, kube_proxy_dnat, local_addresses, ns_unbound, wait_until
 from support.netns import (
     add_bridge,
-    addresses,
     enable_conntrack,
     netns,
     netns_available,
@@ -50,7 +50,7 @@ from support.netns import (
     run_in_netns,
     sh,
 )
-from support.upstreams import CLUSTER_ZONES, Query, parse_unbound_log, probe, unbound_config
+from support.upstreams import CLUSTER_ZONES
 
 pytestmark = [
     pytest.mark.root,
@@ -77,68 +77,6 @@ DAEMONSET_ARGS = ["-localip", f"{LINK_LOCAL},{KUBE_DNS}", "-upstreamsvc", "kube-
 # ---------------------------------------------------------------- servers inside the node namespace
 
 
-@dataclass
-class NsUnbound:
-    """unbound running inside a namespace, answering from local data only."""
-
-    ns: str
-    ip: str
-    workdir: Path
-    proc: subprocess.Popen[bytes]
-
-    def queries(self) -> list[Query]:
-        try:
-            text = (self.workdir / "unbound.log").read_text(errors="replace")
-        except FileNotFoundError:
-            return []
-        return [q for q in parse_unbound_log(text) if not q.name.startswith("probe.")]
-
-    def count(self, name: str, client: str | None = None) -> int:
-        return sum(
-            1
-            for q in self.queries()
-            if q.name.lower() == name.lower() and (client is None or q.client == client)
-        )
-
-    def stop(self) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        self.proc.wait(10)
-
-
-@contextlib.contextmanager
-def ns_unbound(ns: str, ip: str, zones: dict[str, list[str]], tmp: Path) -> Iterator[NsUnbound]:
-    workdir = tmp / f"unbound-{ip}"
-    workdir.mkdir()
-    # The loopback interface on a port of its own only keeps two servers from colliding there;
-    # clients use ip:53. Every client of these servers lives inside the namespace.
-    conf = unbound_config(
-        port=5300 + int(ip.rsplit(".", 2)[1]),
-        workdir=workdir,
-        zones=zones,
-        extra_conf=f"interface: {ip}@53\naccess-control: 0.0.0.0/0 allow\naccess-control: ::/0 allow",
-    )
-    (workdir / "unbound.conf").write_text(conf)
-    with open(workdir / "stderr.log", "wb") as err:
-        proc = subprocess.Popen(
-            ["ip", "netns", "exec", ns, "/usr/sbin/unbound", "-d", "-c", str(workdir / "unbound.conf")],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=err,
-            start_new_session=True,
-        )
-    server = NsUnbound(ns, ip, workdir, proc)
-    try:
-        deadline = time.monotonic() + 10
-        while not run_in_netns(ns, lambda: probe(ip, 53, timeout=0.2)):
-            assert proc.poll() is None, (workdir / "stderr.log").read_text()
-            assert time.monotonic() < deadline, f"unbound on {ip} did not come up"
-            time.sleep(0.05)
-        yield server
-    finally:
-        server.stop()
-
-
 # ---------------------------------------------------------------- the topology
 
 
@@ -163,14 +101,6 @@ STUB_ZONES: dict[str, list[str]] = {
 }
 
 
-def _kube_proxy_dnat(node: str) -> None:
-    for chain in ("PREROUTING", "OUTPUT"):
-        for vip in (KUBE_DNS, KUBE_DNS_UPSTREAM):
-            for proto in ("udp", "tcp"):
-                ns_exec(node, "iptables", "-t", "nat", "-A", chain, "-d", vip, "-p", proto, "--dport", "53",
-                        "-j", "DNAT", "--to-destination", f"{KUBE_DNS_POD}:53")  # fmt: skip
-
-
 @pytest.fixture(scope="module")
 def topo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Topology]:
     tmp = tmp_path_factory.mktemp("node-e2e")
@@ -191,7 +121,7 @@ def topo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Topology]:
         # The Service CIDR needs a route for the agent's own packets to be DNAT'd (a real node has
         # a default route); it points at the pod link, inside our namespaces.
         ns_exec(node, "ip", "route", "add", "198.18.0.0/24", "dev", "vnode")
-        _kube_proxy_dnat(node)
+        kube_proxy_dnat(node)
         enable_conntrack(node)  # both families, as kube-proxy's rules would on a real node
         kube_dns = stack.enter_context(ns_unbound(node, KUBE_DNS_POD, KUBE_DNS_ZONES, tmp))
         stub = stack.enter_context(ns_unbound(node, STUB_SERVER, STUB_ZONES, tmp))
@@ -212,10 +142,6 @@ def rule_lines(node: str) -> list[str]:
     nft = ns_exec(node, "nft", "list", "table", "inet", "nodelocaldns", check=False).stdout
     lines += [line.strip() for line in nft.splitlines() if "NodeLocal DNS Cache" in line]
     return lines
-
-
-def local_addresses(node: str) -> set[str]:
-    return addresses(node, IFACE)
 
 
 def scrub(node: str) -> None:
@@ -248,12 +174,6 @@ def pod_flows(node: str) -> list[str]:
 def flush_conntrack(node: str) -> None:
     ns_exec(node, "conntrack", "-F", check=False)
     ns_exec(node, "conntrack", "-F", "-f", "ipv6", check=False)
-
-
-@dataclass(frozen=True)
-class Dig:
-    status: str
-    answers: tuple[str, ...]
 
 
 def dig(pod: str, server: str, name: str, *, tcp: bool = False, qtype: str = "A") -> Dig:
@@ -290,14 +210,6 @@ def metric(text: str, name: str, **labels: str) -> float:
         if all(f'{k}="{v}"' in line for k, v in labels.items()):
             total += float(line.rsplit(" ", 1)[1])
     return total
-
-
-def wait_until(check: Callable[[], bool], timeout: float, what: str) -> float:
-    start = time.monotonic()
-    while not check():
-        assert time.monotonic() - start < timeout, f"timed out after {timeout}s waiting for {what}"
-        time.sleep(0.05)
-    return time.monotonic() - start
 
 
 # ---------------------------------------------------------------- the agent

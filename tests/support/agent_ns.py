@@ -138,7 +138,7 @@ class NodeAndPod:
     tmp: Path
 
 
-def _kube_proxy_dnat(node: str) -> None:
+def kube_proxy_dnat(node: str) -> None:
     for chain in ("PREROUTING", "OUTPUT"):
         for vip in (KUBE_DNS, KUBE_DNS_UPSTREAM):
             for proto in ("udp", "tcp"):
@@ -162,7 +162,7 @@ def node_and_pod(tmp: Path, prefix: str = "nldn") -> Iterator[NodeAndPod]:
         # The Service CIDR needs a route for the agent's own packets to be DNAT'd (a real node has
         # a default route); it points at the pod link, inside our namespaces.
         ns_exec(node, "ip", "route", "add", "198.18.0.0/24", "dev", "vnode")
-        _kube_proxy_dnat(node)
+        kube_proxy_dnat(node)
         enable_conntrack(node)
         kube_dns = stack.enter_context(ns_unbound(node, KUBE_DNS_POD, KUBE_DNS_ZONES, tmp))
         yield NodeAndPod(node, pod, kube_dns, tmp)
