@@ -297,6 +297,9 @@ def _write_volume(
             dest.write_text(data[item["key"]])
 
 
+REPO = str(Path(__file__).resolve().parents[2])  # the checkout: its .venv holds the entrypoint
+
+
 def entrypoint() -> str:
     """The image's entrypoint, the ``node-cache`` console script, from this interpreter's venv."""
     script = shutil.which("node-cache", path=os.path.dirname(sys.executable))
@@ -336,12 +339,25 @@ def run_container(
         mounts.append(
             f"mkdir -p {shlex.quote(path)} && mount --bind {shlex.quote(str(source))} {shlex.quote(path)}"
         )
+    # A private /tmp keeps -pidfile /tmp/node-cache.pid off the machine. A checkout under /tmp (CI clones
+    # can live there) would vanish under it, so the old /tmp stays reachable through a mount point in the
+    # overlaid /etc and the checkout is bound back to its own path.
+    keep = []
+    if REPO.startswith("/tmp/"):
+        q = shlex.quote(REPO)
+        keep = [
+            "mkdir -p /etc/.old-tmp && mount --bind /tmp /etc/.old-tmp",
+            "mount -t tmpfs -o mode=1777 container-tmp /tmp",
+            f"mkdir -p {q} && mount --bind /etc/.old-tmp/{shlex.quote(REPO[len('/tmp/') :])} {q}",
+        ]
+    else:
+        keep = ["mount -t tmpfs -o mode=1777 container-tmp /tmp"]
     script = " && ".join(
         [
             "set -e",
             f"mount -t overlay overlay -o lowerdir=/etc,upperdir={upper},workdir={work} /etc",
             *mounts,
-            "mount -t tmpfs -o mode=1777 container-tmp /tmp",
+            *keep,
             'exec "$@"',
         ]
     )
