@@ -40,6 +40,7 @@ from nodelocaldns.node.configsync import Inputs, build_corefile, template_from_s
 from nodelocaldns.node.flags import parse_args
 from nodelocaldns.node.kubednscm import KubeDNSConfig, StubDomain
 from nodelocaldns.node.watch import DirectoryState
+from support.configmap import ConfigMapDir
 from support.ports import free_port
 from support.upstreams import CLUSTER_ZONES, UpstreamServer
 
@@ -192,28 +193,6 @@ __PILLAR__DNS__DOMAIN__:{port} {{
 }}
 """
 CLUSTER_NAME = "kubernetes.default.svc.cluster.local."
-
-
-class ConfigMapDir:
-    """A directory updated the way kubelet updates a ConfigMap volume (..data symlink swap)."""
-
-    def __init__(self, path: Path, data: dict[str, str]) -> None:
-        self.path = path
-        self.generation = 0
-        path.mkdir(parents=True)
-        self.write(data)
-
-    def write(self, data: dict[str, str]) -> None:
-        self.generation += 1
-        payload = self.path / f"..2025_01_01_00_00_00.{self.generation}"
-        payload.mkdir()
-        for key, value in data.items():
-            (payload / key).write_text(value)
-        os.symlink(payload.name, self.path / "..data_tmp")
-        os.replace(self.path / "..data_tmp", self.path / "..data")
-        for key in data:
-            if not (self.path / key).is_symlink():
-                os.symlink(f"..data/{key}", self.path / key)
 
 
 @dataclass

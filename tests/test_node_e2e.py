@@ -41,6 +41,7 @@ import pytest
 
 from support.addon import ADDON_COREFILE
 from support.agent_ns import Dig, NsUnbound, kube_proxy_dnat, local_addresses, ns_unbound, wait_until
+from support.configmap import ConfigMapDir
 from support.netns import (
     add_bridge,
     enable_conntrack,
@@ -213,28 +214,6 @@ def metric(text: str, name: str, **labels: str) -> float:
 
 
 # ---------------------------------------------------------------- the agent
-
-
-class ConfigMapDir:
-    """A directory updated the way kubelet updates a ConfigMap volume (..data symlink swap)."""
-
-    def __init__(self, path: Path, data: dict[str, str]) -> None:
-        self.path = path
-        self.generation = 0
-        path.mkdir(parents=True)
-        self.write(data)
-
-    def write(self, data: dict[str, str]) -> None:
-        self.generation += 1
-        payload = self.path / f"..2025_01_01_00_00_00.{self.generation}"
-        payload.mkdir()
-        for key, value in data.items():
-            (payload / key).write_text(value)
-        os.symlink(payload.name, self.path / "..data_tmp")
-        os.replace(self.path / "..data_tmp", self.path / "..data")
-        for key in data:
-            if not (self.path / key).is_symlink():
-                os.symlink(f"..data/{key}", self.path / key)
 
 
 @dataclass
