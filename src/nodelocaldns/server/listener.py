@@ -364,6 +364,13 @@ class UDPWorker:
     def slow(self, data: bytes, addr: tuple[str, int]) -> None:
         self.listener.spawn(data, addr, "udp", partial(self.send, addr=addr))
 
+    def oversized(self, data: bytes, addr: tuple[str, int]) -> None:
+        """A datagram that filled the receive buffer was cut short: FORMERR, never a guess."""
+        self.listener._bad(addr, f"datagram of {_UDP_BUF} bytes or more")
+        out = wire.error_reply(data[: wire.HEADER_LEN], wire.FORMERR)
+        if out is not None:
+            self.send(out, addr)
+
     def run(self) -> None:  # noqa: C901 - the hot loop is deliberately one function
         lst = self.listener
         recv = self.sock.recvfrom
@@ -392,7 +399,7 @@ class UDPWorker:
                     call(slow, data, addr)
                     continue
                 if len(data) >= _UDP_BUF:
-                    call(slow, data, addr)
+                    call(self.oversized, data, addr)
                     continue
                 qend = data.find(0, 12) + 5
                 if data[2] & 0xFE or qend < 17:  # QR, opcode, AA or TC set; no name end
