@@ -46,6 +46,7 @@ from nodelocaldns.tools.doctor_facts import (
     covering_listener,
     parse_proc_net,
 )
+from support.addon import AGENT_TEMPLATE
 from support.netns import add_bridge, enable_conntrack, netns, netns_available, ns_exec, run_in_netns
 from support.upstreams import CLUSTER_ZONES, PROBE_NAME, UpstreamServer, unbound_server
 
@@ -279,35 +280,6 @@ def statuses(doc: Any) -> dict[str, str]:
 
 def by_id(doc: Any, check_id: str) -> Any:
     return next(c for c in doc["checks"] if c["id"] == check_id)
-
-
-AGENT_TEMPLATE = """\
-__PILLAR__DNS__DOMAIN__:53 {{
-    errors
-    cache {{
-            success 9984 30
-            denial 9984 5
-    }}
-    reload
-    loop
-    bind __PILLAR__LOCAL__DNS__ __PILLAR__DNS__SERVER__
-    forward . __PILLAR__CLUSTER__DNS__:{up} {{
-            force_tcp
-    }}
-    prometheus :9253
-    health __PILLAR__LOCAL__DNS__:8080
-    ready __PILLAR__LOCAL__DNS__:8181
-    }}
-.:53 {{
-    errors
-    cache 30
-    reload
-    loop
-    bind __PILLAR__LOCAL__DNS__ __PILLAR__DNS__SERVER__
-    forward . 127.0.0.1:{up}
-    prometheus :9253
-    }}
-"""
 
 
 def serve_argv(ns: str, tmp_path: Path) -> list[str]:

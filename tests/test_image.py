@@ -30,6 +30,7 @@ import dns.message
 import dns.query
 import pytest
 
+from support.addon import AGENT_TEMPLATE
 from support.netns import add_bridge, enable_conntrack, netns, netns_available, ns_exec, run_in_netns
 from support.server import REPO
 from support.upstreams import CLUSTER_ZONES, unbound_server
@@ -51,34 +52,6 @@ pytestmark = [
         reason=f"no {ARCHIVE} (run `make image` or set NODELOCALDNS_BUILD_IMAGE=1)",
     ),
 ]
-
-TEMPLATE = """\
-__PILLAR__DNS__DOMAIN__:53 {{
-    errors
-    cache {{
-            success 9984 30
-            denial 9984 5
-    }}
-    reload
-    loop
-    bind __PILLAR__LOCAL__DNS__ __PILLAR__DNS__SERVER__
-    forward . __PILLAR__CLUSTER__DNS__:{up} {{
-            force_tcp
-    }}
-    prometheus :9253
-    health __PILLAR__LOCAL__DNS__:8080
-    ready __PILLAR__LOCAL__DNS__:8181
-    }}
-.:53 {{
-    errors
-    cache 30
-    reload
-    loop
-    bind __PILLAR__LOCAL__DNS__ __PILLAR__DNS__SERVER__
-    forward . 127.0.0.1:{up}
-    prometheus :9253
-    }}
-"""
 
 
 @dataclass
@@ -214,7 +187,7 @@ def _stopping(proc: subprocess.Popen[bytes]) -> Iterator[subprocess.Popen[bytes]
 @pytest.mark.skipif(not netns_available(), reason="needs root and `ip netns`")
 def test_image_serves_as_the_node_agent_and_passes_doctor(image: Image, rootfs: Path) -> None:
     (rootfs / "etc" / "coredns").mkdir(exist_ok=True)
-    (rootfs / "etc" / "coredns" / "Corefile.base").write_text(TEMPLATE.format(up=UPSTREAM_PORT))
+    (rootfs / "etc" / "coredns" / "Corefile.base").write_text(AGENT_TEMPLATE.format(up=UPSTREAM_PORT))
     entry = image.config["config"]["Entrypoint"]
     args = [
         "-localip", f"{IP4},{KUBE_DNS}", "-conf", "/etc/Corefile", "-upstreamsvc", "kube-dns-upstream",

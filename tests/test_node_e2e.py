@@ -40,7 +40,7 @@ import dns.rcode
 import pytest
 
 from support.addon import ADDON_COREFILE
-from support.agent_ns import Dig, NsUnbound, kube_proxy_dnat, local_addresses, ns_unbound, wait_until
+from support.agent_ns import Dig, NsUnbound, dig, kube_proxy_dnat, local_addresses, ns_unbound, wait_until
 from support.configmap import ConfigMapDir
 from support.netns import (
     add_bridge,
@@ -175,19 +175,6 @@ def pod_flows(node: str) -> list[str]:
 def flush_conntrack(node: str) -> None:
     ns_exec(node, "conntrack", "-F", check=False)
     ns_exec(node, "conntrack", "-F", "-f", "ipv6", check=False)
-
-
-def dig(pod: str, server: str, name: str, *, tcp: bool = False, qtype: str = "A") -> Dig:
-    """A real client in the pod namespace."""
-    argv = ["dig", f"@{server}", name, qtype, "+time=2", "+tries=1", "+noall", "+comments", "+answer"]
-    if tcp:
-        argv.append("+tcp")
-    out = ns_exec(pod, *argv, check=False).stdout
-    status = re.search(r"status: (\w+)", out)
-    answers = tuple(
-        line.split()[-1] for line in out.splitlines() if line.strip() and not line.startswith(";")
-    )
-    return Dig(status.group(1) if status else "NO-REPLY", answers)
 
 
 def http_get(ns: str, url: str) -> tuple[int, str]:

@@ -52,3 +52,33 @@ ip6.arpa:53 {
     prometheus :9253
     }
 """
+
+# The addon template plus `ready`, with the upstream port as `{up}` (str.format) for agents whose kube-dns
+# stand-in listens on a test port.
+AGENT_TEMPLATE = """\
+__PILLAR__DNS__DOMAIN__:53 {{
+    errors
+    cache {{
+            success 9984 30
+            denial 9984 5
+    }}
+    reload
+    loop
+    bind __PILLAR__LOCAL__DNS__ __PILLAR__DNS__SERVER__
+    forward . __PILLAR__CLUSTER__DNS__:{up} {{
+            force_tcp
+    }}
+    prometheus :9253
+    health __PILLAR__LOCAL__DNS__:8080
+    ready __PILLAR__LOCAL__DNS__:8181
+    }}
+.:53 {{
+    errors
+    cache 30
+    reload
+    loop
+    bind __PILLAR__LOCAL__DNS__ __PILLAR__DNS__SERVER__
+    forward . 127.0.0.1:{up}
+    prometheus :9253
+    }}
+"""
