@@ -460,11 +460,8 @@ class UDPWorker:
                 if len(reply) > 512 and len(reply) > limit:
                     call(slow, data, addr)
                     continue
-                try:
-                    sendto(reply, addr)
-                except OSError:
-                    lst.send_errors += 1
-                    continue
+                # Counted before the write, so a client that scrapes /metrics right after its answer
+                # already sees it; the duration therefore ends when the reply is ready.
                 dt = _perf() - t0
                 if dt <= _B0:
                     k = zb | e.sbase | (len(data) << 3) | (do >> 6) | (edns >> 2)
@@ -473,6 +470,10 @@ class UDPWorker:
                 else:
                     call(lst._record_slow_hit, acc, e, data, reply, bool(do), "udp", dt)
                 acc[1] += dt
+                try:
+                    sendto(reply, addr)
+                except OSError:
+                    lst.send_errors += 1
             except Exception as exc:  # a slip here must cost one packet, never the UDP thread
                 call(lst.fast_failed, exc)
                 call(slow, data, addr)
