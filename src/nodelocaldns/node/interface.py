@@ -21,8 +21,10 @@ in pyroute2 0.9). Behaviour, compared with node-cache's ``pkg/netif``:
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import ipaddress
+import socket
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -35,6 +37,10 @@ from nodelocaldns.errors import SetupError
 IFA_F_NODAD = 0x02
 IFA_F_DADFAILED = 0x08
 IFA_F_TENTATIVE = 0x40
+RT_TABLE_LOCAL = 255
+# The kernel installs an IPv6 address's local route from a workqueue after the netlink ack, so a
+# socket bound at once can still get ENETUNREACH for a few ms on a busy node. Bounded wait.
+LOCAL_ROUTE_WAIT = (0.005, 200)  # (poll interval s, polls): at most 1 s
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,9 +158,25 @@ async def ensure_interface(name: str, ips: Iterable[str], *, set_up: bool = Fals
                 added.append(ip)
             if set_up:
                 await ipr.link("set", index=index, state="up")
+            await _wait_local_routes(ipr, [ip for ip in added if ":" in ip])
             return InterfaceReport(name, index, await _kind(ipr, index), created, tuple(added))
     except NetlinkError as e:
         raise SetupError("interface_check", f"error checking interface {name}: {e.args[-1]}") from e
+
+
+async def _wait_local_routes(ipr: Any, ips: list[str]) -> None:
+    """Return once every IPv6 address in ``ips`` has its local route (or the bounded wait ends)."""
+    pending = set(ips)
+    interval, polls = LOCAL_ROUTE_WAIT
+    for _ in range(polls):
+        if not pending:
+            return
+        async for msg in await ipr.route("dump", family=socket.AF_INET6, table=RT_TABLE_LOCAL):
+            dst = msg.get("dst")
+            if dst is not None:
+                pending.discard(ipaddress.ip_address(dst).compressed)
+        if pending:
+            await asyncio.sleep(interval)
 
 
 async def check_interface(name: str, ips: Iterable[str]) -> InterfaceReport:
