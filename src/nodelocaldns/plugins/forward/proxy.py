@@ -22,6 +22,29 @@ from nodelocaldns.plugins.forward.setup import Upstream
 _LEN = struct.Struct("!H")
 
 
+def go_addr(sockaddr: object) -> str:
+    """A socket address as Go's net.Addr String() prints it: ``1.2.3.4:53``, ``[::1]:53``."""
+    if not isinstance(sockaddr, tuple) or len(sockaddr) < 2:
+        return "?"
+    host, port = str(sockaddr[0]), sockaddr[1]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def go_syscall_error(call: str, e: OSError) -> str:
+    """Go's os.SyscallError text, ``read: connection refused``: Go's errno strings are lower case."""
+    text = e.strerror or str(e)
+    return f"{call}: {text[:1].lower()}{text[1:]}"
+
+
+def op_error(op: str, net: str, local: str | None, remote: str, err: str) -> str:
+    """Go's net.OpError.Error(): ``read udp LOCAL->REMOTE: err``, or ``dial tcp REMOTE: err`` with no local.
+
+    Operators grep upstream failures for ``->``, so the local half is kept whenever the socket has one.
+    """
+    where = f"{local}->{remote}" if local else remote
+    return f"{op} {net} {where}: {err}"
+
+
 def new_id() -> int:
     return int.from_bytes(os.urandom(2), "big")
 
@@ -88,21 +111,29 @@ class Proxy:
         try:
             try:
                 sock.connect((self.up.host, self.up.port))
+            except OSError as e:
+                err = go_syscall_error("connect", e)
+                raise UpstreamError(op_error("dial", "udp", None, self.addr, err), self.addr) from None
+            local = go_addr(sock.getsockname())
+            try:
                 sock.send(msg)
             except OSError as e:
-                raise UpstreamError(f"write udp {self.addr}: {e.strerror or e}", self.addr) from None
+                err = go_syscall_error("write", e)
+                raise UpstreamError(op_error("write", "udp", local, self.addr, err), self.addr) from None
+            timed_out = op_error("read", "udp", local, self.addr, "i/o timeout")
             deadline = loop.time() + timeout
             while True:
                 remaining = deadline - loop.time()
                 if remaining <= 0:
-                    raise UpstreamError(f"read udp {self.addr}: i/o timeout", self.addr)
+                    raise UpstreamError(timed_out, self.addr)
                 try:
                     async with asyncio.timeout(remaining):
                         data = await loop.sock_recv(sock, max(bufsize, 512, 4096))
                 except TimeoutError:
-                    raise UpstreamError(f"read udp {self.addr}: i/o timeout", self.addr) from None
+                    raise UpstreamError(timed_out, self.addr) from None
                 except OSError as e:
-                    raise UpstreamError(f"read udp {self.addr}: {e.strerror or e}", self.addr) from None
+                    err = go_syscall_error("read", e)
+                    raise UpstreamError(op_error("read", "udp", local, self.addr, err), self.addr) from None
                 if reply_matches(data, qid, question):
                     return data
         finally:
@@ -140,29 +171,36 @@ class Proxy:
             async with asyncio.timeout(timeout):
                 r, w = await asyncio.open_connection(self.up.host, self.up.port)
         except TimeoutError:
-            raise UpstreamError(f"dial tcp {self.addr}: i/o timeout", self.addr) from None
+            raise UpstreamError(op_error("dial", "tcp", None, self.addr, "i/o timeout"), self.addr) from None
         except OSError as e:
-            raise UpstreamError(f"dial tcp {self.addr}: {e.strerror or e}", self.addr) from None
+            # Go's Dialer leaves Source unset: ``dial tcp REMOTE: connect: connection refused``.
+            err = go_syscall_error("connect", e)
+            raise UpstreamError(op_error("dial", "tcp", None, self.addr, err), self.addr) from None
         return _Conn(r, w)
 
     async def _tcp_roundtrip(
         self, conn: _Conn, msg: bytes, qid: int, question: bytes, timeout: float
     ) -> bytes:
+        local = go_addr(conn.writer.get_extra_info("sockname"))
+        op = "write"
         try:
             async with asyncio.timeout(timeout):
                 conn.writer.write(_LEN.pack(len(msg)) + msg)
                 await conn.writer.drain()
+                op = "read"
                 while True:
                     n = _LEN.unpack(await conn.reader.readexactly(2))[0]
                     data = await conn.reader.readexactly(n)
                     if reply_matches(data, qid, question):
                         return data
         except TimeoutError:
-            raise UpstreamError(f"read tcp {self.addr}: i/o timeout", self.addr) from None
-        except (OSError, asyncio.IncompleteReadError) as e:
-            raise UpstreamError(
-                f"read tcp {self.addr}: {getattr(e, 'strerror', None) or 'EOF'}", self.addr
-            ) from None
+            raise UpstreamError(op_error(op, "tcp", local, self.addr, "i/o timeout"), self.addr) from None
+        except asyncio.IncompleteReadError:
+            # Go's conn.Read hands back a bare io.EOF when the peer closes: no OpError around it.
+            raise UpstreamError("EOF", self.addr) from None
+        except OSError as e:
+            err = go_syscall_error(op, e)
+            raise UpstreamError(op_error(op, "tcp", local, self.addr, err), self.addr) from None
 
     def _take(self) -> _Conn | None:
         now = time.monotonic()
