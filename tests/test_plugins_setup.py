@@ -272,6 +272,26 @@ def test_log_go_seconds() -> None:
     assert log.rflags(0x8580) == "qr,aa,rd,ra"
 
 
+# time.Duration(ns).Seconds() then FormatFloat('f', -1): what CoreDNS's {duration} prints.
+GO_DURATION_FACTS = [
+    (300_000_000, 0.3, "0.3s"),  # Go's own time_test.go secDurationTests entry
+    (694_174, 0.000694174, "0.000694174s"),  # the line an operator compared with CoreDNS's
+    (1_695_631, 0.001695631, "0.001695631s"),  # CoreDNS log plugin README example
+    (1, 1e-9, "0.000000001s"),
+    (0, 0.0, "0s"),
+    (1_000_000_000, 1.0, "1s"),
+    (90_500_000_000, 90.5, "90.5s"),
+    (5_000_000_001, 5.000000001, "5.000000001s"),
+    (-1_500_000_000, -1.5, "-1.5s"),
+]
+
+
+@pytest.mark.parametrize(("ns", "seconds", "text"), GO_DURATION_FACTS)
+def test_log_duration_from_integer_nanoseconds(ns: int, seconds: float, text: str) -> None:
+    assert log.duration_seconds(ns) == seconds
+    assert log.go_duration(ns) == text
+
+
 def test_loop_bind_health_ready_prometheus_setup() -> None:
     loop.parse(directive("loop"))
     fails(loop.parse, "loop now", "no arguments")

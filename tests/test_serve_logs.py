@@ -94,6 +94,8 @@ def test_log_common_format_fields(make_unbound: MakeUnbound) -> None:
                                      ("cd", dns.flags.CD)) if r.flags & f]  # fmt: skip
         assert m["rflags"] == ",".join(want_flags)
         assert 0 < float(m["duration"][:-1]) < 2
+        # Go's Duration.Seconds() of whole nanoseconds: at most nine decimals, never float noise.
+        assert re.fullmatch(r"\d+(\.\d{1,9})?s", m["duration"]), m["duration"]
     assert "aa" in lines[1]["rflags"].split(",") and "aa" in lines[2]["rflags"].split(",")  # cache hits
 
 

@@ -82,6 +82,23 @@ def go_seconds(s: float) -> str:
     return r + "s"
 
 
+def duration_seconds(ns: int) -> float:
+    """Go's time.Duration.Seconds(): whole seconds and the nanosecond rest converted apart.
+
+    CoreDNS's ``{duration}`` is ``time.Since(start).Seconds()``, an integer nanosecond count turned
+    into a float, so it prints ``0.000694174s``; subtracting two float clocks would print the
+    clocks' rounding noise (``0.0006941740002730512s``) instead.
+    """
+    whole, rest = divmod(abs(ns), 1_000_000_000)
+    value = float(whole) + float(rest) / 1e9
+    return -value if ns < 0 else value
+
+
+def go_duration(ns: int) -> str:
+    """The ``{duration}`` text for an elapsed time in integer nanoseconds."""
+    return go_seconds(duration_seconds(ns))
+
+
 def rflags(flags: int) -> str:
     return ",".join(n for n, bit in _FLAG_NAMES if flags & bit)
 
@@ -93,19 +110,19 @@ class LogHandler:
         self.rules = [(tuple(wire.text_to_wire(z) for z in r.zones), r) for r in rules]
 
     async def serve(self, req: Request, next_: Next) -> Reply:
-        start = time.perf_counter()
+        start = time.perf_counter_ns()
         reply = await next_(req)
         for zones, rule in self.rules:
             if not in_zones(req.q.qname, zones):
                 continue
             cls = classify(reply.wire, reply.rcode)
             if "all" in rule.classes or cls in rule.classes:
-                log.info("[INFO] %s", self.format(rule.fmt, req, reply, time.perf_counter() - start))
+                log.info("[INFO] %s", self.format(rule.fmt, req, reply, time.perf_counter_ns() - start))
             break
         return reply
 
     @staticmethod
-    def format(fmt: str, req: Request, reply: Reply, seconds: float) -> str:
+    def format(fmt: str, req: Request, reply: Reply, elapsed_ns: int) -> str:
         from nodelocaldns.plugins.errors.plugin import _qtype
 
         q = req.q
@@ -131,7 +148,7 @@ class LogHandler:
             "{rcode}": wire.RCODE_NAMES.get(reply.rcode, str(reply.rcode)),
             "{>rflags}": rflags(flags),
             "{rsize}": str(rsize),
-            "{duration}": go_seconds(seconds),
+            "{duration}": go_duration(elapsed_ns),
             "{>opcode}": "QUERY" if q.opcode == 0 else str(q.opcode),
             "{>rcode}": wire.RCODE_NAMES.get(reply.rcode, str(reply.rcode)),
         }
