@@ -111,6 +111,28 @@ def traffic(make_unbound: MakeUnbound) -> Iterator[tuple[Served, int, Samples, s
         yield s, mport, samples, text
 
 
+# CoreDNS plugin/metrics/vars/vars.go as of v1.8.4 and later (v1.10 added "view"). Its README still
+# lists "type" on the duration histogram, but coredns/coredns#4534 took it out of the code to bound the
+# histogram's cardinality; dashboards built against real CoreDNS therefore cannot split latency by type.
+COREDNS_SERVER_HISTOGRAM_LABELS = {
+    "coredns_dns_request_duration_seconds": {"server", "zone", "view"},
+    "coredns_dns_request_size_bytes": {"server", "zone", "view", "proto"},
+    "coredns_dns_response_size_bytes": {"server", "zone", "view", "proto"},
+}
+
+
+def test_server_histograms_carry_exactly_coredns_labels(traffic: tuple[Served, int, Samples, str]) -> None:
+    _s, _mport, samples, _text = traffic
+    for fam, want in COREDNS_SERVER_HISTOGRAM_LABELS.items():
+        seen = [ls for n, ls, _v in samples if n.startswith(fam + "_")]
+        assert seen, fam
+        for ls in seen:
+            assert set(ls) - {"le"} == want, (fam, ls)
+    # Both the fast path (UDP and TCP cache hits) and the chain land in the same series.
+    z = [ls for n, ls, _v in samples if n == "coredns_dns_request_size_bytes_count"]
+    assert {ls["proto"] for ls in z} == {"udp", "tcp"}
+
+
 def test_every_family_is_exported_with_its_labels(traffic: tuple[Served, int, Samples, str]) -> None:
     s, _mport, samples, text = traffic
     names = {n for n, _l, _v in samples}
