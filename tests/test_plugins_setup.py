@@ -333,6 +333,11 @@ def test_plan_groups_blocks_by_listener_and_rejects_conflicts() -> None:
     with pytest.raises(CorefileError, match="only be used once") as e:
         plan(parse_corefile(".:53 {\n cache\n errors\n cache\n}\n", "Corefile"))
     assert (e.value.line, e.value.directive) == (4, "cache")
-    with pytest.raises(CorefileError, match="unknown directive") as e:
+    with pytest.raises(
+        CorefileError, match="'kubernetes' is a CoreDNS plugin not available in nodelocaldns"
+    ) as e:
         plan(parse_corefile(".:53 {\n kubernetes cluster.local\n}\n", "Corefile"))
     assert str(e.value).startswith("Corefile:2 (directive 'kubernetes')")
+    assert "(available: bind, cache, " in str(e.value) and "docs/configuration.md" in str(e.value)
+    with pytest.raises(CorefileError, match=r"unknown directive 'forwrd' \(did you mean 'forward'\?\)"):
+        plan(parse_corefile(".:53 {\n forwrd . 127.0.0.1\n}\n", "Corefile"))

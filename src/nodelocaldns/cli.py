@@ -1,4 +1,4 @@
-"""Command line: ``nodelocaldns serve|node-cache|render|doctor|top`` and the ``node-cache`` script."""
+"""Command line: ``nodelocaldns serve|check|node-cache|render|doctor|top`` and the ``node-cache`` script."""
 
 from __future__ import annotations
 
@@ -9,10 +9,13 @@ import os
 import signal
 import sys
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nodelocaldns import __version__
 from nodelocaldns.errors import ConfigError
+
+if TYPE_CHECKING:
+    from nodelocaldns.server.check import CheckReport
 
 DEFAULT_COREFILE = """\
 # nodelocaldns embedded default: a caching forwarder on loopback.
@@ -116,6 +119,28 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return run_async(lambda: serve_corefile(text, filename, announce=not args.corefile))
 
 
+def cmd_check(args: argparse.Namespace) -> int:
+    from nodelocaldns.server.check import check_text
+
+    try:
+        with open(args.corefile, encoding="utf-8") as f:
+            text = f.read()
+    except (OSError, UnicodeDecodeError) as e:
+        reason = e.strerror if isinstance(e, OSError) else f"not UTF-8 text ({e})"
+        print(f"nodelocaldns: cannot read {args.corefile}: {reason}", file=sys.stderr)
+        return 1
+    report = check_text(text, args.corefile)
+    return print_check(report)
+
+
+def print_check(report: CheckReport) -> int:
+    """Errors on stderr, one per line with file:line; the verdict last. Exit code 0 or 1."""
+    for line in report.errors:
+        print(f"[ERROR] {line}", file=sys.stderr)
+    print(report.summary(), file=sys.stdout if report.ok else sys.stderr)
+    return 0 if report.ok else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "node-cache":
@@ -129,6 +154,9 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--corefile", "-conf", help="Corefile to serve")
     s.add_argument("--quiet", action="store_true", help="log warnings and errors only")
     s.set_defaults(func=cmd_serve)
+    c = sub.add_parser("check", help="check a Corefile offline (parse and plan as serve would, bind nothing)")
+    c.add_argument("--corefile", "-conf", required=True, help="Corefile to check")
+    c.set_defaults(func=cmd_check)
     sub.add_parser("node-cache", help="run as a drop-in k8s-dns-node-cache agent (Go-style flags)")
     for name, helptext in (("render", "print Kubernetes manifests"), ("doctor", "check this node"),
                            ("top", "live view of an agent's metrics")):  # fmt: skip

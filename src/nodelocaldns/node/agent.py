@@ -141,6 +141,11 @@ def main(argv: list[str]) -> int:
     if params.plugins:
         print(plugins_text())
         return 0
+    if params.check:
+        from nodelocaldns.cli import print_check
+        from nodelocaldns.node.check import check_startup
+
+        return print_check(check_startup(params, environ))
 
     setup_logging()
     log.info("Starting node-cache image: %s", __version__)

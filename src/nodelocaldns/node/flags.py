@@ -81,6 +81,8 @@ class NodeCacheParams:
     """``-version``: print the version and exit; other flags are then not required to be valid."""
     plugins: bool = False
     """``-plugins``: list the available plugins and exit (CoreDNS flag, accepted by node-cache)."""
+    check: bool = False
+    """``-check`` (ours): render and check the Corefile as start-up would, print the verdict, exit."""
 
     @property
     def local_ip_list(self) -> str:
@@ -127,6 +129,13 @@ _FLAGS: tuple[_Flag, ...] = (
     _Flag("quiet", "bool", "false", "Quiet mode (no initialization output)"),
     _Flag("version", "bool", "false", "Show version", env=False),
     _Flag("plugins", "bool", "false", "List installed plugins", env=False),
+    _Flag(
+        "check",
+        "bool",
+        "false",
+        "render the Corefile as at start-up, check it and exit (no node changes)",
+        env=False,
+    ),  # fmt: skip
 )
 _BY_NAME = {f.name: f for f in _FLAGS}
 
@@ -412,4 +421,5 @@ def parse_args(
         quiet=values["quiet"] == "true",
         version=version,
         plugins=plugins,
+        check=values["check"] == "true",
     )

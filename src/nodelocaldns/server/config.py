@@ -6,10 +6,12 @@ and nothing here touches a running server, so a bad reload cannot disturb the on
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from nodelocaldns.corefile.coredns_plugins import COREDNS_PLUGINS
 from nodelocaldns.corefile.model import Directive, ServerBlock
 from nodelocaldns.errors import CorefileError
 from nodelocaldns.plugins.bind import plugin as bind
@@ -59,8 +61,26 @@ class Plan:
     listeners: dict[tuple[str, int], list[tuple[str, int]]]
 
 
-def plan(blocks: tuple[ServerBlock, ...]) -> Plan:
-    """Parse every directive and group zones by listener. Raises CorefileError."""
+def unknown_directive(d: Directive) -> CorefileError:
+    """A CoreDNS plugin nodelocaldns lacks reads differently from a typo, which may get a suggestion."""
+    available = ", ".join(sorted(PARSERS))
+    if d.name in COREDNS_PLUGINS:
+        return d.error(
+            f"'{d.name}' is a CoreDNS plugin not available in nodelocaldns (available: {available}; "
+            "see docs/configuration.md)"
+        )
+    close = difflib.get_close_matches(d.name, [*PARSERS, *COREDNS_PLUGINS], n=1, cutoff=0.7)
+    hint = f" (did you mean '{close[0]}'?)" if close else ""
+    return d.error(f"unknown directive '{d.name}'{hint}")
+
+
+def plan(blocks: tuple[ServerBlock, ...], collect: list[CorefileError] | None = None) -> Plan:
+    """Parse every directive and group zones by listener.
+
+    Raises the first CorefileError; with ``collect``, appends every error there instead and returns
+    what could be planned (``nodelocaldns check`` reports them all at once).
+    """
+    errs: list[CorefileError] = []
     if not blocks:
         raise CorefileError("no server blocks", "", 0)
     plans: list[BlockPlan] = []
@@ -72,10 +92,16 @@ def plan(blocks: tuple[ServerBlock, ...]) -> Plan:
         for d in sb.directives:
             parser = PARSERS.get(d.name)
             if parser is None:
-                raise d.error(f"unknown directive '{d.name}'")
+                errs.append(unknown_directive(d))
+                continue
             if d.name in ONCE and d.name in single:
-                raise d.error(f"plugin '{d.name}' can only be used once per Server Block")
-            cfg = parser(d)
+                errs.append(d.error(f"plugin '{d.name}' can only be used once per Server Block"))
+                continue
+            try:
+                cfg = parser(d)
+            except CorefileError as e:
+                errs.append(e)
+                continue
             if d.name == "forward":
                 fwd.append(cfg)
             elif d.name == "log":
@@ -96,11 +122,12 @@ def plan(blocks: tuple[ServerBlock, ...]) -> Plan:
                 ident = (host, key.port, key.zone)
                 if ident in owner:
                     where = f"dns://{key.zone}:{key.port}"
-                    raise CorefileError(
+                    errs.append(CorefileError(
                         f"cannot serve {where} - it is already defined (block at line {owner[ident].line})",
                         bp.block.filename,
                         bp.block.line,
-                    )
+                    ))  # fmt: skip
+                    continue
                 owner[ident] = bp.block
                 listeners.setdefault((host, key.port), []).append((key.zone, i))
     # CoreDNS README "Bugs": a wildcard and a specific listener on one port would race for packets.
@@ -109,9 +136,13 @@ def plan(blocks: tuple[ServerBlock, ...]) -> Plan:
             for (h2, p2), zs2 in listeners.items():
                 if p2 == port and h2 != "" and {z for z, _ in zs} & {z for z, _ in zs2}:
                     bp = plans[zs[0][1]]
-                    raise CorefileError(
+                    errs.append(CorefileError(
                         f"zone overlap: port {port} is served both with and without bind",
                         bp.block.filename,
                         bp.block.line,
-                    )
+                    ))  # fmt: skip
+    if errs and collect is None:
+        raise errs[0]
+    if collect is not None:
+        collect.extend(errs)
     return Plan(plans, listeners)
