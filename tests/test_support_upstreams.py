@@ -276,7 +276,10 @@ def test_tcp_blackhole_holds_and_tcp_accept_close_closes() -> None:
     with tcp_accept_close() as closer:
         with pytest.raises((EOFError, ConnectionResetError)):
             ask((closer.host, closer.port), "x.cluster.local", tcp=True, timeout=1)
-        assert "connection reset" in dig(closer.host, closer.port, "+tcp", "x.cluster.local")
+        # RST if dig's query reached the socket before the close, a plain FIN (EOF) if not: both
+        # are "the server hung up", which is all the fixture promises.
+        out = dig(closer.host, closer.port, "+tcp", "x.cluster.local")
+        assert "connection reset" in out or "end of file" in out, out
         assert closer.accepted >= 2
 
 
