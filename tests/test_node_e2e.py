@@ -571,7 +571,8 @@ def test_no_rules_means_not_ready_but_still_serving(topo: Topology) -> None:
     with run_agent(topo, "-rules-backend", "iptables", prefix=no_tools, template=with_ready) as agent:
         assert rule_lines(node) == [] and local_addresses(node) == {f"{LINK_LOCAL}/32", f"{KUBE_DNS}/32"}
         status, body = http_get(node, f"http://{LINK_LOCAL}:8181/ready")
-        assert status == 503 and "node network setup failed" in body and "cannot run iptables" in body
+        assert status == 503 and "node network setup failed: iptables is not installed" in body, body
+        assert "[ERROR] Error checking/adding iptables rule, error - iptables is not installed" in agent.log()
         assert http_get(node, f"http://{LINK_LOCAL}:8080/health")[0] == 200
         assert (
             metric(agent.setup_metrics(), "coredns_nodecache_setup_errors_total", errortype="iptables") >= 1
