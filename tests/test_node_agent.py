@@ -523,7 +523,8 @@ def test_kubespray_layout_serves_conf_as_it_is(tmp_path: Path, cluster_dns: Upst
 
         # A template appears: it is rendered, written to -conf and applied.
         template = served.replace("    errors\n", "    errors\n    log\n")
-        run.template.write({"Corefile": served, "Corefile.base": template})
+        # (Corefile as it is now: a scan between the ..data swap and the new key's symlink sees no change.)
+        run.template.write({"Corefile": served + "\n", "Corefile.base": template})
         wait_until(lambda: "    log\n" in conf.read_text(), 5, "the rendered template")
         wait_until(lambda: "[INFO] Reloading complete" in run.log(), 5, "the live reload")
         assert answers(run.query(CLUSTER_NAME)) == ["198.18.0.1"]
