@@ -58,7 +58,8 @@ PIP_WHEEL=$(cd "$WORK/wheels" && ls pip-*.whl)
 
 # ---- 2. rootfs --------------------------------------------------------------------------------
 # Essential packages plus what the agent runs (python3, iptables incl. -legacy, nft, ip); no apt,
-# no conntrack, no docs. The wheels are installed by pip run from its own wheel file, so pip is
+# no conntrack, no docs. /node-cache is the upstream image's entrypoint path: manifests that say
+# `command: ["/node-cache"]` run the agent unchanged. The wheels are installed by pip run from its own wheel file, so pip is
 # never installed in the image.
 echo "==> rootfs ($SUITE from $MIRROR)"
 # merged-/usr by symlinks (as debootstrap does): otherwise bookworm pulls in usrmerge and with it perl.
@@ -78,6 +79,7 @@ mmdebstrap --quiet --mode=root --variant=essential --format=directory \
         --disable-pip-version-check --no-cache-dir --find-links /tmp/wheels nodelocaldns" \
     --customize-hook='ln -s /opt/nodelocaldns/bin/node-cache "$1/usr/local/bin/node-cache"' \
     --customize-hook='ln -s /opt/nodelocaldns/bin/nodelocaldns "$1/usr/local/bin/nodelocaldns"' \
+    --customize-hook='ln -s /opt/nodelocaldns/bin/node-cache "$1/node-cache"' \
     --customize-hook='rm -rf "$1/tmp/wheels"' \
     "$SUITE" "$WORK/rootfs" "$MIRROR"
 

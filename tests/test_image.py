@@ -166,6 +166,22 @@ def test_entrypoint_prints_its_version(image: Image, rootfs: Path) -> None:
         assert any((rootfs / d / tool).exists() for d in ("usr/sbin", "usr/bin", "sbin", "bin")), tool
 
 
+def test_node_cache_path_of_the_upstream_image_runs_the_agent(image: Image, rootfs: Path) -> None:
+    """Manifests written for the upstream image say `command: ["/node-cache"]`."""
+    assert (rootfs / "node-cache").is_symlink()
+    with netns("nldimg") as ns:
+        res = subprocess.run(
+            in_image(ns, rootfs, image, "/node-cache", "-version"), capture_output=True, text=True, timeout=60
+        )
+        usage = subprocess.run(
+            in_image(ns, rootfs, image, "/node-cache", "-h"), capture_output=True, text=True, timeout=60
+        )
+    assert res.returncode == 0, res.stderr
+    version = image.config["config"]["Labels"]["org.opencontainers.image.version"]
+    assert res.stdout.startswith(f"nodelocaldns-{version}\n") and "node-cache drop-in" in res.stdout
+    assert usage.returncode == 0 and "-localip" in usage.stderr and "-basecorefile" in usage.stderr
+
+
 def _answer(ip: str, name: str) -> list[str]:
     try:
         reply = dns.query.udp(dns.message.make_query(name, "A"), ip, port=53, timeout=0.5)

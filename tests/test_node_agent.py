@@ -11,10 +11,12 @@ import contextlib
 import json
 import logging
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -67,6 +69,7 @@ def test_localip_placeholder_is_filled_from_kube_dns_service_host() -> None:
     ("argv", "message"),
     [
         (["-bogus"], "flag provided but not defined: -bogus"),
+        (["-conf", "/etc/Corefile"], "flag -localip is required: the comma-separated addresses"),
         (["-localip", "not-an-ip"], "invalid localip specified - 'not-an-ip'"),
         (["-localip", "169.254.20.10", "-syncinterval", "-5s"], "invalid value '-5s' for flag -syncinterval"),
         (["-localip", "169.254.20.10,__PILLAR__DNS__SERVER__"], "KUBE_DNS_SERVICE_HOST is not set"),
@@ -116,6 +119,12 @@ def test_log_lines_look_like_coredns() -> None:
         line(logging.ERROR, "[ERROR] plugin/errors: 2 x. A: timeout")
         == "[ERROR] plugin/errors: 2 x. A: timeout"
     )
+    # Brackets that are not a level tag still get one.
+    assert (
+        line(logging.ERROR, "[Errno 13] Permission denied: 'x'")
+        == "[ERROR] [Errno 13] Permission denied: 'x'"
+    )
+    assert line(logging.INFO, "[::1]:53 up") == "[INFO] [::1]:53 up"
 
 
 # ---------------------------------------------------------------- Corefile inputs
@@ -124,10 +133,14 @@ def test_log_lines_look_like_coredns() -> None:
 def test_template_from_directory_snapshot() -> None:
     state = DirectoryState.of("/etc/coredns", [("Corefile.base", b".:53 {\n}\n")])
     assert template_from_state(state, "/etc/coredns/Corefile.base") == ".:53 {\n}\n"
-    with pytest.raises(ConfigError, match="no such file"):
+    with pytest.raises(
+        ConfigError, match=r"no such file \(the directory /etc/coredns holds: Corefile.base\)"
+    ):
         template_from_state(state, "/etc/coredns/Other")
-    with pytest.raises(ConfigError, match="is not a directory"):
+    with pytest.raises(ConfigError, match="the directory /etc/coredns does not exist"):
         template_from_state(DirectoryState.absent("/etc/coredns"), "/etc/coredns/Corefile.base")
+    with pytest.raises(ConfigError, match="it is a directory; -basecorefile names the template file itself"):
+        template_from_state(DirectoryState.of("/etc", [], ["coredns"]), "/etc/coredns")
     with pytest.raises(ConfigError, match="not UTF-8"):
         bad = DirectoryState.of("/d", [("Corefile.base", b"\xff\xfe")])
         template_from_state(bad, "/d/Corefile.base")
@@ -261,7 +274,13 @@ def agent_process(
     lameduck: str = "",
     env: dict[str, str] | None = None,
     wait: bool = True,
+    kubespray: bool = False,
+    prefix: tuple[str, ...] = (),
+    conf: Path | None = None,
 ) -> Iterator[Running]:
+    """``kubespray``: its layout, a finished Corefile in the ConfigMap mount as ``-conf`` and no
+    template (``-basecorefile`` names a file that is not there). ``conf``: ``-conf`` elsewhere,
+    holding the finished Corefile before the agent starts."""
     port = free_port()
     ports = {name: free_port("tcp") for name in ("health", "ready", "prom", "metrics")}
     text = template or TEMPLATE.format(
@@ -272,12 +291,27 @@ def agent_process(
         prom=ports["prom"],
         lameduck=f" {{\n        lameduck {lameduck}\n    }}" if lameduck else "",
     )
-    tmpl = ConfigMapDir(tmp / "coredns", {"Corefile.base": text})
+    finished = text
+    for token, value in (
+        ("DNS__DOMAIN", "cluster.local"),
+        ("LOCAL__DNS", "127.0.0.1"),
+        ("CLUSTER__DNS", "127.0.0.1"),
+    ):
+        finished = finished.replace(f"__PILLAR__{token}__", value)
+    if kubespray:
+        tmpl = ConfigMapDir(tmp / "coredns", {"Corefile": finished})
+        conf = tmp / "coredns" / "Corefile"
+    else:
+        tmpl = ConfigMapDir(tmp / "coredns", {"Corefile.base": text})
+        if conf is None:
+            conf = tmp / "Corefile"
+        else:
+            conf.write_text(finished)
     kdns = ConfigMapDir(tmp / "kube-dns", kube_dns or {})
     argv = [
-        sys.executable, "-m", "nodelocaldns", "node-cache",
+        *prefix, sys.executable, "-m", "nodelocaldns", "node-cache",
         "-localip", "127.0.0.1",
-        "-conf", str(tmp / "Corefile"),
+        "-conf", str(conf),
         "-basecorefile", str(tmp / "coredns" / "Corefile.base"),
         "-kubednscm", str(tmp / "kube-dns"),
         "-upstreamsvc", "kube-dns-upstream",
@@ -427,7 +461,7 @@ def test_a_broken_configmap_at_startup_serves_the_template(
     ("case", "message"),
     [
         ("unknown plugin", "the Corefile rendered from the template is not valid: "),
-        ("no template", "cannot read the Corefile template"),
+        ("no template", "No Corefile to serve: the template "),
         ("no upstream service", "$KUBE_DNS_UPSTREAM_SERVICE_HOST is not set"),
         ("port taken", "Failed to start the DNS server on 127.0.0.1:"),
     ],
@@ -457,6 +491,112 @@ def test_startup_without_a_good_corefile_exits_1(
             assert message in log, log
             assert not run.pidfile.exists()
             assert "Traceback" not in log
+            if case == "port taken":
+                assert (
+                    f"tcp 127.0.0.1:{port} is held by another process (find it with `ss -ltnp 'sport = :{port}'`)"
+                    in log
+                )
+
+
+def test_kubespray_layout_serves_conf_as_it_is(tmp_path: Path, cluster_dns: UpstreamServer) -> None:
+    """No template, -conf a finished Corefile in the ConfigMap mount: node-cache counts a configmap
+    error and CoreDNS serves -conf unchanged. So does the agent, until a template shows up."""
+    with agent_process(tmp_path, cluster_dns, kubespray=True) as run:
+        conf = run.template.path / "Corefile"
+        served = conf.read_text()
+        assert answers(run.query(CLUSTER_NAME)) == ["198.18.0.1"]
+        assert run.http("ready", "/ready")[0] == 200
+        assert run.setup_errors("configmap") == 1
+        base = run.template.path / "Corefile.base"
+        log = run.log()
+        assert (
+            f"[ERROR] Failed to read node-cache coreFile {base} - no such file"
+            f" (the directory {run.template.path} holds: Corefile)" in log
+        )
+        assert f"[WARNING] Serving {conf} as it is: the template {base} cannot be read" in log
+        assert conf.read_text() == served
+
+        # kubelet updates the ConfigMap, still without a template: counted again, as node-cache does.
+        run.template.write({"Corefile": served + "\n"})
+        wait_until(lambda: run.setup_errors("configmap") == 2, 5, "the second configmap error")
+        assert answers(run.query(CLUSTER_NAME, tcp=True)) == ["198.18.0.1"]
+
+        # A template appears: it is rendered, written to -conf and applied.
+        template = served.replace("    errors\n", "    errors\n    log\n")
+        # (Corefile as it is now: a scan between the ..data swap and the new key's symlink sees no change.)
+        run.template.write({"Corefile": served + "\n", "Corefile.base": template})
+        wait_until(lambda: "    log\n" in conf.read_text(), 5, "the rendered template")
+        wait_until(lambda: "[INFO] Reloading complete" in run.log(), 5, "the live reload")
+        assert answers(run.query(CLUSTER_NAME)) == ["198.18.0.1"]
+        assert run.setup_errors("configmap") == 2
+        assert run.stop() == 0
+
+
+@pytest.fixture
+def nobody_tmp() -> Iterator[tuple[Path, tuple[str, ...]]]:
+    """A directory the agent can use when it runs as an unprivileged user, and the command prefix
+    that makes it one. Root reads files whatever their mode, so as root the agent runs as nobody."""
+    tmp = Path(tempfile.mkdtemp(prefix="nld-agent-"))
+    tmp.chmod(0o777)
+    prefix: tuple[str, ...] = ()
+    if os.geteuid() == 0:
+        setpriv = shutil.which("setpriv")
+        if setpriv is None:
+            pytest.skip("needs setpriv to drop root")
+        prefix = (setpriv, "--reuid=nobody", "--regid=nogroup", "--clear-groups")
+    try:
+        yield tmp, prefix
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def test_an_unreadable_template_or_a_directory_is_a_clear_error(
+    nobody_tmp: tuple[Path, tuple[str, ...]], cluster_dns: UpstreamServer
+) -> None:
+    tmp, prefix = nobody_tmp
+    unreadable = ConfigMapDir(tmp / "tpl", {"Corefile.base": ".:53 {\n}\n"})
+    base = unreadable.path / "Corefile.base"
+    os.chmod(base.resolve(), 0o000)
+    with agent_process(tmp / "a", cluster_dns, "-basecorefile", str(base), prefix=prefix, wait=False) as run:
+        assert run.proc.wait(20) == 1
+        log = run.log()
+        assert f"[ERROR] Failed to read node-cache coreFile {base} - Permission denied: " in log, log
+        assert "(the agent runs as uid " in log and "check the file's mode" in log
+        assert f"[ERROR] No Corefile to serve: the template {base} cannot be read" in log
+        assert not any(line.startswith("[Errno") for line in log.splitlines())
+
+    with agent_process(
+        tmp / "b", cluster_dns, "-basecorefile", str(tmp / "tpl"), prefix=prefix, wait=False
+    ) as run:
+        assert run.proc.wait(20) == 1
+        log = run.log()
+        assert (
+            f"[ERROR] Failed to read node-cache coreFile {tmp / 'tpl'} - it is a directory; -basecorefile"
+            f" names the template file itself, e.g. {tmp / 'tpl'}/Corefile.base" in log
+        ), log
+        assert "no such file" not in log
+
+
+def test_an_unwritable_conf_is_served_as_it_is(
+    nobody_tmp: tuple[Path, tuple[str, ...]], cluster_dns: UpstreamServer
+) -> None:
+    """node-cache logs `Failed to write config file` and CoreDNS loads -conf as it is."""
+    tmp, prefix = nobody_tmp
+    readonly = tmp / "ro"
+    readonly.mkdir(mode=0o755)
+    conf = readonly / "Corefile"
+    workdir = tmp / "run"
+    workdir.mkdir()
+    workdir.chmod(0o777)  # the pidfile
+    with agent_process(workdir, cluster_dns, prefix=prefix, conf=conf, wait=False) as run:
+        wait_until(lambda: run.pidfile.exists() or run.proc.poll() is not None, 20, "start-up")
+        log = run.log()
+        assert run.proc.poll() is None, log
+        assert f"[ERROR] Failed to write config file {conf} - err Permission denied: " in log, log
+        assert f"[WARNING] Serving {conf} as it is: {conf} cannot be written" in log
+        assert answers(run.query(CLUSTER_NAME)) == ["198.18.0.1"]
+        assert run.setup_errors("configmap") == 1
+        assert run.stop() == 0
 
 
 def test_an_unexpected_error_tears_down_and_exits_1(

@@ -571,7 +571,8 @@ def test_no_rules_means_not_ready_but_still_serving(topo: Topology) -> None:
     with run_agent(topo, "-rules-backend", "iptables", prefix=no_tools, template=with_ready) as agent:
         assert rule_lines(node) == [] and local_addresses(node) == {f"{LINK_LOCAL}/32", f"{KUBE_DNS}/32"}
         status, body = http_get(node, f"http://{LINK_LOCAL}:8181/ready")
-        assert status == 503 and "node network setup failed" in body and "cannot run iptables" in body
+        assert status == 503 and "node network setup failed: iptables is not installed" in body, body
+        assert "[ERROR] Error checking/adding iptables rule, error - iptables is not installed" in agent.log()
         assert http_get(node, f"http://{LINK_LOCAL}:8080/health")[0] == 200
         assert (
             metric(agent.setup_metrics(), "coredns_nodecache_setup_errors_total", errortype="iptables") >= 1
@@ -581,6 +582,37 @@ def test_no_rules_means_not_ready_but_still_serving(topo: Topology) -> None:
         assert any(f"dst={LINK_LOCAL} " in line for line in pod_flows(node))
         assert agent.stop() == 0
         assert local_addresses(node) == set()
+
+
+def test_a_held_port_fails_clearly_and_leaves_what_was_there_before(topo: Topology) -> None:
+    """Port 53 on the link-local address is taken. The agent says who to look for, and removes only
+    what it added itself: the kube-dns address; the link-local address and a rule that were there
+    before (another instance's, an operator's) stay."""
+    node = topo.node
+    ns_exec(node, "ip", "addr", "add", f"{LINK_LOCAL}/32", "dev", IFACE)
+    theirs = "-p udp -d 169.254.20.10 --dport 53 -j NOTRACK -m comment --comment 'NodeLocal DNS Cache: skip conntrack'"
+    ns_exec(node, "sh", "-c", f"iptables -t raw -I PREROUTING 1 {theirs}")
+    hold = f"import socket,time; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(('{LINK_LOCAL}', 53)); print('held', flush=True); time.sleep(60)"
+    holder = subprocess.Popen(
+        ["ip", "netns", "exec", node, sys.executable, "-c", hold], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "held\n"
+        with run_agent(topo, wait=False) as agent:
+            assert agent.proc.wait(30) == 1
+            log = agent.log()
+            assert "[ERROR] Failed to start the DNS server on " in log, log
+            assert (
+                f"udp {LINK_LOCAL}:53 is held by another process (find it with `ss -lunp 'sport = :53'`)"
+                in log
+            )
+            assert f"Leaving {LINK_LOCAL} on {IFACE}: it was there before this start" in log
+            assert local_addresses(node) == {f"{LINK_LOCAL}/32"}
+            assert len(rule_lines(node)) == 1 and "169.254.20.10" in rule_lines(node)[0]
+            assert not agent.pidfile.exists()
+    finally:
+        holder.kill()
+        holder.communicate()
 
 
 def test_missing_cap_net_admin_is_a_clear_error(topo: Topology) -> None:

@@ -208,7 +208,6 @@ def test_localip(localip: str, expected: tuple[str, ...]) -> None:
 @pytest.mark.parametrize(
     "localip",
     [
-        "",
         ",",
         "169.254.20.10,",
         "169.254.20",
@@ -224,8 +223,11 @@ def test_localip_invalid(localip: str) -> None:
 
 
 def test_localip_required() -> None:
-    with pytest.raises(ConfigError, match="invalid localip specified"):
-        parse([])
+    for argv in ([], ["-localip", ""], ["-localip", "  "]):
+        with pytest.raises(
+            ConfigError, match=r"flag -localip is required: .* e\.g\. -localip 169\.254\.20\.10"
+        ):
+            parse(argv)
 
 
 @pytest.mark.parametrize("flag", ["-version", "-plugins"])

@@ -307,7 +307,7 @@ def test_other_failures_are_counted_as_iptables(ns: str) -> None:
     no_binary = Reconciler(IptablesBackend("nft", env={"PATH": "/nonexistent"}), None, metrics, rules=RULES)
     r1, r2 = arun(ns, bad_table.reconcile_once), arun(ns, no_binary.reconcile_once)
     assert [e.kind for e in r1.errors + r2.errors] == ["iptables", "iptables"]
-    assert "cannot run iptables-nft-save" in str(r2.errors[0])
+    assert "iptables is not installed: iptables-nft-save is not on PATH (/nonexistent)" in str(r2.errors[0])
     assert metrics.value("iptables") == 2 and metrics.value("iptables_lock") == 0
 
 

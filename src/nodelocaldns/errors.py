@@ -29,6 +29,15 @@ class CorefileError(ConfigError):
         super().__init__(f"{where}{what}: {message}")
 
 
+class TemplateError(ConfigError):
+    """The ``-basecorefile`` template cannot be read; ``reason`` says why and what to do."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        self.path = path
+        self.reason = reason
+        super().__init__(f"cannot read the Corefile template {path}: {reason}")
+
+
 class WireError(NodeLocalDNSError):
     """A DNS message is malformed. ``rcode`` is the reply to send, if one can be sent."""
 

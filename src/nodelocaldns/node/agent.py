@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import platform
+import re
 import sys
 from collections.abc import Mapping, Sequence
 
@@ -35,13 +36,17 @@ _LEVEL_WORDS = {
 }
 
 
+_LEVEL_TAG = re.compile(r"\[(?:DEBUG|INFO|WARNING|ERROR|FATAL)\] ")
+
+
 class CoreDNSFormatter(logging.Formatter):
     """``[INFO] message``, like CoreDNS's ``clog``; messages that carry their own ``[LEVEL]`` (the
     server's and the plugins') are left as they are."""
 
     def format(self, record: logging.LogRecord) -> str:
         text = super().format(record)
-        if text.startswith("["):
+        # Only a real level tag counts: "[Errno 13] ..." or "[::1]:53 ..." still get one.
+        if _LEVEL_TAG.match(text):
             return text
         return f"[{_LEVEL_WORDS.get(record.levelno, record.levelname)}] {text}"
 

@@ -81,6 +81,18 @@ class CommandResult:
         return f"{' '.join(self.argv)} exited {self.returncode}: {msg}"
 
 
+def missing_tool(binary: str, path: str) -> str:
+    """The error for a rules tool that is not there, named by the package an operator installs."""
+    name = os.path.basename(binary)
+    package = (
+        "iptables" if name.startswith(("iptables", "ip6tables")) else "nftables" if name == "nft" else name
+    )
+    return (
+        f"{package} is not installed: {binary} is not on PATH ({path or 'empty'}); the nodelocaldns"
+        f" image has it, a custom image needs the {package} package"
+    )
+
+
 async def run_command(
     argv: Sequence[str],
     *,
@@ -100,6 +112,8 @@ async def run_command(
             stderr=asyncio.subprocess.PIPE,
             env=full_env,
         )
+    except FileNotFoundError as e:
+        raise SetupError(error_kind, missing_tool(argv[0], (full_env or os.environ).get("PATH", ""))) from e
     except OSError as e:
         raise SetupError(error_kind, f"cannot run {argv[0]}: {e}") from e
     try:

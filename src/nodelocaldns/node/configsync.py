@@ -11,13 +11,14 @@ Everything here is synchronous and free of sockets; the one side effect is ``wri
 
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 from nodelocaldns.corefile.parser import parse_corefile
-from nodelocaldns.errors import ConfigError
+from nodelocaldns.errors import ConfigError, TemplateError
 from nodelocaldns.node.flags import NodeCacheParams
 from nodelocaldns.node.kubednscm import KubeDNSConfig
 from nodelocaldns.node.render import RenderResult, render_corefile
@@ -36,21 +37,36 @@ class Inputs:
 
 
 def template_from_state(state: DirectoryState, base_corefile: str) -> str:
-    """The template's text from a snapshot of its directory; ConfigError when it is not there."""
+    """The template's text from a snapshot of its directory; TemplateError when it is not there."""
     name = os.path.basename(base_corefile)
     if not state.exists:
-        raise ConfigError(
-            f"cannot read the Corefile template {base_corefile}: {state.path} is not a directory"
+        raise TemplateError(base_corefile, f"the directory {state.path} does not exist")
+    if name in state.dirs:
+        raise TemplateError(
+            base_corefile,
+            f"it is a directory; -basecorefile names the template file itself, e.g. {base_corefile}/"
+            "Corefile.base",
         )
     try:
         text = state.text(name)
     except UnicodeDecodeError as exc:
-        raise ConfigError(
-            f"cannot read the Corefile template {base_corefile}: not UTF-8 text ({exc})"
-        ) from exc
+        raise TemplateError(base_corefile, f"not UTF-8 text ({exc})") from exc
     if text is None:
-        raise ConfigError(f"cannot read the Corefile template {base_corefile}: no such file")
+        there = ", ".join(n for n, _ in state.files) or "no files"
+        raise TemplateError(base_corefile, f"no such file (the directory {state.path} holds: {there})")
     return text
+
+
+def read_error(path: str, exc: OSError) -> str:
+    """What an operator needs to know about a file that cannot be read (the Corefile, its template)."""
+    what = exc.strerror or str(exc)
+    where = exc.filename or path
+    if exc.errno == errno.EACCES:
+        return (
+            f"{what}: {where} (the agent runs as uid {os.geteuid()}; check the file's mode, the"
+            " ConfigMap volume's defaultMode and the container's runAsUser)"
+        )
+    return f"{what}: {where}"
 
 
 def check_corefile(text: str, filename: str) -> None:

@@ -311,6 +311,12 @@ def parse_local_ips(value: str, env: Mapping[str, str] | None = None) -> tuple[I
     needed); it stands for the kube-dns ClusterIP from ``KUBE_DNS_SERVICE_HOST``, which kubelet sets
     in every pod. Without that variable the token is an error, as any unparseable address is.
     """
+    if value.strip() == "":
+        # node-cache says `invalid localip specified - ""`, which reads like a bad value.
+        raise ConfigError(
+            "flag -localip is required: the comma-separated addresses to listen on, e.g."
+            " -localip 169.254.20.10,10.96.0.10 (or set $NODELOCALDNS_LOCALIP)"
+        )
     ips: list[IPAddress] = []
     for part in value.split(","):
         text = part.strip()

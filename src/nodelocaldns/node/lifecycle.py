@@ -3,8 +3,11 @@
 Start-up (node-cache's order, made explicit):
 
 1. render ``-basecorefile`` + the kube-dns ConfigMap, check it with the server's own parser, write
-   ``-conf`` atomically. No good Corefile at start-up is fatal (exit 1). A bad ConfigMap alone is
-   not: like node-cache, the template is served without it and the error is counted.
+   ``-conf`` atomically. A bad ConfigMap is not fatal: like node-cache, the template is served
+   without it and the error is counted. Neither is a template that cannot be read or a ``-conf``
+   that cannot be written (kubespray mounts a finished Corefile as ``-conf`` and no template):
+   node-cache then counts a ``configmap`` error and CoreDNS serves ``-conf`` as it is, and so does
+   this agent. Only when ``-conf`` is not a usable Corefile either does start-up fail (exit 1).
 2. remove rules an earlier run left for addresses that are no longer ours (see ``_remove_stale_rules``);
 3. the interface and its addresses, so ``bind`` can succeed; no rules yet;
 4. the DNS server: every listener bound, health/ready/metrics up;
@@ -35,10 +38,17 @@ from dataclasses import dataclass, replace
 from typing import Any, Final, TypeVar
 
 from nodelocaldns import __version__
-from nodelocaldns.corefile.parser import parse_corefile
-from nodelocaldns.errors import ConfigError, SetupError
+from nodelocaldns.errors import ConfigError, SetupError, TemplateError
 from nodelocaldns.node.backend import RulesBackend, select_backend
-from nodelocaldns.node.configsync import Inputs, build_corefile, template_from_state, write_atomic
+from nodelocaldns.node.configsync import (
+    Inputs,
+    build_corefile,
+    check_corefile,
+    read_error,
+    template_from_state,
+    write_atomic,
+)
+from nodelocaldns.node.diagnose import bind_hint, listen_addresses, listen_keys
 from nodelocaldns.node.flags import NodeCacheParams
 from nodelocaldns.node.interface import InterfaceSpec
 from nodelocaldns.node.kubednscm import KubeDNSConfig, config_from_state
@@ -49,7 +59,6 @@ from nodelocaldns.node.render import RenderResult
 from nodelocaldns.node.rules import Rule, desired_rules, format_rule_go
 from nodelocaldns.node.setup_metrics import SetupMetrics, serve_setup_metrics
 from nodelocaldns.node.watch import DirectoryState, scan_directory, watch_directory
-from nodelocaldns.server.config import plan
 from nodelocaldns.server.instance import Instance
 
 log = logging.getLogger("nodelocaldns.node")
@@ -99,6 +108,9 @@ class NodeAgent:
         self.reconciler: Reconciler | None = None
         self.inst: Instance | None = None
         self.inputs: Inputs | None = None
+        """What the served Corefile was rendered from; None while ``-conf`` is served as it is."""
+        self.kubedns = KubeDNSConfig()
+        """The kube-dns ConfigMap as last parsed, kept for when a template shows up."""
         self.net: NetWorker | None = None
         self._initial_text = ""
         self._first_digest: dict[str, str] = {}
@@ -155,10 +167,10 @@ class NodeAgent:
         p = self.params
         log.info("Using Corefile %s", p.corefile)
         log.info("Using Pidfile %s", p.pidfile or "")
-        result = await self._initial_corefile()
-        if result is None:
+        text = await self._initial_corefile()
+        if text is None:
             return 1
-        self._initial_text = result.text
+        self._initial_text = text
         await self._start_setup_metrics()
 
         if p.setup_iptables:
@@ -171,17 +183,17 @@ class NodeAgent:
         # The addresses must exist before the listeners bind to them; the rules wait for the server.
         setup = await self._net(self.reconciler.reconcile_once(with_rules=False))
 
-        self.inst = Instance(result.text, p.corefile)
+        self.inst = Instance(text, p.corefile)
         self.inst.extra_ready_checks.append(self._ready_check)
         try:
             await self.inst.start()
         except (ConfigError, OSError) as exc:
-            hint = ""
-            if setup.errors:
-                hint = f" (the interface setup failed first: {'; '.join(str(e) for e in setup.errors)})"
-            log.error("Failed to start the DNS server on %s: %s%s", _listen_addresses(result.text), exc, hint)
             await self.inst.stop(0)
             self.inst = None
+            hint = bind_hint(exc, listen_keys(text))
+            if setup.errors:
+                hint += f" (the interface setup failed first: {'; '.join(str(e) for e in setup.errors)})"
+            log.error("Failed to start the DNS server on %s: %s%s", listen_addresses(text), exc, hint)
             await self._teardown_after_failed_start()
             return 1
         self._banner(self.inst)
@@ -193,27 +205,54 @@ class NodeAgent:
             self._start_watchers()
         return None
 
-    async def _initial_corefile(self) -> RenderResult | None:
-        """Read both inputs, render, check and write ``-conf``; None (after logging why) if impossible."""
+    async def _initial_corefile(self) -> str | None:
+        """Render, check and write ``-conf``, or fall back to ``-conf`` as it is; the text to serve,
+        or None (after logging why) if there is nothing usable."""
         p = self.params
+        template: str | None = None
         try:
             template_state = await asyncio.to_thread(scan_directory, _dir_of(p.base_corefile))
+            self._first_digest["template"] = template_state.digest
             template = template_from_state(template_state, p.base_corefile)
-        except (ConfigError, OSError) as exc:
-            log.error("%s", exc)
+        except TemplateError as exc:
+            problem = exc.reason
+        except OSError as exc:
+            problem = read_error(p.base_corefile, exc)
+        if template is None:
+            self._config_error(f"Failed to read node-cache coreFile {p.base_corefile} - {problem}")
+        self.kubedns = await self._initial_kubedns()
+        if template is None:
+            return self._conf_as_it_is(f"the template {p.base_corefile} cannot be read ({problem})")
+        result = self._render_initial(Inputs(template, self.kubedns))
+        if result is None:
             return None
-        self._first_digest["template"] = template_state.digest
-        kubedns = KubeDNSConfig()
+        try:
+            write_atomic(p.corefile, result.text)
+        except OSError as exc:
+            # node-cache's words; CoreDNS then loads whatever -conf holds.
+            self._config_error(
+                f"Failed to write config file {p.corefile} - err {read_error(p.corefile, exc)}"
+            )
+            return self._conf_as_it_is(f"{p.corefile} cannot be written")
+        self._log_render(result)
+        return result.text
+
+    async def _initial_kubedns(self) -> KubeDNSConfig:
+        p = self.params
         if p.kubedns_cm is None:
             log.info("Skipping kube-dns configmap sync as no directory was specified")
-        else:
-            try:
-                kube_state = await asyncio.to_thread(scan_directory, p.kubedns_cm)
-                self._first_digest["kubedns"] = kube_state.digest
-                kubedns = config_from_state(kube_state)
-            except (ConfigError, OSError) as exc:
-                self._config_error(f"Failed to sync kube-dns config directory {p.kubedns_cm}, err: {exc}")
-        inputs = Inputs(template, kubedns)
+            return KubeDNSConfig()
+        try:
+            kube_state = await asyncio.to_thread(scan_directory, p.kubedns_cm)
+            self._first_digest["kubedns"] = kube_state.digest
+            return config_from_state(kube_state)
+        except (ConfigError, OSError) as exc:
+            self._config_error(f"Failed to sync kube-dns config directory {p.kubedns_cm}, err: {exc}")
+            return KubeDNSConfig()
+
+    def _render_initial(self, inputs: Inputs) -> RenderResult | None:
+        """Render ``inputs``; without the ConfigMap if that is what breaks it. Sets ``self.inputs``."""
+        p = self.params
         try:
             result = build_corefile(inputs, p, self.env)
         except ConfigError as exc:
@@ -223,20 +262,44 @@ class NodeAgent:
             # node-cache first writes the template without the ConfigMap; a ConfigMap that does not
             # render leaves exactly that in place. So does this.
             self._config_error(f"kube-dns ConfigMap not applied: {exc}")
-            inputs = Inputs(template)
+            inputs = Inputs(inputs.template)
             try:
                 result = build_corefile(inputs, p, self.env)
             except ConfigError as exc2:
                 log.error("%s", exc2)
                 return None
-        try:
-            write_atomic(p.corefile, result.text)
-        except OSError as exc:
-            log.error("Failed to write the Corefile %s: %s", p.corefile, exc)
-            return None
         self.inputs = inputs
-        self._log_render(result)
         return result
+
+    def _conf_as_it_is(self, problem: str) -> str | None:
+        """node-cache's fallback: CoreDNS loads ``-conf`` whatever happened to the template."""
+        path = self.params.corefile
+        self.inputs = None
+        fix = (
+            f"mount the template at {self.params.base_corefile} (-basecorefile) or a complete Corefile"
+            f" at {path} (-conf)"
+        )
+        try:
+            with open(path, encoding="utf-8") as fh:
+                text = fh.read()
+        except OSError as exc:
+            log.error(
+                "No Corefile to serve: %s, and -conf %s: %s; %s", problem, path, read_error(path, exc), fix
+            )
+            return None
+        except UnicodeDecodeError as exc:
+            log.error(
+                "No Corefile to serve: %s, and -conf %s is not UTF-8 text (%s); %s", problem, path, exc, fix
+            )
+            return None
+        try:
+            check_corefile(text, path)
+        except ConfigError as exc:
+            log.error("No Corefile to serve: %s, and -conf is not valid: %s", problem, exc)
+            return None
+        log.warning("Serving %s as it is: %s", path, problem)
+        log.info("Using config file:\n%s", text)
+        return text
 
     async def _start_setup_metrics(self) -> None:
         addr = self.params.metrics_listen_address
@@ -275,9 +338,11 @@ class NodeAgent:
         log.info("Deleted %d stale nodelocaldns rules left by an earlier run", deleted)
 
     async def _teardown_after_failed_start(self) -> None:
+        # Only what this run added: an address or rule that was there before (another instance,
+        # an operator's, the run before a restart) is not ours to take away because we failed.
         if self.params.skip_teardown or self.reconciler is None:
             return
-        await self._net(self.reconciler.teardown())
+        await self._net(self.reconciler.teardown(only_added=True))
 
     def _banner(self, inst: Instance) -> None:
         if self.params.quiet:
@@ -348,22 +413,38 @@ class NodeAgent:
         return self._first_digest.pop(key, None) == state.digest
 
     async def _on_template_state(self, state: DirectoryState) -> None:
-        if self._already_seen("template", state) or self.inputs is None:
+        if self._already_seen("template", state) or self.inst is None:
             return
+        base = self.params.base_corefile
         try:
-            template = template_from_state(state, self.params.base_corefile)
-        except ConfigError as exc:
-            self._config_error(f"Corefile template change not applied, keeping the last good Corefile: {exc}")
+            template = template_from_state(state, base)
+        except TemplateError as exc:
+            if self.inputs is None:  # still serving -conf as it is, as node-cache does
+                self._config_error(f"Failed to read node-cache coreFile {base} - {exc.reason}")
+            else:
+                self._config_error(
+                    f"Corefile template change not applied, keeping the last good Corefile: {exc}"
+                )
             return
-        await self._apply(replace(self.inputs, template=template), "Corefile template")
+        inputs = (
+            Inputs(template, self.kubedns) if self.inputs is None else replace(self.inputs, template=template)
+        )
+        await self._apply(inputs, "Corefile template")
 
     async def _on_kubedns_state(self, state: DirectoryState) -> None:
-        if self._already_seen("kubedns", state) or self.inputs is None:
+        if self._already_seen("kubedns", state) or self.inst is None:
             return
         try:
             config = config_from_state(state)
         except ConfigError as exc:
             self._config_error(f"Failed to sync kube-dns config directory {state.path}, err: {exc}")
+            return
+        self.kubedns = config
+        if self.inputs is None:
+            self._config_error(
+                f"Failed to read node-cache coreFile {self.params.base_corefile} - the kube-dns ConfigMap"
+                f" change waits for the template; serving {self.params.corefile} as it is"
+            )
             return
         await self._apply(replace(self.inputs, kubedns=config), "kube-dns ConfigMap")
 
@@ -518,15 +599,6 @@ class NodeAgent:
             log.warning("%s", warning)
         log.info("%s", result.summary)
         log.info("Using config file:\n%s", result.text)
-
-
-def _listen_addresses(text: str) -> str:
-    """``169.254.20.10:53, 198.18.0.10:53`` for a Corefile that already passed ``check_corefile``."""
-    try:
-        keys = plan(parse_corefile(text)).listeners
-    except ConfigError:
-        return "?"
-    return ", ".join(f"[{h}]:{p}" if ":" in h else f"{h or '*'}:{p}" for h, p in keys)
 
 
 def _dir_of(path: str) -> str:

@@ -12,6 +12,11 @@
 the address first would leave NOTRACK rules pointing at nothing (kubernetes/dns #690; fixed in
 node-cache 1.26.8 the same way). After teardown the reconciler stays closed, so a tick that races
 with shutdown cannot put rules back (#358).
+
+``teardown(only_added=True)`` undoes only what this reconciler itself put in place: the link if it
+created it, the addresses it added, the rules it inserted. That is the clean-up after a start-up
+that failed (port 53 taken): an address or rule that was there before belongs to someone else
+(another instance, an operator, the run before a restart) and stays.
 """
 
 from __future__ import annotations
@@ -85,6 +90,10 @@ class Reconciler:
         self.log = logger or log
         self._lock = asyncio.Lock()
         self._closed = False
+        # What this reconciler put in place itself, for teardown(only_added=True).
+        self.created_link = False
+        self.added_ips: set[str] = set()
+        self.added_rules: set[Rule] = set()
 
     @property
     def closed(self) -> bool:
@@ -107,6 +116,8 @@ class Reconciler:
                 self.log.error("Error checking dummy device %s - %s", spec.name, e)
             self._fail(e, errors)
             return None
+        self.created_link = self.created_link or rep.created
+        self.added_ips.update(rep.added)
         if rep.created:
             self.log.info("Added interface - %s", spec.name)
         for ip in rep.added:
@@ -129,6 +140,7 @@ class Reconciler:
                 self.log.error("Error checking/adding iptables rule, error - %s", e)
             self._fail(e, errors)
             return None
+        self.added_rules.update(rep.added)
         for rule in rep.added:
             self.log.info("Added back nodelocaldns rule - %s", format_rule_go(rule))
         for rule in rep.removed:
@@ -168,30 +180,46 @@ class Reconciler:
             if await _wait(stop, self.interval):
                 return
 
-    async def teardown(self) -> TeardownReport:
-        """Remove rules (every copy), then our addresses / the dummy link. Closes the reconciler."""
+    async def teardown(self, *, only_added: bool = False) -> TeardownReport:
+        """Remove rules (every copy), then our addresses / the dummy link. Closes the reconciler.
+
+        ``only_added``: remove only the link, addresses and rules this reconciler added."""
         async with self._lock:
             self._closed = True
             errors: list[SetupError] = []
             deleted = 0
-            if self.backend is not None and self.rules:
+            rules = [r for r in self.rules if r in self.added_rules] if only_added else list(self.rules)
+            if self.backend is not None and rules:
                 try:
-                    deleted = await self.backend.delete(self.rules)
+                    deleted = await self.backend.delete(rules)
                 except SetupError as e:
                     self.log.error("Failed deleting iptables rules, error - %s", e)
                     self._fail(e, errors)
                 else:
                     self.log.info("Deleted %d nodelocaldns rules (%s)", deleted, self.backend.name)
             removal: RemovalReport | None = None
-            if self.interface is not None:
-                try:
-                    removal = await remove_interface(
-                        self.interface.name, self.interface.ips, delete_link=True
-                    )
-                except SetupError as e:
-                    self.log.error("Failed removing interface %s: %s", self.interface.name, e)
-                    self._fail(e, errors)
+            spec = self.interface
+            if spec is not None:
+                removal = await self._remove_interface(spec, only_added, errors)
             return TeardownReport(deleted, removal, tuple(errors))
+
+    async def _remove_interface(
+        self, spec: InterfaceSpec, only_added: bool, errors: list[SetupError]
+    ) -> RemovalReport | None:
+        ips = [ip for ip in spec.ips if ip in self.added_ips] if only_added else list(spec.ips)
+        kept = [ip for ip in spec.ips if ip not in ips]
+        if kept:
+            self.log.info("Leaving %s on %s: it was there before this start", ", ".join(kept), spec.name)
+        if only_added and not ips and not self.created_link:
+            return None
+        try:
+            return await remove_interface(
+                spec.name, ips, delete_link=self.created_link if only_added else True
+            )
+        except SetupError as e:
+            self.log.error("Failed removing interface %s: %s", spec.name, e)
+            self._fail(e, errors)
+            return None
 
 
 async def _wait(stop: asyncio.Event, seconds: float) -> bool:

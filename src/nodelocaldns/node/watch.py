@@ -49,15 +49,19 @@ class DirectoryState:
     """Visible regular files (after following symlinks) as ``(name, content)``, sorted by name."""
     digest: str
     """:func:`digest_files` of ``files``, or :data:`ABSENT_DIGEST` when the directory is missing."""
+    dirs: tuple[str, ...] = ()
+    """Visible subdirectories (not part of the digest): lets an error say "is a directory"."""
 
     @classmethod
     def absent(cls, path: str) -> DirectoryState:
         return cls(path=path, exists=False, files=(), digest=ABSENT_DIGEST)
 
     @classmethod
-    def of(cls, path: str, files: Iterable[tuple[str, bytes]]) -> DirectoryState:
+    def of(cls, path: str, files: Iterable[tuple[str, bytes]], dirs: Iterable[str] = ()) -> DirectoryState:
         ordered = tuple(sorted(files))
-        return cls(path=path, exists=True, files=ordered, digest=digest_files(ordered))
+        return cls(
+            path=path, exists=True, files=ordered, digest=digest_files(ordered), dirs=tuple(sorted(dirs))
+        )
 
     def text(self, name: str) -> str | None:
         """The content of file ``name`` as UTF-8 text, or None if there is no such file."""
@@ -84,18 +88,22 @@ def scan_directory(path: str) -> DirectoryState:
     except (FileNotFoundError, NotADirectoryError):
         return DirectoryState.absent(path)
     files = []
+    dirs = []
     for name in names:
         if name.startswith("."):
             continue
         full = os.path.join(path, name)
         try:
-            if not stat.S_ISREG(os.stat(full).st_mode):
+            mode = os.stat(full).st_mode
+            if stat.S_ISDIR(mode):
+                dirs.append(name)
+            if not stat.S_ISREG(mode):
                 continue
             with open(full, "rb") as fh:
                 files.append((name, fh.read()))
         except FileNotFoundError:
             continue
-    return DirectoryState.of(path, files)
+    return DirectoryState.of(path, files, dirs)
 
 
 StateCallback = Callable[[DirectoryState], Awaitable[None] | None]

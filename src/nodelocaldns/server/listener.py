@@ -346,6 +346,8 @@ class UDPWorker:
         if self.stopping:
             return
         self.stopping = True
+        if not self.thread.is_alive():
+            return  # never started: a later listener of the same start-up failed to bind
         host, port = self.sock.getsockname()[:2]
         if host in ("::", "0.0.0.0"):
             host = "::1" if self.sock.family == socket.AF_INET6 else "127.0.0.1"
