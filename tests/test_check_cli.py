@@ -155,3 +155,20 @@ def test_node_cache_check_reports_what_the_agent_would_refuse(tmp_path: Path) ->
         "node-cache", "-localip", "169.254.20.10", "-basecorefile", str(base), "-check", env=bare
     )
     assert out.returncode == 1 and "__PILLAR__CLUSTER__DNS__" in out.stderr
+
+
+def test_node_cache_check_without_a_template_checks_conf_as_the_agent_serves_it(tmp_path: Path) -> None:
+    # kubespray's layout: -conf is the mounted Corefile and there is no Corefile.base.
+    conf = tmp_path / "Corefile"
+    conf.write_text(GOOD)
+    argv = ("-localip", "169.254.20.10", "-basecorefile", str(tmp_path / "Corefile.base"), "-conf", str(conf))
+    out = node_cache(*argv, "-check", env=ENV)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith(f"{conf}: OK (2 server blocks")
+    assert "Failed to read node-cache coreFile" in out.stderr and f"serves {conf} as it is" in out.stderr
+    conf.write_text(GOOD.replace("cache 30", "cache 30 bogus.zone. {\n        nope\n    }"))
+    out = node_cache(*argv, "-check", env=ENV)
+    assert out.returncode == 1 and f"{conf}:" in out.stderr
+    conf.unlink()
+    out = node_cache(*argv, "-check", env=ENV)
+    assert out.returncode == 1 and "no Corefile to serve" in out.stderr
