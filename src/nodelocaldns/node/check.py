@@ -28,12 +28,16 @@ def check_startup(params: NodeCacheParams, env: Mapping[str, str]) -> CheckRepor
         template = template_from_state(state, name)
     except (ConfigError, OSError) as exc:
         # Start-up then serves -conf as it is (node-cache's degrade path): check that file instead.
-        _note(f"Failed to read node-cache coreFile {name} - {exc}; the agent serves {params.corefile} as it is")
+        _note(
+            f"Failed to read node-cache coreFile {name} - {exc}; the agent serves {params.corefile} as it is"
+        )
         try:
             with open(params.corefile, encoding="utf-8") as f:
                 return check_text(f.read(), params.corefile)
         except OSError as exc2:
-            return CheckReport(name, errors=[f"no Corefile to serve: {exc}; {params.corefile}: {exc2.strerror}"])
+            return CheckReport(
+                name, errors=[f"no Corefile to serve: {exc}; {params.corefile}: {exc2.strerror}"]
+            )
     kubedns = KubeDNSConfig()
     if params.kubedns_cm is not None:
         try:
