@@ -159,7 +159,7 @@ def test_overlay_mode_specifics(kubectl: str, mode: str) -> None:
         assert "host" not in container["readinessProbe"]["httpGet"]
     else:
         assert spec["hostNetwork"] is True and spec["dnsPolicy"] == "Default"
-        assert caps == {"add": ["NET_ADMIN"]}
+        assert caps == {"add": ["NET_ADMIN", "NET_BIND_SERVICE", "NET_RAW"], "drop": ["ALL"]}
         assert "/run/xtables.lock" in mounts
         assert container["livenessProbe"]["httpGet"]["host"] == "169.254.20.10"
         assert "-skipteardown=true" not in args

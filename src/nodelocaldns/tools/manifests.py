@@ -29,6 +29,10 @@ APP = "node-local-dns"
 PART_OF = {"app.kubernetes.io/part-of": "nodelocaldns"}
 SETUP_METRICS_PORT = 9353
 STANDALONE_PORT = 5353
+# What the agent does with privilege on the node, and nothing else: the interface, addresses and
+# nft/iptables-nft rules (NET_ADMIN); binding :53 (NET_BIND_SERVICE); iptables-legacy, chosen on
+# nodes whose kubelet chains are legacy, opens a raw socket even to read (NET_RAW).
+NODE_CAPABILITIES = ("NET_ADMIN", "NET_BIND_SERVICE", "NET_RAW")
 POD_DNS_ANNOTATION = "nodelocaldns.io/pod-dns-config"
 
 _DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
@@ -180,7 +184,7 @@ def daemon_set(opts: Options) -> Obj:
             "allowPrivilegeEscalation": False,
         }
     else:
-        security = {"capabilities": {"add": ["NET_ADMIN"]}}
+        security = {"capabilities": {"add": list(NODE_CAPABILITIES), "drop": ["ALL"]}}
     mounts: list[Obj] = [
         {"name": "config-volume", "mountPath": "/etc/coredns"},
         {"name": "kube-dns-config", "mountPath": "/etc/kube-dns"},
