@@ -16,7 +16,7 @@ from typing import Any
 
 from nodelocaldns import __version__
 from nodelocaldns.errors import ConfigError
-from nodelocaldns.tools import corefiles
+from nodelocaldns.tools import corefiles, sizing
 from nodelocaldns.tools.corefiles import CacheSettings, UpstreamSettings
 
 Obj = dict[str, Any]
@@ -156,6 +156,14 @@ def metrics_service(namespace: str) -> Obj:
     }
 
 
+def _resources(cache: CacheSettings) -> Obj:
+    # The limit follows the cache size (tools/sizing.py); the default size gives the addon's 128Mi.
+    return {
+        "requests": {"cpu": "50m", "memory": "64Mi"},
+        "limits": {"memory": sizing.memory_limit(cache.size)},
+    }
+
+
 def _probe(path: str, port: int, host: str | None, **timing: int) -> Obj:
     get: Obj = {"path": path, "port": port}
     if host is not None:
@@ -206,7 +214,7 @@ def daemon_set(opts: Options) -> Obj:
         "image": opts.image,
         "args": node_args(opts),
         "securityContext": security,
-        "resources": {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"memory": "128Mi"}},
+        "resources": _resources(opts.cache),
         "ports": [
             {"name": "dns", "containerPort": 53, "protocol": "UDP"},
             {"name": "dns-tcp", "containerPort": 53, "protocol": "TCP"},
@@ -385,7 +393,7 @@ def standalone_objects(s: Standalone) -> list[Obj]:
             "runAsUser": 65534,
             "capabilities": {"drop": ["ALL"]},
         },
-        "resources": {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"memory": "128Mi"}},
+        "resources": _resources(s.cache),
         "ports": [
             {"name": "dns", "containerPort": STANDALONE_PORT, "protocol": "UDP"},
             {"name": "dns-tcp", "containerPort": STANDALONE_PORT, "protocol": "TCP"},
