@@ -59,7 +59,7 @@ def agent_plan(objs: list[dict[str, Any]], kubedns: KubeDNSConfig | None = None)
 
 def validate_all(objs: list[dict[str, Any]]) -> None:
     for obj in objs:
-        if obj["kind"] != "CiliumLocalRedirectPolicy":
+        if obj["kind"] not in ("CiliumLocalRedirectPolicy", "ServiceMonitor"):  # CRDs: lint covers them
             for version in K8S_VERSIONS:
                 kubernetes_validate.validate(obj, version, strict=True)
     assert checks.lint(objs) == []
@@ -307,3 +307,18 @@ def test_sizing_constants_agree_with_the_benchmark_report() -> None:
     assert entries == sizing.DEFAULT_ENTRIES  # the bench filled exactly the addon's caches
     measured = (rss_full_mib * sizing.MiB - sizing.IDLE_RSS) / entries
     assert abs(measured - sizing.BYTES_PER_ENTRY) < 2, measured
+
+
+def test_service_monitor_follows_the_namespace_and_the_standalone_service() -> None:
+    objs = objects("--service-monitor", "--namespace", "dns-system")
+    monitor = objs[-1]
+    assert (monitor["kind"], monitor["metadata"]["namespace"]) == ("ServiceMonitor", "dns-system")
+    assert [e["port"] for e in monitor["spec"]["endpoints"]] == ["metrics", "setup-metrics"]
+    validate_all(objs)
+    alone = objects(*STANDALONE, "--service-monitor")
+    assert alone[-1]["spec"] == {
+        "selector": {"matchLabels": {"k8s-app": "dns-canary"}},
+        "endpoints": [{"port": "metrics"}],
+    }
+    validate_all(alone)
+    assert "ServiceMonitor" not in {o["kind"] for o in objects()}
