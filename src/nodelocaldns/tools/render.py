@@ -51,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--success-ttl", type=int, metavar="SECONDS", help="max TTL of positive answers")
     k.add_argument("--denial-ttl", type=int, metavar="SECONDS", help="max TTL of NXDOMAIN/NODATA answers")
     k.add_argument("--cache-size", type=int, metavar="ENTRIES", help="entries per kind per block")
-    k.add_argument("--prefetch", metavar="'AMOUNT [DURATION [PCT%%]]'", help="cache prefetch arguments")
+    k.add_argument("--prefetch", metavar="'AMOUNT [DURATION [PCT%]]'", help="cache prefetch arguments")
     k.add_argument(
         "--serve-stale", metavar="'DURATION [immediate|verify]'", help="cache serve_stale arguments"
     )
