@@ -1,7 +1,7 @@
 """``nodelocaldns render``: print the manifests for one cluster, without kubectl or sed.
 
-With no values given the output is exactly ``kubectl kustomize deploy/overlays/<mode>``:
-the agent fills the placeholders on each node. Values given (or found with ``--discover``)
+With no values given the output holds the same objects as ``kubectl kustomize
+deploy/overlays/<mode>`` (not the same text): the agent fills the placeholders on each node. Values given (or found with ``--discover``)
 are written in, as the upstream ``sed`` recipe would. ``--standalone`` prints a second,
 independent DNS instead (a Deployment and a Service) plus the pod ``dnsConfig`` that uses it.
 """
