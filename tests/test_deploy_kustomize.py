@@ -159,7 +159,7 @@ def test_overlay_mode_specifics(kubectl: str, mode: str) -> None:
         assert "host" not in container["readinessProbe"]["httpGet"]
     else:
         assert spec["hostNetwork"] is True and spec["dnsPolicy"] == "Default"
-        assert caps == {"add": ["NET_ADMIN"]}
+        assert caps == {"add": ["NET_ADMIN", "NET_BIND_SERVICE", "NET_RAW"], "drop": ["ALL"]}
         assert "/run/xtables.lock" in mounts
         assert container["livenessProbe"]["httpGet"]["host"] == "169.254.20.10"
         assert "-skipteardown=true" not in args
@@ -311,3 +311,37 @@ def test_agent_renders_configmap_into_a_valid_corefile(mode: str) -> None:
     assert {int(d.args[0].rsplit(":", 1)[1]) for d in directives.values() if d.name == "prometheus"} <= ports
     assert int(params.metrics_listen_address.rsplit(":", 1)[1]) in ports
     assert params.health_port == container["livenessProbe"]["httpGet"]["port"]
+
+
+# --- the optional ServiceMonitor (deploy/monitoring, render --service-monitor) ----------------
+
+
+@needs_kubectl
+@kubectl_param
+@pytest.mark.parametrize("mode", MODES)
+def test_monitoring_base_equals_render_service_monitor(kubectl: str, mode: str, tmp_path: Path) -> None:
+    rel = {
+        name: os.path.relpath(path, tmp_path)
+        for name, path in (("o", overlay(mode)), ("m", DEPLOY / "monitoring"))
+    }
+    (tmp_path / "kustomization.yaml").write_text(f"bases:\n- {rel['o']}\n- {rel['m']}\n")
+    want = load(kustomize(kubectl, str(tmp_path)))
+    got = run_render("--mode", mode, "--service-monitor")
+    assert normalized(got) == normalized(want)
+    (monitor,) = by_kind(got, "ServiceMonitor")
+    # Both registries are scraped: the DNS metrics and the agent's setup errors.
+    metrics = next(s for s in by_kind(got, "Service") if s["metadata"]["name"] == "node-local-dns")
+    ports = {p["name"]: p["port"] for p in metrics["spec"]["ports"]}
+    assert {ports[e["port"]] for e in monitor["spec"]["endpoints"]} == {9253, 9353}
+    assert checks.lint(got) == []
+
+
+def test_service_monitor_lint_catches_a_wrong_port_or_selector() -> None:
+    objs = run_render("--service-monitor")
+    (monitor,) = by_kind(objs, "ServiceMonitor")
+    monitor["spec"]["endpoints"].append({"port": "http-metrics"})
+    assert checks.lint(objs) == [
+        "ServiceMonitor/node-local-dns: endpoint port 'http-metrics' is not a port of Service/node-local-dns"
+    ]
+    monitor["spec"]["selector"]["matchLabels"] = {"k8s-app": "kube-dns-typo"}
+    assert "matches no Service" in checks.lint(objs)[0]

@@ -188,3 +188,38 @@ def test_the_extractors_can_fail() -> None:
         kubernetes_validate.validate(
             {"apiVersion": "v1", "kind": "Pod", "metadata": {}, "spec": {"bogus": 1}}, "1.37.0", strict=True
         )
+
+
+README = REPO / "README.md"
+
+
+def test_docs_stay_inside_the_repository() -> None:
+    """Docs state facts themselves: no machine paths, no notes outside the repository."""
+    for path in [*DOCS, README]:
+        text = path.read_text()
+        for needle in ("/work/", "seed article", "§"):
+            assert needle not in text, f"{path.name}: cites {needle!r}"
+
+
+def test_render_docs_do_not_claim_the_same_text_as_kustomize() -> None:
+    # render and kustomize give the same objects (tests/test_deploy_kustomize.py), not the same bytes.
+    for path in DOCS:
+        assert not re.search(r"exactly\s+what\s+`kubectl kustomize", path.read_text()), path.name
+
+
+def test_readme_image_steps_match_the_build() -> None:
+    text = README.read_text()
+    build = (REPO / "image" / "build.sh").read_text()
+    out = re.search(r"^OUT=\$\{OUT:-\$REPO/([^}]+)\}$", build, re.M)
+    assert out, "image/build.sh sets OUT"
+    archive = out.group(1)
+    assert re.search(r"^image:", (REPO / "Makefile").read_text(), re.M) and "make image" in text
+    assert "IMAGE_TAG" in text and "${IMAGE_TAG:-}" in build
+    named = re.findall(r"oci-archive:(\S+)", text) + re.findall(r"load -i (\S+)", text)
+    assert named and set(named) == {archive}, named
+    # The README's kustomize snippet names the image the manifests use, and its render command works.
+    (snippet,) = [m.group(3) for m in _FENCE.finditer(text) if m.group(2) == "yaml"]
+    (entry,) = yaml.safe_load(snippet)["images"]
+    assert f"{entry['name']}:" in render.build_parser().get_default("image")
+    for argv in (shlex.split(line) for line in re.findall(r"`(nodelocaldns render --image [^`]+)`", text)):
+        assert render.main(argv[2:], out=io.StringIO(), err=io.StringIO()) == 0, argv

@@ -33,6 +33,7 @@ from nodelocaldns.node.interface import ensure_interface
 from nodelocaldns.node.iptables import IptablesBackend
 from nodelocaldns.node.nft import NftBackend
 from nodelocaldns.node.rules import Rule, desired_rules
+from nodelocaldns.tools.doctor import parse_options
 from nodelocaldns.tools.doctor_checks import check_policy_routing, check_rules
 from nodelocaldns.tools.doctor_corefile import corefile_hints
 from nodelocaldns.tools.doctor_facts import (
@@ -216,6 +217,27 @@ def test_corefile_hints_from_the_shipped_template() -> None:
     assert hints.metrics == f"http://{IP4}:9253/metrics"  # `prometheus :9253` listens everywhere
 
 
+def test_node_cache_spelling_of_the_local_ip_flag_is_accepted() -> None:
+    # The troubleshooting page says "the same -localip the DaemonSet uses": its value pastes as is.
+    opts = parse_options(["-localip", f"{IP4},10.96.0.10", "--corefile", ""], {})
+    assert opts.local_ips == [IP4, "10.96.0.10"]
+    assert parse_options(["--local-ip", IP4, "--local-ip", "10.96.0.10", "--corefile", ""], {}).local_ips == [
+        IP4,
+        "10.96.0.10",
+    ]
+    assert not any("kube-dns" in n for n in opts.notes)
+
+
+def test_skipped_kube_dns_ip_is_said() -> None:
+    """No Corefile and no $KUBE_DNS_SERVICE_HOST: only the link-local IP is checked, and doctor says so."""
+    opts = parse_options(["--corefile", ""], {})
+    assert opts.local_ips == [IP4]
+    (note,) = opts.notes
+    assert "checked only 169.254.20.10, not the kube-dns ClusterIP" in note
+    assert "--local-ip 169.254.20.10,KUBE_DNS_IP" in note
+    assert parse_options(["--corefile", ""], {"KUBE_DNS_SERVICE_HOST": "10.96.0.10"}).notes == []
+
+
 # ---------------------------------------------------------------- the node in a namespace
 
 
@@ -250,7 +272,7 @@ class Node:
 
     def doctor(self, *args: str, env: dict[str, str] | None = None, as_json: bool = True) -> tuple[int, Any]:
         argv = [sys.executable, "-m", "nodelocaldns", "doctor", *(["--json"] if as_json else [])]
-        if not env and not any(a in ("--local-ip", "--corefile") for a in args):
+        if not env and not any(a in ("--local-ip", "-localip", "--corefile") for a in args):
             argv += ["--local-ip", ",".join(IPS)]
         argv += ["--external-name", EXTERNAL, "--timeout", "1", *args]
         prefix = ["env", *(f"{k}={v}" for k, v in env.items())] if env else []
@@ -489,6 +511,7 @@ def test_removed_address_fails_interface_routes_and_lookups(node: Node) -> None:
         "dns-external",
     }, json.dumps(doc, indent=1)
     assert got["conntrack"] == "warn"  # cannot be verified for an address that is gone
+    assert by_id(doc, "conntrack")["detail"].startswith(f"not verified: cannot send to {IP6}: ")
     assert f"{IP6} is missing" in by_id(doc, "interface")["detail"]
     assert f"no `local {IP6}` route in table local" in by_id(doc, "local-routes")["detail"]
     assert f"ip addr add {IP6}/128 dev {IFACE}" in by_id(doc, "interface")["hint"]
@@ -513,8 +536,26 @@ def test_stopped_server_fails_listeners_lookups_and_health(node: Node) -> None:
     assert got["ready"] == "warn" and got["metrics"] == "warn"
     assert all(got[k] == "ok" for k in ("interface", "local-routes", "policy-routing", "rules", "conntrack"))
     assert f"udp {IP4}:53" in by_id(doc, "listeners")["detail"]
+    # Every failure is said once: one line per lookup, the URL once per endpoint.
+    for check_id in ("dns-cluster", "dns-external"):
+        detail = by_id(doc, check_id)["detail"]
+        for ip in IPS:
+            assert detail.count(f" via {ip}") == 1, detail
+    cluster = by_id(doc, "dns-cluster")["detail"]
+    assert cluster.count("udp no answer") == 2 and cluster.count("tcp no answer") == 2, cluster
+    for check_id in ("health", "ready", "metrics"):
+        check = by_id(doc, check_id)
+        assert check["detail"].count(check["data"]["url"]) == 1, check["detail"]
+    # The hints name what exists: the `prometheus` plugin, no `-upstream` flag.
+    assert "`prometheus` plugin" in by_id(doc, "metrics")["hint"]
+    assert "`metrics`" not in by_id(doc, "metrics")["hint"]
+    assert "-upstream" not in by_id(doc, "dns-external")["hint"]
+    assert "upstreamNameservers" in by_id(doc, "dns-external")["hint"]
     code, doc = node.doctor("--ready", f"http://{IP4}:8181/ready")
     assert statuses(doc)["ready"] == "fail"
+    # node-cache's flag spelling gives the same run.
+    code, doc = node.doctor("-localip", ",".join(IPS))
+    assert doc["local_ips"] == list(IPS) and statuses(doc)["listeners"] == "fail"
 
 
 def _route_get(ns: str, iif: str) -> str:

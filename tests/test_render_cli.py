@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
+from pathlib import Path
 from typing import Any
 
 import kubernetes_validate
@@ -22,7 +23,7 @@ from nodelocaldns.node import render as node_render
 from nodelocaldns.node.kubednscm import KubeDNSConfig
 from nodelocaldns.plugins.cache.setup import CacheConfig
 from nodelocaldns.server.config import Plan, plan
-from nodelocaldns.tools import checks, manifests, render
+from nodelocaldns.tools import checks, manifests, render, sizing
 
 ENV = {"KUBE_DNS_SERVICE_HOST": "10.96.0.10", "KUBE_DNS_UPSTREAM_SERVICE_HOST": "10.96.0.11"}
 K8S_VERSIONS = ("1.25.0", "1.37.0")
@@ -58,7 +59,7 @@ def agent_plan(objs: list[dict[str, Any]], kubedns: KubeDNSConfig | None = None)
 
 def validate_all(objs: list[dict[str, Any]]) -> None:
     for obj in objs:
-        if obj["kind"] != "CiliumLocalRedirectPolicy":
+        if obj["kind"] not in ("CiliumLocalRedirectPolicy", "ServiceMonitor"):  # CRDs: lint covers them
             for version in K8S_VERSIONS:
                 kubernetes_validate.validate(obj, version, strict=True)
     assert checks.lint(objs) == []
@@ -263,3 +264,61 @@ def test_standalone_json_has_the_snippet_in_the_annotation() -> None:
     assert (
         json.loads(items[1]["metadata"]["annotations"][manifests.POD_DNS_ANNOTATION])["dnsPolicy"] == "None"
     )
+
+
+# --- the memory limit follows the cache size ---------------------------------------------------
+
+
+def _limit(objs: list[dict[str, Any]]) -> str:
+    pod = next(o for o in objs if o["kind"] in ("DaemonSet", "Deployment"))["spec"]["template"]["spec"]
+    return pod["containers"][0]["resources"]["limits"]["memory"]  # type: ignore[no-any-return]
+
+
+def _mib(quantity: str) -> int:
+    assert quantity.endswith("Mi"), quantity
+    return int(quantity[:-2])
+
+
+@pytest.mark.parametrize("extra", [(), ("--standalone", "dns-canary", "--service-ip", "10.96.0.20")])
+def test_memory_limit_follows_the_cache_size(extra: tuple[str, ...]) -> None:
+    base = (*extra, "--dns-server", "10.96.0.10")
+    # The addon's cache sizes keep the addon's limit, whether given or not.
+    assert _limit(objects(*base)) == "128Mi"
+    assert _limit(objects(*base, "--cache-size", "9984", "--success-ttl", "60")) == "128Mi"
+    limits = [_mib(_limit(objects(*base, "--cache-size", str(n)))) for n in (100, 20000, 100000, 1000000)]
+    assert limits == sorted(limits) and len(set(limits)) == 4, limits
+    # A full cache of 8 x 100000 entries at the measured cost fits under its limit with the headroom.
+    per_entry_mib = sizing.BYTES_PER_ENTRY / sizing.MiB
+    full = sizing.IDLE_RSS / sizing.MiB + 8 * 99840 * per_entry_mib
+    assert full + sizing.HEADROOM / sizing.MiB <= limits[2] < full + sizing.HEADROOM / sizing.MiB + 16
+    validate_all(objects(*base, "--cache-size", "1000000"))
+
+
+def test_sizing_constants_agree_with_the_benchmark_report() -> None:
+    """Rerunning `make bench` with a heavier cache entry makes this fail until sizing.py is remeasured."""
+    report = (Path(__file__).resolve().parents[1] / "bench" / "results" / "latest.md").read_text()
+    lines = report.splitlines()
+    at = next(i for i, line in enumerate(lines) if "RSS after fill MiB" in line)
+    header = [c.strip() for c in lines[at].strip("|").split("|")]
+    row = next(line for line in lines[at:] if line.startswith("| nodelocaldns |"))
+    cells = dict(zip(header, (c.strip() for c in row.strip("|").split("|")), strict=True))
+    rss_full_mib = float(cells["RSS after fill MiB"])
+    entries = int(cells["cache entries (/metrics)"].replace(",", ""))
+    assert entries == sizing.DEFAULT_ENTRIES  # the bench filled exactly the addon's caches
+    measured = (rss_full_mib * sizing.MiB - sizing.IDLE_RSS) / entries
+    assert abs(measured - sizing.BYTES_PER_ENTRY) < 2, measured
+
+
+def test_service_monitor_follows_the_namespace_and_the_standalone_service() -> None:
+    objs = objects("--service-monitor", "--namespace", "dns-system")
+    monitor = objs[-1]
+    assert (monitor["kind"], monitor["metadata"]["namespace"]) == ("ServiceMonitor", "dns-system")
+    assert [e["port"] for e in monitor["spec"]["endpoints"]] == ["metrics", "setup-metrics"]
+    validate_all(objs)
+    alone = objects(*STANDALONE, "--service-monitor")
+    assert alone[-1]["spec"] == {
+        "selector": {"matchLabels": {"k8s-app": "dns-canary"}},
+        "endpoints": [{"port": "metrics"}],
+    }
+    validate_all(alone)
+    assert "ServiceMonitor" not in {o["kind"] for o in objects()}

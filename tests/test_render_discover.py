@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -181,3 +182,38 @@ def test_missing_kubectl_is_reported(monkeypatch: pytest.MonkeyPatch, tmp_path: 
 )
 def test_proxy_mode_is_the_top_level_key(text: str, mode: str | None) -> None:
     assert discover.proxy_mode_from_config(text) == mode
+
+
+REAL_KUBECTL = shutil.which("kubectl", path="/usr/local/bin:/usr/bin:/bin")
+
+
+@pytest.mark.skipif(REAL_KUBECTL is None, reason="kubectl not installed (Debian: kubernetes-client)")
+@pytest.mark.parametrize("standalone", [False, True])
+def test_no_cluster_gives_kubectls_message_once_and_the_flags_to_use(
+    tmp_path: Path, standalone: bool
+) -> None:
+    """The real kubectl, pointed at a closed loopback port: client-go logs its retries (klog lines)
+    before kubectl's own message; only that message and the way on without a cluster are printed."""
+    config = tmp_path / "kubeconfig"
+    config.write_text(
+        "apiVersion: v1\nkind: Config\ncurrent-context: c\n"
+        "clusters: [{name: c, cluster: {server: 'http://127.0.0.1:1'}}]\n"
+        "contexts: [{name: c, context: {cluster: c, user: u}}]\nusers: [{name: u, user: {}}]\n"
+    )
+    extra = ["--standalone", "dns-x", "--service-ip", "10.0.0.20"] if standalone else []
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("KUBECONFIG", str(config))
+        status, out, err = run("--discover", "--kubectl", str(REAL_KUBECTL), *extra)
+    assert (status, out) == (1, "")
+    lines = err.splitlines()
+    assert len(lines) == 2, err
+    assert lines[0].startswith(f"nodelocaldns render: error: {REAL_KUBECTL} get service kube-dns")
+    assert "127.0.0.1:1" in lines[0] and "memcache.go" not in err
+    hint = "hint: without a cluster, pass what --discover would find instead: --dns-server IP"
+    assert lines[1] == (hint if standalone else f"{hint} and --mode iptables|ipvs|cilium")
+
+
+def test_help_shows_the_percent_sign_once(capsys: pytest.CaptureFixture[str]) -> None:
+    assert render.main(["--help"]) == 0
+    text = capsys.readouterr().out
+    assert "[DURATION [PCT%]]" in text and "%%" not in text

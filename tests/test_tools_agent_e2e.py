@@ -38,7 +38,9 @@ from support.agent_ns import (
     Container,
     Dig,
     NodeAndPod,
+    container_capabilities,
     dig,
+    effective_capabilities,
     http_get,
     listening_ports,
     local_addresses,
@@ -200,6 +202,9 @@ def test_rendered_daemonset_serves_and_its_probes_pass(topo: NodeAndPod, agent: 
     r, container = agent.rendered, agent.container
     assert r.pod_spec["hostNetwork"] is True  # what running it in the node namespace assumes
     assert int(container.path(r.arg("-pidfile")).read_text()) == container.proc.pid
+    # It runs with exactly the capabilities the rendered securityContext leaves it, and needs no more.
+    security = r.container["securityContext"]
+    assert effective_capabilities(container.proc.pid) == container_capabilities(security)
     # Readiness: the rendered probe, as kubelet sends it from the node; rules go in after the pidfile.
     ready = r.probe_url("readinessProbe")
     wait_until(lambda: http_get(topo.node, ready)[0] == 200, 15, f"{ready} to answer 200")
@@ -221,6 +226,18 @@ def test_rendered_daemonset_serves_and_its_probes_pass(topo: NodeAndPod, agent: 
     assert f"[INFO] Using Corefile {r.arg('-conf')}" in container.log()
     assert local_addresses(topo.node) == {f"{LINK_LOCAL}/32", f"{KUBE_DNS}/32"}
     assert len(rule_lines(topo.node)) == 24
+
+
+def test_rendered_capabilities_let_either_iptables_variant_work(agent: Agent) -> None:
+    """Nodes whose kubelet chains are legacy get iptables-legacy, which needs more than NET_ADMIN."""
+    for tool in ("iptables-nft", "iptables-legacy"):
+        res = subprocess.run(
+            agent.container.exec_argv(tool, "-w", "5", "-t", "raw", "-S"),
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert res.returncode == 0, (tool, res.stderr)
 
 
 # ---------------------------------------------------------------- 2. a pod is served

@@ -25,7 +25,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 
 from nodelocaldns.metrics.catalog import TIME_BUCKETS
 from nodelocaldns.tools.promtext import Scrape, fetch, histogram_quantile, parse
-from nodelocaldns.tools.top import summarize
+from nodelocaldns.tools.top import server_label, summarize
 from support.ports import free_port
 from support.server import REPO, Served, serve
 from support.upstreams import UpstreamServer
@@ -161,14 +161,14 @@ def _load(served: Served, stop: threading.Event, sent: list[int], limit: int = 3
         time.sleep(0.003)
 
 
-def _top(*args: str) -> subprocess.CompletedProcess[str]:
+def _top(*args: str, columns: int = 160) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "nodelocaldns", "top", *args],
         capture_output=True,
         text=True,
         timeout=30,
         cwd=REPO,
-        env={"PATH": "/usr/bin:/bin", "COLUMNS": "160"},
+        env={"PATH": "/usr/bin:/bin", "COLUMNS": str(columns)},
     )
 
 
@@ -203,13 +203,42 @@ def test_top_once_renders_tables(cache: Cache) -> None:
     for text in (
         "QPS",
         "server blocks",
-        "cluster.local.",
-        "80.0%",
+        "cluster.local",
+        "80.0",
         "responses",
         "NOERROR",
         cache.upstream.address,
     ):
         assert text in res.stdout, res.stdout
+
+
+@pytest.mark.parametrize(
+    ("server", "label"),
+    [
+        ("dns://169.254.20.10:53", "169.254.20.10"),
+        ("dns://[fd00:d15::10]:53", "[fd00:d15::10]"),
+        ("dns://127.0.0.1:5353", "127.0.0.1:5353"),
+        ("dns://:53", ":53"),
+        ("dns://fd00::53", "fd00::53"),
+    ],
+)
+def test_server_label_drops_the_scheme_and_the_default_port(server: str, label: str) -> None:
+    assert server_label(server) == label
+
+
+def test_top_once_fits_80_columns(cache: Cache) -> None:
+    for _ in range(5):
+        cache.served.query(CLUSTER_NAME)
+    res = _top("--once", "--interval", "0.2", "--metrics", cache.metrics, columns=80)
+    assert res.returncode == 0, res.stderr
+    lines = res.stdout.splitlines()
+    assert max(len(line) for line in lines) <= 80, res.stdout
+    assert "…" not in res.stdout, res.stdout
+    port = cache.served.port
+    rows = [line.split() for line in lines]
+    # Each block's row has its address and zone whole (the test server listens on a port other than 53).
+    assert ["127.0.0.1:" + str(port), "cluster.local"] in [r[:2] for r in rows], res.stdout
+    assert ["127.0.0.1:" + str(port), "."] in [r[:2] for r in rows], res.stdout
 
 
 def test_live_view_refreshes_until_ctrl_c(cache: Cache) -> None:
@@ -233,7 +262,7 @@ def test_live_view_refreshes_until_ctrl_c(cache: Cache) -> None:
             proc.kill()
             proc.wait()
     assert proc.returncode == 0, err
-    assert "server blocks" in out and "cluster.local." in out
+    assert "server blocks" in out and "cluster.local" in out
 
 
 def test_unreachable_endpoint_exits_1() -> None:

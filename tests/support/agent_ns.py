@@ -14,7 +14,10 @@ in the node namespace and a private mount namespace where ``/etc`` is an overlay
 write ``/etc/Corefile`` without touching the machine's ``/etc``), each ConfigMap volume is a
 directory bind-mounted at its ``mountPath`` with the ConfigMap's keys (or ``items``) as files,
 ``/etc/resolv.conf`` names the kube-dns stand-in (``dnsPolicy: Default`` on this node) and ``/tmp``
-is the container's own tmpfs. Every address involved lives inside these namespaces.
+is the container's own tmpfs. The process keeps only the capabilities the container's
+``securityContext`` leaves it (the runtime's default set, minus ``drop``, plus ``add``), as a container
+runtime does, and so does every ``exec_argv`` command. Every address involved lives inside these
+namespaces.
 """
 
 from __future__ import annotations
@@ -46,6 +49,31 @@ KUBE_DNS_POD = "198.18.2.53"  # where both ClusterIPs are DNAT'd: the kube-dns s
 IFACE = "nodelocaldns"
 EXTERNAL_NAME = "www.example.org."
 RULE_COMMENT = "NodeLocal DNS Cache"
+
+# What containerd and Docker grant a container whose securityContext names no capabilities (their
+# default OCI spec); `drop` removes from it (ALL empties it) and `add` adds to it.
+RUNTIME_DEFAULT_CAPS = frozenset(
+    {
+        "CHOWN", "DAC_OVERRIDE", "FSETID", "FOWNER", "MKNOD", "NET_RAW", "SETGID", "SETUID",
+        "SETFCAP", "SETPCAP", "NET_BIND_SERVICE", "SYS_CHROOT", "KILL", "AUDIT_WRITE",
+    }
+)  # fmt: skip
+
+# Linux capability numbers (linux/capability.h) of the ones above and NET_ADMIN, to read CapEff.
+CAP_BITS = {
+    "CHOWN": 0, "DAC_OVERRIDE": 1, "FOWNER": 3, "FSETID": 4, "KILL": 5, "SETGID": 6, "SETUID": 7,
+    "SETPCAP": 8, "NET_BIND_SERVICE": 10, "NET_ADMIN": 12, "NET_RAW": 13, "SYS_CHROOT": 18,
+    "MKNOD": 27, "AUDIT_WRITE": 29, "SETFCAP": 31,
+}  # fmt: skip
+
+
+def effective_capabilities(pid: int) -> frozenset[str]:
+    """CapEff of a process as names (unknown bits as ``bit N``)."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    (mask,) = [int(line.split()[1], 16) for line in status.splitlines() if line.startswith("CapEff:")]
+    names = {bit: name for name, bit in CAP_BITS.items()}
+    return frozenset(names.get(b, f"bit {b}") for b in range(64) if mask >> b & 1)
+
 
 KUBE_DNS_ZONES: dict[str, list[str]] = {
     **CLUSTER_ZONES,
@@ -253,6 +281,7 @@ class Container:
     proc: subprocess.Popen[bytes]
     workdir: Path
     node: str
+    restrict: list[str]  # setpriv argv: the container's capabilities
 
     def path(self, inside: str) -> Path:
         """A path as the container sees it (through its mount namespace)."""
@@ -263,7 +292,7 @@ class Container:
 
     def exec_argv(self, *argv: str) -> list[str]:
         """``kubectl exec``: the container's network and mount namespaces."""
-        return ["nsenter", "--target", str(self.proc.pid), "--mount", "--net", "--", *argv]
+        return ["nsenter", "--target", str(self.proc.pid), "--mount", "--net", "--", *self.restrict, *argv]
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 20.0) -> int:
         if self.proc.poll() is None:
@@ -305,6 +334,23 @@ def entrypoint() -> str:
     script = shutil.which("node-cache", path=os.path.dirname(sys.executable))
     assert script is not None, "the node-cache console script is not installed"
     return script
+
+
+def container_capabilities(security: Mapping[str, Any]) -> frozenset[str]:
+    """The capability set a runtime gives a container with this ``securityContext``."""
+    caps = security.get("capabilities", {})
+    drop = {c.upper() for c in caps.get("drop", [])}
+    kept = frozenset() if "ALL" in drop else RUNTIME_DEFAULT_CAPS - drop
+    return kept | {c.upper() for c in caps.get("add", [])}
+
+
+def _restricted(security: Mapping[str, Any]) -> list[str]:
+    """setpriv argv that leaves a root process only the container's capabilities."""
+    caps = ",".join(f"+{c.lower()}" for c in sorted(container_capabilities(security)))
+    argv = ["setpriv", f"--bounding-set=-all{',' + caps if caps else ''}", "--inh-caps=-all"]
+    if security.get("allowPrivilegeEscalation") is False:
+        argv.append("--no-new-privs")
+    return argv
 
 
 @contextlib.contextmanager
@@ -352,13 +398,15 @@ def run_container(
         ]
     else:
         keep = ["mount -t tmpfs -o mode=1777 container-tmp /tmp"]
+    restrict = _restricted(container.get("securityContext", {}))
     script = " && ".join(
         [
             "set -e",
             f"mount -t overlay overlay -o lowerdir=/etc,upperdir={upper},workdir={work} /etc",
             *mounts,
             *keep,
-            'exec "$@"',
+            # Mounting above needed CAP_SYS_ADMIN; the container's own process gets its set only.
+            f'exec {shlex.join(restrict)} "$@"',
         ]
     )
     full_env = {k: v for k, v in os.environ.items() if not k.startswith(("NODELOCALDNS_", "KUBE_"))}
@@ -372,7 +420,7 @@ def run_container(
     with open(workdir / "container.log", "wb") as log:
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=full_env)
     try:
-        yield Container(proc, workdir, topo.node)
+        yield Container(proc, workdir, topo.node, restrict)
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -1,9 +1,9 @@
 """Capability check before touching the network: fail early, and say which capability is missing.
 
 Without CAP_NET_ADMIN every netlink address change and every iptables/nft write fails with a bare
-EPERM, tick after tick. The DaemonSet grants it with ``securityContext.capabilities.add: [NET_ADMIN]``.
-(iptables-legacy also opens a raw socket, which needs CAP_NET_RAW; container runtimes grant that by
-default, so it is not checked here.)
+EPERM, tick after tick. The DaemonSet drops every capability and adds NET_ADMIN, NET_BIND_SERVICE
+(for :53) and NET_RAW (iptables-legacy opens a raw socket); only NET_ADMIN is checked here because
+the others fail with their own clear error (the bind names the address, iptables says so).
 """
 
 from __future__ import annotations

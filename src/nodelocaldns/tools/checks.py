@@ -77,6 +77,31 @@ def lint(objs: Sequence[Obj]) -> list[str]:
         problems += _lint_service(svc, pods)
     for lrp in (o for o in objs if o.get("kind") == "CiliumLocalRedirectPolicy"):
         problems += check_local_redirect_policy(lrp, objs)
+    for monitor in (o for o in objs if o.get("kind") == "ServiceMonitor"):
+        problems += check_service_monitor(monitor, objs)
+    return problems
+
+
+def check_service_monitor(monitor: Obj, objs: Iterable[Obj]) -> list[str]:
+    """It selects Services of its own namespace, and every endpoint names a port they all have."""
+    where = _name(monitor)
+    selector = monitor["spec"].get("selector", {}).get("matchLabels", {})
+    services = [
+        o
+        for o in objs
+        if o.get("kind") == "Service"
+        and _ns(o) == _ns(monitor)
+        and _selects(selector, o["metadata"].get("labels", {}))
+    ]
+    if not services:
+        return [f"{where}: selector {selector} matches no Service in its namespace"]
+    problems = []
+    for endpoint in monitor["spec"].get("endpoints", []):
+        for svc in services:
+            if endpoint.get("port") not in {p.get("name") for p in svc["spec"].get("ports", [])}:
+                problems.append(
+                    f"{where}: endpoint port {endpoint.get('port')!r} is not a port of {_name(svc)}"
+                )
     return problems
 
 

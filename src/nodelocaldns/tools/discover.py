@@ -15,8 +15,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from nodelocaldns.errors import NodeLocalDNSError
+from nodelocaldns.tools.corefiles import MODES
 
 _TIMEOUT = 30.0
+# klog's prefix (severity, date, time, pid, file:line]): client-go's retries, not the answer.
+_KLOG_LINE = re.compile(r"^[IWEF]\d{4} \d\d:\d\d:\d\d\.\d+ +\d+ \S+:\d+\] ")
+WITHOUT_CLUSTER = "hint: without a cluster, pass what --discover would find instead: --dns-server IP"
 _MODE_LINE = re.compile(r"""^mode:[ \t]*(["']?)([A-Za-z]*)\1[ \t]*(?:#.*)?$""", re.M)
 
 
@@ -47,8 +51,7 @@ class Kubectl:
         except subprocess.TimeoutExpired:
             raise DiscoveryError(f"{' '.join(cmd)}: no answer within {_TIMEOUT:.0f} s") from None
         if proc.returncode != 0:
-            detail = proc.stderr.strip() or f"exit status {proc.returncode}"
-            raise DiscoveryError(f"{' '.join(cmd)}: {detail}")
+            raise DiscoveryError(f"{' '.join(cmd)}: {_failure(proc.stderr, proc.returncode)}")
         return proc.stdout
 
     def get_json(self, kind: str, name: str, namespace: str) -> dict[str, Any] | None:
@@ -63,6 +66,13 @@ class Kubectl:
         if not isinstance(obj, dict):
             raise DiscoveryError(f"kubectl get {kind} {name}: output is not an object")
         return obj
+
+
+def _failure(stderr: str, status: int) -> str:
+    """kubectl's own message, without the client-go retry lines logged before it."""
+    lines = [line for line in stderr.strip().splitlines() if line.strip()]
+    kept = [line for line in lines if not _KLOG_LINE.match(line)] or lines[-1:]
+    return "; ".join(kept) or f"exit status {status}"
 
 
 def proxy_mode_from_config(text: str) -> str | None:
@@ -105,7 +115,12 @@ def decide_mode(
 
 
 def discover(kubectl: Kubectl, namespace: str, want_mode: bool = True) -> ClusterFacts:
-    ip = kubectl.run("get", "service", "kube-dns", "-n", namespace, "-o", "jsonpath={.spec.clusterIP}")
+    try:
+        ip = kubectl.run("get", "service", "kube-dns", "-n", namespace, "-o", "jsonpath={.spec.clusterIP}")
+    except DiscoveryError as e:
+        # The first call fails when there is no cluster to ask: say how to go on without one.
+        mode = f" and --mode {'|'.join(MODES)}" if want_mode else ""
+        raise DiscoveryError(f"{e}\n{WITHOUT_CLUSTER}{mode}") from None
     ip = ip.strip()
     if not ip or ip == "None":
         raise DiscoveryError(f"service kube-dns in {namespace} has no ClusterIP")

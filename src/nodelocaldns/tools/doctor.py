@@ -96,6 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--local-ip",
+        "-localip",  # node-cache's spelling: the DaemonSet's value can be pasted as is
+        dest="local_ip",
         action="append",
         default=[],
         metavar="IP[,IP]",
@@ -174,6 +176,11 @@ def parse_options(argv: Sequence[str], env: Mapping[str, str]) -> Options:
             extra = _split_ips([kube_dns])
             from_env = {ip for ip in extra if ip not in ips}
             ips += [ip for ip in extra if ip not in ips]
+        else:
+            notes.append(
+                f"no Corefile and no $KUBE_DNS_SERVICE_HOST: checked only {DEFAULT_LOCAL_IP}, not the "
+                f"kube-dns ClusterIP; pass --local-ip {DEFAULT_LOCAL_IP},KUBE_DNS_IP (the DaemonSet's -localip)"
+            )
     if not ips:
         raise SystemExit("nodelocaldns doctor: no --local-ip given")
     first = _url_host(ips[0])

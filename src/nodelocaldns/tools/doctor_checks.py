@@ -418,58 +418,71 @@ def _describe(q: QueryResult) -> str:
     return f"{q.proto} {q.rcode} {q.answers} answer(s) in {q.elapsed_ms:.1f} ms"
 
 
+def _verdict(q: QueryResult, cluster: bool) -> str:
+    """fail, warn or ok for one query's outcome."""
+    if not q.answered or q.rcode in ("SERVFAIL", "REFUSED", "FORMERR", "NOTIMP"):
+        return "fail"
+    return "warn" if q.rcode == "NXDOMAIN" and cluster else "ok"
+
+
 def check_lookups(check_id: str, title: str, lookups: Sequence[LookupFacts], cluster: bool) -> Check:
-    """Each name resolves through each local IP, and the repeat is served from the cache."""
-    fails: list[str] = []
-    warns: list[str] = []
-    lines: list[str] = []
+    """Each name resolves through each local IP, and the repeat is served from the cache.
+
+    The detail has one line per lookup, saying every outcome once; lines with a problem come first.
+    """
+    verdicts: list[str] = []
+    lines: list[tuple[int, str]] = []
     data: dict[str, Any] = {"lookups": []}
     for lk in lookups:
         first, second = lk.cache.first, lk.cache.second
         parts = [_describe(first)]
         entry: dict[str, Any] = {"ip": lk.ip, "name": lk.name, "first": _qdict(first)}
-        for q in (first, lk.tcp):
-            if q is None:
-                continue
-            if not q.answered:
-                fails.append(f"{q.name} via {q.ip}/{q.proto}: no answer ({q.error or 'timeout'})")
-            elif q.rcode in ("SERVFAIL", "REFUSED", "FORMERR", "NOTIMP"):
-                fails.append(f"{q.name} via {q.ip}/{q.proto}: {q.rcode}")
-            elif q.rcode == "NXDOMAIN" and cluster:
-                warns.append(f"{q.name} via {q.ip}/{q.proto}: NXDOMAIN")
+        mine = [_verdict(first, cluster)]
         if second is not None and first.answered:
             entry["second"] = _qdict(second)
             entry["cache_hits_delta"] = lk.cache.hits_delta
             if not second.answered:
-                fails.append(f"{lk.name} via {lk.ip}: repeat query got no answer")
+                mine.append("fail")
+                parts.append("repeat got no answer")
             elif lk.cache.hits_delta is None:
                 parts.append(f"repeat {second.elapsed_ms:.1f} ms (cache not confirmed: no metrics)")
             elif lk.cache.hits_delta >= 1:
                 parts.append(f"repeat {second.elapsed_ms:.1f} ms from cache")
             elif first.rcode in ("NOERROR", "NXDOMAIN"):
-                warns.append(f"{lk.name} via {lk.ip}: repeat query was not a cache hit")
+                mine.append("warn")
                 parts.append(f"repeat {second.elapsed_ms:.1f} ms, not a cache hit")
         if lk.tcp is not None:
+            mine.append(_verdict(lk.tcp, cluster))
             parts.append(_describe(lk.tcp))
             entry["tcp"] = _qdict(lk.tcp)
-        lines.append(f"{lk.name.rstrip('.')} via {lk.ip}: " + ", ".join(parts))
+        status = worst(mine)
+        verdicts.append(status)
+        lines.append(
+            (
+                {"fail": 0, "warn": 1, "ok": 2}[status],
+                f"{lk.name.rstrip('.')} via {lk.ip}: " + ", ".join(parts),
+            )
+        )
         data["lookups"].append(entry)
-    if fails:
+    detail = "\n".join(line for _, line in sorted(lines, key=lambda x: x[0]))
+    overall = worst(verdicts)
+    if overall == "fail":
         hint = (
             "No answer: see listeners, rules and conntrack. SERVFAIL: the cache cannot reach its upstream "
             + ("(kube-dns-upstream Service / CoreDNS pods; forward has a 5 s budget, kubernetes/dns #443). "
-               if cluster else "(the node's /etc/resolv.conf servers or -upstream). ")
+               if cluster else "(the node's /etc/resolv.conf servers, or the kube-dns ConfigMap's "
+               "upstreamNameservers). ")
             + "REFUSED: no server block for the zone on that address (the Corefile's bind list)."
         )  # fmt: skip
-        return Check(check_id, title, "fail", "\n".join(fails + lines), hint, data)
-    if warns:
+        return Check(check_id, title, "fail", detail, hint, data)
+    if overall == "warn":
         hint = (
             "NXDOMAIN for kubernetes.default means the cluster domain is not what --domain says. "
             if cluster
             else ""
         ) + "A repeat that is not a cache hit means the block has no `cache` (or a zero TTL answer)."
-        return Check(check_id, title, "warn", "\n".join(warns + lines), hint, data)
-    return Check(check_id, title, "ok", "\n".join(lines), "", data)
+        return Check(check_id, title, "warn", detail, hint, data)
+    return Check(check_id, title, "ok", detail, "", data)
 
 
 def _qdict(q: QueryResult) -> dict[str, Any]:
@@ -514,7 +527,7 @@ def check_conntrack(probes: Sequence[ConntrackProbe]) -> Check:
             "conntrack",
             "conntrack bypass",
             "warn",
-            "not verified for " + "\n".join(p.error for p in unsent),
+            "not verified: " + "\n".join(p.error for p in unsent),
             "The address is not reachable from here; see interface and local routes.",
             data,
         )
@@ -549,6 +562,10 @@ def check_conntrack(probes: Sequence[ConntrackProbe]) -> Check:
     )
 
 
+# The Corefile directive serving each HTTP endpoint doctor checks.
+_PLUGIN_OF_ENDPOINT = {"health": "health", "ready": "ready", "metrics": "prometheus"}
+
+
 def check_http(check_id: str, title: str, result: HttpResult, explicit: bool, expect_body: str = "") -> Check:
     """``/health`` or ``/ready`` answers 200 (with ``expect_body`` in it); ``/metrics`` is exposition text."""
     data = {"url": result.url, "status": result.status, "ms": round(result.elapsed_ms, 3)}
@@ -560,14 +577,16 @@ def check_http(check_id: str, title: str, result: HttpResult, explicit: bool, ex
             summary = result.body.strip()[:40]
         return Check(check_id, title, "ok", f"{result.url}: 200 {summary}", "", data)
     if result.status is None:
-        what = f"{result.url}: {result.error}"
+        # Fetch errors already start with the URL.
+        what = result.error if result.error.startswith(result.url) else f"{result.url}: {result.error}"
         if not explicit:
+            plugin = _PLUGIN_OF_ENDPOINT.get(check_id, check_id)
             return Check(
                 check_id,
                 title,
                 "warn",
                 what,
-                f"Nothing answers at the default address; if the Corefile has no `{check_id}` plugin there, "
+                f"Nothing answers at the default address; if the Corefile has no `{plugin}` plugin there, "
                 f"pass --{check_id} URL (or --{check_id} '' to skip).",
                 data,
             )

@@ -16,7 +16,7 @@ from typing import Any
 
 from nodelocaldns import __version__
 from nodelocaldns.errors import ConfigError
-from nodelocaldns.tools import corefiles
+from nodelocaldns.tools import corefiles, sizing
 from nodelocaldns.tools.corefiles import CacheSettings, UpstreamSettings
 
 Obj = dict[str, Any]
@@ -29,6 +29,10 @@ APP = "node-local-dns"
 PART_OF = {"app.kubernetes.io/part-of": "nodelocaldns"}
 SETUP_METRICS_PORT = 9353
 STANDALONE_PORT = 5353
+# What the agent does with privilege on the node, and nothing else: the interface, addresses and
+# nft/iptables-nft rules (NET_ADMIN); binding :53 (NET_BIND_SERVICE); iptables-legacy, chosen on
+# nodes whose kubelet chains are legacy, opens a raw socket even to read (NET_RAW).
+NODE_CAPABILITIES = ("NET_ADMIN", "NET_BIND_SERVICE", "NET_RAW")
 POD_DNS_ANNOTATION = "nodelocaldns.io/pod-dns-config"
 
 _DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
@@ -152,6 +156,14 @@ def metrics_service(namespace: str) -> Obj:
     }
 
 
+def _resources(cache: CacheSettings) -> Obj:
+    # The limit follows the cache size (tools/sizing.py); the default size gives the addon's 128Mi.
+    return {
+        "requests": {"cpu": "50m", "memory": "64Mi"},
+        "limits": {"memory": sizing.memory_limit(cache.size)},
+    }
+
+
 def _probe(path: str, port: int, host: str | None, **timing: int) -> Obj:
     get: Obj = {"path": path, "port": port}
     if host is not None:
@@ -180,7 +192,7 @@ def daemon_set(opts: Options) -> Obj:
             "allowPrivilegeEscalation": False,
         }
     else:
-        security = {"capabilities": {"add": ["NET_ADMIN"]}}
+        security = {"capabilities": {"add": list(NODE_CAPABILITIES), "drop": ["ALL"]}}
     mounts: list[Obj] = [
         {"name": "config-volume", "mountPath": "/etc/coredns"},
         {"name": "kube-dns-config", "mountPath": "/etc/kube-dns"},
@@ -202,7 +214,7 @@ def daemon_set(opts: Options) -> Obj:
         "image": opts.image,
         "args": node_args(opts),
         "securityContext": security,
-        "resources": {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"memory": "128Mi"}},
+        "resources": _resources(opts.cache),
         "ports": [
             {"name": "dns", "containerPort": 53, "protocol": "UDP"},
             {"name": "dns-tcp", "containerPort": 53, "protocol": "TCP"},
@@ -381,7 +393,7 @@ def standalone_objects(s: Standalone) -> list[Obj]:
             "runAsUser": 65534,
             "capabilities": {"drop": ["ALL"]},
         },
-        "resources": {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"memory": "128Mi"}},
+        "resources": _resources(s.cache),
         "ports": [
             {"name": "dns", "containerPort": STANDALONE_PORT, "protocol": "UDP"},
             {"name": "dns-tcp", "containerPort": STANDALONE_PORT, "protocol": "TCP"},

@@ -1,7 +1,7 @@
 """``nodelocaldns render``: print the manifests for one cluster, without kubectl or sed.
 
-With no values given the output is exactly ``kubectl kustomize deploy/overlays/<mode>``:
-the agent fills the placeholders on each node. Values given (or found with ``--discover``)
+With no values given the output holds the same objects as ``kubectl kustomize
+deploy/overlays/<mode>`` (not the same text): the agent fills the placeholders on each node. Values given (or found with ``--discover``)
 are written in, as the upstream ``sed`` recipe would. ``--standalone`` prints a second,
 independent DNS instead (a Deployment and a Service) plus the pod ``dnsConfig`` that uses it.
 """
@@ -18,7 +18,7 @@ from typing import Any, TextIO
 
 from nodelocaldns import __version__
 from nodelocaldns.errors import ConfigError
-from nodelocaldns.tools import checks, manifests, yamlout
+from nodelocaldns.tools import checks, manifests, scrape, yamlout
 from nodelocaldns.tools import discover as disc
 from nodelocaldns.tools.corefiles import MODES, CacheSettings, UpstreamSettings
 
@@ -51,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--success-ttl", type=int, metavar="SECONDS", help="max TTL of positive answers")
     k.add_argument("--denial-ttl", type=int, metavar="SECONDS", help="max TTL of NXDOMAIN/NODATA answers")
     k.add_argument("--cache-size", type=int, metavar="ENTRIES", help="entries per kind per block")
-    k.add_argument("--prefetch", metavar="'AMOUNT [DURATION [PCT%%]]'", help="cache prefetch arguments")
+    k.add_argument("--prefetch", metavar="'AMOUNT [DURATION [PCT%]]'", help="cache prefetch arguments")
     k.add_argument(
         "--serve-stale", metavar="'DURATION [immediate|verify]'", help="cache serve_stale arguments"
     )
@@ -74,6 +74,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--client-namespace",
         default="default",
         help="namespace of the pods that will use it, for their search list (default %(default)s)",
+    )
+    p.add_argument(
+        "--service-monitor",
+        action="store_true",
+        help="add a Prometheus Operator ServiceMonitor for both metrics ports (9253 and 9353)",
     )
     p.add_argument("-o", "--output", choices=("yaml", "json"), default="yaml")
     return p
@@ -129,6 +134,16 @@ def _write(objs: list[dict[str, Any]], fmt: str, comment: str, trailer: str, out
         out.write("".join(f"# {line}".rstrip() + "\n" for line in trailer.splitlines()))
 
 
+def _with_monitor(objs: list[dict[str, Any]], wanted: bool) -> list[dict[str, Any]]:
+    if not wanted:
+        return objs
+    # The Service that selects our own pods and carries the metrics ports (not kube-dns-upstream).
+    (svc,) = [
+        o for o in objs if o["kind"] == "Service" and any(p["name"] == "metrics" for p in o["spec"]["ports"])
+    ]
+    return [*objs, scrape.service_monitor(svc)]
+
+
 def _render(args: argparse.Namespace, argv: Sequence[str], out: TextIO, err: TextIO) -> None:
     _check_combinations(args)
     dns_server, mode = args.dns_server, args.mode
@@ -156,7 +171,7 @@ def _render(args: argparse.Namespace, argv: Sequence[str], out: TextIO, err: Tex
             cache=cache,
             upstream=upstream,
         )
-        objs = manifests.standalone_objects(spec)
+        objs = _with_monitor(manifests.standalone_objects(spec), args.service_monitor)
         snippet = yamlout.dump(manifests.pod_dns_config(spec))
         trailer = "Send a pod's lookups to this DNS with these pod spec fields:\n" + "".join(
             f"  {line}\n" for line in snippet.splitlines()
@@ -173,7 +188,7 @@ def _render(args: argparse.Namespace, argv: Sequence[str], out: TextIO, err: Tex
         cache=cache,
         upstream=upstream,
     )
-    _write(manifests.objects(opts), args.output, _header(argv), "", out)
+    _write(_with_monitor(manifests.objects(opts), args.service_monitor), args.output, _header(argv), "", out)
 
 
 def main(argv: Sequence[str] | None = None, out: TextIO | None = None, err: TextIO | None = None) -> int:

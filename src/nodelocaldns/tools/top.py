@@ -222,8 +222,28 @@ def _lat(lat: Latency) -> str:
     return text if lat.window or lat.p50 is None else text + " *"
 
 
+def server_label(server: str) -> str:
+    """A ``server`` label without what every block shares: the dns:// scheme and port 53."""
+    text = server.removeprefix("dns://")
+    host, sep, port = text.rpartition(":")
+    # A bare ":53" (no bind) keeps its port, and "fd00::10" without brackets has no port to drop.
+    if sep and port == "53" and host and (host.endswith("]") or ":" not in host):
+        return host
+    return text
+
+
+def zone_label(zone: str) -> str:
+    return zone if zone == "." else zone.rstrip(".")
+
+
+def _lat_short(lat: Latency) -> str:
+    # The per-block column: the same numbers as _lat without spaces, so the table fits 80 columns.
+    return _lat(lat).replace(" / ", "/").replace(" *", "*")
+
+
 def render(view: View, source: str) -> Any:
     """The view as rich renderables (one Group)."""
+    from rich import box
     from rich.console import Group
     from rich.table import Table
     from rich.text import Text
@@ -235,7 +255,7 @@ def render(view: View, source: str) -> Any:
         ("QPS ", "bold"),
         f"{view.qps:.1f} ({protos})   ",
         ("requests ", "bold"),
-        f"{view.requests:.0f} in window, {view.total_requests:.0f} total   ",
+        f"{view.requests:.0f} in window, {view.total_requests:.0f} total\n",
         ("latency p50/p90/p99 ", "bold"),
         f"{_lat(view.latency)} ms",
     )
@@ -244,24 +264,34 @@ def render(view: View, source: str) -> Any:
     if view.cpu is not None:
         head.append(f"   cpu {view.cpu * 100:.0f}%")
 
-    blocks = Table(title="server blocks", title_justify="left", expand=False)
+    # Light borders and short headers: an 80-column terminal shows every address and zone whole.
+    blocks = Table(
+        title="server blocks",
+        title_justify="left",
+        expand=False,
+        box=box.SIMPLE_HEAD,
+        show_edge=False,
+        pad_edge=False,
+    )
     for col, justify in (
-        ("server", "left"), ("zone", "left"), ("QPS", "right"), ("hit ratio", "right"),
-        ("hit ratio (total)", "right"), ("entries", "right"), ("p50/p90/p99 ms", "right"),
+        ("server", "left"), ("zone", "left"), ("QPS", "right"), ("hit %", "right"),
+        ("all %", "right"), ("entries", "right"), ("p50/p90/p99 ms", "right"),
     ):  # fmt: skip
-        blocks.add_column(col, justify=justify)  # type: ignore[arg-type]
+        blocks.add_column(col, justify=justify, overflow="fold")  # type: ignore[arg-type]
     for b in view.blocks:
         blocks.add_row(
-            b.server,
-            b.zone,
+            server_label(b.server),
+            zone_label(b.zone),
             f"{b.qps:.1f}",
-            _pct(b.hit_ratio),
-            _pct(b.total_hit_ratio),
+            _pct(b.hit_ratio).rstrip("%"),
+            _pct(b.total_hit_ratio).rstrip("%"),
             "-" if b.entries is None else f"{b.entries:.0f}",
-            _lat(b.latency),
+            _lat_short(b.latency),
         )
 
-    rcodes = Table(title="responses", title_justify="left")
+    rcodes = Table(
+        title="responses", title_justify="left", box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False
+    )
     rcodes.add_column("rcode")
     rcodes.add_column("window", justify="right")
     rcodes.add_column("share", justify="right")
@@ -271,7 +301,7 @@ def render(view: View, source: str) -> Any:
         n = view.rcodes.get(rc, 0.0)
         rcodes.add_row(rc, f"{n:.0f}", _pct(_ratio(n, window_total)), f"{total:.0f}")
 
-    ups = Table(title="upstreams", title_justify="left")
+    ups = Table(title="upstreams", title_justify="left", box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
     for col in ("to", "QPS", "errors", "p50/p90/p99 ms", "health checks failed"):
         ups.add_column(col, justify="left" if col == "to" else "right")
     for u in view.upstreams:

@@ -1,0 +1,95 @@
+"""scripts/ensure-packages, the first step of `make test`: as a user who is not root it must stop at
+once with the exact install command, and with every command present it must say nothing.
+
+Runs the real script as ``nobody`` (setpriv), so it needs root to switch users; the list files are
+written to a directory ``nobody`` can read.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from support.server import REPO
+
+SCRIPT = Path(REPO) / "scripts" / "ensure-packages"
+AS_NOBODY = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"]
+MISSING_CMD = "nodelocaldns-test-no-such-command"
+MISSING_PKG = "nodelocaldns-test-no-such-package"
+
+pytestmark = [
+    pytest.mark.root,
+    pytest.mark.skipif(os.geteuid() != 0 or shutil.which("setpriv") is None, reason="needs root and setpriv"),
+]
+
+
+@pytest.fixture
+def listdir() -> Iterator[Path]:
+    # pytest's base temp directory is private to root; the list must be readable by nobody.
+    shared = Path(tempfile.mkdtemp(prefix="nld-ensure-"))
+    shared.chmod(0o755)
+    try:
+        yield shared
+    finally:
+        shutil.rmtree(shared)
+
+
+def run_as_nobody(list_file: Path) -> subprocess.CompletedProcess[str]:
+    list_file.chmod(0o644)
+    return subprocess.run(
+        [*AS_NOBODY, str(SCRIPT), str(list_file)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={"PATH": "/usr/local/bin:/usr/bin:/bin", "LC_ALL": "C.UTF-8"},
+    )
+
+
+def test_missing_command_as_non_root_prints_the_install_command_and_stops(listdir: Path) -> None:
+    lst = listdir / "demo-packages.txt"
+    # sh and ip exist; the middle one does not. Its package must be the only one named.
+    lst.write_text(f"# a comment\nsh dash\n\n{MISSING_CMD}   {MISSING_PKG}\nip iproute2\n")
+    res = run_as_nobody(lst)
+    assert res.returncode == 1, res.stderr
+    assert res.stdout == ""
+    assert res.stderr.splitlines() == [
+        f"error: missing Debian packages for demo-packages: {MISSING_PKG}",
+        f"run as root:  apt-get update && apt-get install -y --no-install-recommends {MISSING_PKG}",
+    ]
+    # It stopped before apt-get: nothing was "installed", and the message is all there is.
+    assert "installing" not in res.stderr
+
+
+def test_a_package_named_by_two_missing_commands_is_listed_once(listdir: Path) -> None:
+    lst = listdir / "two.txt"
+    lst.write_text(
+        f"{MISSING_CMD}-a {MISSING_PKG}\n{MISSING_CMD}-b {MISSING_PKG}\n{MISSING_CMD}-c other-pkg\n"
+    )
+    res = run_as_nobody(lst)
+    assert res.returncode == 1
+    assert res.stderr.splitlines()[-1] == (
+        f"run as root:  apt-get update && apt-get install -y --no-install-recommends {MISSING_PKG} other-pkg"
+    )
+
+
+def test_sbin_commands_count_as_present_for_a_user_without_sbin_on_path(listdir: Path) -> None:
+    lst = listdir / "sbin.txt"
+    lst.write_text("ip iproute2\niptables iptables\nsh dash\n")
+    if not all(shutil.which(c, path="/usr/sbin:/sbin:/usr/bin:/bin") for c in ("ip", "iptables")):
+        pytest.skip("ip or iptables not installed")
+    res = run_as_nobody(lst)
+    assert (res.returncode, res.stdout, res.stderr) == (0, "", "")
+
+
+def test_the_suite_list_is_satisfied_silently_here(listdir: Path) -> None:
+    """On this machine `make test` already installed everything: the real list passes, silently."""
+    lst = listdir / "test-packages.txt"
+    lst.write_text((Path(REPO) / "scripts" / "test-packages.txt").read_text())
+    res = run_as_nobody(lst)
+    assert (res.returncode, res.stdout, res.stderr) == (0, "", "")
