@@ -20,10 +20,12 @@ import dns.rdatatype
 import dns.rrset
 import pytest
 
+from nodelocaldns.core.request import Reply, Request
+from nodelocaldns.core.zones import in_zones
 from nodelocaldns.dns import wire
 from nodelocaldns.plugins.cache.classify import DENIAL, SUCCESS, RType, classify
 from nodelocaldns.plugins.cache.entry import Entry
-from nodelocaldns.plugins.cache.handler import CacheHandler, cache_key, in_zones
+from nodelocaldns.plugins.cache.handler import CacheHandler, cache_key
 from nodelocaldns.plugins.cache.metrics import (
     HIT_DENIAL,
     HIT_SUCCESS,
@@ -34,7 +36,6 @@ from nodelocaldns.plugins.cache.metrics import (
 )
 from nodelocaldns.plugins.cache.setup import CacheConfig, effective_capacity
 from nodelocaldns.plugins.cache.store import Store
-from nodelocaldns.server.request import Reply, Request
 
 SOA = "ns.example. hostmaster.example. 1 3600 600 86400 {minimum}"
 SERVER = "dns://127.0.0.1:53"

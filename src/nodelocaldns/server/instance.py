@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
+from nodelocaldns.core.plugin import Handler
 from nodelocaldns.corefile.model import ServerBlock
 from nodelocaldns.corefile.parser import parse_corefile
 from nodelocaldns.errors import ConfigError, NodeLocalDNSError
@@ -26,7 +27,7 @@ from nodelocaldns.plugins.forward.handler import ForwardHandler
 from nodelocaldns.plugins.log.plugin import LogHandler
 from nodelocaldns.plugins.loop.plugin import LoopHandler
 from nodelocaldns.plugins.reload.plugin import ReloadConfig, corefile_hash
-from nodelocaldns.server.chain import Handler, build_chain, sort_handlers
+from nodelocaldns.server.chain import build_chain, sort_handlers
 from nodelocaldns.server.config import BlockPlan, Plan, plan
 from nodelocaldns.server.httpd import HTTPServers
 from nodelocaldns.server.listener import Block, Listener, Router, TCPConnection, UDPWorker

@@ -22,12 +22,12 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
+from nodelocaldns.core.plugin import Next
+from nodelocaldns.core.ratelimit import RateLimiter
+from nodelocaldns.core.request import Reply, Request
 from nodelocaldns.dns import wire
 from nodelocaldns.errors import ShortHeader, WireError
 from nodelocaldns.plugins.cache.handler import CacheHandler
-from nodelocaldns.plugins.errors.plugin import RateLimiter
-from nodelocaldns.server.chain import Next
-from nodelocaldns.server.request import Reply, Request
 from nodelocaldns.server.stats import ServerStats, ZoneAcc, duration_bucket
 
 log = logging.getLogger("nodelocaldns")

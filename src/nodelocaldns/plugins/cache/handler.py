@@ -13,14 +13,15 @@ import math
 import struct
 from collections.abc import Callable
 
+from nodelocaldns.core.plugin import Next
+from nodelocaldns.core.request import Reply, Request
+from nodelocaldns.core.zones import in_zones
 from nodelocaldns.dns import wire
 from nodelocaldns.errors import WireError
 from nodelocaldns.plugins.cache.classify import DENIAL, SUCCESS, classify
 from nodelocaldns.plugins.cache.entry import Entry
 from nodelocaldns.plugins.cache.metrics import CacheCounters
 from nodelocaldns.plugins.cache.setup import CacheConfig, effective_capacity
-from nodelocaldns.server.chain import Next
-from nodelocaldns.server.request import Reply, Request
 
 log = logging.getLogger("nodelocaldns.cache")
 
@@ -36,17 +37,6 @@ def cache_key(q: wire.Query) -> bytes:
     if q.do or q.cd:
         k += bytes(((1 if q.do else 0) | (2 if q.cd else 0),))
     return k
-
-
-def in_zones(qname: bytes, zones: tuple[bytes, ...]) -> bool:
-    return any(z == b"\x00" or qname.endswith(z) and _boundary(qname, len(qname) - len(z)) for z in zones)
-
-
-def _boundary(name: bytes, at: int) -> bool:
-    off = 0
-    while off < at:
-        off += name[off] + 1
-    return off == at
 
 
 class CacheHandler:

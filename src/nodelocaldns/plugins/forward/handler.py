@@ -6,15 +6,15 @@ import asyncio
 import random
 import time
 
+from nodelocaldns.core.plugin import Next
+from nodelocaldns.core.request import Reply, Request
+from nodelocaldns.core.zones import in_zones
 from nodelocaldns.dns import wire
 from nodelocaldns.errors import NoHealthyUpstream, UpstreamError
-from nodelocaldns.plugins.cache.handler import in_zones
 from nodelocaldns.plugins.forward.metrics import COUNTERS, ForwardCounters
 from nodelocaldns.plugins.forward.policy import Policy
 from nodelocaldns.plugins.forward.proxy import Proxy
 from nodelocaldns.plugins.forward.setup import ForwardConfig
-from nodelocaldns.server.chain import Next
-from nodelocaldns.server.request import Reply, Request
 
 
 def health_probe(domain: str, no_rec: bool) -> bytes:
