@@ -8,7 +8,7 @@ read-only view for metrics), so plugins never import ``server/``.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -41,17 +41,27 @@ class Route:
 class ListenerView(Protocol):
     """What a metrics collector may read of one ``dns://`` listener."""
 
-    server: str  # the ``server`` label
-    family: int
-    stats: Any  # metrics.dnsstats.ServerStats
-    panics: int
+    @property
+    def server(self) -> str: ...  # the ``server`` label
 
-    def blocks(self) -> dict[str, BlockView]: ...
+    @property
+    def family(self) -> int: ...
+
+    @property
+    def stats(self) -> Any: ...  # metrics.dnsstats.ServerStats
+
+    @property
+    def panics(self) -> int: ...
+
+    def blocks(self) -> Mapping[str, BlockView]: ...  # zone -> block (one block may serve several)
 
 
 class BlockView(Protocol):
-    zones: tuple[str, ...]
-    runtimes: Sequence[Runtime]
+    @property
+    def zones(self) -> tuple[str, ...]: ...
+
+    @property
+    def runtimes(self) -> Sequence[Runtime]: ...
 
 
 class Host(Protocol):
@@ -72,7 +82,7 @@ class Host(Protocol):
     @property
     def stopping(self) -> bool: ...
 
-    def listeners(self) -> Sequence[ListenerView]: ...
+    def dns_listeners(self) -> Sequence[ListenerView]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,16 +97,19 @@ class BlockInfo:
 class Runtime:
     """A plugin's running part in one server block (one per block, built from all its directives).
 
-    Override what applies: ``handler`` joins the query chain at the plugin's position, ``routes``
+    Override what applies: ``handlers`` join the query chain at the plugin's position (several for
+    a repeatable directive such as ``forward``, in Corefile order), ``routes``
     are served over HTTP, ``lameduck`` delays shutdown, ``start`` runs once the block's listeners
     are bound, ``close`` when the block is replaced (reload) or the server stops.
     """
 
     name: str = ""
-    handler: Handler | None = None
+    handlers: Sequence[Handler] = ()
     routes: tuple[Route, ...] = ()
     lameduck: float = 0.0
     fast_path_safe: bool = True  # may a cached answer be sent without running this plugin?
+    fast_path: Any = None  # what a listener's fast path answers from (the cache's FastCache)
+    counts_requests: bool = False  # the listener counts this block's requests (coredns_dns_*)
 
     def start(self, host: Host) -> None:
         return None
@@ -155,3 +168,10 @@ def lookup(name: str) -> Plugin | None:
 def registered() -> list[Plugin]:
     """Every registered plugin, in chain (plugin.cfg) order."""
     return sorted(_REGISTRY.values(), key=lambda p: p.position)
+
+
+class Handlers(Runtime):
+    """The runtime of a plugin that only sits in the query path."""
+
+    def __init__(self, *handlers: Handler) -> None:
+        self.handlers = handlers

@@ -11,6 +11,7 @@ import asyncio
 import logging
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from nodelocaldns.core.duration import format_duration, parse_duration
@@ -75,8 +76,9 @@ def parse(d: Directive) -> ErrorsConfig:
 class ErrorsHandler:
     name = "errors"
 
-    def __init__(self, cfg: ErrorsConfig) -> None:
+    def __init__(self, cfg: ErrorsConfig, clock: Callable[[], float] = time.monotonic) -> None:
         self.cfg = cfg
+        self.clock = clock
         self.limiter = RateLimiter()
         self._counts: dict[int, int] = {}
 
@@ -89,7 +91,7 @@ class ErrorsHandler:
     def report(self, req: Request, reply: Reply) -> None:
         err = str(reply.error)
         msg = f"{reply.rcode} {req.qname} {qtype_text(req.q.qtype)}: {err}"
-        now = time.monotonic()
+        now = self.clock()
         for i, c in enumerate(self.cfg.consolidate):
             # As CoreDNS: the REGEXP is matched against the error text; the first match in a
             # period starts a timer, and the summary is printed when the period ends.
