@@ -20,21 +20,15 @@ import dns.rdatatype
 import dns.rrset
 import pytest
 
+from nodelocaldns.core.request import Reply, Request
+from nodelocaldns.core.zones import in_zones
 from nodelocaldns.dns import wire
 from nodelocaldns.plugins.cache.classify import DENIAL, SUCCESS, RType, classify
 from nodelocaldns.plugins.cache.entry import Entry
-from nodelocaldns.plugins.cache.handler import CacheHandler, cache_key, in_zones
-from nodelocaldns.plugins.cache.metrics import (
-    HIT_DENIAL,
-    HIT_SUCCESS,
-    MISSES,
-    PREFETCH,
-    REQUESTS,
-    SERVED_STALE,
-)
+from nodelocaldns.plugins.cache.fastpath import key_of as cache_key
+from nodelocaldns.plugins.cache.handler import CacheHandler
 from nodelocaldns.plugins.cache.setup import CacheConfig, effective_capacity
 from nodelocaldns.plugins.cache.store import Store
-from nodelocaldns.server.request import Reply, Request
 
 SOA = "ns.example. hostmaster.example. 1 3600 600 86400 {minimum}"
 SERVER = "dns://127.0.0.1:53"
@@ -444,7 +438,7 @@ def test_identical_queries_go_upstream_once_and_count_hits() -> None:
             assert bool(m.flags & dns.flags.AA) is (i > 0)  # AA=1 on hits only
         assert len(up.calls) == 1
         c = h.counters.for_server(SERVER)
-        assert (c[REQUESTS], c[HIT_SUCCESS], c[MISSES]) == (5, 4, 1)
+        assert (c.requests, c.hits[SUCCESS], c.misses) == (5, 4, 1)
 
     run(main)
 
@@ -500,7 +494,7 @@ def test_denial_and_servfail_hits_count_as_denial() -> None:
             for _ in range(3):
                 await h.serve(request(name), up)
         assert len(up.calls) == 2
-        assert h.counters.for_server(SERVER)[HIT_DENIAL] == 4
+        assert h.counters.for_server(SERVER).hits[DENIAL] == 4
         assert h.entries() == (0, 2)
         clock.t += 5  # SERVFAIL lives 5 s, the NXDOMAIN 30 s
         await h.serve(request("sf.example.org."), up)
@@ -559,7 +553,7 @@ def test_mismatched_upstream_reply_is_dropped_not_cached() -> None:
         for _ in range(2):
             await h.serve(request(), up)
         assert len(up.calls) == 2
-        assert h.counters.for_server(SERVER)[5] == 2  # drops
+        assert h.counters.for_server(SERVER).drops == 2
 
     run(main)
 
@@ -570,7 +564,7 @@ def test_zone_transfers_bypass_the_cache() -> None:
         up = Upstream({("example.org.", 252): reply(qtype="AXFR", answer=(A30,))})
         for _ in range(2):
             await h.serve(request(rdtype="AXFR", proto="tcp"), up)
-        assert len(up.calls) == 2 and h.counters.for_server(SERVER)[REQUESTS] == 0
+        assert len(up.calls) == 2 and h.counters.for_server(SERVER).requests == 0
 
     run(main)
 
@@ -610,7 +604,7 @@ def test_prefetch_fires_when_hits_reach_amount_and_ttl_is_within_percentage() ->
         assert dns.message.from_wire(r.wire or b"").answer[0].ttl == 5
         await settle(h)
         assert len(up.calls) == 2 and up.calls[1].internal and up.calls[1].proto == "tcp"
-        assert h.counters.for_server(SERVER)[PREFETCH] == 1
+        assert h.counters.for_server(SERVER).prefetch == 1
         fresh = h.store.get(cache_key(request().q))
         assert fresh is not None and fresh.hits == 3 and fresh.ttl(clock.t) == 10
         r = await h.serve(request(), up)
@@ -689,7 +683,7 @@ def test_serve_stale_immediate_answers_from_cache_and_refreshes_in_background() 
         assert m.rcode() == dns.rcode.NOERROR and m.answer[0].ttl == 0
         await settle(h)
         assert len(up.calls) == 2 and up.calls[1].internal
-        assert h.counters.for_server(SERVER)[SERVED_STALE] == 1
+        assert h.counters.for_server(SERVER).served_stale == 1
         clock.t += 41  # 71 s past expiry: outside the window, a plain miss
         r = await h.serve(request(), up)
         assert r.wire is None and r.rcode == wire.SERVFAIL
@@ -722,13 +716,13 @@ def test_serve_stale_verify_asks_upstream_first() -> None:
         r = await h.serve(request(), up)  # upstream fine: fresh answer, no stale served
         m = dns.message.from_wire(r.wire or b"")
         assert m.answer[0].ttl == 10 and len(up.calls) == 2
-        assert h.counters.for_server(SERVER)[SERVED_STALE] == 0
+        assert h.counters.for_server(SERVER).served_stale == 0
         clock.t += 15
         up.fail = True
         r = await h.serve(request(), up)  # upstream down: the stale answer
         m = dns.message.from_wire(r.wire or b"")
         assert m.rcode() == dns.rcode.NOERROR and m.answer[0].ttl == 0 and len(up.calls) == 3
-        assert h.counters.for_server(SERVER)[SERVED_STALE] == 1
+        assert h.counters.for_server(SERVER).served_stale == 1
 
     run(main)
 

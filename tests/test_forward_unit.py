@@ -15,6 +15,7 @@ import dns.message
 import dns.rcode
 import pytest
 
+from nodelocaldns.core.request import Reply, Request
 from nodelocaldns.dns import wire
 from nodelocaldns.errors import UpstreamError
 from nodelocaldns.plugins.forward.handler import ForwardHandler, health_probe
@@ -28,7 +29,6 @@ from nodelocaldns.plugins.forward.setup import (
     resolv_conf_nameservers,
 )
 from nodelocaldns.server.chain import NoNextPlugin
-from nodelocaldns.server.request import Reply, Request
 from support.upstreams import UpstreamServer, closed_port
 
 MakeUnbound = Callable[..., UpstreamServer]

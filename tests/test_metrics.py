@@ -16,6 +16,7 @@ import dns.rcode
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from nodelocaldns.core.qtypes import MONITORED, qtype_label, rcode_label
 from nodelocaldns.metrics.catalog import (
     FAMILIES,
     MONITORED_QTYPES,
@@ -23,7 +24,6 @@ from nodelocaldns.metrics.catalog import (
     TIME_BUCKETS,
     exported_names,
 )
-from nodelocaldns.metrics.exposition import qtype_label, rcode_label
 from support.ports import free_port
 from support.server import Served, serve
 from support.upstreams import UpstreamServer, closed_port
@@ -307,3 +307,5 @@ def test_label_helpers() -> None:
     assert qtype_label(1) == "A" and qtype_label(65) == "HTTPS" and qtype_label(35) == "other"
     assert rcode_label(3) == "NXDOMAIN" and rcode_label(16) == "BADVERS" and rcode_label(23) == "23"
     assert rcode_label(dns.rcode.REFUSED) == "REFUSED"
+    # The type label values are exactly the catalog's monitored set (CoreDNS vars/monitor.go).
+    assert set(MONITORED.values()) == set(MONITORED_QTYPES)

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from nodelocaldns.core.duration import parse_duration
 from nodelocaldns.corefile.model import Directive
 from nodelocaldns.corefile.parser import parse_corefile
 from nodelocaldns.errors import CorefileError
@@ -132,13 +133,13 @@ def test_cache_errors(text: str, match: str) -> None:
 @pytest.mark.parametrize(("text", "seconds"), [("0", 0.0), ("5s", 5.0), ("500ms", 0.5), ("1m30s", 90.0), ("2h", 7200.0),
                                                ("1.5s", 1.5), ("100us", 1e-4)])  # fmt: skip
 def test_go_durations(text: str, seconds: float) -> None:
-    assert cache.parse_duration(text) == pytest.approx(seconds)
+    assert parse_duration(text) == pytest.approx(seconds)
 
 
 @pytest.mark.parametrize("text", ["", "5", "s", "5 s", "1m-5s", "five"])
 def test_bad_go_durations(text: str) -> None:
     with pytest.raises(ValueError):
-        cache.parse_duration(text)
+        parse_duration(text)
 
 
 # -- forward --------------------------------------------------------------------------------------

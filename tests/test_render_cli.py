@@ -114,13 +114,13 @@ def test_upstream_knobs_change_only_the_dot_block() -> None:
     )
     p = agent_plan(objs)
     *cluster, dot = p.blocks
-    (fwd,) = dot.forwards
+    (fwd,) = dot.configs["forward"]
     assert [u.label for u in fwd.upstreams] == ["1.1.1.1:53", "9.9.9.9:5353", "[fd00::1]:53"]
     assert fwd.force_tcp and not fwd.prefer_udp
     for block in cluster:
-        assert [u.label for u in block.forwards[0].upstreams] == ["10.96.0.11:53"]
-        assert block.forwards[0].force_tcp
-    (fwd,) = agent_plan(objects("--mode", "ipvs", "--prefer-udp")).blocks[-1].forwards
+        assert [u.label for u in block.configs["forward"][0].upstreams] == ["10.96.0.11:53"]
+        assert block.configs["forward"][0].force_tcp
+    (fwd,) = agent_plan(objects("--mode", "ipvs", "--prefer-udp")).blocks[-1].configs["forward"]
     assert fwd.prefer_udp and not fwd.force_tcp
 
 
@@ -129,7 +129,7 @@ def test_force_tcp_upstream_text_is_what_the_agent_swaps_for_kube_dns_upstreams(
     when the kube-dns ConfigMap names upstreamNameservers; ours must be that text."""
     objs = objects("--mode", "ipvs", "--force-tcp")
     assert node_render.UPSTREAM_TCP_BLOCK in corefile_of(objs)
-    (fwd,) = agent_plan(objs, KubeDNSConfig(upstream_nameservers=("10.1.1.1",))).blocks[-1].forwards
+    (fwd,) = agent_plan(objs, KubeDNSConfig(upstream_nameservers=("10.1.1.1",))).blocks[-1].configs["forward"]
     assert [u.label for u in fwd.upstreams] == ["10.1.1.1:53"] and not fwd.force_tcp
 
 
@@ -217,9 +217,11 @@ def test_standalone_objects() -> None:
     assert set(p.listeners) == {("", 5353)}
     assert {p["containerPort"] for p in container["ports"] if p["name"].startswith("dns")} == {5353}
     assert [b.zones for b in p.blocks] == [("cluster.local.",), ("in-addr.arpa.",), ("ip6.arpa.",), (".",)]
-    assert [[u.label for u in b.forwards[0].upstreams] for b in p.blocks[:3]] == [["10.96.0.10:53"]] * 3
-    assert all(b.forwards[0].force_tcp for b in p.blocks[:3])
-    assert p.blocks[3].forwards[0].from_zone == "."
+    assert [[u.label for u in b.configs["forward"][0].upstreams] for b in p.blocks[:3]] == [
+        ["10.96.0.10:53"]
+    ] * 3
+    assert all(b.configs["forward"][0].force_tcp for b in p.blocks[:3])
+    assert p.blocks[3].configs["forward"][0].from_zone == "."
     assert all(b.single["cache"].success_cap == 5000 for b in p.blocks)
     health = p.blocks[0].block.directives_named("health")[0].args[0]
     assert health == f":{container['livenessProbe']['httpGet']['port']}"

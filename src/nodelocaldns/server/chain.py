@@ -1,24 +1,13 @@
-"""The per-block handler chain, in CoreDNS plugin.cfg order rather than Corefile order."""
+"""Compose a server block's handlers into one callable, in CoreDNS plugin.cfg order."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
-from typing import Protocol
+from collections.abc import Sequence
 
+from nodelocaldns.core.order import POSITION
+from nodelocaldns.core.plugin import Handler, Next
+from nodelocaldns.core.request import Reply, Request
 from nodelocaldns.dns.wire import REFUSED, SERVFAIL
-from nodelocaldns.server.request import Reply, Request
-
-# CoreDNS executes plugins in plugin.cfg order whatever the Corefile says. Only the ones that sit
-# in the query path matter here; setup-only directives (reload, bind, health, ready) are absent.
-ORDER: tuple[str, ...] = ("prometheus", "errors", "log", "cache", "loop", "forward")
-
-Next = Callable[[Request], Awaitable[Reply]]
-
-
-class Handler(Protocol):
-    name: str
-
-    async def serve(self, req: Request, next_: Next) -> Reply: ...
 
 
 class NoNextPlugin(Exception):
@@ -35,7 +24,7 @@ async def _no_plugins(req: Request) -> Reply:
 
 
 def build_chain(handlers: Sequence[Handler]) -> Next:
-    """Compose handlers (already sorted by ORDER) into one callable.
+    """Compose handlers (already sorted by position) into one callable.
 
     A zone with no query-path plugin at all (only bind, health, reload...) is REFUSED, as CoreDNS
     does for a nil plugin chain; a chain that runs off its end is SERVFAIL "no next plugin found".
@@ -56,4 +45,5 @@ def _bind(h: Handler, nxt: Next) -> Next:
 
 
 def sort_handlers(handlers: Sequence[Handler]) -> list[Handler]:
-    return sorted(handlers, key=lambda h: ORDER.index(h.name))
+    """Stable: several handlers of one plugin (forward lines) keep their Corefile order."""
+    return sorted(handlers, key=lambda h: POSITION[h.name])

@@ -11,34 +11,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from nodelocaldns import plugins
+from nodelocaldns.core.plugin import Plugin, registered
 from nodelocaldns.corefile.coredns_plugins import COREDNS_PLUGINS
 from nodelocaldns.corefile.model import Directive, ServerBlock
 from nodelocaldns.errors import CorefileError
-from nodelocaldns.plugins.bind import plugin as bind
-from nodelocaldns.plugins.cache import setup as cache
-from nodelocaldns.plugins.errors import plugin as errors
-from nodelocaldns.plugins.forward import setup as forward
-from nodelocaldns.plugins.health import plugin as health
-from nodelocaldns.plugins.log import plugin as log
-from nodelocaldns.plugins.loop import plugin as loop
-from nodelocaldns.plugins.prometheus import plugin as prometheus
-from nodelocaldns.plugins.ready import plugin as ready
-from nodelocaldns.plugins.reload import plugin as reload
 
-PARSERS: dict[str, Callable[[Directive], Any]] = {
-    "bind": bind.parse,
-    "cache": cache.parse,
-    "errors": errors.parse,
-    "forward": forward.parse,
-    "health": health.parse,
-    "log": log.parse,
-    "loop": loop.parse,
-    "prometheus": prometheus.parse,
-    "ready": ready.parse,
-    "reload": reload.parse,
-}
-# Directives CoreDNS allows once per server block; bind, log and forward lines accumulate.
-ONCE = frozenset({"cache", "errors", "health", "loop", "prometheus", "ready", "reload"})
+plugins.load()
+DIRECTIVES: dict[str, Plugin] = {p.name: p for p in registered()}
+PARSERS: dict[str, Callable[[Directive], Any]] = {name: p.parse for name, p in DIRECTIVES.items()}
 
 
 @dataclass
@@ -49,9 +30,12 @@ class BlockPlan:
     zones: tuple[str, ...]
     ports: tuple[int, ...]
     hosts: tuple[str, ...]  # "" = every address
-    single: dict[str, Any] = field(default_factory=dict)
-    forwards: list[forward.ForwardConfig] = field(default_factory=list)
-    logs: list[log.LogRule] = field(default_factory=list)
+    configs: dict[str, list[Any]] = field(default_factory=dict)  # directive -> configs, Corefile order
+
+    @property
+    def single(self) -> dict[str, Any]:
+        """The config of each once-per-block directive."""
+        return {n: c[0] for n, c in self.configs.items() if not DIRECTIVES[n].repeatable}
 
 
 @dataclass
@@ -85,34 +69,27 @@ def plan(blocks: tuple[ServerBlock, ...], collect: list[CorefileError] | None = 
         raise CorefileError("no server blocks", "", 0)
     plans: list[BlockPlan] = []
     for sb in blocks:
-        single: dict[str, Any] = {}
-        fwd: list[forward.ForwardConfig] = []
-        logs: list[log.LogRule] = []
+        configs: dict[str, list[Any]] = {}
         hosts: list[str] = []
         for d in sb.directives:
-            parser = PARSERS.get(d.name)
-            if parser is None:
+            p = DIRECTIVES.get(d.name)
+            if p is None:
                 errs.append(unknown_directive(d))
                 continue
-            if d.name in ONCE and d.name in single:
+            if not p.repeatable and d.name in configs:
                 errs.append(d.error(f"plugin '{d.name}' can only be used once per Server Block"))
                 continue
             try:
-                cfg = parser(d)
+                cfg = p.parse(d)
             except CorefileError as e:
                 errs.append(e)
                 continue
-            if d.name == "forward":
-                fwd.append(cfg)
-            elif d.name == "log":
-                logs.append(cfg)
-            elif d.name == "bind":
-                hosts.extend(h for h in cfg.hosts if h not in hosts)
-            else:
-                single[d.name] = cfg
+            configs.setdefault(d.name, []).append(cfg)
+            if p.listen is not None:
+                hosts.extend(h for h in p.listen(cfg) if h not in hosts)
         zones = tuple(dict.fromkeys(k.zone for k in sb.keys))
         ports = tuple(dict.fromkeys(k.port for k in sb.keys))
-        plans.append(BlockPlan(sb, zones, ports, tuple(hosts) or ("",), single, fwd, logs))
+        plans.append(BlockPlan(sb, zones, ports, tuple(hosts) or ("",), configs))
 
     listeners: dict[tuple[str, int], list[tuple[str, int]]] = {}
     owner: dict[tuple[str, int, str], ServerBlock] = {}

@@ -11,6 +11,8 @@ import logging
 import socket
 from collections.abc import Awaitable, Callable
 
+from nodelocaldns.core.hostport import split_hostport
+
 log = logging.getLogger("nodelocaldns")
 
 Route = Callable[[], Awaitable[tuple[int, str, bytes]]]  # -> (status, content type, body)
@@ -21,20 +23,6 @@ _REASONS = {
     503: "Service Unavailable",
     400: "Bad Request",
 }
-
-
-def split_hostport(addr: str, default_port: int) -> tuple[str, int]:
-    """``:8080``, ``127.0.0.1:9253``, ``[::1]:8080``, ``localhost:9153``; empty host = all addresses."""
-    if addr.startswith("["):
-        host, _, rest = addr[1:].partition("]")
-        port = int(rest[1:]) if rest.startswith(":") else default_port
-        return host, port
-    if addr.count(":") > 1:
-        return addr, default_port
-    host, sep, p = addr.rpartition(":")
-    if not sep:
-        return addr, default_port
-    return host, int(p)
 
 
 class HTTPServer:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import socket
 import time
 from collections.abc import Callable
@@ -17,17 +16,14 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
+from nodelocaldns.core.plugin import BlockInfo, Route, Runtime
 from nodelocaldns.corefile.model import ServerBlock
 from nodelocaldns.corefile.parser import parse_corefile
 from nodelocaldns.errors import ConfigError, NodeLocalDNSError
-from nodelocaldns.plugins.cache.handler import CacheHandler
-from nodelocaldns.plugins.errors.plugin import ErrorsHandler
-from nodelocaldns.plugins.forward.handler import ForwardHandler
-from nodelocaldns.plugins.log.plugin import LogHandler
-from nodelocaldns.plugins.loop.plugin import LoopHandler
-from nodelocaldns.plugins.reload.plugin import ReloadConfig, corefile_hash
-from nodelocaldns.server.chain import Handler, build_chain, sort_handlers
-from nodelocaldns.server.config import BlockPlan, Plan, plan
+from nodelocaldns.plugins.reload.plugin import corefile_hash
+from nodelocaldns.server.chain import build_chain
+from nodelocaldns.server.config import DIRECTIVES, BlockPlan, Plan, plan
+from nodelocaldns.server.host import ServerHost
 from nodelocaldns.server.httpd import HTTPServers
 from nodelocaldns.server.listener import Block, Listener, Router, TCPConnection, UDPWorker
 
@@ -47,12 +43,9 @@ class Generation:
 
     plan: Plan
     blocks: list[Block]
-    loops: list[tuple[LoopHandler, str, int]] = field(default_factory=list)
-    http: dict[str, list[tuple[str, int, str]]] = field(
-        default_factory=dict
-    )  # plugin -> [(addr, port, path)]
+    runtimes: list[Runtime] = field(default_factory=list)  # every block's, started after binding
+    routes: list[Route] = field(default_factory=list)
     lameduck: float = 0.0
-    reload: ReloadConfig | None = None
 
 
 def _socket(host: str, port: int, kind: int) -> socket.socket:
@@ -111,6 +104,7 @@ class Instance:
         self._fatal: str | None = None
         self.fatal_event = asyncio.Event()
         self.extra_ready_checks: list[Callable[[], str | None]] = []
+        self.host = ServerHost(self)
 
     # -- build -----------------------------------------------------------------------------------
 
@@ -123,36 +117,28 @@ class Instance:
         return gen
 
     def _build_block(self, bp: BlockPlan, gen: Generation) -> Block:
-        handlers: list[Handler] = []
-        s = bp.single
+        """One block from the registry: each directive's factory, handlers in plugin.cfg order."""
+        info = BlockInfo(bp.zones, bp.hosts, bp.ports)
         block = Block(bp.zones, build_chain([]))
-        if "prometheus" in s:
-            block.metrics = True
-            gen.http.setdefault("prometheus", []).append((s["prometheus"].addr, 9153, "/metrics"))
-        if "errors" in s:
-            handlers.append(ErrorsHandler(s["errors"]))
-        if bp.logs:
-            handlers.append(LogHandler(bp.logs))
-            block.logs = True
-        if "cache" in s:
-            block.cache = CacheHandler(s["cache"], bp.zones, self.clock)
-            handlers.append(block.cache)
-        if "loop" in s:
-            lh = LoopHandler(bp.zones[0], self._fatal_loop)
-            handlers.append(lh)
-            host = bp.hosts[0] or "127.0.0.1"
-            gen.loops.append((lh, host, bp.ports[0]))
-        fwd_handlers = [ForwardHandler(f) for f in bp.forwards]
-        ordered = sort_handlers(handlers)
-        block.handlers = [*ordered, *fwd_handlers]
-        block.chain = build_chain(block.handlers)  # type: ignore[arg-type]
-        if "health" in s:
-            gen.http.setdefault("health", []).append((s["health"].addr, 8080, "/health"))
-            gen.lameduck = max(gen.lameduck, s["health"].lameduck)
-        if "ready" in s:
-            gen.http.setdefault("ready", []).append((s["ready"].addr, 8181, "/ready"))
-        if "reload" in s:
-            gen.reload = s["reload"]
+        safe = True  # may every plugin before the fast path's owner be skipped on a hit?
+        for name in sorted(bp.configs, key=lambda n: DIRECTIVES[n].position):
+            p = DIRECTIVES[name]
+            if p.factory is None:
+                continue
+            rt = p.factory(self.host, info, bp.configs[name])
+            rt.name = name
+            block.runtimes.append(rt)
+            ok = p.fast_path_safe and rt.fast_path_safe
+            if rt.fast_path is not None and block.cache is None:
+                block.cache = rt.fast_path
+                block.fast = safe and ok
+            elif block.cache is None:
+                safe = safe and ok
+            block.metrics = block.metrics or rt.counts_requests
+            gen.routes.extend(rt.routes)
+            gen.lameduck = max(gen.lameduck, rt.lameduck)
+        gen.runtimes.extend(block.runtimes)
+        block.chain = build_chain([h for rt in block.runtimes for h in rt.handlers])
         return block
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -164,8 +150,6 @@ class Instance:
         await self._apply(gen)
         self.reload_state.hash = corefile_hash(blocks)
         self.ready = True
-        if gen.reload is not None:
-            self._spawn(self._reload_loop())
 
     async def _apply(self, gen: Generation) -> None:
         loop = asyncio.get_running_loop()
@@ -173,7 +157,7 @@ class Instance:
         opened: list[Listener] = []
         try:
             for key in wanted - set(self.listeners):
-                lst = Listener(key[0], key[1], Router({}))
+                lst = Listener(key[0], key[1], Router({}), self.clock)
                 usock = _socket(key[0], key[1], socket.SOCK_DGRAM)
                 tsock = _socket(key[0], key[1], socket.SOCK_STREAM)
                 usock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
@@ -200,23 +184,17 @@ class Instance:
         self.gen = gen
         await self._apply_http(gen)
         if old is not None:
-            for b in old.blocks:
-                for h in b.handlers:
-                    if isinstance(h, ForwardHandler):
-                        h.close()
-        for lh, host, port in gen.loops:
-            self._spawn(lh.run_probe(host, port))
+            for rt in old.runtimes:
+                rt.close()
+        for rt in gen.runtimes:
+            rt.start(self.host)
 
     async def _apply_http(self, gen: Generation) -> None:
-        from nodelocaldns.metrics.exposition import render_metrics
-
         wanted: dict[tuple[str, int], dict[str, Any]] = {}
         fresh = HTTPServers()
-        routes = {"/health": self._health, "/ready": self._ready, "/metrics": lambda: render_metrics(self)}
-        for _plugin, entries in gen.http.items():
-            for addr, default_port, path in entries:
-                srv = fresh.route(addr, default_port, path, routes[path])
-                wanted[(srv.host, srv.port)] = srv.routes
+        for r in gen.routes:
+            srv = fresh.route(r.addr, r.default_port, r.path, r.handler)
+            wanted[(srv.host, srv.port)] = srv.routes
         for key, srv in list(self.http.servers.items()):
             if key not in wanted:
                 await srv.stop()
@@ -228,20 +206,6 @@ class Instance:
                 self.http.servers[key] = new
             else:
                 cur.routes = new.routes
-
-    async def _health(self) -> tuple[int, str, bytes]:
-        return 200, "text/plain; charset=utf-8", b"OK"
-
-    async def _ready(self) -> tuple[int, str, bytes]:
-        if self.shutting_down:
-            return 503, "text/plain; charset=utf-8", b"Shutting down"
-        if not self.ready:
-            return 503, "text/plain; charset=utf-8", b"starting"
-        for check in self.extra_ready_checks:
-            why = check()
-            if why:
-                return 503, "text/plain; charset=utf-8", why.encode()
-        return 200, "text/plain; charset=utf-8", b"OK"
 
     async def reload(self, text: str | None = None) -> bool:
         """Apply a new Corefile (or re-read the file). Returns False and keeps serving on error."""
@@ -276,18 +240,6 @@ class Instance:
         log.error("[ERROR] Corefile changed but reload failed: %s", e)
         return False
 
-    async def _reload_loop(self) -> None:
-        rng = random.Random()
-        while not self.shutting_down:
-            gen = self.gen
-            cfg = gen.reload if gen is not None else None
-            if cfg is None:
-                return
-            await asyncio.sleep(cfg.next_delay(rng))
-            if self.shutting_down:
-                return
-            await self.reload()
-
     async def stop(self, drain: float = 5.0) -> None:
         """Not-ready, lameduck (still serving), close sockets, drain in-flight queries (bounded)."""
         self.shutting_down = True
@@ -308,10 +260,8 @@ class Instance:
         for t in list(self._bg):
             t.cancel()
         if gen is not None:
-            for b in gen.blocks:
-                for h in b.handlers:
-                    if isinstance(h, ForwardHandler):
-                        h.close()
+            for rt in gen.runtimes:
+                rt.close()
         for srv in self.http.servers.values():
             await srv.stop()
 
@@ -334,12 +284,6 @@ class Instance:
     @property
     def fatal(self) -> str | None:
         return self._fatal
-
-    def caches(self) -> list[tuple[Block, CacheHandler]]:
-        gen = self.gen
-        if gen is None:
-            return []
-        return [(b, b.cache) for b in gen.blocks if b.cache is not None]
 
 
 def _close(lst: Listener) -> None:

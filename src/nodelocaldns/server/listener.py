@@ -1,11 +1,8 @@
-"""Listeners: one UDP and one TCP socket per ``dns://IP:port``, and the cache-hit fast path.
+"""Listeners: one UDP and one TCP socket per ``dns://IP:port``, and where the cache's fast path runs.
 
-The fast path answers a fresh cache hit straight from stored wire bytes without building any
-message object: it checks the header with two slices, finds the question end, looks the raw
-lowercased question up in a per-router memo (filled by the slow path once a name has been routed
-and parsed properly) and in the block's cache maps, and splices ID + header + the client's question
-+ TTL-patched records (+ OPT). Anything unusual goes to the slow path, which is the reference
-behaviour.
+The fast path itself (what a fresh hit is, the key codec, the splice) is the cache's:
+plugins/cache/fastpath.py. TCP calls its reference function; the UDP thread inlines it (see
+UDPWorker.run). Anything that is not a fresh hit goes to the slow path (``Listener.handle``).
 """
 
 from __future__ import annotations
@@ -22,26 +19,22 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
+from nodelocaldns.core.plugin import Next, Runtime
+from nodelocaldns.core.ratelimit import RateLimiter
+from nodelocaldns.core.request import Reply, Request
 from nodelocaldns.dns import wire
 from nodelocaldns.errors import ShortHeader, WireError
+from nodelocaldns.metrics.dnsstats import ServerStats, ZoneAcc, duration_bucket
+from nodelocaldns.plugins.cache import fastpath
+from nodelocaldns.plugins.cache.fastpath import DO_FLAGS, EDNS, NOEDNS, OPT_HEAD
 from nodelocaldns.plugins.cache.handler import CacheHandler
-from nodelocaldns.plugins.errors.plugin import RateLimiter
-from nodelocaldns.server.chain import Next
-from nodelocaldns.server.request import Reply, Request
-from nodelocaldns.server.stats import ServerStats, ZoneAcc, duration_bucket
 
 log = logging.getLogger("nodelocaldns")
 
-_NOEDNS = b"\x00\x01\x00\x00\x00\x00\x00\x00"
-_EDNS = b"\x00\x01\x00\x00\x00\x00\x00\x01"
-_OPT_HEAD = b"\x00\x00\x29"
-_DO_FLAGS = (b"\x00\x00\x00\x00\x00\x00", b"\x00\x00\x80\x00\x00\x00")
 _LEN = struct.Struct("!H")
 _MEMO_MAX = 200_000
-_FLAG_SUFFIX = (b"", b"\x01", b"\x02", b"\x03")
 _B0 = 0.00025
 _UDP_BUF = 4097
-_now = time.monotonic
 _perf = time.perf_counter
 
 
@@ -51,14 +44,10 @@ class Block:
 
     zones: tuple[str, ...]
     chain: Next
-    cache: CacheHandler | None = None
-    metrics: bool = False
-    logs: bool = False
-    handlers: list[object] = field(default_factory=list)
-
-    @property
-    def fast(self) -> bool:
-        return self.cache is not None and self.cache.fast_ok and not self.logs
+    runtimes: list[Runtime] = field(default_factory=list)
+    cache: CacheHandler | None = None  # the runtime that owns a fast path (see fast)
+    fast: bool = False  # may the fast path answer for this block? (registry's fast-path-safe flags)
+    metrics: bool = False  # count requests for coredns_dns_* (a block with prometheus)
 
 
 class Router:
@@ -90,8 +79,11 @@ class Router:
 class Listener:
     """One ``dns://host:port``: owns its sockets, its router and its stats."""
 
-    def __init__(self, host: str, port: int, router: Router) -> None:
+    def __init__(
+        self, host: str, port: int, router: Router, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.host = host
+        self.clock = clock  # the server's injected clock: every freshness and rate-limit decision
         self.port = port
         shown = f"[{host}]" if ":" in host else host
         self.server = f"dns://{shown}:{port}"
@@ -111,6 +103,10 @@ class Listener:
         self.malformed = 0
         self.panics = 0
 
+    def blocks(self) -> dict[str, Block]:
+        """zone -> block (the metrics view of a listener)."""
+        return self.router.zones
+
     def set_router(self, router: Router) -> None:
         """Swap the zone table (a reload); sockets stay open, the hit memo starts empty."""
         self.router = router
@@ -118,55 +114,20 @@ class Listener:
     # -- the fast path ---------------------------------------------------------------------------
 
     def fast(self, data: bytes, tcp: bool) -> bytes | None:
-        """A fresh cache hit as final reply bytes, or None: let the slow path decide.
-
-        UDPProtocol.datagram_received inlines the same steps; keep the two in step.
-        """
+        """A fresh cache hit as final reply bytes (counted), or None: let the slow path decide."""
         t0 = _perf()
-        counts = data[4:12]
-        if counts == _NOEDNS:
-            edns = 0
-        elif counts == _EDNS:
-            edns = 4
-        else:
+        hit = fastpath.answer(data, self.clock(), self.router.memo, tcp)
+        if hit is None:
             return None
-        if data[2] & 0xFE:
-            return None
-        qend = data.find(0, 12) + 5
-        if qend < 17:
-            return None
-        q = data[12 : qend - 4].lower() + data[qend - 4 : qend]
-        route = self.router.memo.get(q)
-        if route is None:
-            return None
-        if edns:
-            if data[qend : qend + 3] != _OPT_HEAD or len(data) < qend + 11 or data[qend + 6]:
-                return None
-            if len(data) != qend + 11 + ((data[qend + 9] << 8) | data[qend + 10]):
-                return None
-            do = data[qend + 7] & 0x80
-            opt = _OPT_HEAD + data[qend + 3 : qend + 5] + (_DO_FLAGS[1] if do else _DO_FLAGS[0])
-        else:
-            if len(data) != qend:
-                return None
-            do = 0
-            opt = b""
-        smap, dmap, zb, acc = route
-        key = q + _FLAG_SUFFIX[(1 if do else 0) | (2 if data[3] & 0x10 else 0)] if do or data[3] & 0x10 else q
-        e = smap.get(key) or dmap.get(key)
-        if e is None or (_now() >= e.memo_until and e.body(_now()) is None):
-            return None
-        reply = b"".join(
-            (data[:2], e.heads[(data[2] & 1) | ((data[3] & 0x20) >> 4) | edns], data[12:qend], e.memo, opt)
-        )
+        reply, e, (_smap, _dmap, zb, acc), bits = hit
         dt = _perf() - t0
         if dt <= _B0:
-            k = zb | e.sbase | (len(data) << 3) | 4 | (do >> 6) | (edns >> 2)
-            fc = self.stats.fast_tcp
+            k = zb | e.sbase | (len(data) << 3) | (4 if tcp else 0) | bits
+            fc = self.stats.fast_tcp if tcp else self.stats.fast
             fc[k] = fc.get(k, 0) + 1
         else:
-            self._record_slow_hit(acc, e, data, reply, bool(do), "tcp", dt)
-        acc[2] += dt
+            self._record_slow_hit(acc, e, data, reply, bool(bits & 2), "tcp" if tcp else "udp", dt)
+        acc[2 if tcp else 1] += dt
         return reply
 
     def _record_slow_hit(
@@ -222,17 +183,10 @@ class Listener:
         cache = block.cache
         qkey = b""
         if block.fast and cache is not None:
-            # The name is lowercased, never the type and class: HTTPS (0x0041) is not TYPE97 (0x0061).
-            end = q.question_end
-            qkey = data[12 : end - 4].lower() + data[end - 4 : end]
-            # Only names the fast path can find again: uncompressed, no zero byte inside a label.
-            if qkey.find(0) == len(q.qname) - 1 and qkey.startswith(q.qname):
+            qkey = fastpath.memo_key(data, q)
+            if qkey:
                 # The same bytes object keys the cache and the memo: ~80k names, one copy each.
-                req.key = (
-                    qkey + _FLAG_SUFFIX[(1 if q.do else 0) | (2 if q.cd else 0)] if q.do or q.cd else qkey
-                )
-            else:
-                qkey = b""
+                req.key = fastpath.flagged(qkey, q.do, q.cd)
         try:
             reply = await block.chain(req)
         except asyncio.CancelledError:
@@ -260,15 +214,8 @@ class Listener:
                 dt,
             )
         if qkey and cache is not None and cache.covers(q.qname):
-            memo = router.memo
-            if len(memo) >= _MEMO_MAX:
-                memo.clear()
-            route = router.routes.get(zone)
-            if route is None:
-                acc = self.stats.zone_acc(zone)
-                maps = cache.store.maps
-                route = router.routes[zone] = (maps[0], maps[1], acc.bits, acc)
-            memo[qkey] = route
+            fastpath.remember(router.memo, router.routes, qkey, zone, cache.store.maps, self.stats.zone_acc(zone),
+                              _MEMO_MAX)  # fmt: skip
 
     def finalize(self, reply: Reply, req: Request) -> bytes:
         if reply.wire is None:
@@ -299,13 +246,13 @@ class Listener:
     def fast_failed(self, exc: BaseException) -> None:
         """The fast path raised (a bug): the packet went to the slow path; say so, rate-limited."""
         self.fast_errors += 1
-        ok, suppressed = self.limiter.allow("fast path", time.monotonic())
+        ok, suppressed = self.limiter.allow("fast path", self.clock())
         if ok:
             log.error("[ERROR] fast path failed, packet served by the slow path: %r", exc, exc_info=exc)
 
     def _bad(self, remote: tuple[str, int], why: str) -> None:
         self.malformed += 1
-        ok, suppressed = self.limiter.allow("malformed", time.monotonic())
+        ok, suppressed = self.limiter.allow("malformed", self.clock())
         if suppressed:
             log.warning("[WARNING] %d more malformed packets suppressed", suppressed)
         if ok:
@@ -326,9 +273,12 @@ class UDPWorker:
     The thread holds the GIL only while it processes a packet; dict reads are atomic under the GIL,
     and the counters it writes (``stats.fast``) are written by nobody else.
 
-    The steps are Listener.fast, inlined (call overhead matters at ~100k qps); keep them in step.
-    A client that writes its question in lowercase and sets only RD (what stub resolvers send) gets
-    a reply tail joined once per entry and TTL second.
+    The steps are plugins/cache/fastpath.answer, inlined: one more Python call per packet costs
+    ~0.3 us, several percent of a hit at ~100k qps on one core, so this loop is the one place the
+    reference is copied (and the reason this file is over the size budget).
+    tests/test_fastpath_differential.py feeds the same packets here, to the reference and to the
+    slow path, and requires the same bytes. A client that writes its question in lowercase and sets
+    only RD (what stub resolvers send) gets a reply tail joined once per entry and TTL second.
     """
 
     def __init__(self, listener: Listener, sock: socket.socket, loop: asyncio.AbstractEventLoop) -> None:
@@ -379,6 +329,8 @@ class UDPWorker:
         sendto = self.sock.sendto
         call = self.loop.call_soon_threadsafe
         slow = self.slow
+        clock = lst.clock
+        flagged = fastpath.flagged
         while not self.stopping:
             try:
                 # A 64 KiB buffer costs ~1 us per packet in allocation; no sane query is near 4 KiB.
@@ -393,9 +345,9 @@ class UDPWorker:
             try:
                 t0 = _perf()
                 counts = data[4:12]
-                if counts == _NOEDNS:
+                if counts == NOEDNS:
                     edns = 0
-                elif counts == _EDNS:
+                elif counts == EDNS:
                     edns = 4
                 else:
                     call(slow, data, addr)
@@ -420,7 +372,7 @@ class UDPWorker:
                     raw = False
                 if edns:
                     if (
-                        data[qend : qend + 3] != _OPT_HEAD
+                        data[qend : qend + 3] != OPT_HEAD
                         or len(data) < qend + 11  # a cut-off OPT would raise IndexError and end this thread
                         or data[qend + 6]
                         or len(data) != qend + 11 + ((data[qend + 9] << 8) | data[qend + 10])
@@ -429,7 +381,10 @@ class UDPWorker:
                         continue
                     do = data[qend + 7] & 0x80
                     limit = (data[qend + 3] << 8) | data[qend + 4]
-                    opt = _OPT_HEAD + data[qend + 3 : qend + 5] + (_DO_FLAGS[1] if do else _DO_FLAGS[0])
+                    if limit < 512:  # the reply's OPT must say 512: the slow path's
+                        call(slow, data, addr)
+                        continue
+                    opt = OPT_HEAD + data[qend + 3 : qend + 5] + (DO_FLAGS[1] if do else DO_FLAGS[0])
                 elif len(data) != qend:
                     call(slow, data, addr)
                     continue
@@ -438,11 +393,15 @@ class UDPWorker:
                     limit = 512
                 smap, dmap, zb, acc = route
                 if do or data[3] & 0x10:
-                    key = q + _FLAG_SUFFIX[(1 if do else 0) | (2 if data[3] & 0x10 else 0)]
+                    key = flagged(q, do, data[3] & 0x10)
                     e = smap.get(key) or dmap.get(key)
                 else:
                     e = smap.get(q) or dmap.get(q)
-                if e is None or (_now() >= e.memo_until and e.body(_now()) is None):
+                if e is None:
+                    call(slow, data, addr)
+                    continue
+                now = clock()
+                if now >= e.memo_until and e.body(now) is None:
                     call(slow, data, addr)
                     continue
                 if raw and data[2:4] == b"\x01\x00":
@@ -526,7 +485,8 @@ class TCPConnection(asyncio.Protocol):
             del self.buf[: 2 + n]
             try:
                 out = lst.fast(msg, True)
-            except (IndexError, struct.error):
+            except Exception as exc:  # as on UDP: a fast-path bug costs a slow answer, never the connection
+                lst.fast_failed(exc)
                 out = None
             if out is not None:
                 self.send(out)

@@ -10,8 +10,8 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 
+from nodelocaldns.core.hostport import split_hostport
 from nodelocaldns.corefile.parser import parse_corefile
-from nodelocaldns.server.httpd import split_hostport
 
 
 @dataclass(frozen=True)

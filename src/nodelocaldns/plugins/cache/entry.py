@@ -12,30 +12,14 @@ from __future__ import annotations
 import struct
 
 from nodelocaldns.dns import wire
+from nodelocaldns.metrics.dnsstats import stat_base, stats_of
 from nodelocaldns.plugins.cache.classify import Verdict
 
 _TTL = struct.Struct("!I")
 _interned: dict[bytes, bytes] = {}
 _interned_heads: dict[tuple[bytes, ...], tuple[bytes, ...]] = {}
 
-# Stat ids: what the fast path's packed counter key needs to know about an entry, interned.
-STAT_IDS: dict[tuple[int, int, int, int], int] = {}
-STATS_BY_ID: list[tuple[int, int, int, int]] = [(0, 0, 0, 0)]  # (qtype, rcode, kind, size without OPT)
-
-
-SBASE_BY_ID: list[int] = [0]  # sid << 20, one shared int object per id (entries hold ~80k of them)
 _interned_offs: dict[tuple[int, ...], tuple[int, ...]] = {}
-
-
-def stat_base(qtype: int, rcode: int, kind: int, size: int) -> int:
-    """The entry's packed stat id (``sid << 20``), shared between entries with the same stats."""
-    k = (qtype, rcode, kind, size)
-    sid = STAT_IDS.get(k)
-    if sid is None:
-        sid = STAT_IDS[k] = len(STATS_BY_ID)
-        STATS_BY_ID.append(k)
-        SBASE_BY_ID.append(sid << 20)
-    return SBASE_BY_ID[sid]
 
 
 def _intern_offs(offs: tuple[int, ...]) -> tuple[int, ...]:
@@ -119,7 +103,7 @@ class Entry:
     # What the packed stat id knows, for the slow path and metrics.
     @property
     def _stat(self) -> tuple[int, int, int, int]:
-        return STATS_BY_ID[self.sbase >> 20]
+        return stats_of(self.sbase)
 
     @property
     def qtype(self) -> int:

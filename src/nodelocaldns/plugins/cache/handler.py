@@ -1,7 +1,7 @@
 """The ``cache`` plugin in the query path: hits, misses, prefetch and serve_stale.
 
-The common hit never reaches this code: the listener serves it straight from ``Store`` (see
-server/listener.py). This handler covers everything else and is the reference behaviour the fast
+The common hit never reaches this code: the listener serves it straight from ``Store`` through
+the cache's fast path (fastpath.py). This handler covers everything else and is the reference behaviour the fast
 path must agree with.
 """
 
@@ -13,40 +13,20 @@ import math
 import struct
 from collections.abc import Callable
 
+from nodelocaldns.core.plugin import Next
+from nodelocaldns.core.request import Reply, Request
+from nodelocaldns.core.zones import in_zones
 from nodelocaldns.dns import wire
 from nodelocaldns.errors import WireError
 from nodelocaldns.plugins.cache.classify import DENIAL, SUCCESS, classify
 from nodelocaldns.plugins.cache.entry import Entry
-from nodelocaldns.plugins.cache.metrics import CacheCounters
+from nodelocaldns.plugins.cache.fastpath import key_of
+from nodelocaldns.plugins.cache.metrics import CacheCounters, CacheStats
 from nodelocaldns.plugins.cache.setup import CacheConfig, effective_capacity
-from nodelocaldns.server.chain import Next
-from nodelocaldns.server.request import Reply, Request
 
 log = logging.getLogger("nodelocaldns.cache")
 
 _QT = struct.Struct("!HH")
-
-
-def cache_key(q: wire.Query) -> bytes:
-    """Lowercased qname, qtype, qclass, then DO and CD (CoreDNS key order, as raw bytes).
-
-    The listener builds the same bytes straight from the packet: ``data[12:qend].lower()``.
-    """
-    k = q.qname + _QT.pack(q.qtype, q.qclass)
-    if q.do or q.cd:
-        k += bytes(((1 if q.do else 0) | (2 if q.cd else 0),))
-    return k
-
-
-def in_zones(qname: bytes, zones: tuple[bytes, ...]) -> bool:
-    return any(z == b"\x00" or qname.endswith(z) and _boundary(qname, len(qname) - len(z)) for z in zones)
-
-
-def _boundary(name: bytes, at: int) -> bool:
-    off = 0
-    while off < at:
-        off += name[off] + 1
-    return off == at
 
 
 class CacheHandler:
@@ -65,10 +45,8 @@ class CacheHandler:
         )
         self.store = Store(effective_capacity(cfg.success_cap), effective_capacity(cfg.denial_cap))
         self.clock = clock
-        self.counters = CacheCounters()
+        self.counters = CacheStats()
         self._tasks: set[asyncio.Task[None]] = set()
-        # The fast path may only serve fresh hits when nothing per-hit is needed.
-        self.fast_ok = cfg.prefetch_amount == 0
 
     def covers(self, qname: bytes) -> bool:
         return in_zones(qname, self._zone_wire)
@@ -78,35 +56,35 @@ class CacheHandler:
         if not self.covers(q.qname) or q.qtype in (wire.TYPE_AXFR, wire.TYPE_IXFR):
             return await next_(req)
         now = self.clock()
-        key = req.key or cache_key(q)
+        key = req.key or key_of(q)
         c = self.counters.for_server(req.server)
-        c[0] += 1  # requests
+        c.requests += 1
         e = self.store.get(key)
         if e is not None:
             body = e.body(now)
             if body is not None:
-                c[1 + e.kind] += 1
+                c.hits[e.kind] += 1
                 self._maybe_prefetch(e, req, key, now, next_, c)
                 return Reply(e.render(req.data, q, body, req.size_limit), e.rcode, "cache", final=True)
             stale_for = now - e.expires
             if self.cfg.serve_stale > 0 and stale_for < self.cfg.serve_stale:
                 return await self._serve_stale(e, req, key, now, next_, c)
-        c[3] += 1  # misses
+        c.misses += 1
         reply = await next_(req)
         return self._store(reply, req, key, c)
 
-    def _store(self, reply: Reply, req: Request, key: bytes, c: list[int], aa: bool = False) -> Reply:
+    def _store(self, reply: Reply, req: Request, key: bytes, c: CacheCounters, aa: bool = False) -> Reply:
         if reply.wire is None or req.q.qtype in (wire.TYPE_AXFR, wire.TYPE_IXFR):
             return reply
         now = self.clock()
         q = req.q
         try:
             if not _matches(reply.wire, q):
-                c[5] += 1  # drops
+                c.drops += 1
                 return reply
             verdict = classify(reply.wire, q.qname, q.qtype, self.cfg)
         except WireError:
-            c[5] += 1
+            c.drops += 1
             return reply
         if verdict.kind is None or in_zones(q.qname, self._disable[verdict.kind]):
             return reply
@@ -126,7 +104,7 @@ class CacheHandler:
         return Reply(out, entry.rcode, reply.plugin, final=True)
 
     def _maybe_prefetch(
-        self, e: Entry, req: Request, key: bytes, now: float, next_: Next, c: list[int]
+        self, e: Entry, req: Request, key: bytes, now: float, next_: Next, c: CacheCounters
     ) -> None:
         amount = self.cfg.prefetch_amount
         if amount == 0:
@@ -138,10 +116,10 @@ class CacheHandler:
         e.last_hit = now
         threshold = math.ceil(self.cfg.prefetch_percentage / 100 * e.orig)
         if e.hits >= amount and e.ttl(now) <= threshold and not e.refreshing:
-            c[4] += 1  # prefetch
+            c.prefetch += 1
             self._refresh(e, req, key, next_, c)
 
-    def _refresh(self, e: Entry, req: Request, key: bytes, next_: Next, c: list[int]) -> None:
+    def _refresh(self, e: Entry, req: Request, key: bytes, next_: Next, c: CacheCounters) -> None:
         e.refreshing = True
         hits = e.hits
         internal = Request(
@@ -165,7 +143,7 @@ class CacheHandler:
         t.add_done_callback(self._tasks.discard)
 
     async def _serve_stale(
-        self, e: Entry, req: Request, key: bytes, now: float, next_: Next, c: list[int]
+        self, e: Entry, req: Request, key: bytes, now: float, next_: Next, c: CacheCounters
     ) -> Reply:
         stale = Reply(
             e.render(req.data, req.q, e.body_with_ttl(self.cfg.stale_response_ttl), req.size_limit),
@@ -174,7 +152,7 @@ class CacheHandler:
             final=True,
         )
         if not self.cfg.stale_verify:
-            c[6] += 1
+            c.served_stale += 1
             if not e.refreshing:
                 self._refresh(e, req, key, next_, c)
             return stale
@@ -187,15 +165,15 @@ class CacheHandler:
                 internal = Request(req.data, req.q, req.remote, req.proto, req.family, req.server, req.zone,
                                    req.start, True)  # fmt: skip
                 task.add_done_callback(lambda t: self._verified_late(t, internal, key, c))
-                c[6] += 1
+                c.served_stale += 1
                 return stale
         reply = await task
         if reply.wire is not None and wire.rcode_of(reply.wire) in (wire.NOERROR, wire.NXDOMAIN):
             return self._store(reply, req, key, c)
-        c[6] += 1
+        c.served_stale += 1
         return stale
 
-    def _verified_late(self, t: asyncio.Future[Reply], req: Request, key: bytes, c: list[int]) -> None:
+    def _verified_late(self, t: asyncio.Future[Reply], req: Request, key: bytes, c: CacheCounters) -> None:
         if t.cancelled() or t.exception() is not None:
             return
         reply = t.result()

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 
+from nodelocaldns.core.duration import parse_duration
 from nodelocaldns.corefile.model import Directive
 
 DEFAULT_CAPACITY = 10000
@@ -15,25 +15,6 @@ SERVFAIL_TTL = 5
 MAX_SERVFAIL_TTL = 300
 DEFAULT_STALE = 3600.0
 SHARDS = 256
-
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
-_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
-
-
-def parse_duration(text: str) -> float:
-    """A Go duration ("1m30s", "500ms", "0") in seconds. Raises ValueError."""
-    if text == "0":
-        return 0.0
-    pos = 0
-    total = 0.0
-    for m in _DURATION.finditer(text):
-        if m.start() != pos:
-            raise ValueError(text)
-        total += float(m.group(1)) * _UNITS[m.group(2)]
-        pos = m.end()
-    if pos != len(text) or pos == 0:
-        raise ValueError(f"invalid duration {text!r}")
-    return total
 
 
 def effective_capacity(cap: int) -> int:

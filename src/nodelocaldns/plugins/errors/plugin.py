@@ -11,12 +11,15 @@ import asyncio
 import logging
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
+from nodelocaldns.core.duration import format_duration, parse_duration
+from nodelocaldns.core.plugin import Next
+from nodelocaldns.core.qtypes import qtype_text
+from nodelocaldns.core.ratelimit import RateLimiter
+from nodelocaldns.core.request import Reply, Request
 from nodelocaldns.corefile.model import Directive
-from nodelocaldns.plugins.cache.setup import parse_duration
-from nodelocaldns.server.chain import Next
-from nodelocaldns.server.request import Reply, Request
 
 log = logging.getLogger("nodelocaldns")
 
@@ -70,34 +73,12 @@ def parse(d: Directive) -> ErrorsConfig:
     return ErrorsConfig(tuple(cons), stack)
 
 
-class RateLimiter:
-    """At most ``burst`` lines per ``window`` seconds per key; the rest are counted and summarised."""
-
-    def __init__(self, burst: int = 20, window: float = 10.0) -> None:
-        self.burst = burst
-        self.window = window
-        self._state: dict[str, list[float]] = {}
-
-    def allow(self, key: str, now: float) -> tuple[bool, int]:
-        st = self._state.get(key)
-        if st is None or now - st[0] >= self.window:
-            suppressed = int(st[2]) if st else 0
-            if len(self._state) > 1000:
-                self._state.clear()
-            self._state[key] = [now, 1.0, 0.0]
-            return True, suppressed
-        if st[1] < self.burst:
-            st[1] += 1
-            return True, 0
-        st[2] += 1
-        return False, 0
-
-
 class ErrorsHandler:
     name = "errors"
 
-    def __init__(self, cfg: ErrorsConfig) -> None:
+    def __init__(self, cfg: ErrorsConfig, clock: Callable[[], float] = time.monotonic) -> None:
         self.cfg = cfg
+        self.clock = clock
         self.limiter = RateLimiter()
         self._counts: dict[int, int] = {}
 
@@ -109,8 +90,8 @@ class ErrorsHandler:
 
     def report(self, req: Request, reply: Reply) -> None:
         err = str(reply.error)
-        msg = f"{reply.rcode} {req.qname} {_qtype(req.q.qtype)}: {err}"
-        now = time.monotonic()
+        msg = f"{reply.rcode} {req.qname} {qtype_text(req.q.qtype)}: {err}"
+        now = self.clock()
         for i, c in enumerate(self.cfg.consolidate):
             # As CoreDNS: the REGEXP is matched against the error text; the first match in a
             # period starts a timer, and the summary is printed when the period ends.
@@ -138,27 +119,4 @@ class ErrorsHandler:
         n = self._counts.pop(i, 0)
         if n > 1 or (n == 1 and not c.show_first):
             log.log(c.level, "[%s] plugin/errors: %d errors like '%s' occurred in last %s",
-                    logging.getLevelName(c.level), n, c.pattern.pattern, _dur(c.period))  # fmt: skip
-
-
-def _qtype(t: int) -> str:
-    import dns.rdatatype
-
-    try:
-        return dns.rdatatype.to_text(dns.rdatatype.RdataType.make(t))
-    except Exception:
-        return f"TYPE{t}"
-
-
-def _dur(s: float) -> str:
-    """Go's time.Duration.String() for the durations a Corefile can hold: 500ms, 30s, 5m0s, 1h0m0s."""
-    if s < 1:
-        return f"{s * 1000:g}ms" if s > 0 else "0s"
-    h, rest = divmod(s, 3600)
-    m, sec = divmod(rest, 60)
-    out = f"{sec:g}s"
-    if h or m:
-        out = f"{int(m)}m" + out
-    if h:
-        out = f"{int(h)}h" + out
-    return out
+                    logging.getLevelName(c.level), n, c.pattern.pattern, format_duration(c.period))  # fmt: skip

@@ -1,0 +1,23 @@
+from typing import Any
+
+from nodelocaldns.core.plugin import BlockInfo, Host, Plugin, Runtime, register
+from nodelocaldns.plugins.forward import handler, metrics, setup
+
+
+class ForwardRuntime(Runtime):
+    """Every ``forward`` line of the block, tried in Corefile order (each passes on what it does not own)."""
+
+    def __init__(self, host: Host, cfgs: list[setup.ForwardConfig]) -> None:
+        self.forwarders = [handler.ForwardHandler(c, clock=host.clock) for c in cfgs]
+        self.handlers = tuple(self.forwarders)
+
+    def close(self) -> None:
+        for f in self.forwarders:
+            f.close()
+
+
+def _factory(host: Host, block: BlockInfo, cfgs: list[Any]) -> Runtime:
+    return ForwardRuntime(host, cfgs)
+
+
+PLUGIN = register(Plugin("forward", setup.parse, _factory, repeatable=True, collector=metrics.collect))

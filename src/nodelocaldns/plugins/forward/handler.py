@@ -5,16 +5,17 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from collections.abc import Callable
 
+from nodelocaldns.core.plugin import Next
+from nodelocaldns.core.request import Reply, Request
+from nodelocaldns.core.zones import in_zones
 from nodelocaldns.dns import wire
 from nodelocaldns.errors import NoHealthyUpstream, UpstreamError
-from nodelocaldns.plugins.cache.handler import in_zones
 from nodelocaldns.plugins.forward.metrics import COUNTERS, ForwardCounters
 from nodelocaldns.plugins.forward.policy import Policy
 from nodelocaldns.plugins.forward.proxy import Proxy
 from nodelocaldns.plugins.forward.setup import ForwardConfig
-from nodelocaldns.server.chain import Next
-from nodelocaldns.server.request import Reply, Request
 
 
 def health_probe(domain: str, no_rec: bool) -> bytes:
@@ -31,10 +32,17 @@ def health_probe(domain: str, no_rec: bool) -> bytes:
 class ForwardHandler:
     name = "forward"
 
-    def __init__(self, cfg: ForwardConfig, counters: ForwardCounters = COUNTERS) -> None:
+    def __init__(
+        self,
+        cfg: ForwardConfig,
+        counters: ForwardCounters = COUNTERS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.cfg = cfg
         self.counters = counters
-        self.proxies = [Proxy(u, cfg.expire, counters) for u in cfg.upstreams]
+        # The clock decides connection reuse (expire); I/O deadlines stay on the event loop's clock,
+        # which is the one asyncio's timeouts run on.
+        self.proxies = [Proxy(u, cfg.expire, counters, clock) for u in cfg.upstreams]
         self.policy = Policy(cfg.policy)
         self.inflight = 0
         self._from = (wire.text_to_wire(cfg.from_zone),)

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import bisect
+from typing import Any
 
+from nodelocaldns.core.plugin import Host
 from nodelocaldns.metrics.catalog import TIME_BUCKETS
+from nodelocaldns.metrics.families import buckets, counter, histogram, time_bound
 
 
 class ForwardCounters:
@@ -32,3 +35,26 @@ class ForwardCounters:
 
 
 COUNTERS = ForwardCounters()
+
+
+def collect(host: Host) -> list[Any]:
+    """The coredns_proxy_* and coredns_forward_* families (process-wide, as in CoreDNS)."""
+    c = COUNTERS
+    pd = histogram("coredns_proxy_request_duration_seconds")
+    for (to, rc), h in list(c.durations.items()):
+        counts = {time_bound(i): h[i] for i in range(len(TIME_BUCKETS) + 1)}
+        pd.add_metric(["forward", to, rc], buckets(counts, TIME_BUCKETS), h[-1])
+    hf = counter("coredns_proxy_healthcheck_failures_total")
+    for to, n in list(c.healthcheck_failures.items()):
+        hf.add_metric(["forward", to], n)
+    ch = counter("coredns_proxy_conn_cache_hits_total")
+    for (to, proto), n in list(c.conn_hits.items()):
+        ch.add_metric(["forward", to, proto], n)
+    cm = counter("coredns_proxy_conn_cache_misses_total")
+    for (to, proto), n in list(c.conn_misses.items()):
+        cm.add_metric(["forward", to, proto], n)
+    broken = counter("coredns_forward_healthcheck_broken_total")
+    broken.add_metric([], c.healthcheck_broken)
+    rejects = counter("coredns_forward_max_concurrent_rejects_total")
+    rejects.add_metric([], c.max_concurrent_rejects)
+    return [pd, hf, ch, cm, broken, rejects]

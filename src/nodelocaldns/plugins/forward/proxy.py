@@ -13,6 +13,7 @@ import socket
 import struct
 import time
 from collections import deque
+from collections.abc import Callable
 
 from nodelocaldns.dns import wire
 from nodelocaldns.errors import UpstreamError
@@ -66,10 +67,10 @@ def reply_matches(reply: bytes, qid: int, question: bytes) -> bool:
 class _Conn:
     __slots__ = ("reader", "writer", "used")
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, now: float) -> None:
         self.reader = reader
         self.writer = writer
-        self.used = time.monotonic()
+        self.used = now
 
     def close(self) -> None:
         self.writer.close()
@@ -78,8 +79,15 @@ class _Conn:
 class Proxy:
     """An upstream with its connection pool and failure count."""
 
-    def __init__(self, up: Upstream, expire: float, counters: ForwardCounters) -> None:
+    def __init__(
+        self,
+        up: Upstream,
+        expire: float,
+        counters: ForwardCounters,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.up = up
+        self.clock = clock
         self.addr = up.label
         self.family = socket.AF_INET6 if ":" in up.host else socket.AF_INET
         self.expire = expire
@@ -159,7 +167,7 @@ class Proxy:
             if conn is not None:
                 conn.close()
             raise
-        conn.used = time.monotonic()
+        conn.used = self.clock()
         if self._closed:
             conn.close()
         else:
@@ -176,7 +184,7 @@ class Proxy:
             # Go's Dialer leaves Source unset: ``dial tcp REMOTE: connect: connection refused``.
             err = go_syscall_error("connect", e)
             raise UpstreamError(op_error("dial", "tcp", None, self.addr, err), self.addr) from None
-        return _Conn(r, w)
+        return _Conn(r, w, self.clock())
 
     async def _tcp_roundtrip(
         self, conn: _Conn, msg: bytes, qid: int, question: bytes, timeout: float
@@ -203,7 +211,7 @@ class Proxy:
             raise UpstreamError(op_error(op, "tcp", local, self.addr, err), self.addr) from None
 
     def _take(self) -> _Conn | None:
-        now = time.monotonic()
+        now = self.clock()
         while self._pool:
             c = self._pool.popleft()  # oldest first, as CoreDNS
             if now - c.used < self.expire and not c.writer.is_closing():

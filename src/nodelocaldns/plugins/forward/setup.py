@@ -6,8 +6,8 @@ import ipaddress
 import os
 from dataclasses import dataclass
 
+from nodelocaldns.core.duration import parse_duration
 from nodelocaldns.corefile.model import Directive
-from nodelocaldns.plugins.cache.setup import parse_duration
 
 MAX_UPSTREAMS = 15
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from nodelocaldns.core.duration import parse_duration
+from nodelocaldns.core.hostport import check_addr
 from nodelocaldns.corefile.model import Directive
-from nodelocaldns.plugins.cache.setup import parse_duration
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,16 +27,5 @@ def parse(d: Directive) -> HealthConfig:
         except ValueError:
             raise sub.error(f"invalid duration {sub.args[0]!r}") from None
     addr = d.args[0] if d.args else ":8080"
-    _check_addr(d, addr, 8080)
+    check_addr(d, addr, 8080)
     return HealthConfig(addr, lameduck)
-
-
-def _check_addr(d: Directive, addr: str, default_port: int) -> None:
-    from nodelocaldns.server.httpd import split_hostport
-
-    try:
-        _host, port = split_hostport(addr, default_port)
-    except ValueError:
-        raise d.error(f"invalid address {addr!r}") from None
-    if not 0 < port < 65536:
-        raise d.error(f"invalid port in {addr!r}")

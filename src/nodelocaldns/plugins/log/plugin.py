@@ -11,11 +11,12 @@ import time
 from dataclasses import dataclass
 from decimal import Decimal
 
+from nodelocaldns.core.plugin import Next
+from nodelocaldns.core.qtypes import qtype_text
+from nodelocaldns.core.request import Reply, Request
+from nodelocaldns.core.zones import in_zones
 from nodelocaldns.corefile.model import Directive
 from nodelocaldns.dns import wire
-from nodelocaldns.plugins.cache.handler import in_zones
-from nodelocaldns.server.chain import Next
-from nodelocaldns.server.request import Reply, Request
 
 log = logging.getLogger("nodelocaldns")
 
@@ -123,8 +124,6 @@ class LogHandler:
 
     @staticmethod
     def format(fmt: str, req: Request, reply: Reply, elapsed_ns: int) -> str:
-        from nodelocaldns.plugins.errors.plugin import _qtype
-
         q = req.q
         if reply.wire:
             flags, rsize = int.from_bytes(reply.wire[2:4], "big"), len(reply.wire)
@@ -138,7 +137,7 @@ class LogHandler:
             "{remote}": f"[{host}]" if ":" in host else host,
             "{port}": str(req.remote[1]),
             "{>id}": str(q.id),
-            "{type}": _qtype(q.qtype),
+            "{type}": qtype_text(q.qtype),
             "{class}": "IN" if q.qclass == 1 else ("CH" if q.qclass == 3 else f"CLASS{q.qclass}"),
             "{name}": req.qname,
             "{proto}": req.proto,

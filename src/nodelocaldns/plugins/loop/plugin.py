@@ -12,10 +12,10 @@ import logging
 import secrets
 from collections.abc import Callable
 
+from nodelocaldns.core.plugin import Next
+from nodelocaldns.core.request import Reply, Request
 from nodelocaldns.corefile.model import Directive
 from nodelocaldns.dns import wire
-from nodelocaldns.server.chain import Next
-from nodelocaldns.server.request import Reply, Request
 
 log = logging.getLogger("nodelocaldns")
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from nodelocaldns.core.hostport import check_addr
 from nodelocaldns.corefile.model import Directive
-from nodelocaldns.plugins.health.plugin import _check_addr
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,5 +20,5 @@ def parse(d: Directive) -> PrometheusConfig:
         if sub.name != "runtime_metrics" or sub.args:
             raise sub.error(f"unknown property {sub.name!r} in prometheus")
     addr = d.args[0] if d.args else "localhost:9153"
-    _check_addr(d, addr, 9153)
+    check_addr(d, addr, 9153)
     return PrometheusConfig(addr)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from nodelocaldns.core.hostport import check_addr
 from nodelocaldns.corefile.model import Directive
-from nodelocaldns.plugins.health.plugin import _check_addr
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,5 +20,5 @@ def parse(d: Directive) -> ReadyConfig:
         if sub.name != "monitor" or len(sub.args) != 1 or sub.args[0] not in ("until-ready", "continuously"):
             raise sub.error("ready block takes only 'monitor until-ready|continuously'")
     addr = d.args[0] if d.args else ":8181"
-    _check_addr(d, addr, 8181)
+    check_addr(d, addr, 8181)
     return ReadyConfig(addr)

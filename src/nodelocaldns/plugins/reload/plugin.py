@@ -11,8 +11,8 @@ import json
 import random
 from dataclasses import asdict, dataclass
 
+from nodelocaldns.core.duration import parse_duration
 from nodelocaldns.corefile.model import Directive, ServerBlock
-from nodelocaldns.plugins.cache.setup import parse_duration
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,8 +1,11 @@
-"""Per-listener DNS request counters.
+"""Per-listener DNS request counters, and the packed key the cache fast path counts hits under.
 
 One dict increment per query: the key holds every label any ``coredns_dns_*`` family needs, and
 the prometheus plugin folds the keys into families at scrape time. That keeps the hot path to one
 tuple and one dict update instead of a dozen histogram observations.
+
+A fast-path hit is one int: zone id | stat id | request size | tcp | do | edns, where the stat id
+interns what the reply's labels need (qtype, rcode, cache kind, reply size without OPT).
 """
 
 from __future__ import annotations
@@ -30,6 +33,27 @@ class ZoneAcc(list):  # type: ignore[type-arg]
 ZONE_SHIFT = 48
 STAT_SHIFT = 20
 SIZE_SHIFT = 3
+
+
+# (qtype, rcode, kind, size without OPT) <-> small int, shared by every cache entry with those stats.
+STAT_IDS: dict[tuple[int, int, int, int], int] = {}
+STATS_BY_ID: list[tuple[int, int, int, int]] = [(0, 0, 0, 0)]
+SBASE_BY_ID: list[int] = [0]  # sid << STAT_SHIFT, one shared int object per id (~80k entries hold them)
+
+
+def stat_base(qtype: int, rcode: int, kind: int, size: int) -> int:
+    """The packed stat id (``sid << STAT_SHIFT``) for a reply with these labels."""
+    k = (qtype, rcode, kind, size)
+    sid = STAT_IDS.get(k)
+    if sid is None:
+        sid = STAT_IDS[k] = len(STATS_BY_ID)
+        STATS_BY_ID.append(k)
+        SBASE_BY_ID.append(sid << STAT_SHIFT)
+    return SBASE_BY_ID[sid]
+
+
+def stats_of(sbase: int) -> tuple[int, int, int, int]:
+    return STATS_BY_ID[sbase >> STAT_SHIFT]
 
 
 def duration_bucket(seconds: float) -> int:
@@ -70,3 +94,26 @@ class ServerStats:
         counts[key] = counts.get(key, 0) + 1
         zone = key[0]
         self.duration_sum[zone] = self.duration_sum.get(zone, 0.0) + seconds
+
+    def decode_fast(self, k: int) -> tuple[str, str, int, int, int, bool, int, int]:
+        """Unpack a fast-path counter key: zone, proto, qtype, rcode, kind, do, request and reply size."""
+        zone = self.zone_of(k >> ZONE_SHIFT)
+        qtype, rcode, kind, size = STATS_BY_ID[(k >> STAT_SHIFT) & ((1 << (ZONE_SHIFT - STAT_SHIFT)) - 1)]
+        qlen = (k >> SIZE_SHIFT) & ((1 << (STAT_SHIFT - SIZE_SHIFT)) - 1)
+        edns = bool(k & 1)
+        proto = "tcp" if k & 4 else "udp"
+        return zone, proto, qtype, rcode, kind, bool(k & 2), qlen, size + (11 if edns else 0)
+
+    def fast_items(self) -> list[tuple[int, int]]:
+        """Every fast-path counter (UDP thread and TCP), copied so the UDP thread may keep writing."""
+        return [*list(self.fast.items()), *list(self.fast_tcp.items())]
+
+    def fast_hits(self) -> dict[tuple[str, int], int]:
+        """Cache hits the fast path served, by (zone, cache kind), slow-recorded ones included."""
+        out: dict[tuple[str, int], int] = {}
+        for k, n in self.fast_items():
+            zone, _p, _t, _r, kind, _d, _q, _s = self.decode_fast(k)
+            out[(zone, kind)] = out.get((zone, kind), 0) + n
+        for key, n in list(self.hit_kinds.items()):
+            out[key] = out.get(key, 0) + n
+        return out

@@ -1,0 +1,128 @@
+"""The cache's fast path: a fresh hit answered from stored wire bytes, no message object built.
+
+``answer`` is the reference: query bytes, ``now`` and the listener's hit memo in; the reply bytes
+(plus what the caller needs to count the hit) or None ("not mine: run the chain") out. TCP calls
+it; the UDP thread inlines the same steps (server/listener.py says why) and a differential test
+holds the two to the same bytes.
+
+The memo maps a question, as the key codec below writes it, to the cache maps of the block that
+owns it; the slow path fills it (``remember``) once a name has been routed and parsed properly, so
+the fast path never routes or parses anything itself.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Mapping
+from typing import Any
+
+from nodelocaldns.dns import wire
+from nodelocaldns.plugins.cache.entry import Entry
+
+NOEDNS = b"\x00\x01\x00\x00\x00\x00\x00\x00"  # QD=1, AN=NS=AR=0
+EDNS = b"\x00\x01\x00\x00\x00\x00\x00\x01"  # QD=1, AR=1 (the OPT)
+OPT_HEAD = b"\x00\x00\x29"  # root owner, TYPE OPT
+DO_FLAGS = (b"\x00\x00\x00\x00\x00\x00", b"\x00\x00\x80\x00\x00\x00")  # ext rcode, version, DO, rdlen
+FLAG_SUFFIX = (b"", b"\x01", b"\x02", b"\x03")  # DO | CD << 1
+_QT = struct.Struct("!HH")
+
+# (success map, denial map, zone bits, zone accumulator): one shared tuple per (listener, zone).
+Route = tuple[dict[bytes, Entry], dict[bytes, Entry], int, Any]
+Hit = tuple[bytes, Entry, Route, int]  # reply, entry, route, counter bits (DO: 2, EDNS: 1)
+
+
+# -- the key codec: the one cache-key rule ---------------------------------------------------------
+# Lowercased qname, then qtype and qclass as sent, then a DO/CD byte when either is set (CoreDNS key
+# order, as raw bytes). The name is lowercased, never type and class: HTTPS (0x0041) is not TYPE97.
+
+
+def question_key(data: bytes, qend: int) -> bytes:
+    """The key of the question ``data[12:qend]`` without flags (what the memo is keyed by)."""
+    return data[12 : qend - 4].lower() + data[qend - 4 : qend]
+
+
+def flagged(qkey: bytes, do: int, cd: int) -> bytes:
+    """The cache key: ``qkey`` plus the DO/CD byte when either is set."""
+    return qkey + FLAG_SUFFIX[(1 if do else 0) | (2 if cd else 0)] if do or cd else qkey
+
+
+def key_of(q: wire.Query) -> bytes:
+    """The cache key of a parsed query (same bytes as ``flagged(question_key(...))``)."""
+    return flagged(q.qname + _QT.pack(q.qtype, q.qclass), q.do, q.cd)
+
+
+def memo_key(data: bytes, q: wire.Query) -> bytes:
+    """The memo key for a parsed query, or b"" if the fast path could never find it again.
+
+    Only uncompressed names with no zero byte inside a label: the fast path finds the question end
+    at the first zero byte.
+    """
+    end = q.question_end
+    qkey = question_key(data, end)
+    if qkey.find(0) == len(q.qname) - 1 and qkey.startswith(q.qname):
+        return qkey
+    return b""
+
+
+# -- the reference -------------------------------------------------------------------------------
+
+
+def answer(data: bytes, now: float, memo: Mapping[bytes, Route], tcp: bool) -> Hit | None:
+    """A fresh cache hit for ``data`` as final reply bytes, or None: let the slow path decide.
+
+    Raises nothing on any input (a short or odd packet is simply not a hit).
+    """
+    counts = data[4:12]
+    if counts == NOEDNS:
+        edns = 0
+    elif counts == EDNS:
+        edns = 4
+    else:
+        return None
+    qend = data.find(0, 12) + 5
+    if data[2] & 0xFE or qend < 17:  # QR, opcode, AA or TC set; no name end
+        return None
+    q = question_key(data, qend)
+    route = memo.get(q)
+    if route is None:
+        return None
+    if edns:
+        if (
+            data[qend : qend + 3] != OPT_HEAD
+            or len(data) < qend + 11
+            or data[qend + 6]  # EDNS version 0 only (BADVERS is the slow path's)
+            or len(data) != qend + 11 + ((data[qend + 9] << 8) | data[qend + 10])
+        ):
+            return None
+        do = data[qend + 7] & 0x80
+        limit = (data[qend + 3] << 8) | data[qend + 4]
+        if limit < 512:  # the reply's OPT says 512 (RFC 6891 6.2.5): the slow path writes that
+            return None
+        opt = OPT_HEAD + data[qend + 3 : qend + 5] + DO_FLAGS[1 if do else 0]
+    else:
+        if len(data) != qend:
+            return None
+        do = 0
+        limit = 512
+        opt = b""
+    smap, dmap, _zb, _acc = route
+    key = flagged(q, do, data[3] & 0x10)
+    e = smap.get(key) or dmap.get(key)
+    if e is None or (now >= e.memo_until and e.body(now) is None):
+        return None
+    head = e.heads[(data[2] & 1) | ((data[3] & 0x20) >> 4) | edns]
+    reply = b"".join((data[:2], head, data[12:qend], e.memo, opt))
+    if not tcp and len(reply) > 512 and len(reply) > limit:
+        return None  # needs truncation: the slow path's
+    return reply, e, route, (do >> 6) | (edns >> 2)
+
+
+def remember(memo: dict[bytes, Route], routes: dict[str, Route], qkey: bytes, zone: str, maps: Any,
+             acc: Any, limit: int) -> None:  # fmt: skip
+    """Let the fast path find ``qkey`` (answered by the slow path for ``zone``) from now on."""
+    if len(memo) >= limit:
+        memo.clear()
+    route = routes.get(zone)
+    if route is None:
+        route = routes[zone] = (maps[0], maps[1], acc.bits, acc)
+    memo[qkey] = route

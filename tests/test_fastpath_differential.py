@@ -1,0 +1,232 @@
+"""The cache fast path, three ways: the UDP thread, the reference function, the slow path.
+
+A real in-process server (fake clock, real unbound upstream) is warmed through the slow path, then
+every packet is given to ``fastpath.answer`` (the reference), sent to the UDP socket (the inlined
+loop in UDPWorker.run) and to ``Listener.handle`` (the plugin chain), and all three must answer
+with the same bytes. Golden vectors pin the splice itself byte for byte.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import struct
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from nodelocaldns.dns import wire
+from nodelocaldns.plugins.cache import fastpath
+from nodelocaldns.plugins.cache.classify import classify
+from nodelocaldns.plugins.cache.entry import Entry
+from nodelocaldns.plugins.cache.setup import CacheConfig
+from nodelocaldns.server.instance import Instance
+from nodelocaldns.server.listener import Listener
+from support.ports import free_port
+from support.upstreams import unbound_server
+
+ZONES = {
+    "cluster.local.": [
+        "a.cluster.local. 30 IN A 198.18.0.1",
+        "a.cluster.local. 30 IN AAAA fd00::1",
+        'a.cluster.local. 30 IN TXT "hello"',
+        "b.cluster.local. 30 IN A 198.18.0.2",
+        *[f'big.cluster.local. 30 IN TXT "{i:03d}{"z" * 90}"' for i in range(30)],
+    ]
+}
+NAMES = ("a.cluster.local.", "b.cluster.local.", "big.cluster.local.", "nx.cluster.local.")
+TYPES = (1, 28, 16)
+SETTINGS = settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow], database=None
+)
+
+
+class FakeClock:
+    def __init__(self, t: float) -> None:
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+
+@dataclass
+class Env:
+    inst: Instance
+    lst: Listener
+    loop: asyncio.AbstractEventLoop
+    port: int
+    clock: FakeClock
+
+    def run(self, coro: object, timeout: float = 10.0) -> object:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)  # type: ignore[arg-type]
+
+    def udp(self, data: bytes) -> bytes:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.settimeout(3.0)
+            s.sendto(data, ("127.0.0.1", self.port))
+            return s.recv(65535)
+
+    def slow(self, data: bytes, proto: str = "udp") -> bytes:
+        out: list[bytes] = []
+        self.run(self.lst.handle(data, ("127.0.0.1", 5300), proto, out.append))
+        assert len(out) == 1
+        return out[0]
+
+
+def query(name: str, qtype: int, qid: int = 0x1234, flags: int = 0x0100, edns: bool = False, do: bool = False,
+          size: int = 1232, version: int = 0) -> bytes:  # fmt: skip
+    q = struct.pack("!HHHHHH", qid, flags, 1, 0, 0, 1 if edns else 0) + wire.text_to_wire(name)
+    q += struct.pack("!HH", qtype, 1)
+    if edns:
+        q += b"\x00\x00\x29" + struct.pack("!HBBHH", size, 0, version, 0x8000 if do else 0, 0)
+    return q
+
+
+@pytest.fixture(scope="module")
+def env() -> Iterator[Env]:
+    with unbound_server(ZONES) as up:
+        port = free_port("both")
+        clock = FakeClock(5000.0)
+        text = f".:{port} {{\n    bind 127.0.0.1\n    cache 30\n    forward . {up.address}\n}}\n"
+        loop = asyncio.new_event_loop()
+        t = threading.Thread(target=loop.run_forever, daemon=True)
+        t.start()
+        inst = Instance(text, clock=clock)
+        asyncio.run_coroutine_threadsafe(inst.start(), loop).result(10)
+        e = Env(inst, inst.listeners[("127.0.0.1", port)], loop, port, clock)
+        try:
+            # Warm every key a drawn packet can have (name, type, DO, CD) through the slow path.
+            for name in NAMES:
+                for qtype in TYPES:
+                    for do in (False, True):
+                        for cd in (0, 0x10):
+                            e.slow(query(name, qtype, flags=0x0100 | cd, edns=do, do=do))
+            yield e
+        finally:
+            asyncio.run_coroutine_threadsafe(inst.stop(drain=1.0), loop).result(15)
+            loop.call_soon_threadsafe(loop.stop)
+            t.join(5)
+
+
+@st.composite
+def packets(draw: st.DrawFn) -> bytes:
+    name = draw(st.sampled_from(NAMES))
+    # Any mix of upper and lower case in the name: the reply must echo the client's bytes.
+    name = "".join(c.upper() if draw(st.booleans()) else c for c in name)
+    flags = draw(st.sampled_from((0x0000, 0x0100))) | draw(st.sampled_from((0, 0x10, 0x20, 0x30, 0x40)))
+    edns = draw(st.booleans())
+    return query(
+        name,
+        draw(st.sampled_from(TYPES)),
+        qid=draw(st.integers(0, 0xFFFF)),
+        flags=flags,
+        edns=edns,
+        do=draw(st.booleans()),
+        size=draw(st.sampled_from((0, 100, 512, 600, 1232, 4096, 65535))),
+        version=draw(st.sampled_from((0, 0, 0, 1))),
+    )
+
+
+@SETTINGS
+@given(data=packets())
+def test_udp_path_reference_and_slow_path_agree(env: Env, data: bytes) -> None:
+    ref = fastpath.answer(data, env.clock(), env.lst.router.memo, tcp=False)
+    got_udp = env.udp(data)
+    got_slow = env.slow(data)
+    if ref is not None:
+        assert got_udp == ref[0]
+    assert got_udp == got_slow
+
+
+@SETTINGS
+@given(data=packets())
+def test_tcp_path_is_the_reference(env: Env, data: bytes) -> None:
+    ref = fastpath.answer(data, env.clock(), env.lst.router.memo, tcp=True)
+    got = env.lst.fast(data, True)
+    assert got == (ref[0] if ref is not None else None)
+    if got is not None:
+        assert got == env.slow(data, "tcp")  # TCP never truncates
+
+
+@SETTINGS
+@given(data=st.binary(min_size=0, max_size=80) | packets().map(lambda p: p[: len(p) // 2]))
+def test_reference_never_raises_on_garbage(env: Env, data: bytes) -> None:
+    assert fastpath.answer(data, env.clock(), env.lst.router.memo, tcp=False) is None or len(data) >= 17
+
+
+def test_the_fast_path_served_the_warm_hits(env: Env) -> None:
+    """A warmed lowercase query is a reference hit, and the UDP thread counts it as a fast hit."""
+    data = query("a.cluster.local.", 1)
+    assert fastpath.answer(data, env.clock(), env.lst.router.memo, tcp=False) is not None
+    before = sum(env.lst.stats.fast.values())
+    env.udp(data)
+    assert sum(env.lst.stats.fast.values()) == before + 1
+
+
+# -- golden splice vectors ----------------------------------------------------------------------
+
+LOWER = "01610665786d706c6500"  # a.exmple.
+MIXED = "01410645586d706c6500"  # A.EXmple.
+UPSTREAM_A = bytes.fromhex(
+    "0000" "8180" "0001" "0001" "0000" "0000"  # id 0, QR RD RA, QD=1 AN=1
+    + LOWER + "0001" "0001"  # a.exmple. A IN
+    "c00c" "0001" "0001" "0000001e" "0004" "c6120001"  # a.exmple. 30 A 198.18.0.1
+)  # fmt: skip
+GOLDEN = [
+    # (query, seconds after storing, reply): client ID and question case echoed, AA set, RD copied,
+    # TTL counted down from the stored second, OPT echoed with the client's size and DO.
+    (
+        "beef" "0100" "0001" "0000" "0000" "0000" + MIXED + "0001" "0001",
+        0.5,
+        "beef" "8580" "0001" "0001" "0000" "0000" + MIXED + "0001" "0001"
+        "c00c" "0001" "0001" "0000001e" "0004" "c6120001",
+    ),
+    (
+        "0007" "0000" "0001" "0000" "0000" "0000" + LOWER + "0001" "0001",
+        2.5,
+        "0007" "8480" "0001" "0001" "0000" "0000" + LOWER + "0001" "0001"
+        "c00c" "0001" "0001" "0000001c" "0004" "c6120001",
+    ),
+    (
+        "0102" "0100" "0001" "0000" "0000" "0001" + LOWER + "0001" "0001" "0000290200" "0000" "8000" "0000",
+        1.0,
+        "0102" "8580" "0001" "0001" "0000" "0001" + LOWER + "0001" "0001"
+        "c00c" "0001" "0001" "0000001d" "0004" "c6120001" "0000290200" "0000" "8000" "0000",
+    ),
+]  # fmt: skip
+
+
+def _golden_entries(now: float) -> tuple[bytes, dict[bytes, Entry]]:
+    qname = bytes.fromhex(LOWER)
+    verdict = classify(UPSTREAM_A, qname, 1, CacheConfig())
+    qkey = qname + b"\x00\x01\x00\x01"
+    smap = {
+        qkey: Entry(UPSTREAM_A, verdict, now, False, False, 1),
+        fastpath.flagged(qkey, 1, 0): Entry(UPSTREAM_A, verdict, now, True, False, 1),
+    }
+    return qkey, smap
+
+
+class _Acc(list):  # type: ignore[type-arg]
+    bits = 0
+
+
+@pytest.mark.parametrize(("query_hex", "later", "reply_hex"), GOLDEN)
+def test_golden_splices(env: Env, query_hex: str, later: float, reply_hex: str) -> None:
+    q, expected = bytes.fromhex(query_hex), bytes.fromhex(reply_hex)
+    qkey, smap = _golden_entries(1000.0)
+    hit = fastpath.answer(q, 1000.0 + later, {qkey: (smap, {}, 0, _Acc())}, tcp=False)
+    assert hit is not None and hit[0] == expected
+    # The UDP thread splices the same bytes from the same entries, put in the running cache.
+    cache = env.lst.router.zones["."].cache
+    assert cache is not None
+    _, smap = _golden_entries(env.clock() - later)
+    cache.store.maps[0].update(smap)
+    fastpath.remember(env.lst.router.memo, env.lst.router.routes, qkey, ".", cache.store.maps,
+                      env.lst.stats.zone_acc("."), 10**6)  # fmt: skip
+    assert env.udp(q) == expected
+    assert env.lst.fast(q, True) == expected
