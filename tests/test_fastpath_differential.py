@@ -110,6 +110,7 @@ def env() -> Iterator[Env]:
             asyncio.run_coroutine_threadsafe(inst.stop(drain=1.0), loop).result(15)
             loop.call_soon_threadsafe(loop.stop)
             t.join(5)
+            loop.close()  # else its self-pipe sockets are finalised (and warned about) in a later test
 
 
 @st.composite
