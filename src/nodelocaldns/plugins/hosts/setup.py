@@ -12,9 +12,9 @@ import re
 import stat
 from dataclasses import dataclass
 
+from nodelocaldns.core.duration import parse_duration
 from nodelocaldns.corefile.keys import normalize_zones
 from nodelocaldns.corefile.model import Directive
-from nodelocaldns.plugins.cache.setup import parse_duration
 
 ONCE = True  # CoreDNS plugin.ErrOnce
 DEFAULT_PATH = "/etc/hosts"

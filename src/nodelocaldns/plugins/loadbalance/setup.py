@@ -11,8 +11,8 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 
+from nodelocaldns.core.duration import parse_duration
 from nodelocaldns.corefile.model import Directive
-from nodelocaldns.plugins.cache.setup import parse_duration
 
 ONCE = False  # CoreDNS loops over repeated directives; the last one wins
 ROUND_ROBIN = "round_robin"

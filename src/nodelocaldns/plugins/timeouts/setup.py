@@ -12,8 +12,8 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from nodelocaldns.core.duration import parse_duration
 from nodelocaldns.corefile.model import Directive
-from nodelocaldns.plugins.cache.setup import parse_duration
 
 ONCE = False  # every directive's options are applied in order
 MIN_TIMEOUT, MAX_TIMEOUT = 1.0, 24 * 3600.0

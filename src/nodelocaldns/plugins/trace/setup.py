@@ -16,8 +16,8 @@ import math
 import re
 from dataclasses import dataclass
 
+from nodelocaldns.core.duration import parse_duration
 from nodelocaldns.corefile.model import Directive
-from nodelocaldns.plugins.cache.setup import parse_duration
 
 ONCE = False  # CoreDNS loops over repeated directives; the last one wins
 UNAVAILABLE = "trace: OpenTracing (zipkin, datadog) is not available in nodelocaldns; the directive is accepted and ignored"

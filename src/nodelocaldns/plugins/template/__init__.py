@@ -1,0 +1,1 @@
+"""The ``template`` plugin: answers built from Go templates for queries matching a regex."""
