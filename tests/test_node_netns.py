@@ -100,13 +100,15 @@ def xt_argv(kind: str, rule: Rule, *verb: str) -> list[str]:
     operator would type it; deliberately not built with our renderer."""
     tool = f"{'iptables' if rule.family == 4 else 'ip6tables'}-{kind.removeprefix('iptables-')}"
     flag, pflag = ("-d", "--dport") if rule.direction == "dst" else ("-s", "--sport")
-    spec = ["-p", rule.proto, flag, rule.ip, pflag, str(rule.port), "-j", rule.target]
+    socket = ["-m", "socket", "--nowildcard"] if rule.socket else []
+    spec = ["-p", rule.proto, flag, rule.ip, pflag, str(rule.port), *socket, "-j", rule.target]
     return [tool, "-t", rule.table, *verb, *spec, "-m", "comment", "--comment", rule.comment]
 
 
 def nft_match(rule: Rule) -> list[str]:
     addr, port = ("daddr", "dport") if rule.direction == "dst" else ("saddr", "sport")
-    return ["ip" if rule.family == 4 else "ip6", addr, rule.ip, rule.proto, port, str(rule.port)]
+    socket = ["socket", "wildcard" if rule.proto == "udp" else "transparent", "0"] if rule.socket else []
+    return ["ip" if rule.family == 4 else "ip6", addr, rule.ip, rule.proto, port, str(rule.port), *socket]
 
 
 def nft_chain(rule: Rule) -> str:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections import Counter
+from dataclasses import replace
 
 import pytest
 
@@ -22,6 +23,7 @@ from nodelocaldns.node.rules import (
     format_rule_go,
     iptables_restore_text,
     nft_delete_script,
+    nft_rule_text,
     nft_script,
     parse_iptables_save,
     parse_nft_json,
@@ -129,12 +131,47 @@ def test_rule_validates_and_canonicalises() -> None:
 
 
 def test_go_log_format_matches_node_cache_logs() -> None:
-    # Verbatim from a node-cache 1.22+ log line.
-    rule = desired_rules(["10.96.0.10"])[0]
+    # Verbatim from a node-cache 1.22+ log line: the link-local address keeps node-cache's rule.
+    rule = desired_rules(["169.254.20.10"])[0]
     assert format_rule_go(rule) == (
-        "{raw PREROUTING [-p tcp -d 10.96.0.10 --dport 53 -j NOTRACK -m comment --comment "
+        "{raw PREROUTING [-p tcp -d 169.254.20.10 --dport 53 -j NOTRACK -m comment --comment "
         "NodeLocal DNS Cache: skip conntrack]}"
     )
+    # A Service IP's PREROUTING rule carries the socket match; without it, node-cache's rule.
+    guarded = desired_rules(["10.96.0.10"])[0]
+    assert format_rule_go(guarded) == (
+        "{raw PREROUTING [-p tcp -d 10.96.0.10 --dport 53 -m socket --nowildcard -j NOTRACK "
+        "-m comment --comment NodeLocal DNS Cache: skip conntrack]}"
+    )
+    plain = desired_rules(["10.96.0.10"], socket_guard=False)[0]
+    assert format_rule_go(plain) == format_rule_go(rule).replace("169.254.20.10", "10.96.0.10")
+
+
+def test_only_service_ip_prerouting_notrack_rules_are_socket_guarded() -> None:
+    rules = desired_rules(["169.254.20.10", "10.96.0.10", "fe80::a", "fd00::10"])
+    guarded = {(r.ip, r.proto) for r in rules if r.socket}
+    assert guarded == {(ip, p) for ip in ("10.96.0.10", "fd00::10") for p in ("tcp", "udp")}
+    assert all((r.table, r.chain, r.target) == ("raw", "PREROUTING", "NOTRACK") for r in rules if r.socket)
+    assert not any(r.socket for r in desired_rules(["10.96.0.10"], socket_guard=False))
+    with pytest.raises(ValueError, match="socket"):
+        Rule(4, "raw", "OUTPUT", "udp", "dst", "10.96.0.10", 53, "NOTRACK", "", socket=True)
+
+
+def test_socket_rules_round_trip_through_save_and_nft_json() -> None:
+    rule = desired_rules(["10.96.0.10"])[1]
+    assert rule.socket and rule.proto == "udp"
+    save = (
+        "*raw\n-A PREROUTING -d 10.96.0.10/32 -p udp -m udp --dport 53 -m socket --nowildcard "
+        '-m comment --comment "NodeLocal DNS Cache: skip conntrack" -j NOTRACK\nCOMMIT\n'
+    )
+    assert parse_iptables_save(save, 4).owned == (rule,)
+    # the same line without the socket match is the unguarded rule, a different rule
+    plain = parse_iptables_save(save.replace("-m socket --nowildcard ", ""), 4).owned
+    assert plain == (replace(rule, socket=False),)
+    # "-m socket" without --nowildcard is somebody else's rule
+    assert parse_iptables_save(save.replace(" --nowildcard", ""), 4).owned == ()
+    assert "socket wildcard 0" in nft_rule_text(rule)
+    assert "socket transparent 0" in nft_rule_text(desired_rules(["10.96.0.10"])[0])
 
 
 # ---------------------------------------------------------------- iptables-restore

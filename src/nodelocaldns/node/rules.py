@@ -21,6 +21,15 @@ Two renderings exist:
   we do not own; an operator whose firewall drops untracked DNS must allow it there (for example
   ``ct state untracked accept`` or an explicit port rule). kube-proxy's own nftables rules only
   reject on ``ct state new``, which untracked packets never match, so the common case needs nothing.
+
+Fail-safe (``Rule.socket``): the PREROUTING NOTRACK rules for a local IP that kube-proxy also serves
+(every address that is not link-local, in practice the kube-dns ClusterIP) only match while a socket
+is bound to that exact address and port: iptables ``-m socket --nowildcard``, nft ``socket wildcard
+0`` (UDP) / ``socket transparent 0`` (TCP: nft's ``wildcard`` key gives up on the request socket of
+a half-open connection, so the handshake's last ACK would be tracked and DNAT'd). With the agent
+dead the packet is tracked again and kube-proxy's DNAT sends it to kube-dns. The kernel accepts
+the socket match only in PREROUTING/INPUT, so the OUTPUT rules stay unconditional; see
+docs/node-agent.md, "Fail-safe rules", for what was measured on which path.
 """
 
 from __future__ import annotations
@@ -44,22 +53,26 @@ Target = Literal["NOTRACK", "ACCEPT"]
 _COMMENT_FOR_TARGET: dict[str, str] = {"NOTRACK": COMMENT_SKIP_CONNTRACK, "ACCEPT": COMMENT_ALLOW_DNS}
 
 # node-cache's initIptables, one row per rule; "dns" is -dns.port, "health" is -health-port.
-# (table, chain, proto, direction, port, target)
-_RULE_TABLE: tuple[tuple[str, str, str, Direction, str, Target], ...] = (
-    ("raw", "PREROUTING", "tcp", "dst", "dns", "NOTRACK"),
-    ("raw", "PREROUTING", "udp", "dst", "dns", "NOTRACK"),
-    ("filter", "INPUT", "tcp", "dst", "dns", "ACCEPT"),
-    ("filter", "INPUT", "udp", "dst", "dns", "ACCEPT"),
-    ("raw", "OUTPUT", "tcp", "src", "dns", "NOTRACK"),
-    ("raw", "OUTPUT", "udp", "src", "dns", "NOTRACK"),
-    ("filter", "OUTPUT", "tcp", "src", "dns", "ACCEPT"),
-    ("filter", "OUTPUT", "udp", "src", "dns", "ACCEPT"),
+# "guarded" rows get the socket match for a Service IP (see the module docstring): only the
+# PREROUTING NOTRACK, the one rule that takes a pod's query away from kube-proxy's DNAT. The INPUT
+# ACCEPT never sees a DNAT'd packet (its destination is no longer our IP), the ``src`` rules only
+# see our own replies, and the kernel refuses the match in OUTPUT.
+# (table, chain, proto, direction, port, target, guarded)
+_RULE_TABLE: tuple[tuple[str, str, str, Direction, str, Target, bool], ...] = (
+    ("raw", "PREROUTING", "tcp", "dst", "dns", "NOTRACK", True),
+    ("raw", "PREROUTING", "udp", "dst", "dns", "NOTRACK", True),
+    ("filter", "INPUT", "tcp", "dst", "dns", "ACCEPT", False),
+    ("filter", "INPUT", "udp", "dst", "dns", "ACCEPT", False),
+    ("raw", "OUTPUT", "tcp", "src", "dns", "NOTRACK", False),
+    ("raw", "OUTPUT", "udp", "src", "dns", "NOTRACK", False),
+    ("filter", "OUTPUT", "tcp", "src", "dns", "ACCEPT", False),
+    ("filter", "OUTPUT", "udp", "src", "dns", "ACCEPT", False),
     # host-network clients (kubernetes/dns PR #319)
-    ("raw", "OUTPUT", "tcp", "dst", "dns", "NOTRACK"),
-    ("raw", "OUTPUT", "udp", "dst", "dns", "NOTRACK"),
+    ("raw", "OUTPUT", "tcp", "dst", "dns", "NOTRACK", False),
+    ("raw", "OUTPUT", "udp", "dst", "dns", "NOTRACK", False),
     # kubelet liveness probe to <localip>:health-port (PR #352)
-    ("raw", "OUTPUT", "tcp", "dst", "health", "NOTRACK"),
-    ("raw", "OUTPUT", "tcp", "src", "health", "NOTRACK"),
+    ("raw", "OUTPUT", "tcp", "dst", "health", "NOTRACK", False),
+    ("raw", "OUTPUT", "tcp", "src", "health", "NOTRACK", False),
 )
 RULES_PER_IP = len(_RULE_TABLE)
 
@@ -79,7 +92,8 @@ class Rule:
 
     ``direction`` says which end both the address and the port match: ``dst`` is ``-d IP --dport P``,
     ``src`` is ``-s IP --sport P``. ``ip`` is stored in canonical (compressed) form so parsed and
-    rendered rules compare equal.
+    rendered rules compare equal. ``socket`` adds the "a socket is bound to IP:port" match (raw
+    PREROUTING only, where the kernel allows it).
     """
 
     family: int
@@ -91,6 +105,7 @@ class Rule:
     port: int
     target: Target
     comment: str
+    socket: bool = False
 
     def __post_init__(self) -> None:
         addr = ipaddress.ip_address(self.ip)
@@ -102,6 +117,8 @@ class Rule:
             raise ValueError(f"unsupported match {self.proto}/{self.direction}")
         if self.target not in _COMMENT_FOR_TARGET or not 0 < self.port < 65536:
             raise ValueError(f"unsupported target/port {self.target}/{self.port}")
+        if self.socket and (self.table, self.chain, self.direction) != ("raw", "PREROUTING", "dst"):
+            raise ValueError("the socket match only exists for raw PREROUTING destination rules")
         object.__setattr__(self, "ip", addr.compressed)
 
 
@@ -121,18 +138,35 @@ def parse_local_ips(local_ips: Iterable[str]) -> tuple[str, ...]:
     return tuple(out)
 
 
-def desired_rules(local_ips: Iterable[str], dns_port: int = 53, health_port: int = 8080) -> list[Rule]:
-    """node-cache's rule table for every local IP, in node-cache's order (IPs may mix families)."""
+def has_kube_proxy_path(ip: str) -> bool:
+    """Whether kube-proxy may also serve ``ip`` (so the agent's rules must yield when it is gone).
+
+    A link-local address (169.254.20.10) is never a Service IP: without us a query there fails
+    whatever the rules say, so its rules stay node-cache's unconditional ones.
+    """
+    return not ipaddress.ip_address(ip).is_link_local
+
+
+def desired_rules(
+    local_ips: Iterable[str], dns_port: int = 53, health_port: int = 8080, *, socket_guard: bool = True
+) -> list[Rule]:
+    """node-cache's rule table for every local IP, in node-cache's order (IPs may mix families).
+
+    ``socket_guard=False`` is the fallback for a kernel without the socket match: node-cache's
+    rules exactly, which black-hole a Service IP while the agent is down.
+    """
     for what, port in (("dns port", dns_port), ("health port", health_port)):
         if not 0 < port < 65536:
             raise ConfigError(f"invalid {what} {port}")
     rules: list[Rule] = []
     for ip in parse_local_ips(local_ips):
         family = ipaddress.ip_address(ip).version
-        for table, chain, proto, direction, which, target in _RULE_TABLE:
+        guard_ip = socket_guard and has_kube_proxy_path(ip)
+        for table, chain, proto, direction, which, target, guarded in _RULE_TABLE:
             port = dns_port if which == "dns" else health_port
             comment = _COMMENT_FOR_TARGET[target]
-            rules.append(Rule(family, table, chain, proto, direction, ip, port, target, comment))
+            socket = guarded and guard_ip
+            rules.append(Rule(family, table, chain, proto, direction, ip, port, target, comment, socket))
     return rules
 
 
@@ -147,8 +181,9 @@ def unique(rules: Iterable[Rule]) -> list[Rule]:
 def to_iptables_args(rule: Rule) -> list[str]:
     """The rule spec exactly as node-cache passes it to iptables (no table, chain or verb)."""
     addr_flag, port_flag = ("-d", "--dport") if rule.direction == "dst" else ("-s", "--sport")
+    socket = ["-m", "socket", "--nowildcard"] if rule.socket else []
     return [
-        "-p", rule.proto, addr_flag, rule.ip, port_flag, str(rule.port),
+        "-p", rule.proto, addr_flag, rule.ip, port_flag, str(rule.port), *socket,
         "-j", rule.target, "-m", "comment", "--comment", rule.comment,
     ]  # fmt: skip
 
@@ -238,6 +273,9 @@ def _parse_save_rule(table: str, line: str, family: int) -> Rule | None:
         tok = tokens[i]
         if tok == "-m" and i + 1 < len(tokens) and tokens[i + 1] in ("tcp", "udp", "comment"):
             i += 2
+        elif tok == "-m" and tokens[i + 1 : i + 3] == ["socket", "--nowildcard"] and "socket" not in fields:
+            fields["socket"] = "nowildcard"
+            i += 3
         elif tok in ("-s", "-d", "-p", "--sport", "--dport", "--comment", "-j") and i + 1 < len(tokens):
             if tok in fields:
                 return None
@@ -270,6 +308,7 @@ def _parse_save_rule(table: str, line: str, family: int) -> Rule | None:
             port=int(fields["--dport" if direction == "dst" else "--sport"]),
             target=target,  # type: ignore[arg-type]  # checked against _COMMENT_FOR_TARGET above
             comment=fields.get("--comment", ""),
+            socket="socket" in fields,
         )
     except ValueError:
         return None
@@ -283,12 +322,20 @@ def nft_chain_name(table: str, chain: str) -> str:
     return f"{table}_{chain.lower()}"
 
 
+# Which nft socket key says "a socket of ours is there": see the module docstring for TCP.
+_NFT_SOCKET_KEY: dict[str, str] = {"udp": "wildcard", "tcp": "transparent"}
+
+
 def nft_rule_text(rule: Rule) -> str:
     l3 = "ip" if rule.family == 4 else "ip6"
     addr = "daddr" if rule.direction == "dst" else "saddr"
     port = "dport" if rule.direction == "dst" else "sport"
     verdict = "notrack" if rule.target == "NOTRACK" else "accept"
-    return f'{l3} {addr} {rule.ip} {rule.proto} {port} {rule.port} counter {verdict} comment "{rule.comment}"'
+    socket = f" socket {_NFT_SOCKET_KEY[rule.proto]} 0" if rule.socket else ""
+    return (
+        f"{l3} {addr} {rule.ip} {rule.proto} {port} {rule.port}{socket} "
+        f'counter {verdict} comment "{rule.comment}"'
+    )
 
 
 def nft_script(rules: Sequence[Rule], table: str = NFT_TABLE) -> str:
@@ -363,6 +410,11 @@ def _parse_nft_rule(rule: dict[str, Any]) -> Rule | None:
             found["target"] = "NOTRACK" if "notrack" in expr else "ACCEPT"
             continue
         match = expr.get("match")
+        if match and "socket" in match.get("left", {}) and "socket" not in found:
+            if match.get("op") != "==" or match.get("right") != 0:
+                return None
+            found["socket"] = match["left"]["socket"].get("key")
+            continue
         if not match or match.get("op") != "==" or "payload" not in match.get("left", {}):
             return None
         payload = match["left"]["payload"]
@@ -376,7 +428,10 @@ def _parse_nft_rule(rule: dict[str, Any]) -> Rule | None:
         else:
             return None
         directions.add(_NFT_FIELD_DIRECTION[field])
+    socket_key = found.pop("socket", None)
     if len(directions) != 1 or found.keys() != {"family", "ip", "proto", "port", "target"}:
+        return None
+    if socket_key is not None and socket_key != _NFT_SOCKET_KEY[found["proto"]]:
         return None
     try:
         return Rule(
@@ -384,6 +439,7 @@ def _parse_nft_rule(rule: dict[str, Any]) -> Rule | None:
             chain=where[1],
             direction=directions.pop(),
             comment=str(rule.get("comment", "")),
+            socket=socket_key is not None,
             **found,
         )
     except ValueError:
