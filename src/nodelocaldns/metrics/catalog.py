@@ -194,6 +194,7 @@ SETUP_ERROR_TYPES: tuple[str, ...] = (
     "interface_add",
     "interface_check",
     "configmap",
+    "socket_match",  # ours: the fail-safe socket match is missing (node/failsafe.py)
 )
 
 # The qtype label takes one of these, else "other" (CoreDNS plugin/metrics/vars/report.go).

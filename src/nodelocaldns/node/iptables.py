@@ -185,3 +185,31 @@ class IptablesBackend:
         for family in self.families:
             out += (await self._scan(family)).owned
         return out
+
+    async def socket_match_supported(self) -> bool:
+        """Whether this host can run ``-m socket --nowildcard``: a ``--test`` restore of one such rule
+        per family (parsed and checked, never committed). A missing extension or kernel match fails."""
+        for family in self.families:
+            addr = "192.0.2.1" if family == 4 else "2001:db8::1"
+            text = (
+                f"*raw\n-A PREROUTING -d {addr} -p udp --dport 53 -m socket --nowildcard -j NOTRACK\nCOMMIT\n"
+            )
+            argv = [self._binary(family, "restore"), "--test", "--noflush", "-w", str(self.wait_seconds)]
+            res = await run_command(argv, stdin=text, timeout=self.timeout, env=self.env)
+            if not res.ok:
+                return False
+        return True
+
+    async def scan_without_creating(self) -> SaveScan:
+        """Our rules in this variant, read with full saves: unlike ``-t raw``, a full legacy save does
+        not make the kernel create tables, so looking at a variant the node does not use is harmless."""
+        owned: list[Rule] = []
+        foreign: list[str] = []
+        for family in self.families:
+            res = await run_command([self._binary(family, "save")], timeout=self.timeout, env=self.env)
+            if not res.ok:
+                raise SetupError("iptables", res.describe())
+            scan = parse_iptables_save(res.stdout, family)
+            owned += scan.owned
+            foreign += scan.foreign
+        return SaveScan(tuple(owned), tuple(foreign))

@@ -49,9 +49,11 @@ from nodelocaldns.node.configsync import (
     write_atomic,
 )
 from nodelocaldns.node.diagnose import bind_hint, listen_addresses, listen_keys
+from nodelocaldns.node.failsafe import rules_for
 from nodelocaldns.node.flags import NodeCacheParams
 from nodelocaldns.node.interface import InterfaceSpec
 from nodelocaldns.node.kubednscm import KubeDNSConfig, config_from_state
+from nodelocaldns.node.leftovers import remove_from_other_backends, stale_rules
 from nodelocaldns.node.networker import NetWorker
 from nodelocaldns.node.nft import NftBackend
 from nodelocaldns.node.reconcile import Reconciler, ReconcileReport
@@ -176,6 +178,10 @@ class NodeAgent:
         if p.setup_iptables:
             self.backend = await self._net(select_backend(BACKEND_MODES[p.rules_backend]))
             log.info("Using %s for the nodelocaldns rules", self.backend.name)
+            ips = [ip.compressed for ip in p.local_ips]
+            self.rules = await self._net(
+                rules_for(self.backend, ips, p.dns_port, p.health_port, self.metrics, log)
+            )
         self.reconciler = Reconciler(
             self.backend, self.iface, self.metrics, p.sync_interval, rules=self.rules, logger=log
         )
@@ -316,16 +322,20 @@ class NodeAgent:
         simply adopted (the first tick makes them exactly one copy each). Rules for an address we no
         longer hold are dangerous: a NOTRACK rule for the kube-dns ClusterIP after a switch to IPVS
         mode bypasses kube-proxy's DNAT with nobody listening. Rules for our own addresses with
-        other ports (a second DaemonSet's ``-health-port``) are left alone. The nft backend needs
-        nothing here: its first tick replaces its whole table.
+        other ports (a second DaemonSet's ``-health-port``) are left alone. Our rules in a backend we
+        no longer use (``-rules-backend`` changed) go too; see ``leftovers.py``. The nft backend
+        needs nothing more: its first tick replaces its whole table.
         """
         backend = self.backend
-        if backend is None or isinstance(backend, NftBackend):
+        if backend is None:
+            return
+        await self._net(remove_from_other_backends(backend, self.rules, logger=log))
+        if isinstance(backend, NftBackend):
             return
         ours = {ip.compressed for ip in self.params.local_ips}
         try:
             owned = await self._net(backend.list_owned())
-            stale = [r for r in dict.fromkeys(owned) if r.ip not in ours]
+            stale = stale_rules(owned, self.rules, ours)
             if not stale:
                 return
             deleted = await self._net(backend.delete(stale))

@@ -19,6 +19,12 @@ from nodelocaldns.errors import SetupError
 from nodelocaldns.node.backend import EnsureReport, run_command
 from nodelocaldns.node.rules import NFT_TABLE, Rule, nft_delete_script, nft_script, parse_nft_json, unique
 
+# One rule with both socket keys the table uses, in a chain on the hook they are used in.
+_SOCKET_PROBE = (
+    "table inet {table} {{\n\tchain probe {{\n\t\ttype filter hook prerouting priority raw; policy accept;\n"
+    "\t\tudp dport 53 socket wildcard 0 socket transparent 0 accept\n\t}}\n}}\n"
+)
+
 
 class NftBackend:
     def __init__(
@@ -76,3 +82,24 @@ class NftBackend:
 
     async def list_owned(self) -> list[Rule]:
         return (await self._read())[0]
+
+    async def socket_match_supported(self) -> bool:
+        """Whether the kernel takes our ``socket`` expressions: ``nft -c`` sends a throwaway table
+        to the kernel for validation and commits nothing."""
+        script = _SOCKET_PROBE.format(table=f"{self.table}-probe")
+        res = await run_command([self.nft, "-c", "-f", "-"], stdin=script, timeout=self.timeout, env=self.env)
+        return res.ok
+
+    async def remove(self, rules: Sequence[Rule]) -> int:
+        """Remove ``rules`` (every copy) from our table and keep the rest; drop the table when
+        nothing is left. An entry we cannot read back keeps the table as it is (it is not ours to judge)."""
+        current, unreadable = await self._read()
+        gone = set(rules)
+        keep = [r for r in current if r not in gone]
+        removed = len(current) - len(keep)
+        if not removed:
+            return 0
+        if unreadable:
+            raise SetupError("iptables", f"table inet {self.table} holds entries we cannot read; left alone")
+        await self._apply(nft_script(keep, self.table) if keep else nft_delete_script(self.table))
+        return removed
