@@ -379,7 +379,8 @@ def xt(ns: str, variant: str, rule: Rule, *verb: str) -> None:
     """An iptables command as an operator types it (not built with our renderer)."""
     tool = f"{'iptables' if rule.family == 4 else 'ip6tables'}-{variant}"
     flag, pflag = ("-d", "--dport") if rule.direction == "dst" else ("-s", "--sport")
-    spec = ["-p", rule.proto, flag, rule.ip, pflag, str(rule.port), "-j", rule.target]
+    socket = ["-m", "socket", "--nowildcard"] if rule.socket else []
+    spec = ["-p", rule.proto, flag, rule.ip, pflag, str(rule.port), *socket, "-j", rule.target]
     ns_exec(ns, tool, "-t", rule.table, *verb, *spec, "-m", "comment", "--comment", rule.comment)
 
 
@@ -479,7 +480,7 @@ def test_duplicate_rule_fails_duplicates_only(tmp_path: Path) -> None:
     assert dups == {
         "iptables-legacy": [
             {
-                "rule": f"-t raw PREROUTING -p tcp -d {IP6} --dport 53 -j NOTRACK -m comment --comment NodeLocal DNS Cache: skip conntrack",
+                "rule": f"-t raw PREROUTING -p tcp -d {IP6} --dport 53 -m socket --nowildcard -j NOTRACK -m comment --comment NodeLocal DNS Cache: skip conntrack",
                 "copies": 3,
             }
         ]

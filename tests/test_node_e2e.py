@@ -339,7 +339,7 @@ def test_pods_are_served_by_the_agent_without_conntrack_and_sigterm_cleans_up(to
             f"[INFO] Using Corefile {agent.conf}",
             f"[INFO] Using Pidfile {agent.pidfile}",
             "[INFO] Updated Corefile with 0 custom stubdomains and upstream servers /etc/resolv.conf",
-            f"[INFO] Added back nodelocaldns rule - {{raw PREROUTING [-p udp -d {KUBE_DNS} --dport 53 -j NOTRACK",
+            f"[INFO] Added back nodelocaldns rule - {{raw PREROUTING [-p udp -d {KUBE_DNS} --dport 53 -m socket --nowildcard -j NOTRACK",
         ):
             assert expected in log
         # Rules were installed after every listener was up, and the pidfile written after both.
