@@ -23,7 +23,8 @@ from typing import TypeVar
 import pytest
 
 from nodelocaldns.errors import SetupError
-from nodelocaldns.node.backend import RulesBackend, select_backend
+from nodelocaldns.node.backend import RulesBackend
+from nodelocaldns.node.factory import select_backend
 from nodelocaldns.node.interface import InterfaceSpec, check_interface, ensure_interface, remove_interface
 from nodelocaldns.node.iptables import IptablesBackend, detect_variant
 from nodelocaldns.node.nft import NftBackend

@@ -15,7 +15,6 @@ from nodelocaldns.node.kubednscm import (
     StubDomain,
     load_kubedns_dir,
     parse_kubedns_data,
-    split_host_port,
 )
 from nodelocaldns.node.render import (
     NO_TCP_BLOCK_WARNING,
@@ -23,6 +22,7 @@ from nodelocaldns.node.render import (
     service_env_name,
     stub_domain_blocks,
 )
+from nodelocaldns.values.hostport import split_host_port
 from support.addon import ADDON_COREFILE
 
 # What the DaemonSet ends up serving with the addon's args and kube-dns-upstream at 198.18.0.20.

@@ -11,7 +11,8 @@ from dataclasses import replace
 import pytest
 
 from nodelocaldns.errors import ConfigError, SetupError
-from nodelocaldns.node.backend import CommandResult, kube_proxy_uses_nftables
+from nodelocaldns.node.command import CommandResult
+from nodelocaldns.node.factory import kube_proxy_uses_nftables
 from nodelocaldns.node.iptables import choose_variant, classify_failure
 from nodelocaldns.node.privileges import effective_capabilities, has_capability, require_net_admin
 from nodelocaldns.node.rules import (
@@ -442,14 +443,13 @@ def test_metrics_http_listener() -> None:
         m = SetupMetrics()
         m.inc("configmap")
         server = await serve_setup_metrics("127.0.0.1:0", m)
-        port = server.sockets[0].getsockname()[1]
+        port = server.port
         try:
             ok = await _http(port, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
             missing = await _http(port, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
             post = await _http(port, b"POST /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n")
         finally:
-            server.close()
-            await server.wait_closed()
+            await server.stop()
         return ok, missing, post
 
     ok, missing, post = asyncio.run(main())

@@ -17,11 +17,12 @@ from decimal import Decimal, InvalidOperation
 from typing import Literal
 
 from nodelocaldns.errors import ConfigError
-from nodelocaldns.node.kubednscm import IPAddress, is_dns1123_subdomain, parse_ip, split_host_port
+from nodelocaldns.node.backend import RULES_BACKENDS, RulesBackendChoice
+from nodelocaldns.node.kubednscm import IPAddress, is_dns1123_subdomain, parse_ip
+from nodelocaldns.values.duration import duration_parts, duration_seconds
+from nodelocaldns.values.hostport import parse_port, split_host_port
 
-RulesBackend = Literal["auto", "iptables", "nftables"]
-RULES_BACKENDS: tuple[RulesBackend, ...] = ("auto", "iptables", "nftables")
-_BACKEND_BY_NAME: dict[str, RulesBackend] = {b: b for b in RULES_BACKENDS}
+_BACKEND_BY_NAME: dict[str, RulesBackendChoice] = {b: b for b in RULES_BACKENDS}
 
 ENV_PREFIX = "NODELOCALDNS_"
 DEFAULT_KUBEDNS_CM_PATH = "/etc/kube-dns"
@@ -71,7 +72,7 @@ class NodeCacheParams:
     """``-reloadwithsignal``: reload via SIGUSR1 to self after rewriting the Corefile."""
     dns_port: int = 53
     """``-dns.port``/``-p``: port of the rules and of generated stub-domain blocks."""
-    rules_backend: RulesBackend = "auto"
+    rules_backend: RulesBackendChoice = "auto"
     """``-rules-backend``: ``iptables``, ``nftables``, or ``auto`` (follow what the node already uses)."""
     cluster_domain: str = DEFAULT_CLUSTER_DOMAIN
     """``-cluster-domain``: fills ``__PILLAR__DNS__DOMAIN__``; default ``$CLUSTER_DOMAIN``, cluster.local."""
@@ -176,17 +177,6 @@ def _parse_bool(value: str) -> bool:
     raise ValueError("parse error")
 
 
-_DURATION_UNITS = {
-    "ns": Decimal("1e-9"),
-    "us": Decimal("1e-6"),
-    "\u00b5s": Decimal("1e-6"),
-    "\u03bcs": Decimal("1e-6"),
-    "ms": Decimal("1e-3"),
-    "s": Decimal(1),
-    "m": Decimal(60),
-    "h": Decimal(3600),
-}
-_DURATION_PART = re.compile(r"(\d+\.?\d*|\.\d+)([a-z\u00b5\u03bc]+)")
 _BARE_NUMBER = re.compile(r"\d+(\.\d+)?")
 
 
@@ -202,19 +192,9 @@ def parse_sync_interval(value: str) -> float:
     if _BARE_NUMBER.fullmatch(text):
         seconds = Decimal(text)
     else:
-        body = text[1:] if text[:1] in "+-" else text
-        negative = text.startswith("-")
-        parts = _DURATION_PART.findall(body)
-        if not body or "".join(n + u for n, u in parts) != body:
-            raise ValueError(f"invalid duration {value!r}")
-        seconds = Decimal(0)
-        for number, unit in parts:
-            if unit not in _DURATION_UNITS:
-                raise ValueError(f"unknown unit {unit!r} in duration {value!r}")
-            seconds += Decimal(number) * _DURATION_UNITS[unit]
-        if negative:
-            seconds = -seconds
-        if all(unit == "ns" for _, unit in parts) and 0 < seconds < 1:
+        _sign, parts = duration_parts(text)
+        seconds = duration_seconds(text)
+        if parts and all(unit == "ns" for _, unit in parts) and 0 < seconds < 1:
             seconds *= Decimal(1_000_000_000)
     if seconds <= 0:
         raise ValueError(f"sync interval must be positive, got {value!r}")
@@ -222,10 +202,7 @@ def parse_sync_interval(value: str) -> float:
 
 
 def _parse_port(value: str) -> int:
-    text = value.strip()
-    if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= 65535:
-        raise ValueError(f"invalid port {value!r}")
-    return int(text)
+    return parse_port(value)
 
 
 def _check_value(f: _Flag, value: str) -> None:

@@ -19,13 +19,13 @@ import asyncio
 import re
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from typing import Literal
 
 from nodelocaldns.errors import SetupError
-from nodelocaldns.node.backend import CommandResult, EnsureReport, run_command
+from nodelocaldns.node.backend import EnsureReport, IptablesVariant
+from nodelocaldns.node.command import CommandResult, run_command
 from nodelocaldns.node.rules import Op, Rule, SaveScan, parse_iptables_save, restore_text, unique
 
-Variant = Literal["nft", "legacy"]
+Variant = IptablesVariant
 
 # kubelet (>= 1.17) creates one of these in the mangle table of the variant the node uses.
 _KUBELET_CHAINS = re.compile(r"^:(KUBE-IPTABLES-HINT|KUBE-KUBELET-CANARY)\b", re.MULTILINE)

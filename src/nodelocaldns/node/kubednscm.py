@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from nodelocaldns.errors import ConfigError
 from nodelocaldns.node.watch import DirectoryState, scan_directory
+from nodelocaldns.values.hostport import split_host_port
 
 STUB_DOMAINS_KEY = "stubDomains"
 UPSTREAM_NAMESERVERS_KEY = "upstreamNameservers"
@@ -53,42 +54,6 @@ def parse_ip(value: str) -> IPAddress | None:
         return ipaddress.ip_address(value)
     except ValueError:
         return None
-
-
-def split_host_port(hostport: str) -> tuple[str, str]:
-    """Go's ``net.SplitHostPort``, error cases included; raises ValueError with Go's wording.
-
-    ``"[fd00::1]:53"`` gives ``("fd00::1", "53")``; ``"1.2.3.4:"`` gives ``("1.2.3.4", "")``.
-    """
-
-    def fail(why: str) -> ValueError:
-        return ValueError(f"address {hostport}: {why}")
-
-    colon = hostport.rfind(":")
-    if colon < 0:
-        raise fail("missing port in address")
-    start, end_of_host = 0, 0
-    if hostport.startswith("["):
-        close = hostport.find("]")
-        if close < 0:
-            raise fail("missing ']' in address")
-        if close + 1 == len(hostport):
-            raise fail("missing port in address")
-        if close + 1 != colon:
-            if hostport[close + 1] == ":":
-                raise fail("too many colons in address")
-            raise fail("missing port in address")
-        host = hostport[1:close]
-        start, end_of_host = 1, close + 1
-    else:
-        host = hostport[:colon]
-        if ":" in host:
-            raise fail("too many colons in address")
-    if "[" in hostport[start:]:
-        raise fail("unexpected '[' in address")
-    if "]" in hostport[end_of_host:]:
-        raise fail("unexpected ']' in address")
-    return host, hostport[colon + 1 :]
 
 
 def join_host(ip: IPAddress) -> str:

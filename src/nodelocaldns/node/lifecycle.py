@@ -35,11 +35,11 @@ import os
 import signal
 from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, replace
-from typing import Any, Final, TypeVar
+from typing import Any, TypeVar
 
 from nodelocaldns import __version__
 from nodelocaldns.errors import ConfigError, SetupError, TemplateError
-from nodelocaldns.node.backend import RulesBackend, select_backend
+from nodelocaldns.node.backend import RulesBackend
 from nodelocaldns.node.configsync import (
     Inputs,
     build_corefile,
@@ -49,6 +49,7 @@ from nodelocaldns.node.configsync import (
     write_atomic,
 )
 from nodelocaldns.node.diagnose import bind_hint, listen_addresses, listen_keys
+from nodelocaldns.node.factory import select_backend
 from nodelocaldns.node.failsafe import rules_for
 from nodelocaldns.node.flags import NodeCacheParams
 from nodelocaldns.node.interface import InterfaceSpec
@@ -61,13 +62,11 @@ from nodelocaldns.node.render import RenderResult
 from nodelocaldns.node.rules import Rule, desired_rules, format_rule_go
 from nodelocaldns.node.setup_metrics import SetupMetrics, serve_setup_metrics
 from nodelocaldns.node.watch import DirectoryState, scan_directory, watch_directory
+from nodelocaldns.server.httpd import HTTPServer
 from nodelocaldns.server.instance import Instance
 
 log = logging.getLogger("nodelocaldns.node")
 T = TypeVar("T")
-
-# -rules-backend names (node-cache-style words) -> select_backend modes.
-BACKEND_MODES: Final[dict[str, str]] = {"auto": "auto", "iptables": "iptables", "nftables": "nft"}
 
 
 @dataclass(frozen=True)
@@ -123,7 +122,7 @@ class NodeAgent:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._sync_task: asyncio.Task[None] | None = None
         self._watchers: list[asyncio.Task[None]] = []
-        self._metrics_server: asyncio.Server | None = None
+        self._metrics_server: HTTPServer | None = None
         self._signal_waiter: asyncio.Future[bool] | None = None
         self._pidfile_written = False
         # /ready (when the Corefile has `ready`) waits for the first complete network setup.
@@ -155,7 +154,7 @@ class NodeAgent:
                 task.cancel()
             await asyncio.gather(*self._tasks, *self._watchers, return_exceptions=True)
             if self._metrics_server is not None:
-                self._metrics_server.close()
+                await self._metrics_server.stop()
             self.net.close()
 
     @property
@@ -176,7 +175,7 @@ class NodeAgent:
         await self._start_setup_metrics()
 
         if p.setup_iptables:
-            self.backend = await self._net(select_backend(BACKEND_MODES[p.rules_backend]))
+            self.backend = await self._net(select_backend(p.rules_backend))
             log.info("Using %s for the nodelocaldns rules", self.backend.name)
             ips = [ip.compressed for ip in p.local_ips]
             self.rules = await self._net(

@@ -16,7 +16,8 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 
 from nodelocaldns.errors import SetupError
-from nodelocaldns.node.backend import EnsureReport, run_command
+from nodelocaldns.node.backend import EnsureReport
+from nodelocaldns.node.command import run_command
 from nodelocaldns.node.rules import NFT_TABLE, Rule, nft_delete_script, nft_script, parse_nft_json, unique
 
 # One rule with both socket keys the table uses, in a chain on the hook they are used in.

@@ -25,7 +25,8 @@ from dataclasses import dataclass
 
 from nodelocaldns.errors import ConfigError
 from nodelocaldns.node.flags import NodeCacheParams
-from nodelocaldns.node.kubednscm import IPAddress, KubeDNSConfig, join_host, parse_ip, split_host_port
+from nodelocaldns.node.kubednscm import IPAddress, KubeDNSConfig, join_host, parse_ip
+from nodelocaldns.values.hostport import split_host_port
 
 UPSTREAM_SERVERS = "__PILLAR__UPSTREAM__SERVERS__"
 CLUSTER_DNS = "__PILLAR__CLUSTER__DNS__"

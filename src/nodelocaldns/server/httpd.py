@@ -1,4 +1,4 @@
-"""A tiny HTTP/1.1 GET server for /health, /ready and /metrics.
+"""The process's one tiny HTTP/1.1 GET server: /health, /ready, /metrics and node-cache's :9353.
 
 Several plugins (and several blocks) may name one address; they share one listener, each adding
 its path. Requests are small and answered in one write; the connection closes after each answer.
@@ -12,6 +12,7 @@ import socket
 from collections.abc import Awaitable, Callable
 
 from nodelocaldns.core.hostport import split_hostport
+from nodelocaldns.server.settings import DEFAULT, ServerConfig
 
 log = logging.getLogger("nodelocaldns")
 
@@ -26,21 +27,34 @@ _REASONS = {
 
 
 class HTTPServer:
-    def __init__(self, host: str, port: int) -> None:
+    """One address. ``host`` "" is every address (dual-stack); ``port`` 0 picks a free port, read
+    back into ``port`` once started."""
+
+    def __init__(self, host: str, port: int, config: ServerConfig = DEFAULT) -> None:
         self.host = host
         self.port = port
+        self.config = config
         self.routes: dict[str, Route] = {}
         self.server: asyncio.Server | None = None
 
     async def start(self) -> None:
         host = self.host or None
-        if host == "localhost":
+        if host == "localhost":  # Go's net.Listen binds the first address, 127.0.0.1
             host = "127.0.0.1"
+        limit = self.config.http_max_request
         if host is None:
-            sock = _dual_stack_socket(self.port)
-            self.server = await asyncio.start_server(self._client, sock=sock)
+            sock = _dual_stack_socket(self.port, self.config.http_backlog)
+            self.server = await asyncio.start_server(self._client, sock=sock, limit=limit)
         else:
-            self.server = await asyncio.start_server(self._client, host, self.port, reuse_address=True)
+            self.server = await asyncio.start_server(
+                self._client,
+                host,
+                self.port,
+                reuse_address=True,
+                limit=limit,
+                backlog=self.config.http_backlog,
+            )
+        self.port = self.server.sockets[0].getsockname()[1]
 
     async def stop(self) -> None:
         if self.server is not None:
@@ -50,7 +64,7 @@ class HTTPServer:
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            async with asyncio.timeout(5):
+            async with asyncio.timeout(self.config.http_read_timeout):
                 head = await reader.readuntil(b"\r\n\r\n")
             line = head.split(b"\r\n", 1)[0].decode("latin-1").split()
             if len(line) < 2:
@@ -79,7 +93,7 @@ class HTTPServer:
             writer.close()
 
 
-def _dual_stack_socket(port: int) -> socket.socket:
+def _dual_stack_socket(port: int, backlog: int) -> socket.socket:
     try:
         s = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
         s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
@@ -89,7 +103,7 @@ def _dual_stack_socket(port: int) -> socket.socket:
         s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         s.bind(("0.0.0.0", port))
-    s.listen(128)
+    s.listen(backlog)
     s.setblocking(False)
     return s
 
@@ -97,13 +111,14 @@ def _dual_stack_socket(port: int) -> socket.socket:
 class HTTPServers:
     """All HTTP listeners of a process, keyed by address; reused across reloads."""
 
-    def __init__(self) -> None:
+    def __init__(self, config: ServerConfig = DEFAULT) -> None:
+        self.config = config
         self.servers: dict[tuple[str, int], HTTPServer] = {}
 
     def route(self, addr: str, default_port: int, path: str, handler: Route) -> HTTPServer:
         host, port = split_hostport(addr, default_port)
         srv = self.servers.get((host, port))
         if srv is None:
-            srv = self.servers[(host, port)] = HTTPServer(host, port)
+            srv = self.servers[(host, port)] = HTTPServer(host, port, self.config)
         srv.routes[path] = handler
         return srv

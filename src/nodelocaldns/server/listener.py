@@ -28,11 +28,11 @@ from nodelocaldns.metrics.dnsstats import ServerStats, ZoneAcc, duration_bucket
 from nodelocaldns.plugins.cache import fastpath
 from nodelocaldns.plugins.cache.fastpath import DO_FLAGS, EDNS, NOEDNS, OPT_HEAD
 from nodelocaldns.plugins.cache.handler import CacheHandler
+from nodelocaldns.server.settings import DEFAULT, ServerConfig
 
 log = logging.getLogger("nodelocaldns")
 
 _LEN = struct.Struct("!H")
-_MEMO_MAX = 200_000
 _B0 = 0.00025
 _UDP_BUF = 4097
 _perf = time.perf_counter
@@ -80,7 +80,12 @@ class Listener:
     """One ``dns://host:port``: owns its sockets, its router and its stats."""
 
     def __init__(
-        self, host: str, port: int, router: Router, clock: Callable[[], float] = time.monotonic
+        self,
+        host: str,
+        port: int,
+        router: Router,
+        clock: Callable[[], float] = time.monotonic,
+        config: ServerConfig = DEFAULT,
     ) -> None:
         self.host = host
         self.clock = clock  # the server's injected clock: every freshness and rate-limit decision
@@ -96,10 +101,11 @@ class Listener:
         self.fast_errors = 0
         self.tcp: asyncio.Server | None = None
         self.tcp_conns: set[TCPConnection] = set()
-        self.max_tcp_conns = 1024
-        self.tcp_idle = 10.0
-        self.tcp_read_timeout = 3.0
-        self.limiter = RateLimiter(burst=5, window=10.0)
+        self.max_tcp_conns = config.tcp_max_conns
+        self.tcp_idle = config.tcp_idle_timeout
+        self.tcp_read_timeout = config.tcp_read_timeout
+        self.memo_max = config.route_memo_max
+        self.limiter = RateLimiter(burst=config.log_burst, window=config.log_window)
         self.malformed = 0
         self.panics = 0
 
@@ -215,7 +221,7 @@ class Listener:
             )
         if qkey and cache is not None and cache.covers(q.qname):
             fastpath.remember(router.memo, router.routes, qkey, zone, cache.store.maps, self.stats.zone_acc(zone),
-                              _MEMO_MAX)  # fmt: skip
+                              self.memo_max)  # fmt: skip
 
     def finalize(self, reply: Reply, req: Request) -> bytes:
         if reply.wire is None:

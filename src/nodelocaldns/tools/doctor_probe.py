@@ -22,7 +22,7 @@ import dns.message
 import dns.rcode
 from pyroute2 import IPRoute
 
-from nodelocaldns.node.backend import kube_proxy_uses_nftables
+from nodelocaldns.node.factory import kube_proxy_uses_nftables
 from nodelocaldns.node.iptables import choose_variant
 from nodelocaldns.node.rules import NFT_TABLE, Rule, parse_iptables_save, parse_nft_json
 from nodelocaldns.tools.doctor_facts import (

@@ -1,0 +1,45 @@
+"""The server's tunables: what is not a Corefile setting but used to be a literal in the code.
+
+One frozen object, built once per process and handed to :class:`~nodelocaldns.server.server.Server`;
+``nodelocaldns serve`` and ``node-cache`` both run on ``DEFAULT``. The values are the ones the
+server was tuned and benchmarked with; none is an operator flag (node-cache has no such flags).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    tcp_max_conns: int = 1024
+    """Open DNS-over-TCP connections per listener; a connection beyond that is closed at accept."""
+    tcp_idle_timeout: float = 10.0
+    """Seconds a TCP connection may sit without a query before it is closed (CoreDNS: 10 s)."""
+    tcp_read_timeout: float = 3.0
+    """Seconds to receive the rest of a query whose first bytes arrived (slow-loris bound)."""
+    tcp_backlog: int = 1024
+    """listen() backlog of DNS TCP sockets. asyncio's default of 100 drops SYNs in a burst of new
+    connections, which costs those clients a 1 s retransmit."""
+    udp_rcvbuf: int = 4 << 20
+    """SO_RCVBUF of DNS UDP sockets: absorbs bursts while the answering thread is busy."""
+    udp_sndbuf: int = 4 << 20
+    """SO_SNDBUF of DNS UDP sockets."""
+    drain: float = 5.0
+    """Upper bound, in seconds, for answering in-flight queries after the listeners stop accepting."""
+    route_memo_max: int = 200_000
+    """Entries in a listener's question -> cache memo (the fast path's route lookup); the memo is
+    emptied when full, so memory stays bounded under random names."""
+    log_burst: int = 5
+    """Warnings about malformed queries or fast-path failures let through per ``log_window``..."""
+    log_window: float = 10.0
+    """...seconds; the rest are counted and reported as "N more suppressed"."""
+    http_backlog: int = 128
+    """listen() backlog of the health/ready/metrics HTTP listeners."""
+    http_read_timeout: float = 5.0
+    """Seconds an HTTP client has to send its request head."""
+    http_max_request: int = 8192
+    """Bytes an HTTP request head may take; a longer one is dropped."""
+
+
+DEFAULT = ServerConfig()
