@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from nodelocaldns.core.hostport import split_host_port
 from nodelocaldns.errors import ConfigError
 from nodelocaldns.node.flags import NodeCacheParams, parse_args
 from nodelocaldns.node.kubednscm import (
@@ -22,7 +23,6 @@ from nodelocaldns.node.render import (
     service_env_name,
     stub_domain_blocks,
 )
-from nodelocaldns.values.hostport import split_host_port
 from support.addon import ADDON_COREFILE
 
 # What the DaemonSet ends up serving with the addon's args and kube-dns-upstream at 198.18.0.20.

@@ -16,11 +16,11 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Literal
 
+from nodelocaldns.core.duration import duration_parts, duration_seconds
+from nodelocaldns.core.hostport import parse_port, split_host_port
 from nodelocaldns.errors import ConfigError
 from nodelocaldns.node.backend import RULES_BACKENDS, RulesBackendChoice
 from nodelocaldns.node.kubednscm import IPAddress, is_dns1123_subdomain, parse_ip
-from nodelocaldns.values.duration import duration_parts, duration_seconds
-from nodelocaldns.values.hostport import parse_port, split_host_port
 
 _BACKEND_BY_NAME: dict[str, RulesBackendChoice] = {b: b for b in RULES_BACKENDS}
 

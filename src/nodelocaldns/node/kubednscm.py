@@ -15,9 +15,9 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from nodelocaldns.core.hostport import split_host_port
 from nodelocaldns.errors import ConfigError
 from nodelocaldns.node.watch import DirectoryState, scan_directory
-from nodelocaldns.values.hostport import split_host_port
 
 STUB_DOMAINS_KEY = "stubDomains"
 UPSTREAM_NAMESERVERS_KEY = "upstreamNameservers"

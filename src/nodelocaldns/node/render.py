@@ -23,10 +23,10 @@ import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
+from nodelocaldns.core.hostport import split_host_port
 from nodelocaldns.errors import ConfigError
 from nodelocaldns.node.flags import NodeCacheParams
 from nodelocaldns.node.kubednscm import IPAddress, KubeDNSConfig, join_host, parse_ip
-from nodelocaldns.values.hostport import split_host_port
 
 UPSTREAM_SERVERS = "__PILLAR__UPSTREAM__SERVERS__"
 CLUSTER_DNS = "__PILLAR__CLUSTER__DNS__"

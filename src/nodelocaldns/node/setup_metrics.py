@@ -12,10 +12,10 @@ import prometheus_client
 from prometheus_client import CollectorRegistry, Counter
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
 
+from nodelocaldns.core.hostport import listen_address
 from nodelocaldns.errors import ConfigError, SetupError
 from nodelocaldns.metrics.catalog import BY_NAME, SETUP_ERROR_TYPES
 from nodelocaldns.server.httpd import HTTPServer
-from nodelocaldns.values.hostport import listen_address
 
 SETUP_ERRORS = "coredns_nodecache_setup_errors_total"
 

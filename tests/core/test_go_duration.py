@@ -6,7 +6,7 @@ from decimal import Decimal
 
 import pytest
 
-from nodelocaldns.values.duration import duration_parts, duration_seconds, parse_duration, parse_duration_ns
+from nodelocaldns.core.duration import duration_parts, duration_seconds, parse_duration_ns
 
 
 @pytest.mark.parametrize(
@@ -29,7 +29,7 @@ from nodelocaldns.values.duration import duration_parts, duration_seconds, parse
 )
 def test_go_durations(text: str, ns: int) -> None:
     assert parse_duration_ns(text) == ns
-    assert parse_duration(text) == pytest.approx(ns / 1e9)
+    assert float(duration_seconds(text)) == pytest.approx(ns / 1e9)
 
 
 def test_exact_decimal_seconds() -> None:

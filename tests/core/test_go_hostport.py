@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from nodelocaldns.values.hostport import listen_address, parse_port, split_with_default
+from nodelocaldns.core.hostport import listen_address, parse_port, split_hostport
 
 
 @pytest.mark.parametrize(
@@ -42,7 +42,7 @@ def test_listen_address_rejects(addr: str, why: str) -> None:
     ],
 )
 def test_plugin_address_with_default_port(addr: str, want: tuple[str, int]) -> None:
-    assert split_with_default(addr, 8080) == want
+    assert split_hostport(addr, 8080) == want
 
 
 def test_ports() -> None:
