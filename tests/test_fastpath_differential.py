@@ -24,8 +24,8 @@ from nodelocaldns.plugins.cache import fastpath
 from nodelocaldns.plugins.cache.classify import classify
 from nodelocaldns.plugins.cache.entry import Entry
 from nodelocaldns.plugins.cache.setup import CacheConfig
-from nodelocaldns.server.instance import Instance
 from nodelocaldns.server.listener import Listener
+from nodelocaldns.server.server import Server
 from support.ports import free_port
 from support.upstreams import unbound_server
 
@@ -55,7 +55,7 @@ class FakeClock:
 
 @dataclass
 class Env:
-    inst: Instance
+    inst: Server
     lst: Listener
     loop: asyncio.AbstractEventLoop
     port: int
@@ -95,7 +95,7 @@ def env() -> Iterator[Env]:
         loop = asyncio.new_event_loop()
         t = threading.Thread(target=loop.run_forever, daemon=True)
         t.start()
-        inst = Instance(text, clock=clock)
+        inst = Server(text, clock=clock)
         asyncio.run_coroutine_threadsafe(inst.start(), loop).result(10)
         e = Env(inst, inst.listeners[("127.0.0.1", port)], loop, port, clock)
         try:
@@ -107,7 +107,7 @@ def env() -> Iterator[Env]:
                             e.slow(query(name, qtype, flags=0x0100 | cd, edns=do, do=do))
             yield e
         finally:
-            asyncio.run_coroutine_threadsafe(inst.stop(drain=1.0), loop).result(15)
+            asyncio.run_coroutine_threadsafe(inst.shutdown(drain=1.0), loop).result(15)
             loop.call_soon_threadsafe(loop.stop)
             t.join(5)
             loop.close()  # else its self-pipe sockets are finalised (and warned about) in a later test

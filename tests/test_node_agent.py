@@ -32,7 +32,6 @@ import pytest
 from nodelocaldns.errors import ConfigError
 from nodelocaldns.node import agent
 from nodelocaldns.node.agent import (
-    CoreDNSFormatter,
     plugins_text,
     resolve_localip,
     version_text,
@@ -103,28 +102,6 @@ def test_watch_interval_from_the_environment() -> None:
     for bad in ("0", "-1", "soon", "7200"):
         with pytest.raises(ConfigError, match="NODELOCALDNS_WATCH_INTERVAL"):
             watch_interval({"NODELOCALDNS_WATCH_INTERVAL": bad})
-
-
-def test_log_lines_look_like_coredns() -> None:
-    fmt = CoreDNSFormatter("%(message)s")
-
-    def line(level: int, msg: str) -> str:
-        return fmt.format(logging.LogRecord("x", level, __file__, 1, msg, None, None))
-
-    assert line(logging.INFO, "Added back nodelocaldns rule - x") == "[INFO] Added back nodelocaldns rule - x"
-    assert line(logging.CRITICAL, "boom") == "[FATAL] boom"
-    assert line(logging.WARNING, "w") == "[WARNING] w"
-    # The server's own lines already carry their level.
-    assert (
-        line(logging.ERROR, "[ERROR] plugin/errors: 2 x. A: timeout")
-        == "[ERROR] plugin/errors: 2 x. A: timeout"
-    )
-    # Brackets that are not a level tag still get one.
-    assert (
-        line(logging.ERROR, "[Errno 13] Permission denied: 'x'")
-        == "[ERROR] [Errno 13] Permission denied: 'x'"
-    )
-    assert line(logging.INFO, "[::1]:53 up") == "[INFO] [::1]:53 up"
 
 
 # ---------------------------------------------------------------- Corefile inputs

@@ -25,10 +25,14 @@ import pytest
 from nodelocaldns.errors import SetupError
 from nodelocaldns.node.backend import RulesBackend
 from nodelocaldns.node.factory import select_backend
-from nodelocaldns.node.interface import InterfaceSpec, check_interface, ensure_interface, remove_interface
+from nodelocaldns.node.flags import parse_args
+from nodelocaldns.node.interface import check_interface, ensure_interface, remove_interface
 from nodelocaldns.node.iptables import IptablesBackend, detect_variant
+from nodelocaldns.node.netsetup import NetSetup, SyncLoop
+from nodelocaldns.node.networker import NetWorker
 from nodelocaldns.node.nft import NftBackend
-from nodelocaldns.node.reconcile import Reconciler
+from nodelocaldns.node.plan import InterfaceSpec
+from nodelocaldns.node.reconcile import Reconciler, ReconcileReport
 from nodelocaldns.node.rules import COMMENT_ALLOW_DNS, COMMENT_SKIP_CONNTRACK, Rule, desired_rules, nft_script
 from nodelocaldns.node.setup_metrics import SetupMetrics
 from support.netns import (
@@ -459,33 +463,85 @@ def test_notrack_keeps_dns_out_of_conntrack(bridge_ns: str, kind: str) -> None:
 # ---------------------------------------------------------------- the loop and privileges
 
 
-def test_run_loop_heals_until_stopped(bridge_ns: str) -> None:
+def test_sync_loop_heals_on_the_net_worker_until_stopped(bridge_ns: str) -> None:
+    """What production runs between start-up and shutdown: SyncLoop ticks on the NetWorker thread."""
     ns = bridge_ns
     backend = NftBackend()
     rec = Reconciler(
         backend, InterfaceSpec(IFACE, (IP4,)), SetupMetrics(), interval=0.05, rules=desired_rules([IP4])
     )
+    reports: list[ReconcileReport] = []
 
-    async def go() -> tuple[int, int]:
-        stop = asyncio.Event()
-        task = asyncio.create_task(rec.run(stop))
-        for _ in range(100):
-            if len(await backend.list_owned()) == 12:
-                break
-            await asyncio.sleep(0.02)
-        proc = await asyncio.create_subprocess_exec("nft", "delete", "table", "inet", "nodelocaldns")
-        assert await proc.wait() == 0
-        healed = 0
-        for _ in range(100):
-            healed = len(await backend.list_owned())
-            if healed == 12:
-                break
-            await asyncio.sleep(0.02)
-        stop.set()
-        await asyncio.wait_for(task, 5)
-        return healed, len(await backend.list_owned())
+    async def go() -> tuple[int, int, bool]:
+        net = NetWorker()
+        try:
+            loop = SyncLoop(rec, net, 0.05, reports.append)
+            loop.start()
+            for _ in range(100):
+                if len(await backend.list_owned()) == 12:
+                    break
+                await asyncio.sleep(0.02)
+            proc = await asyncio.create_subprocess_exec("nft", "delete", "table", "inet", "nodelocaldns")
+            assert await proc.wait() == 0
+            healed = 0
+            for _ in range(100):
+                healed = len(await backend.list_owned())
+                if healed == 12:
+                    break
+                await asyncio.sleep(0.02)
+            await loop.stop(5.0)
+            ticks = len(reports)
+            await asyncio.sleep(0.2)  # stopped: no tick after stop()
+            return healed, len(reports) - ticks, all(r.ok for r in reports)
+        finally:
+            net.close()
 
-    assert arun(ns, go) == (12, 12)
+    healed, after_stop, all_ok = arun(ns, go)
+    assert healed == 12 and after_stop == 0 and all_ok
+    assert any(r.rules is not None and r.rules.added for r in reports)  # the heal came from a tick
+
+
+def test_agent_setup_order_and_teardown_hooks(bridge_ns: str) -> None:
+    """NetSetup as the agent drives it: prepare (interface, no rules), install_rules, then the
+    server's DRAINING and CLOSED hooks (rules first, then the addresses)."""
+    ns = bridge_ns
+    params = parse_args(["-localip", IP4, "-rules-backend", "nftables", "-syncinterval", "60s"], {})
+
+    async def go() -> list[tuple[str, int, bool]]:
+        net = NetWorker()
+        steps: list[tuple[str, int, bool]] = []
+
+        async def state(step: str) -> None:
+            rules = len(await NftBackend().list_owned())
+            has_ip = f"{IP4}/32" in await asyncio.to_thread(addresses, ns, IFACE)
+            steps.append((step, rules, has_ip))
+
+        try:
+            setup = NetSetup(params, SetupMetrics(), net)
+            report = await setup.prepare()
+            assert report.ok and setup.ready_check() is not None  # not ready before the rules
+            await state("prepared")
+            await setup.install_rules()
+            assert setup.ready_check() is None
+            await state("serving")
+            await setup.stop_sync(5.0)
+            await setup.delete_rules()
+            await state("draining")
+            assert not (await setup.reconciler.reconcile_once()).changed  # closed: no tick puts them back
+            await state("tick after close")
+            await setup.remove_interface()
+            await state("closed")
+        finally:
+            net.close()
+        return steps
+
+    assert arun(ns, go) == [
+        ("prepared", 0, True),
+        ("serving", 12, True),
+        ("draining", 0, True),
+        ("tick after close", 0, True),
+        ("closed", 0, False),
+    ]
 
 
 def test_missing_net_admin_is_reported_by_name() -> None:

@@ -5,17 +5,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import os
-import signal
 import sys
-from collections.abc import Callable, Coroutine
-from typing import TYPE_CHECKING, Any
+from collections.abc import Coroutine
+from typing import Any
 
 from nodelocaldns import __version__
 from nodelocaldns.errors import ConfigError
-
-if TYPE_CHECKING:
-    from nodelocaldns.server.check import CheckReport
+from nodelocaldns.server.process import PLAIN, Signals, banner, run_async, setup_logging
+from nodelocaldns.server.server import Server
 
 DEFAULT_COREFILE = """\
 # nodelocaldns embedded default: a caching forwarder on loopback.
@@ -33,75 +30,43 @@ DEFAULT_COREFILE = """\
 log = logging.getLogger("nodelocaldns")
 
 
-def setup_logging(quiet: bool = False) -> None:
-    """CoreDNS-style lines on stderr: no timestamp, the level is part of the message."""
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(message)s"))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(logging.WARNING if quiet else logging.INFO)
-
-
-def run_async(main: Callable[[], Coroutine[Any, Any, int]]) -> int:
-    """Run on uvloop when it is installed (it roughly halves per-packet overhead), else asyncio."""
+async def serve_corefile(text: str, filename: str, announce: bool) -> int:
+    server = Server(text, filename)
+    signals = Signals(lambda: _spawn(server.reload()))
+    signals.install()
     try:
-        import uvloop
+        try:
+            await server.start()
+        except ConfigError as e:
+            log.error("[ERROR] %s", e)
+            return 1
+        except OSError as e:
+            log.error("[ERROR] cannot listen: %s", e)
+            return 1
+        banner(server, __version__)
+        if announce:
+            lst = next(iter(server.listeners.values()))
+            log.info(
+                "Try it: dig @%s -p %d example.org   (metrics: curl http://127.0.0.1:9253/metrics)",
+                lst.host or "127.0.0.1",
+                lst.port,
+                extra=PLAIN,
+            )
+        fatal = await signals.wait(server)
+        # A fatal error (a forwarding loop) exits at once like log.Fatalf: draining would wait on the loop.
+        await server.shutdown(lameduck=not fatal, drain=0.0 if fatal else None)
+        return 1 if fatal else 0
+    finally:
+        signals.remove()
 
-        factory: Callable[[], asyncio.AbstractEventLoop] | None = uvloop.new_event_loop
-    except ImportError:
-        factory = None
-    with asyncio.Runner(loop_factory=factory) as runner:
-        return runner.run(main())
+
+_tasks: set[asyncio.Future[Any]] = set()
 
 
-async def serve_corefile(text: str, filename: str, announce: bool, drain: float = 5.0) -> int:
-    from nodelocaldns.server.instance import Instance
-
-    inst = Instance(text, filename)
-    try:
-        await inst.start()
-    except ConfigError as e:
-        log.error("[ERROR] %s", e)
-        return 1
-    except OSError as e:
-        log.error("[ERROR] cannot listen: %s", e)
-        await inst.stop(0)
-        return 1
-    for lst in inst.listeners.values():
-        zones = sorted(lst.router.zones)
-        log.info("%s", "\n".join(f"{z}:{lst.port} on {lst.host or '*'}" for z in zones))
-    log.info("nodelocaldns-%s", __version__)
-    if announce:
-        lst = next(iter(inst.listeners.values()))
-        log.info(
-            "Try it: dig @%s -p %d example.org   (metrics: curl http://127.0.0.1:9253/metrics)",
-            lst.host or "127.0.0.1",
-            lst.port,
-        )
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    signals_seen = 0
-
-    def on_signal(sig: signal.Signals) -> None:
-        nonlocal signals_seen
-        signals_seen += 1
-        if signals_seen > 1:
-            log.warning("[WARNING] second %s: exiting now", sig.name)
-            os._exit(1)
-        log.info("[INFO] %s: shutting down", sig.name)
-        stop.set()
-
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, on_signal, sig)
-    loop.add_signal_handler(signal.SIGUSR1, lambda: asyncio.ensure_future(inst.reload()))
-    fatal = asyncio.ensure_future(inst.fatal_event.wait())
-    stopped = asyncio.ensure_future(stop.wait())
-    await asyncio.wait([fatal, stopped], return_when=asyncio.FIRST_COMPLETED)
-    fatal.cancel()
-    stopped.cancel()
-    # A fatal error (a forwarding loop) exits at once like log.Fatalf: draining would wait on the loop.
-    await inst.stop(0 if inst.fatal else drain)
-    return 1 if inst.fatal else 0
+def _spawn(coro: Coroutine[Any, Any, Any]) -> None:
+    task = asyncio.ensure_future(coro)
+    _tasks.add(task)
+    task.add_done_callback(_tasks.discard)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -120,7 +85,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from nodelocaldns.server.check import check_text
+    from nodelocaldns.server.check import check_text, print_check
 
     try:
         with open(args.corefile, encoding="utf-8") as f:
@@ -129,16 +94,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         reason = e.strerror if isinstance(e, OSError) else f"not UTF-8 text ({e})"
         print(f"nodelocaldns: cannot read {args.corefile}: {reason}", file=sys.stderr)
         return 1
-    report = check_text(text, args.corefile)
-    return print_check(report)
-
-
-def print_check(report: CheckReport) -> int:
-    """Errors on stderr, one per line with file:line; the verdict last. Exit code 0 or 1."""
-    for line in report.errors:
-        print(f"[ERROR] {line}", file=sys.stderr)
-    print(report.summary(), file=sys.stdout if report.ok else sys.stderr)
-    return 0 if report.ok else 1
+    return print_check(check_text(text, args.corefile))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -176,8 +132,6 @@ def _tool(name: str, argv: list[str]) -> int:
 
 def node_cache_main(argv: list[str] | None = None) -> int:
     """The ``node-cache`` console script: k8s-dns-node-cache's flags, same behaviour."""
-    import importlib
+    from nodelocaldns.node.agent import main as agent_main
 
-    agent = importlib.import_module("nodelocaldns.node.agent")
-    result: int = agent.main(list(sys.argv[1:] if argv is None else argv))
-    return result
+    return agent_main(list(sys.argv[1:] if argv is None else argv))

@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import os
 import platform
-import re
 import sys
 from collections.abc import Mapping, Sequence
 
@@ -20,6 +19,7 @@ from nodelocaldns.node.flags import HelpRequested, env_name, parse_args
 from nodelocaldns.node.lifecycle import AgentOptions, NodeAgent
 from nodelocaldns.node.privileges import require_net_admin
 from nodelocaldns.node.render import DNS_SERVER, KUBE_DNS_SERVICE_HOST_ENV
+from nodelocaldns.server.process import run_async, setup_logging
 
 log = logging.getLogger("nodelocaldns.node")
 
@@ -27,36 +27,6 @@ WATCH_INTERVAL_ENV = "NODELOCALDNS_WATCH_INTERVAL"
 """Seconds between polls of the mounted ConfigMap directories (default 10, node-cache's period)."""
 
 _LOCALIP_FLAGS = ("-localip", "--localip")
-_LEVEL_WORDS = {
-    logging.DEBUG: "DEBUG",
-    logging.INFO: "INFO",
-    logging.WARNING: "WARNING",
-    logging.ERROR: "ERROR",
-    logging.CRITICAL: "FATAL",
-}
-
-
-_LEVEL_TAG = re.compile(r"\[(?:DEBUG|INFO|WARNING|ERROR|FATAL)\] ")
-
-
-class CoreDNSFormatter(logging.Formatter):
-    """``[INFO] message``, like CoreDNS's ``clog``; messages that carry their own ``[LEVEL]`` (the
-    server's and the plugins') are left as they are."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        text = super().format(record)
-        # Only a real level tag counts: "[Errno 13] ..." or "[::1]:53 ..." still get one.
-        if _LEVEL_TAG.match(text):
-            return text
-        return f"[{_LEVEL_WORDS.get(record.levelno, record.levelname)}] {text}"
-
-
-def setup_logging() -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(CoreDNSFormatter("%(message)s"))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(logging.INFO)
 
 
 def _fill_dns_server(value: str, env: Mapping[str, str]) -> str:
@@ -147,8 +117,8 @@ def main(argv: list[str]) -> int:
         print(plugins_text())
         return 0
     if params.check:
-        from nodelocaldns.cli import print_check
         from nodelocaldns.node.check import check_startup
+        from nodelocaldns.server.check import print_check
 
         return print_check(check_startup(params, environ))
 
@@ -160,8 +130,6 @@ def main(argv: list[str]) -> int:
         except SetupError as exc:
             log.error("%s", exc)
             return 1
-
-    from nodelocaldns.cli import run_async
 
     agent = NodeAgent(params, environ, AgentOptions(watch_interval=interval))
     return run_async(agent.run)

@@ -12,7 +12,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
-from nodelocaldns.node.rules import Rule
+from nodelocaldns.node.plan import FixRules, RuleState, plan_rules
+from nodelocaldns.node.rules import Rule, unique
 
 RulesBackendChoice = Literal["auto", "iptables", "nftables"]
 RULES_BACKENDS: tuple[RulesBackendChoice, ...] = ("auto", "iptables", "nftables")
@@ -37,13 +38,27 @@ class EnsureReport:
 
 
 class RulesBackend(Protocol):
-    """A place our rules live. Every method is idempotent and safe to call on every tick."""
+    """A place our rules live. Every method is idempotent and safe to call on every tick; failures
+    raise ``SetupError``."""
 
     @property
     def name(self) -> str: ...
 
+    @property
+    def exclusive(self) -> bool:
+        """True if the backend owns its whole table, so what is there and not wanted is removed."""
+        ...
+
+    async def observe(self, rules: Sequence[Rule]) -> RuleState:
+        """Read back what is there, in the tables ``rules`` would live in."""
+        ...
+
+    async def apply(self, fix: FixRules) -> EnsureReport:
+        """Carry out one ``plan_rules`` decision as one transaction per table/family."""
+        ...
+
     async def ensure(self, rules: Sequence[Rule]) -> EnsureReport:
-        """Make every rule present exactly once; raise ``SetupError`` on failure."""
+        """Make every rule present exactly once (``ensure_rules``)."""
         ...
 
     async def delete(self, rules: Sequence[Rule]) -> int:
@@ -53,3 +68,11 @@ class RulesBackend(Protocol):
     async def list_owned(self) -> list[Rule]:
         """Our rules as the kernel has them now, one entry per copy."""
         ...
+
+
+async def ensure_rules(backend: RulesBackend, rules: Sequence[Rule]) -> EnsureReport:
+    """Observe, plan (``plan.plan_rules``), apply: the same decision a reconcile tick makes."""
+    fix = plan_rules(rules, await backend.observe(rules), exclusive=backend.exclusive)
+    if fix is None:
+        return EnsureReport(backend.name, (), (), len(unique(rules)))
+    return await backend.apply(fix)

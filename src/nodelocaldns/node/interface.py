@@ -33,23 +33,23 @@ from pyroute2 import AsyncIPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from nodelocaldns.errors import SetupError
+from nodelocaldns.node.plan import (
+    IFA_F_NODAD,
+    Action,
+    AddAddress,
+    CreateLink,
+    InterfaceSpec,
+    LinkState,
+    SetLinkUp,
+    canonical_ips,
+    plan_interface,
+    unusable,
+)
 
-IFA_F_NODAD = 0x02
-IFA_F_DADFAILED = 0x08
-IFA_F_TENTATIVE = 0x40
 RT_TABLE_LOCAL = 255
 # The kernel installs an IPv6 address's local route from a workqueue after the netlink ack, so a
 # socket bound at once can still get ENETUNREACH for a few ms on a busy node. Bounded wait.
 LOCAL_ROUTE_WAIT = (0.005, 200)  # (poll interval s, polls): at most 1 s
-
-
-@dataclass(frozen=True, slots=True)
-class InterfaceSpec:
-    """What the agent keeps in place: a link ``name`` holding ``ips`` (canonical strings)."""
-
-    name: str
-    ips: tuple[str, ...]
-    set_up: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,10 +70,6 @@ class RemovalReport:
 
 def _prefixlen(ip: str) -> int:
     return 32 if ipaddress.ip_address(ip).version == 4 else 128
-
-
-def _canonical(ips: Iterable[str]) -> list[str]:
-    return list(dict.fromkeys(ipaddress.ip_address(ip).compressed for ip in ips))
 
 
 async def _lookup(ipr: Any, name: str) -> int | None:
@@ -103,10 +99,6 @@ async def _addresses(ipr: Any, index: int) -> dict[str, int]:
     return out
 
 
-def _unusable(ip: str, flags: int) -> bool:
-    return ipaddress.ip_address(ip).version == 6 and bool(flags & (IFA_F_TENTATIVE | IFA_F_DADFAILED))
-
-
 async def _add_address(ipr: Any, index: int, ip: str) -> None:
     kwargs: dict[str, Any] = {"index": index, "address": ip, "prefixlen": _prefixlen(ip)}
     if ipaddress.ip_address(ip).version == 6:
@@ -118,46 +110,47 @@ async def _add_address(ipr: Any, index: int, ip: str) -> None:
             raise
 
 
-async def ensure_interface(name: str, ips: Iterable[str], *, set_up: bool = False) -> InterfaceReport:
-    """Make link ``name`` exist and hold every address in ``ips``; report what had to be done."""
-    wanted = _canonical(ips)
+async def observe_link(name: str) -> LinkState:
+    """The link ``name`` as it is: index (None if absent), kind, host addresses and their flags."""
     try:
         async with AsyncIPRoute() as ipr:
             index = await _lookup(ipr, name)
-            created = False
             if index is None:
-                try:
-                    await ipr.link("add", ifname=name, kind="dummy")
-                except NetlinkError as e:
-                    hint = (
-                        " (this kernel has no dummy link driver: pre-create the interface, e.g."
-                        f" `ip link add {name} type bridge`, or run with -setupinterface=false)"
-                        if e.code == errno.EOPNOTSUPP
-                        else ""
-                    )
-                    raise SetupError(
-                        "interface_add", f"cannot create dummy interface {name}: {e.args[-1]}{hint}"
-                    ) from e
-                created = True
-                index = await _lookup(ipr, name)
-                if index is None:
-                    raise SetupError("interface_add", f"interface {name} vanished right after creation")
-            present = await _addresses(ipr, index)
+                return LinkState(None)
+            return LinkState(index, await _kind(ipr, index), await _addresses(ipr, index))
+    except NetlinkError as e:
+        raise SetupError("interface_check", f"error checking interface {name}: {e.args[-1]}") from e
+
+
+async def apply_link_actions(name: str, actions: Iterable[Action]) -> InterfaceReport:
+    """Carry out ``plan_interface``'s actions on link ``name``; report what was done."""
+    try:
+        async with AsyncIPRoute() as ipr:
+            created = False
             added: list[str] = []
-            for ip in wanted:
-                if ip in present and not _unusable(ip, present[ip]):
+            index = await _lookup(ipr, name)
+            for action in actions:
+                if isinstance(action, CreateLink):
+                    index = await _create(ipr, name)
+                    created = True
                     continue
-                try:
-                    if ip in present:
-                        await ipr.addr("del", index=index, address=ip, prefixlen=_prefixlen(ip))
-                    await _add_address(ipr, index, ip)
-                except NetlinkError as e:
-                    raise SetupError(
-                        "interface_add", f"cannot add {ip}/{_prefixlen(ip)} to {name}: {e.args[-1]}"
-                    ) from e
-                added.append(ip)
-            if set_up:
-                await ipr.link("set", index=index, state="up")
+                if index is None:
+                    raise SetupError("interface_check", f"interface {name} does not exist")
+                if isinstance(action, AddAddress):
+                    ip = action.ip
+                    try:
+                        if action.replace:
+                            await ipr.addr("del", index=index, address=ip, prefixlen=_prefixlen(ip))
+                        await _add_address(ipr, index, ip)
+                    except NetlinkError as e:
+                        raise SetupError(
+                            "interface_add", f"cannot add {ip}/{_prefixlen(ip)} to {name}: {e.args[-1]}"
+                        ) from e
+                    added.append(ip)
+                elif isinstance(action, SetLinkUp):
+                    await ipr.link("set", index=index, state="up")
+            if index is None:
+                raise SetupError("interface_check", f"interface {name} does not exist")
             await _wait_local_routes(ipr, [ip for ip in added if ":" in ip])
             return InterfaceReport(name, index, await _kind(ipr, index), created, tuple(added))
     except NetlinkError as e:
@@ -179,9 +172,32 @@ async def _wait_local_routes(ipr: Any, ips: list[str]) -> None:
             await asyncio.sleep(interval)
 
 
+async def _create(ipr: Any, name: str) -> int:
+    try:
+        await ipr.link("add", ifname=name, kind="dummy")
+    except NetlinkError as e:
+        hint = (
+            " (this kernel has no dummy link driver: pre-create the interface, e.g."
+            f" `ip link add {name} type bridge`, or run with -setupinterface=false)"
+            if e.code == errno.EOPNOTSUPP
+            else ""
+        )
+        raise SetupError("interface_add", f"cannot create dummy interface {name}: {e.args[-1]}{hint}") from e
+    index = await _lookup(ipr, name)
+    if index is None:
+        raise SetupError("interface_add", f"interface {name} vanished right after creation")
+    return index
+
+
+async def ensure_interface(name: str, ips: Iterable[str], *, set_up: bool = False) -> InterfaceReport:
+    """Make link ``name`` exist and hold every address in ``ips``; report what had to be done."""
+    spec = InterfaceSpec(name, tuple(ips), set_up)
+    return await apply_link_actions(name, plan_interface(spec, await observe_link(name)))
+
+
 async def check_interface(name: str, ips: Iterable[str]) -> InterfaceReport:
     """Verify without changing anything; ``SetupError(kind="interface_check")`` on any gap."""
-    wanted = _canonical(ips)
+    wanted = canonical_ips(ips)
     try:
         async with AsyncIPRoute() as ipr:
             index = await _lookup(ipr, name)
@@ -192,10 +208,10 @@ async def check_interface(name: str, ips: Iterable[str]) -> InterfaceReport:
     except NetlinkError as e:
         raise SetupError("interface_check", f"error checking interface {name}: {e.args[-1]}") from e
     missing = [ip for ip in wanted if ip not in present]
-    unusable = [ip for ip in wanted if ip in present and _unusable(ip, present[ip])]
-    if missing or unusable:
+    broken = [ip for ip in wanted if ip in present and unusable(ip, present[ip])]
+    if missing or broken:
         parts = ([f"missing {', '.join(missing)}"] if missing else []) + (
-            [f"tentative/DAD-failed {', '.join(unusable)}"] if unusable else []
+            [f"tentative/DAD-failed {', '.join(broken)}"] if broken else []
         )
         raise SetupError("interface_check", f"interface {name}: {'; '.join(parts)}")
     return InterfaceReport(name, index, kind, False, ())
@@ -203,7 +219,7 @@ async def check_interface(name: str, ips: Iterable[str]) -> InterfaceReport:
 
 async def remove_interface(name: str, ips: Iterable[str], delete_link: bool) -> RemovalReport:
     """Undo ``ensure_interface``: delete the link if allowed and it is a dummy, else our addresses."""
-    wanted = _canonical(ips)
+    wanted = canonical_ips(ips)
     try:
         async with AsyncIPRoute() as ipr:
             index = await _lookup(ipr, name)

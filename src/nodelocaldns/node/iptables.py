@@ -21,9 +21,10 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 
 from nodelocaldns.errors import SetupError
-from nodelocaldns.node.backend import EnsureReport, IptablesVariant
+from nodelocaldns.node.backend import EnsureReport, IptablesVariant, ensure_rules
 from nodelocaldns.node.command import CommandResult, run_command
-from nodelocaldns.node.rules import Op, Rule, SaveScan, parse_iptables_save, restore_text, unique
+from nodelocaldns.node.plan import FixRules, RuleState
+from nodelocaldns.node.rules import Op, Rule, SaveScan, parse_iptables_save, restore_text
 
 Variant = IptablesVariant
 
@@ -128,32 +129,35 @@ class IptablesBackend:
         if not res.ok:
             raise classify_failure(res)
 
-    async def _ensure_family(self, family: int, rules: list[Rule]) -> EnsureReport:
-        have = Counter((await self._scan(family)).owned)
-        missing = [r for r in rules if have[r] == 0]
-        extra = [r for r in rules for _ in range(have[r] - 1)]
-        ops: list[tuple[Op, Rule]] = [("-D", r) for r in extra] + [("-I", r) for r in missing]
-        if ops:
-            await self._restore(family, ops)
-        return EnsureReport(self.name, tuple(missing), tuple(extra), len(rules) - len(missing))
+    @property
+    def exclusive(self) -> bool:
+        return False  # raw/filter are shared with kube-proxy and everyone else
 
-    async def ensure(self, rules: Sequence[Rule]) -> EnsureReport:
-        wanted = unique(rules)
-        families = sorted({r.family for r in wanted})
+    async def observe(self, rules: Sequence[Rule]) -> RuleState:
+        families = sorted({r.family for r in rules})
+        scans = await asyncio.gather(*(self._scan(f) for f in families))
+        return RuleState(tuple(r for scan in scans for r in scan.owned))
+
+    async def apply(self, fix: FixRules) -> EnsureReport:
+        families = sorted({r.family for r in (*fix.add, *fix.remove)})
         results = await asyncio.gather(
-            *(self._ensure_family(f, [r for r in wanted if r.family == f]) for f in families),
+            *(
+                self._restore(
+                    f,
+                    [("-D", r) for r in fix.remove if r.family == f]
+                    + [("-I", r) for r in fix.add if r.family == f],
+                )
+                for f in families
+            ),
             return_exceptions=True,
         )
         for res in results:
             if isinstance(res, BaseException):
                 raise res
-        reports = [r for r in results if isinstance(r, EnsureReport)]
-        return EnsureReport(
-            self.name,
-            tuple(r for rep in reports for r in rep.added),
-            tuple(r for rep in reports for r in rep.removed),
-            sum(rep.present for rep in reports),
-        )
+        return EnsureReport(self.name, fix.add, fix.remove, len(fix.wanted) - len(fix.add))
+
+    async def ensure(self, rules: Sequence[Rule]) -> EnsureReport:
+        return await ensure_rules(self, rules)
 
     async def delete(self, rules: Sequence[Rule]) -> int:
         deleted = 0

@@ -12,13 +12,13 @@ See ``rules.py`` for what ``accept`` can and cannot do in a table of its own.
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Mapping, Sequence
 
 from nodelocaldns.errors import SetupError
-from nodelocaldns.node.backend import EnsureReport
+from nodelocaldns.node.backend import EnsureReport, ensure_rules
 from nodelocaldns.node.command import run_command
-from nodelocaldns.node.rules import NFT_TABLE, Rule, nft_delete_script, nft_script, parse_nft_json, unique
+from nodelocaldns.node.plan import FixRules, RuleState
+from nodelocaldns.node.rules import NFT_TABLE, Rule, nft_delete_script, nft_script, parse_nft_json
 
 # One rule with both socket keys the table uses, in a chain on the hook they are used in.
 _SOCKET_PROBE = (
@@ -64,16 +64,20 @@ class NftBackend:
             raise SetupError("iptables", f"cannot parse nft JSON output: {e}") from e
         return list(scan.owned), len(scan.foreign)
 
-    async def ensure(self, rules: Sequence[Rule]) -> EnsureReport:
-        wanted = unique(rules)
+    @property
+    def exclusive(self) -> bool:
+        return True
+
+    async def observe(self, rules: Sequence[Rule]) -> RuleState:
         current, unreadable = await self._read()
-        have, want = Counter(current), Counter(wanted)
-        if have == want and not unreadable:
-            return EnsureReport(self.name, (), (), len(wanted))
-        await self._apply(nft_script(wanted, self.table))
-        added = tuple(r for r in wanted if have[r] == 0)
-        removed = tuple((have - want).elements())
-        return EnsureReport(self.name, added, removed, len(wanted) - len(added), unreadable)
+        return RuleState(tuple(current), unreadable)
+
+    async def apply(self, fix: FixRules) -> EnsureReport:
+        await self._apply(nft_script(list(fix.wanted), self.table))
+        return EnsureReport(self.name, fix.add, fix.remove, len(fix.wanted) - len(fix.add), fix.unreadable)
+
+    async def ensure(self, rules: Sequence[Rule]) -> EnsureReport:
+        return await ensure_rules(self, rules)
 
     async def delete(self, rules: Sequence[Rule]) -> int:
         """Drop the table. It is ours, so everything in it goes, not only ``rules``."""

@@ -8,9 +8,13 @@
 * Each error is counted once, under its own ``errortype`` (node-cache counts a failed creation as
   both ``interface_add`` and ``interface_check``).
 
+What to do is decided by ``plan.plan_tick`` from what was observed; this module reads the state and
+carries the actions out.
+
 ``teardown`` (SIGTERM) removes the rules first, every copy, then the addresses/interface: removing
 the address first would leave NOTRACK rules pointing at nothing (kubernetes/dns #690; fixed in
-node-cache 1.26.8 the same way). After teardown the reconciler stays closed, so a tick that races
+node-cache 1.26.8 the same way). ``delete_rules`` and ``remove_interface`` are its two halves, for
+the agent to run around the server's drain. Any of them closes the reconciler, so a tick that races
 with shutdown cannot put rules back (#358).
 
 ``teardown(only_added=True)`` undoes only what this reconciler itself put in place: the link if it
@@ -22,7 +26,6 @@ that failed (port 53 taken): an address or rule that was there before belongs to
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -31,12 +34,21 @@ from nodelocaldns.errors import SetupError
 from nodelocaldns.node.backend import EnsureReport, RulesBackend
 from nodelocaldns.node.interface import (
     InterfaceReport,
-    InterfaceSpec,
     RemovalReport,
-    ensure_interface,
+    apply_link_actions,
+    observe_link,
     remove_interface,
 )
-from nodelocaldns.node.rules import Rule, format_rule_go
+from nodelocaldns.node.plan import (
+    INTERFACE_ACTIONS,
+    FixRules,
+    InterfaceSpec,
+    LinkState,
+    Observed,
+    RuleState,
+    plan_tick,
+)
+from nodelocaldns.node.rules import Rule, format_rule_go, unique
 from nodelocaldns.node.setup_metrics import SetupMetrics
 
 log = logging.getLogger("nodelocaldns.node")
@@ -103,43 +115,98 @@ class Reconciler:
         self.metrics.count(err)
         errors.append(err)
 
-    async def _ensure_interface(self, errors: list[SetupError]) -> InterfaceReport | None:
-        spec = self.interface
-        if spec is None:
-            return None
-        try:
-            rep = await ensure_interface(spec.name, spec.ips, set_up=spec.set_up)
-        except SetupError as e:
-            if e.kind == "interface_add":
-                self.log.error("Failed to add non-existent interface %s: %s", spec.name, e)
-            else:
-                self.log.error("Error checking dummy device %s - %s", spec.name, e)
-            self._fail(e, errors)
-            return None
+    def _interface_failed(self, e: SetupError, errors: list[SetupError]) -> None:
+        assert self.interface is not None
+        if e.kind == "interface_add":
+            self.log.error("Failed to add non-existent interface %s: %s", self.interface.name, e)
+        else:
+            self.log.error("Error checking dummy device %s - %s", self.interface.name, e)
+        self._fail(e, errors)
+
+    def _rules_failed(self, e: SetupError, errors: list[SetupError]) -> None:
+        if e.kind == "iptables_lock":
+            self.log.info(
+                "Error checking/adding iptables rule, due to xtables lock in use, retrying in %gs - %s",
+                self.interval,
+                e,
+            )
+        else:
+            self.log.error("Error checking/adding iptables rule, error - %s", e)
+        self._fail(e, errors)
+
+    async def observe(self, errors: list[SetupError], *, with_rules: bool) -> Observed:
+        """Read the link and the rules; a failed read is counted and leaves its part ``None``."""
+        link: LinkState | None = None
+        if self.interface is not None:
+            try:
+                link = await observe_link(self.interface.name)
+            except SetupError as e:
+                self._interface_failed(e, errors)
+        state: RuleState | None = None
+        backend = self.backend if self.rules else None
+        if with_rules and backend is not None and (self.interface is None or link is not None):
+            try:
+                state = await backend.observe(self.rules)
+            except SetupError as e:
+                self._rules_failed(e, errors)
+        return Observed(
+            self.interface,
+            link,
+            self.rules if backend is not None else (),
+            state,
+            exclusive_table=backend is not None and backend.exclusive,
+            with_rules=with_rules,
+        )
+
+    async def reconcile_once(self, *, with_rules: bool = True) -> ReconcileReport:
+        """One tick: observe, ``plan_tick``, carry the actions out in order. ``with_rules=False`` is
+        node-cache's start-up pass (interface only, rules wait until the DNS server listens)."""
+        async with self._lock:
+            if self._closed:
+                return ReconcileReport(None, None)
+            errors: list[SetupError] = []
+            observed = await self.observe(errors, with_rules=with_rules)
+            actions = plan_tick(observed)
+            iface: InterfaceReport | None = None
+            rules: EnsureReport | None = None
+            spec = self.interface
+            interface_ok = spec is None or observed.link is not None
+            if spec is not None and observed.link is not None:
+                link_actions = [a for a in actions if isinstance(a, INTERFACE_ACTIONS)]
+                try:
+                    iface = await apply_link_actions(spec.name, link_actions)
+                except SetupError as e:
+                    self._interface_failed(e, errors)
+                    interface_ok = False
+                else:
+                    self._note_interface(spec, iface)
+            if not interface_ok:
+                if with_rules and self.backend is not None and self.rules:
+                    self.log.warning("Not adding nodelocaldns rules while the interface is not in place")
+                return ReconcileReport(iface, None, tuple(errors))
+            if observed.rule_state is not None and self.backend is not None:
+                fix = next((a for a in actions if isinstance(a, FixRules)), None)
+                try:
+                    rules = (
+                        await self.backend.apply(fix)
+                        if fix is not None
+                        else EnsureReport(self.backend.name, (), (), len(unique(self.rules)))
+                    )
+                except SetupError as e:
+                    self._rules_failed(e, errors)
+                else:
+                    self._note_rules(rules)
+            return ReconcileReport(iface, rules, tuple(errors))
+
+    def _note_interface(self, spec: InterfaceSpec, rep: InterfaceReport) -> None:
         self.created_link = self.created_link or rep.created
         self.added_ips.update(rep.added)
         if rep.created:
             self.log.info("Added interface - %s", spec.name)
         for ip in rep.added:
             self.log.info("Added back address %s to interface %s", ip, spec.name)
-        return rep
 
-    async def _ensure_rules(self, errors: list[SetupError]) -> EnsureReport | None:
-        if self.backend is None or not self.rules:
-            return None
-        try:
-            rep = await self.backend.ensure(self.rules)
-        except SetupError as e:
-            if e.kind == "iptables_lock":
-                self.log.info(
-                    "Error checking/adding iptables rule, due to xtables lock in use, retrying in %gs - %s",
-                    self.interval,
-                    e,
-                )
-            else:
-                self.log.error("Error checking/adding iptables rule, error - %s", e)
-            self._fail(e, errors)
-            return None
+    def _note_rules(self, rep: EnsureReport) -> None:
         self.added_rules.update(rep.added)
         for rule in rep.added:
             self.log.info("Added back nodelocaldns rule - %s", format_rule_go(rule))
@@ -151,57 +218,46 @@ class Reconciler:
             )
         if not rep.changed:
             self.log.debug("%d nodelocaldns rules already exist (%s)", rep.present, rep.backend)
-        return rep
 
-    async def reconcile_once(self, *, with_rules: bool = True) -> ReconcileReport:
-        """One tick. ``with_rules=False`` is node-cache's start-up pass (interface only, rules wait
-        until the DNS server listens)."""
+    async def delete_rules(self) -> int:
+        """Remove every copy of our rules. Closes the reconciler: no later tick puts them back (#358)."""
         async with self._lock:
-            if self._closed:
-                return ReconcileReport(None, None)
-            errors: list[SetupError] = []
-            iface = await self._ensure_interface(errors)
-            rules: EnsureReport | None = None
-            if with_rules and not errors:
-                rules = await self._ensure_rules(errors)
-            elif with_rules and self.backend is not None:
-                self.log.warning("Not adding nodelocaldns rules while the interface is not in place")
-            return ReconcileReport(iface, rules, tuple(errors))
+            self._closed = True
+            return await self._delete_rules(list(self.rules), [])
 
-    async def run(self, stop: asyncio.Event, *, initial_delay: float = 0.0) -> None:
-        """Reconcile now (after ``initial_delay``) and every ``interval`` until ``stop`` is set."""
-        if initial_delay > 0 and await _wait(stop, initial_delay):
-            return
-        while not stop.is_set() and not self._closed:
-            try:
-                await self.reconcile_once()
-            except Exception:  # a bug must not end the loop that keeps the node's DNS working
-                self.log.exception("unexpected error during node setup")
-            if await _wait(stop, self.interval):
-                return
+    async def remove_interface(self) -> RemovalReport | None:
+        """Remove our addresses / the dummy link. Closes the reconciler."""
+        async with self._lock:
+            self._closed = True
+            if self.interface is None:
+                return None
+            return await self._remove_interface(self.interface, False, [])
 
     async def teardown(self, *, only_added: bool = False) -> TeardownReport:
-        """Remove rules (every copy), then our addresses / the dummy link. Closes the reconciler.
+        """Rules (every copy), then our addresses / the dummy link. Closes the reconciler.
 
         ``only_added``: remove only the link, addresses and rules this reconciler added."""
         async with self._lock:
             self._closed = True
             errors: list[SetupError] = []
-            deleted = 0
             rules = [r for r in self.rules if r in self.added_rules] if only_added else list(self.rules)
-            if self.backend is not None and rules:
-                try:
-                    deleted = await self.backend.delete(rules)
-                except SetupError as e:
-                    self.log.error("Failed deleting iptables rules, error - %s", e)
-                    self._fail(e, errors)
-                else:
-                    self.log.info("Deleted %d nodelocaldns rules (%s)", deleted, self.backend.name)
+            deleted = await self._delete_rules(rules, errors)
             removal: RemovalReport | None = None
-            spec = self.interface
-            if spec is not None:
-                removal = await self._remove_interface(spec, only_added, errors)
+            if self.interface is not None:
+                removal = await self._remove_interface(self.interface, only_added, errors)
             return TeardownReport(deleted, removal, tuple(errors))
+
+    async def _delete_rules(self, rules: list[Rule], errors: list[SetupError]) -> int:
+        if self.backend is None or not rules:
+            return 0
+        try:
+            deleted = await self.backend.delete(rules)
+        except SetupError as e:
+            self.log.error("Failed deleting iptables rules, error - %s", e)
+            self._fail(e, errors)
+            return 0
+        self.log.info("Deleted %d nodelocaldns rules (%s)", deleted, self.backend.name)
+        return deleted
 
     async def _remove_interface(
         self, spec: InterfaceSpec, only_added: bool, errors: list[SetupError]
@@ -220,10 +276,3 @@ class Reconciler:
             self.log.error("Failed removing interface %s: %s", spec.name, e)
             self._fail(e, errors)
             return None
-
-
-async def _wait(stop: asyncio.Event, seconds: float) -> bool:
-    """Sleep up to ``seconds``; True if ``stop`` was set meanwhile."""
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(stop.wait(), seconds)
-    return stop.is_set()

@@ -6,6 +6,7 @@ vet an existing ConfigMap before swapping the image. Nothing here opens a socket
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 
 from nodelocaldns.corefile.parser import parse_corefile
@@ -59,3 +60,11 @@ def check_text(text: str, filename: str) -> CheckReport:
 def _located(e: ConfigError, filename: str) -> str:
     text = str(e)
     return text if text.startswith(filename) else f"{filename}: {text}"
+
+
+def print_check(report: CheckReport) -> int:
+    """Errors on stderr, one per line with file:line; the verdict last. Exit code 0 or 1."""
+    for line in report.errors:
+        print(f"[ERROR] {line}", file=sys.stderr)
+    print(report.summary(), file=sys.stdout if report.ok else sys.stderr)
+    return 0 if report.ok else 1

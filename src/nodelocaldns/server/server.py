@@ -1,0 +1,319 @@
+"""The server's life, in explicit phases, the same for ``nodelocaldns serve`` and ``node-cache``.
+
+``NEW -> STARTING -> SERVING -> LAMEDUCK -> DRAINING -> CLOSED``
+
+* STARTING: parse and plan the Corefile (off the event loop: ``forward`` reads resolv.conf files,
+  ``bind`` resolves interfaces), build the blocks, bind every DNS and HTTP listener. Any error
+  closes what was opened (CLOSED) and is raised: ConfigError, or OSError for a bind.
+* SERVING: answering; ``/ready`` is 200 (unless an extra ready check says otherwise). Reloads
+  happen here, as ``prepare`` (parse, plan, build: everything that can fail on the text, nothing
+  that touches a socket) then ``commit`` (swap routers, open and close listeners). A failed
+  prepare leaves the serving generation untouched; sockets present in both versions stay open.
+* LAMEDUCK: ``/ready`` answers 503 and queries are still answered for the ``health`` plugin's
+  ``lameduck`` duration (skipped after a fatal error: CoreDNS's log.Fatalf does not wait).
+* DRAINING: listeners stop accepting, in-flight queries get up to ``drain`` seconds.
+* CLOSED: sockets, plugin runtimes (forwarders, probes, the reload timer) and HTTP listeners closed.
+
+Hooks (``add_hook(phase, hook)``) run on entering a phase, before its work, in the order added. The
+node agent deletes its NOTRACK rules in a DRAINING hook (after lameduck, before the sockets close,
+node-cache's order) and removes its addresses in a CLOSED hook.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import socket
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+from nodelocaldns.corefile.model import ServerBlock
+from nodelocaldns.corefile.parser import parse_corefile
+from nodelocaldns.errors import ConfigError, NodeLocalDNSError
+from nodelocaldns.plugins.reload.plugin import corefile_hash
+from nodelocaldns.server.config import Plan, plan
+from nodelocaldns.server.httpd import HTTPServers
+from nodelocaldns.server.instance import Generation, Instance
+from nodelocaldns.server.listener import Listener, Router, TCPConnection, UDPWorker
+from nodelocaldns.server.settings import DEFAULT, ServerConfig
+
+log = logging.getLogger("nodelocaldns")
+
+Hook = Callable[[], Awaitable[None]]
+
+
+class Phase(enum.IntEnum):
+    NEW = 0
+    STARTING = 1
+    SERVING = 2
+    LAMEDUCK = 3
+    DRAINING = 4
+    CLOSED = 5
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A checked Corefile, ready to commit. ``generation`` is None when it is the one served."""
+
+    text: str
+    hash: str
+    generation: Generation | None
+
+
+def _parse_and_plan(text: str, filename: str) -> tuple[tuple[ServerBlock, ...], Plan]:
+    blocks = parse_corefile(text, filename)
+    return blocks, plan(blocks)
+
+
+class Server(Instance):
+    """One DNS server process's runtime. ``Instance`` holds what a Corefile builds into (blocks,
+    listeners, the counters metrics read); this class moves it through the phases."""
+
+    def __init__(
+        self,
+        text: str,
+        filename: str = "Corefile",
+        *,
+        config: ServerConfig = DEFAULT,
+        on_fatal: Callable[[str], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        super().__init__(text, filename, on_fatal=on_fatal, clock=clock)
+        self.config = config
+        self.http = HTTPServers(config)
+        self.phase = Phase.NEW
+        self.extra_ready_checks: list[Callable[[], str | None]] = []
+        self._hooks: dict[Phase, list[Hook]] = {}
+
+    # -- phases ----------------------------------------------------------------------------------
+
+    def add_hook(self, phase: Phase, hook: Hook) -> None:
+        """Run ``hook`` when ``phase`` is entered, before that phase's own work."""
+        self._hooks.setdefault(phase, []).append(hook)
+
+    async def _enter(self, phase: Phase) -> None:
+        self.phase = phase
+        for hook in self._hooks.get(phase, ()):
+            await hook()
+
+    @property
+    def shutting_down(self) -> bool:
+        return self.phase >= Phase.LAMEDUCK
+
+    async def start(self) -> None:
+        """Parse, build and bind everything. Raises ConfigError or OSError; nothing is left open."""
+        await self._enter(Phase.STARTING)
+        try:
+            prepared = await self.prepare(self.text, initial=True)
+            assert prepared.generation is not None
+            await self._apply(prepared.generation)
+        except BaseException:
+            await self._close_all(self.gen)
+            self.phase = Phase.CLOSED
+            raise
+        self.reload_state.hash = prepared.hash
+        self.ready = True
+        await self._enter(Phase.SERVING)
+
+    async def shutdown(self, *, lameduck: bool = True, drain: float | None = None) -> None:
+        """SERVING -> LAMEDUCK -> DRAINING -> CLOSED. ``lameduck=False`` (after a fatal error) keeps
+        the not-ready step but does not wait; ``drain`` defaults to ``config.drain``."""
+        if self.phase >= Phase.LAMEDUCK:
+            return
+        gen = self.gen
+        await self._enter(Phase.LAMEDUCK)
+        if lameduck and gen is not None and gen.lameduck > 0:
+            log.info("[INFO] Going into lameduck mode for %gs", gen.lameduck)
+            await asyncio.sleep(gen.lameduck)
+        await self._enter(Phase.DRAINING)
+        for lst in self.listeners.values():
+            if lst.udp is not None:
+                lst.udp.stop()
+            if lst.tcp is not None:
+                lst.tcp.close()
+        deadline = time.monotonic() + (self.config.drain if drain is None else drain)
+        for lst in self.listeners.values():
+            await lst.drain(max(deadline - time.monotonic(), 0.0))
+        await self._close_all(gen)
+        await self._enter(Phase.CLOSED)
+
+    async def _close_all(self, gen: Generation | None) -> None:
+        for lst in self.listeners.values():
+            _close(lst)
+        for t in list(self._bg):
+            t.cancel()
+        if gen is not None:
+            for rt in gen.runtimes:
+                rt.close()
+        for srv in self.http.servers.values():
+            await srv.stop()
+
+    # -- reload: prepare, then commit ------------------------------------------------------------
+
+    async def prepare(self, text: str, *, initial: bool = False) -> Prepared:
+        """Check ``text`` and build its blocks without touching the serving generation.
+
+        Raises ConfigError (or OSError/ValueError from a plugin's setup).
+        """
+        blocks, p = await asyncio.to_thread(_parse_and_plan, text, self.filename)
+        h = corefile_hash(blocks)
+        if not initial and h == self.reload_state.hash:
+            return Prepared(text, h, None)
+        return Prepared(text, h, self._build_from(p))
+
+    async def commit(self, prepared: Prepared) -> None:
+        """Switch to a prepared Corefile. Raises OSError if a new listener cannot bind (the old
+        generation then keeps serving)."""
+        if prepared.generation is not None:
+            await self._apply(prepared.generation)
+            log.info("[INFO] Reloading complete")
+        self.text = prepared.text
+        self.reload_state.hash = prepared.hash
+
+    async def reload(
+        self, text: str | None = None, *, before_commit: Callable[[], bool] | None = None
+    ) -> bool:
+        """Apply a new Corefile (or re-read the file). Returns False and keeps serving on error.
+
+        ``before_commit`` runs between prepare and commit; returning False abandons the change.
+        """
+        if self.phase != Phase.SERVING:
+            return False
+        if text is None:
+            try:
+                with open(self.filename, encoding="utf-8") as f:
+                    text = f.read()
+            except OSError as e:
+                return self._reload_failed(ConfigError(f"{self.filename}: {e.strerror}"))
+        if text == self.reload_state.bad_text:
+            # CoreDNS records the new hash before it restarts, so one broken edit fails once.
+            return False
+        try:
+            prepared = await self.prepare(text)
+            if before_commit is not None and not before_commit():
+                return False
+            await self.commit(prepared)
+        except (NodeLocalDNSError, OSError, ValueError) as e:
+            self.reload_state.bad_text = text
+            return self._reload_failed(e)
+        self.reload_state.bad_text = None
+        return True
+
+    def _reload_failed(self, e: BaseException) -> bool:
+        self.reload_state.failed += 1
+        log.error("[ERROR] Corefile changed but reload failed: %s", e)
+        return False
+
+    # -- sockets ---------------------------------------------------------------------------------
+
+    async def _apply(self, gen: Generation) -> None:
+        loop = asyncio.get_running_loop()
+        cfg = self.config
+        wanted = set(gen.plan.listeners)
+        opened: list[Listener] = []
+        try:
+            for key in wanted - set(self.listeners):
+                lst = Listener(key[0], key[1], Router({}), self.clock, cfg)
+                usock = _socket(key[0], key[1], socket.SOCK_DGRAM, cfg.tcp_backlog)
+                tsock = _socket(key[0], key[1], socket.SOCK_STREAM, cfg.tcp_backlog)
+                usock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, cfg.udp_rcvbuf)
+                usock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, cfg.udp_sndbuf)
+                usock.setblocking(True)
+                lst.udp = UDPWorker(lst, usock, loop)
+                # create_server listen()s again with its own backlog (default 100).
+                lst.tcp = await loop.create_server(
+                    partial(TCPConnection, lst), sock=tsock, backlog=cfg.tcp_backlog
+                )
+                opened.append(lst)
+        except BaseException:
+            for lst in opened:
+                _close(lst)
+            raise
+        for lst in opened:
+            self.listeners[(lst.host, lst.port)] = lst
+            assert lst.udp is not None
+            lst.udp.start()
+        for key, zones in gen.plan.listeners.items():
+            self.listeners[key].set_router(Router({z: gen.blocks[i] for z, i in zones}))
+        for key in set(self.listeners) - wanted:
+            _close(self.listeners.pop(key))
+        old = self.gen
+        self.gen = gen
+        await self._apply_http(gen)
+        if old is not None:
+            for rt in old.runtimes:
+                rt.close()
+        for rt in gen.runtimes:
+            rt.start(self.host)
+
+    async def _apply_http(self, gen: Generation) -> None:
+        wanted: dict[tuple[str, int], dict[str, Any]] = {}
+        fresh = HTTPServers(self.config)
+        for r in gen.routes:
+            srv = fresh.route(r.addr, r.default_port, r.path, r.handler)
+            wanted[(srv.host, srv.port)] = srv.routes
+        for key, srv in list(self.http.servers.items()):
+            if key not in wanted:
+                await srv.stop()
+                del self.http.servers[key]
+        for key, new in fresh.servers.items():
+            cur = self.http.servers.get(key)
+            if cur is None:
+                await new.start()
+                self.http.servers[key] = new
+            else:
+                cur.routes = new.routes
+
+    def _spawn(self, coro: Any) -> None:
+        t = asyncio.ensure_future(coro)
+        self._bg.add(t)
+        t.add_done_callback(self._bg.discard)
+
+
+def _socket(host: str, port: int, kind: int, backlog: int) -> socket.socket:
+    fam = socket.AF_INET6 if (":" in host or host == "") else socket.AF_INET
+    s = socket.socket(fam, kind)
+    try:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        # SO_REUSEPORT lets a second agent bind the same address during a rollout.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if host == "":
+            s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+            s.bind(("::", port))
+        else:
+            s.bind(
+                (host.split("%")[0], port)
+                if fam == socket.AF_INET
+                else (host.split("%")[0], port, 0, _scope(host))
+            )
+        if kind == socket.SOCK_STREAM:
+            s.listen(backlog)
+        s.setblocking(False)
+    except OSError:
+        s.close()
+        if host == "":
+            return _socket("0.0.0.0", port, kind, backlog)
+        raise
+    return s
+
+
+def _scope(host: str) -> int:
+    if "%" in host:
+        return socket.if_nametoindex(host.split("%", 1)[1])
+    return 0
+
+
+def _close(lst: Listener) -> None:
+    if lst.udp is not None:
+        lst.udp.close()
+        lst.udp = None
+    if lst.tcp is not None:
+        lst.tcp.close()
+        lst.tcp = None
+    for conn in list(lst.tcp_conns):
+        if conn.transport is not None:
+            conn.transport.close()
