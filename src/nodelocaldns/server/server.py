@@ -14,7 +14,8 @@
 * DRAINING: listeners stop accepting, in-flight queries get up to ``drain`` seconds.
 * CLOSED: sockets, plugin runtimes (forwarders, probes, the reload timer) and HTTP listeners closed.
 
-Hooks (``add_hook(phase, hook)``) run on entering a phase, before its work, in the order added. The
+Hooks (``add_hook(phase, hook)``) run on entering a phase, before its work, in the order added; one
+that raises is logged and the phases go on. The
 node agent deletes its NOTRACK rules in a DRAINING hook (after lameduck, before the sockets close,
 node-cache's order) and removes its addresses in a CLOSED hook.
 """
@@ -98,7 +99,10 @@ class Server(Instance):
     async def _enter(self, phase: Phase) -> None:
         self.phase = phase
         for hook in self._hooks.get(phase, ()):
-            await hook()
+            try:
+                await hook()
+            except Exception:  # a broken hook must not keep the sockets open or skip the next one
+                log.exception("[ERROR] %s hook failed", phase.name.lower())
 
     @property
     def shutting_down(self) -> bool:
