@@ -72,8 +72,8 @@ def read_error(path: str, exc: OSError) -> str:
 def check_corefile(text: str, filename: str) -> None:
     """Raise ConfigError (CorefileError) unless the server would accept ``text``.
 
-    This is the parse and every plugin's setup, exactly what ``Instance.start``/``reload`` run before
-    they touch a socket; a ``forward`` to a resolv.conf path reads that file here, as it will then.
+    This is the parse and every plugin's setup, exactly what ``Server.prepare`` runs
+    without touching a socket; a ``forward`` to a resolv.conf path reads that file here, as it will then.
     """
     plan(parse_corefile(text, filename))
 

@@ -1,6 +1,6 @@
 """What a failed start-up tells the operator: which listener could not bind, and how to find out why.
 
-``Instance.start`` reports a bind failure as a bare ``[Errno 98] Address already in use``. By the
+``Server.start`` reports a bind failure as a bare ``[Errno 98] Address already in use``. By the
 time the agent logs it, its own sockets are closed again, so probing each planned listener address
 once shows which one another process holds; the hint then names the ``ss`` command that shows that
 process. The probe only binds (never sends) and only to the addresses the Corefile asked for.

@@ -38,7 +38,7 @@ class CheckReport:
 
 
 def check_text(text: str, filename: str) -> CheckReport:
-    """Parse and plan ``text`` as ``Instance.start`` does (every plugin's setup, listener clashes)."""
+    """Parse and plan ``text`` as ``Server.prepare`` does (every plugin's setup, listener clashes)."""
     report = CheckReport(filename)
     try:
         blocks = parse_corefile(text, filename)
