@@ -112,7 +112,7 @@ class Server(Instance):
         """Parse, build and bind everything. Raises ConfigError or OSError; nothing is left open."""
         await self._enter(Phase.STARTING)
         try:
-            prepared = await self.prepare(self.text, initial=True)
+            prepared = await self.prepare(self.text)  # nothing serves yet: always a generation
             assert prepared.generation is not None
             await self._apply(prepared.generation)
         except BaseException:
@@ -158,14 +158,14 @@ class Server(Instance):
 
     # -- reload: prepare, then commit ------------------------------------------------------------
 
-    async def prepare(self, text: str, *, initial: bool = False) -> Prepared:
+    async def prepare(self, text: str) -> Prepared:
         """Check ``text`` and build its blocks without touching the serving generation.
 
         Raises ConfigError (or OSError/ValueError from a plugin's setup).
         """
         blocks, p = await asyncio.to_thread(_parse_and_plan, text, self.filename)
         h = corefile_hash(blocks)
-        if not initial and h == self.reload_state.hash:
+        if h == self.reload_state.hash:
             return Prepared(text, h, None)
         return Prepared(text, h, self._build_from(p))
 
