@@ -126,9 +126,13 @@ class Harness:
         return c
 
     def wait_until(self, pred: Callable[[], bool], timeout: float = 5.0) -> None:
-        """Poll ``pred`` on the loop thread until it holds (background work such as a prefetch)."""
+        """Poll ``pred`` until it holds (background work such as a prefetch), bounded by ``timeout``.
+
+        ``pred`` runs in the caller's thread, so it may send queries; read server state in it
+        through ``call``.
+        """
         deadline = time.monotonic() + timeout
-        while not self.call(pred):
+        while not pred():
             if time.monotonic() > deadline:
                 raise TimeoutError("condition not reached")
             time.sleep(0.01)
