@@ -219,8 +219,12 @@ STRUCTURE_CASES = [
 )
 def test_structure(text: str, expected: list[Any] | None) -> None:
     if expected is None:
-        with pytest.raises(CorefileError, match="separate keys with spaces"):
+        with pytest.raises(CorefileError) as e:
             parse(text)
+        assert e.value.line == 1 and str(e.value) == (
+            "Corefile:1: server key 'a.org,b.org': invalid character(s) ',' in zone name; "
+            "separate keys with spaces"
+        )
         return
     assert shapes(parse(text)) == expected
 
