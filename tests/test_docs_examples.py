@@ -274,7 +274,10 @@ def _kubectl_accepts(argv: list[str], stdin: str, cwd: Path, port: int) -> tuple
 
 
 def _our_objects() -> dict[str, Any]:
-    docs = [d for d in yaml.safe_load_all(_render_offline(["nodelocaldns", "render"])) if d]
+    """The DaemonSet `nodelocaldns render` ships (the docs' commands name it, its containers, labels)."""
+    docs: list[dict[str, Any]] = [
+        d for d in yaml.safe_load_all(_render_offline(["nodelocaldns", "render"])) if d
+    ]
     (ds,) = [d for d in docs if d["kind"] == "DaemonSet"]
     return ds
 
