@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -218,8 +219,12 @@ STRUCTURE_CASES = [
 )
 def test_structure(text: str, expected: list[Any] | None) -> None:
     if expected is None:
-        with pytest.raises(CorefileError, match="separate keys with spaces"):
+        with pytest.raises(CorefileError) as e:
             parse(text)
+        assert e.value.line == 1 and str(e.value) == (
+            "Corefile:1: server key 'a.org,b.org': invalid character(s) ',' in zone name; "
+            "separate keys with spaces"
+        )
         return
     assert shapes(parse(text)) == expected
 
@@ -588,28 +593,47 @@ WORDS = [
 ]  # fmt: skip
 
 
+def _check_outcome(text: str, path: str, env: dict[str, str]) -> None:
+    """Either blocks whose every line is in ``text``, or a CorefileError naming this file and a line of it.
+
+    The error's text is ``file:line[ (directive 'x')]: reason``, what an operator reads in the log.
+    """
+    last = text.count("\n") + 1
+    try:
+        blocks = parse_corefile(text, path, env)
+    except CorefileError as exc:
+        assert exc.filename == path
+        assert 1 <= exc.line <= last, (exc.line, last, str(exc))
+        assert exc.reason and exc.reason.strip() == exc.reason
+        what = f" (directive '{exc.directive}')" if exc.directive else ""
+        assert str(exc) == f"{path}:{exc.line}{what}: {exc.reason}"
+        return
+    for block in blocks:
+        assert block.keys and 1 <= block.line <= last
+        for d in _walk(block.directives):
+            assert d.name and 1 <= d.line <= last, (d, last)
+    # Parsing is a function of the text: the same text gives the same blocks.
+    assert parse_corefile(text, path, env) == blocks
+
+
+def _walk(ds: Any) -> Iterator[Directive]:
+    for d in ds:
+        yield d
+        yield from _walk(d.block)
+
+
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.lists(st.tuples(st.sampled_from(WORDS), st.sampled_from([" ", "\n", "  ", "\n\n"])), max_size=40))
 def test_token_soup_only_raises_corefile_error(tmp_path: Path, soup: list[tuple[str, str]]) -> None:
     text = "".join(w + sep for w, sep in soup)
-    try:
-        blocks = parse_corefile(text, str(tmp_path / "Corefile"), {"X": "{", "Y": "b.org,"})
-    except CorefileError as exc:
-        assert exc.line >= 1 and exc.filename
-        return
-    for block in blocks:
-        assert block.keys and block.line >= 1
-        assert all(d.line >= 1 and d.name for d in block.directives)
+    _check_outcome(text, str(tmp_path / "Corefile"), {"X": "{", "Y": "b.org,"})
 
 
 @settings(max_examples=200, deadline=None)
 @given(st.text(max_size=200))
 def test_random_text_only_raises_corefile_error(text: str) -> None:
     with tempfile.TemporaryDirectory() as d:
-        try:
-            parse_corefile(text, os.path.join(d, "Corefile"), {})
-        except CorefileError:
-            pass
+        _check_outcome(text, os.path.join(d, "Corefile"), {})
 
 
 NAME = st.text("abcdefgh_-0123456789", min_size=1, max_size=6)

@@ -1,6 +1,6 @@
 """The cache fast path, three ways: the UDP thread, the reference function, the slow path.
 
-A real in-process server (fake clock, real unbound upstream) is warmed through the slow path, then
+A real in-process server (support.inproc: fake clock, real unbound upstream) is warmed through the slow path, then
 every packet is given to ``fastpath.answer`` (the reference), sent to the UDP socket (the inlined
 loop in UDPWorker.run) and to ``Listener.handle`` (the plugin chain), and all three must answer
 with the same bytes. Golden vectors pin the splice itself byte for byte.
@@ -8,25 +8,17 @@ with the same bytes. Golden vectors pin the splice itself byte for byte.
 
 from __future__ import annotations
 
-import asyncio
-import socket
-import struct
-import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from nodelocaldns.dns import wire
 from nodelocaldns.plugins.cache import fastpath
 from nodelocaldns.plugins.cache.classify import classify
 from nodelocaldns.plugins.cache.entry import Entry
 from nodelocaldns.plugins.cache.setup import CacheConfig
-from nodelocaldns.server.listener import Listener
-from nodelocaldns.server.server import Server
-from support.ports import free_port
+from support.inproc import Harness, inproc, query
 from support.upstreams import unbound_server
 
 ZONES = {
@@ -45,60 +37,11 @@ SETTINGS = settings(
 )
 
 
-class FakeClock:
-    def __init__(self, t: float) -> None:
-        self.t = t
-
-    def __call__(self) -> float:
-        return self.t
-
-
-@dataclass
-class Env:
-    inst: Server
-    lst: Listener
-    loop: asyncio.AbstractEventLoop
-    port: int
-    clock: FakeClock
-
-    def run(self, coro: object, timeout: float = 10.0) -> object:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)  # type: ignore[arg-type]
-
-    def udp(self, data: bytes) -> bytes:
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-            s.settimeout(3.0)
-            s.sendto(data, ("127.0.0.1", self.port))
-            return s.recv(65535)
-
-    def slow(self, data: bytes, proto: str = "udp") -> bytes:
-        out: list[bytes] = []
-        self.run(self.lst.handle(data, ("127.0.0.1", 5300), proto, out.append))
-        assert len(out) == 1
-        return out[0]
-
-
-def query(name: str, qtype: int, qid: int = 0x1234, flags: int = 0x0100, edns: bool = False, do: bool = False,
-          size: int = 1232, version: int = 0) -> bytes:  # fmt: skip
-    q = struct.pack("!HHHHHH", qid, flags, 1, 0, 0, 1 if edns else 0) + wire.text_to_wire(name)
-    q += struct.pack("!HH", qtype, 1)
-    if edns:
-        q += b"\x00\x00\x29" + struct.pack("!HBBHH", size, 0, version, 0x8000 if do else 0, 0)
-    return q
-
-
 @pytest.fixture(scope="module")
-def env() -> Iterator[Env]:
+def env() -> Iterator[Harness]:
     with unbound_server(ZONES) as up:
-        port = free_port("both")
-        clock = FakeClock(5000.0)
-        text = f".:{port} {{\n    bind 127.0.0.1\n    cache 30\n    forward . {up.address}\n}}\n"
-        loop = asyncio.new_event_loop()
-        t = threading.Thread(target=loop.run_forever, daemon=True)
-        t.start()
-        inst = Server(text, clock=clock)
-        asyncio.run_coroutine_threadsafe(inst.start(), loop).result(10)
-        e = Env(inst, inst.listeners[("127.0.0.1", port)], loop, port, clock)
-        try:
+        text = f".:{{PORT}} {{\n    bind 127.0.0.1\n    cache 30\n    forward . {up.address}\n}}\n"
+        with inproc(text) as e:
             # Warm every key a drawn packet can have (name, type, DO, CD) through the slow path.
             for name in NAMES:
                 for qtype in TYPES:
@@ -106,11 +49,6 @@ def env() -> Iterator[Env]:
                         for cd in (0, 0x10):
                             e.slow(query(name, qtype, flags=0x0100 | cd, edns=do, do=do))
             yield e
-        finally:
-            asyncio.run_coroutine_threadsafe(inst.shutdown(drain=1.0), loop).result(15)
-            loop.call_soon_threadsafe(loop.stop)
-            t.join(5)
-            loop.close()  # else its self-pipe sockets are finalised (and warned about) in a later test
 
 
 @st.composite
@@ -134,7 +72,7 @@ def packets(draw: st.DrawFn) -> bytes:
 
 @SETTINGS
 @given(data=packets())
-def test_udp_path_reference_and_slow_path_agree(env: Env, data: bytes) -> None:
+def test_udp_path_reference_and_slow_path_agree(env: Harness, data: bytes) -> None:
     ref = fastpath.answer(data, env.clock(), env.lst.router.memo, tcp=False)
     got_udp = env.udp(data)
     got_slow = env.slow(data)
@@ -145,7 +83,7 @@ def test_udp_path_reference_and_slow_path_agree(env: Env, data: bytes) -> None:
 
 @SETTINGS
 @given(data=packets())
-def test_tcp_path_is_the_reference(env: Env, data: bytes) -> None:
+def test_tcp_path_is_the_reference(env: Harness, data: bytes) -> None:
     ref = fastpath.answer(data, env.clock(), env.lst.router.memo, tcp=True)
     got = env.lst.fast(data, True)
     assert got == (ref[0] if ref is not None else None)
@@ -155,11 +93,11 @@ def test_tcp_path_is_the_reference(env: Env, data: bytes) -> None:
 
 @SETTINGS
 @given(data=st.binary(min_size=0, max_size=80) | packets().map(lambda p: p[: len(p) // 2]))
-def test_reference_never_raises_on_garbage(env: Env, data: bytes) -> None:
+def test_reference_never_raises_on_garbage(env: Harness, data: bytes) -> None:
     assert fastpath.answer(data, env.clock(), env.lst.router.memo, tcp=False) is None or len(data) >= 17
 
 
-def test_the_fast_path_served_the_warm_hits(env: Env) -> None:
+def test_the_fast_path_served_the_warm_hits(env: Harness) -> None:
     """A warmed lowercase query is a reference hit, and the UDP thread counts it as a fast hit."""
     data = query("a.cluster.local.", 1)
     assert fastpath.answer(data, env.clock(), env.lst.router.memo, tcp=False) is not None
@@ -217,7 +155,7 @@ class _Acc(list):  # type: ignore[type-arg]
 
 
 @pytest.mark.parametrize(("query_hex", "later", "reply_hex"), GOLDEN)
-def test_golden_splices(env: Env, query_hex: str, later: float, reply_hex: str) -> None:
+def test_golden_splices(env: Harness, query_hex: str, later: float, reply_hex: str) -> None:
     q, expected = bytes.fromhex(query_hex), bytes.fromhex(reply_hex)
     qkey, smap = _golden_entries(1000.0)
     hit = fastpath.answer(q, 1000.0 + later, {qkey: (smap, {}, 0, _Acc())}, tcp=False)

@@ -24,6 +24,7 @@ from nodelocaldns.metrics.catalog import (
     TIME_BUCKETS,
     exported_names,
 )
+from support.inproc import inproc
 from support.ports import free_port
 from support.server import Served, serve
 from support.upstreams import UpstreamServer, closed_port
@@ -250,23 +251,41 @@ def test_forward_counters(traffic: tuple[Served, int, Samples, str], make_unboun
 
 
 def test_hits_served_by_the_fast_path_are_counted(make_unbound: MakeUnbound) -> None:
+    """Hits the fast path answers never reach the cache plugin, yet the exported families count them.
+
+    In process (support.inproc), so the test can see who answered: the listener's fast-path counters
+    move, the cache plugin's own hit counter (which the chain's hits feed) does not.
+    """
     up = make_unbound(ZONES)
     mport = free_port("tcp")
     text = f".:{{PORT}} {{\n    bind 127.0.0.1\n    cache 30\n    forward . {up.address}\n    prometheus 127.0.0.1:{mport}\n}}\n"
-    with serve(text) as s:
+    with inproc(text) as h:
         before, _ = scrape(mport)
         q = dns.message.make_query("web.default.svc.cluster.local.", "A")
         for _ in range(200):
-            dns.query.udp(q, "127.0.0.1", port=s.port, timeout=2)
+            dns.query.udp(q, "127.0.0.1", port=h.port, timeout=2)
         for _ in range(10):
-            dns.query.tcp(q, "127.0.0.1", port=s.port, timeout=2)
+            dns.query.tcp(q, "127.0.0.1", port=h.port, timeout=2)
         after, _ = scrape(mport)
+        counters = h.call(lambda: h.cache().counters.for_server(h.lst.server))
+        fast = h.call(lambda: h.lst.stats.fast_hits())
+        udp_fast = h.call(lambda: sum(h.lst.stats.fast.values()))
+        tcp_fast = h.call(lambda: sum(h.lst.stats.fast_tcp.values()))
+        slow_recorded = h.call(lambda: sum(h.lst.stats.hit_kinds.values()))
+
+    # The chain saw one request, the miss; every hit was the fast path's.
+    assert (counters.requests, counters.misses, counters.hits) == (1, 1, [0, 0])
+    assert fast == {(".", 0): 209}
+    # Hits the process was descheduled in are recorded apart (slow_recorded), still by the fast path.
+    assert udp_fast + tcp_fast + slow_recorded == 209
 
     def delta(name: str, **labels: str) -> float:
         return value(after, name, **labels) - value(before, name, **labels)
 
+    assert up.query_count("web.default.svc.cluster.local.") == 1
     assert delta("coredns_cache_hits_total", type="success") == 209
     assert delta("coredns_cache_requests_total") == 210
+    assert delta("coredns_cache_misses_total") == 1
     assert delta("coredns_dns_requests_total", type="A", proto="udp") == 200
     assert delta("coredns_dns_requests_total", type="A", proto="tcp") == 10
     assert delta("coredns_dns_responses_total", rcode="NOERROR", plugin="cache") == 209
