@@ -9,12 +9,16 @@ with the same bytes. Golden vectors pin the splice itself byte for byte.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import random
 import socket
 import struct
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+import dns.flags
+import dns.message
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -86,12 +90,13 @@ def query(name: str, qtype: int, qid: int = 0x1234, flags: int = 0x0100, edns: b
     return q
 
 
-@pytest.fixture(scope="module")
-def env() -> Iterator[Env]:
-    with unbound_server(ZONES) as up:
+@contextlib.contextmanager
+def serving(zones: dict[str, list[str]], extra: str = "", names: tuple[str, ...] = NAMES) -> Iterator[Env]:
+    """An in-process server (``extra`` directives in its one block) over unbound, warmed for ``names``."""
+    with unbound_server(zones) as up:
         port = free_port("both")
         clock = FakeClock(5000.0)
-        text = f".:{port} {{\n    bind 127.0.0.1\n    cache 30\n    forward . {up.address}\n}}\n"
+        text = f".:{port} {{\n    bind 127.0.0.1\n{extra}    cache 30\n    forward . {up.address}\n}}\n"
         loop = asyncio.new_event_loop()
         t = threading.Thread(target=loop.run_forever, daemon=True)
         t.start()
@@ -100,7 +105,7 @@ def env() -> Iterator[Env]:
         e = Env(inst, inst.listeners[("127.0.0.1", port)], loop, port, clock)
         try:
             # Warm every key a drawn packet can have (name, type, DO, CD) through the slow path.
-            for name in NAMES:
+            for name in names:
                 for qtype in TYPES:
                     for do in (False, True):
                         for cd in (0, 0x10):
@@ -111,6 +116,12 @@ def env() -> Iterator[Env]:
             loop.call_soon_threadsafe(loop.stop)
             t.join(5)
             loop.close()  # else its self-pipe sockets are finalised (and warned about) in a later test
+
+
+@pytest.fixture(scope="module")
+def env() -> Iterator[Env]:
+    with serving(ZONES) as e:
+        yield e
 
 
 @st.composite
@@ -220,7 +231,7 @@ class _Acc(list):  # type: ignore[type-arg]
 def test_golden_splices(env: Env, query_hex: str, later: float, reply_hex: str) -> None:
     q, expected = bytes.fromhex(query_hex), bytes.fromhex(reply_hex)
     qkey, smap = _golden_entries(1000.0)
-    hit = fastpath.answer(q, 1000.0 + later, {qkey: (smap, {}, 0, _Acc())}, tcp=False)
+    hit = fastpath.answer(q, 1000.0 + later, {qkey: (smap, {}, 0, _Acc(), None, fastpath.NO_CAP)}, tcp=False)
     assert hit is not None and hit[0] == expected
     # The UDP thread splices the same bytes from the same entries, put in the running cache.
     cache = env.lst.router.zones["."].cache
@@ -231,3 +242,116 @@ def test_golden_splices(env: Env, query_hex: str, later: float, reply_hex: str) 
                       env.lst.stats.zone_acc("."), 10**6)  # fmt: skip
     assert env.udp(q) == expected
     assert env.lst.fast(q, True) == expected
+
+
+# -- a block with plugins ahead of the cache: loadbalance shuffles hits, bufsize lowers the size ----
+
+LB_ZONES = {
+    "cluster.local.": [
+        *ZONES["cluster.local."],
+        *[f"m.cluster.local. 30 IN A 198.18.1.{i}" for i in range(1, 6)],
+        *[f"m.cluster.local. 30 IN AAAA fd00::1:{i}" for i in range(1, 4)],
+        "c.cluster.local. 30 IN CNAME m.cluster.local.",
+        *[f'm.cluster.local. 30 IN TXT "t{i}"' for i in range(3)],
+    ]
+}
+LB_NAMES = (*NAMES, "m.cluster.local.", "c.cluster.local.")
+BUFSIZE = 1100  # below big.cluster.local.'s TXT answer (~2.9 kB): the cap decides truncation
+
+
+class ReplayRng:
+    """A uint16 stream the test restarts before each path, so all three see the same draws."""
+
+    def __init__(self) -> None:
+        self.seed = 0
+        self.gen = random.Random(0)
+
+    def restart(self, seed: int) -> None:
+        self.seed = seed
+        self.gen = random.Random(seed)
+
+    def __call__(self) -> int:
+        return self.gen.getrandbits(16)
+
+
+@pytest.fixture(scope="module")
+def lb_env() -> Iterator[tuple[Env, ReplayRng]]:
+    with serving(LB_ZONES, f"    bufsize {BUFSIZE}\n    loadbalance\n", LB_NAMES) as e:
+        rng = ReplayRng()
+        block = e.lst.router.zones["."]
+        (lb,) = [rt for rt in block.runtimes if rt.name == "loadbalance"]
+        lb.rng = rng  # type: ignore[attr-defined]
+        assert block.fast and block.transform is not None and block.udp_max == BUFSIZE
+        yield e, rng
+
+
+@st.composite
+def lb_packets(draw: st.DrawFn) -> tuple[bytes, int]:
+    name = draw(st.sampled_from(LB_NAMES))
+    name = "".join(c.upper() if draw(st.booleans()) else c for c in name)
+    flags = draw(st.sampled_from((0x0000, 0x0100))) | draw(st.sampled_from((0, 0x10, 0x20)))
+    data = query(
+        name,
+        draw(st.sampled_from(TYPES)),
+        qid=draw(st.integers(0, 0xFFFF)),
+        flags=flags,
+        edns=draw(st.booleans()),
+        do=draw(st.booleans()),
+        size=draw(st.sampled_from((512, 600, 1099, 1100, 1101, 1232, 4096, 65535))),
+    )
+    return data, draw(st.integers(0, 2**32))
+
+
+@SETTINGS
+@given(p=lb_packets())
+def test_loadbalance_bufsize_block_udp_reference_and_slow_agree(lb_env: tuple[Env, ReplayRng],
+                                                                p: tuple[bytes, int]) -> None:  # fmt: skip
+    env, rng = lb_env
+    data, seed = p
+    rng.restart(seed)
+    ref = fastpath.answer(data, env.clock(), env.lst.router.memo, tcp=False)
+    rng.restart(seed)
+    got_udp = env.udp(data)
+    rng.restart(seed)
+    got_slow = env.slow(data)
+    if ref is not None:
+        assert got_udp == ref[0]
+    assert got_udp == got_slow
+
+
+@SETTINGS
+@given(p=lb_packets())
+def test_loadbalance_bufsize_block_tcp_is_the_reference(lb_env: tuple[Env, ReplayRng],
+                                                        p: tuple[bytes, int]) -> None:  # fmt: skip
+    env, rng = lb_env
+    data, seed = p
+    rng.restart(seed)
+    ref = fastpath.answer(data, env.clock(), env.lst.router.memo, tcp=True)
+    rng.restart(seed)
+    got = env.lst.fast(data, True)
+    assert got == (ref[0] if ref is not None else None)
+    if got is not None:
+        rng.restart(seed)
+        assert got == env.slow(data, "tcp")
+
+
+def test_loadbalance_fast_hits_are_shuffled(lb_env: tuple[Env, ReplayRng]) -> None:
+    """The fast path serves the multi-address name and its order follows the draws."""
+    env, rng = lb_env
+    data = query("m.cluster.local.", 1)
+    before = sum(env.lst.stats.fast.values())
+    orders = set()
+    for seed in range(12):
+        rng.restart(seed)
+        reply = dns.message.from_wire(env.udp(data))
+        orders.add(tuple(rr.address for rrs in reply.answer for rr in rrs))
+    assert sum(env.lst.stats.fast.values()) == before + 12
+    assert len(orders) > 3 and all(sorted(o) == [f"198.18.1.{i}" for i in range(1, 6)] for o in orders)
+
+
+def test_bufsize_fast_hits_echo_and_fit_the_lowered_size(lb_env: tuple[Env, ReplayRng]) -> None:
+    env, _ = lb_env
+    small = dns.message.from_wire(env.udp(query("a.cluster.local.", 1, edns=True, size=4096)))
+    assert small.payload == BUFSIZE  # the OPT echoes what bufsize left, not the client's 4096
+    big = dns.message.from_wire(env.udp(query("big.cluster.local.", 16, edns=True, size=4096)))
+    assert big.flags & dns.flags.TC and not big.answer  # 2.9 kB does not fit 1100

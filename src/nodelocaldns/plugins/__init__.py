@@ -10,10 +10,13 @@ import importlib
 
 PLUGINS: tuple[str, ...] = (
     "bind",
+    "bufsize",
     "cache",
+    "dns64",
     "errors",
     "forward",
     "health",
+    "loadbalance",
     "log",
     "loop",
     "prometheus",
