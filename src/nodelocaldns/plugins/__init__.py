@@ -22,6 +22,7 @@ PLUGINS: tuple[str, ...] = (
     "prometheus",
     "ready",
     "reload",
+    "rewrite",
 )
 
 
