@@ -13,10 +13,13 @@ from pathlib import Path
 
 import pytest
 
+from nodelocaldns import plugins
+from nodelocaldns.core.plugin import registered
 from support.addon import ADDON_COREFILE
 from test_serve_lifecycle import BAD, REPO, run_corefile
 
-AVAILABLE = "bind, cache, errors, forward, health, log, loop, prometheus, ready, reload"
+plugins.load()
+AVAILABLE = ", ".join(sorted(p.name for p in registered()))  # the check lists the registry
 
 
 def nodelocaldns(*argv: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
