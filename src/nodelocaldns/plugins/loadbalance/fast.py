@@ -15,7 +15,7 @@ from __future__ import annotations
 from nodelocaldns.dns.message import TYPE_A, TYPE_AAAA
 from nodelocaldns.dns.wire import TYPE_AXFR, TYPE_IXFR, skip_name
 from nodelocaldns.errors import WireError
-from nodelocaldns.plugins.loadbalance.shuffle import Rng, shuffle_in_place
+from nodelocaldns.plugins.loadbalance.shuffle import Rng
 
 _RDLEN = {TYPE_A: 4, TYPE_AAAA: 16}
 _OPT = b"\x00\x00\x29"
@@ -62,7 +62,10 @@ def layout(reply: bytes) -> Layout | None:
 
 
 def round_robin(reply: bytes, rng: Rng) -> bytes | None:
-    """The shuffled reply, exactly ``shuffle.apply``'s bytes, or None: not this shape."""
+    """The shuffled reply, exactly ``shuffle.apply``'s bytes, or None: not this shape.
+
+    ``shuffle.shuffle_in_place``'s walk, written out here: this runs for every cache hit.
+    """
     key = reply[2:]
     lay = _layouts.get(key)
     if lay is None:
@@ -72,6 +75,14 @@ def round_robin(reply: bytes, rng: Rng) -> bytes | None:
     if not lay:
         return None
     qend, size, end = lay
-    records = [reply[o : o + size] for o in range(qend, end, size)]
-    shuffle_in_place(records, rng)
-    return reply[:qend] + b"".join(records) + reply[end:]
+    recs = [reply[o : o + size] for o in range(qend, end, size)]
+    n = len(recs)
+    if n == 2:
+        if not rng() & 1:
+            recs.reverse()
+    else:
+        for j in range(n):
+            p = j + rng() % (n - j)
+            if p != j:
+                recs[j], recs[p] = recs[p], recs[j]
+    return reply[:qend] + b"".join(recs) + reply[end:]

@@ -12,6 +12,7 @@ import asyncio
 import logging
 import random
 from collections.abc import Callable
+from functools import partial
 
 from nodelocaldns.core.plugin import Host, Next, Runtime
 from nodelocaldns.core.request import Reply, Request
@@ -21,6 +22,7 @@ from nodelocaldns.plugins.loadbalance.setup import WEIGHTED, LoadBalanceConfig
 from nodelocaldns.plugins.loadbalance.weights import WeightsSource
 
 log = logging.getLogger("nodelocaldns")
+_round_robin = fast.round_robin
 
 
 class LoadBalanceRuntime(Runtime):
@@ -29,7 +31,7 @@ class LoadBalanceRuntime(Runtime):
         self.clock = clock
         r = random.Random()
         # Injectable (tests): a uint16 per draw like miekg dns.Id(), and a draw below n for weighted.
-        self.rng: shuffle.Rng = lambda: r.getrandbits(16)
+        self.rng: shuffle.Rng = partial(r.getrandbits, 16)
         self.randbelow: shuffle.RandBelow = r.randrange
         self.source: WeightsSource | None = None
         self.plain = cfg.policy != WEIGHTED and not cfg.prefer
@@ -68,7 +70,7 @@ class LoadBalanceRuntime(Runtime):
     def transform(self, reply: bytes) -> bytes:
         """The reply reordered (never longer than it came: a hit has already been fitted)."""
         if self.plain:
-            out = fast.round_robin(reply, self.rng)
+            out = _round_robin(reply, self.rng)
             if out is not None:
                 return out
         try:
