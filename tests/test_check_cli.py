@@ -13,10 +13,13 @@ from pathlib import Path
 
 import pytest
 
+from nodelocaldns import plugins
+from nodelocaldns.core.plugin import registered
 from support.addon import ADDON_COREFILE
 from test_serve_lifecycle import BAD, REPO, run_corefile
 
-AVAILABLE = "bind, cache, errors, forward, health, log, loop, prometheus, ready, reload"
+plugins.load()
+AVAILABLE = ", ".join(sorted(p.name for p in registered()))  # the check lists the registry
 
 
 def nodelocaldns(*argv: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -144,10 +147,10 @@ def test_node_cache_check_renders_the_addon_template_and_changes_nothing(tmp_pat
 
 def test_node_cache_check_reports_what_the_agent_would_refuse(tmp_path: Path) -> None:
     base = tmp_path / "Corefile.base"
-    base.write_text(ADDON_COREFILE.replace("    errors\n", "    errors\n    rewrite name foo bar\n", 1))
+    base.write_text(ADDON_COREFILE.replace("    errors\n", "    errors\n    acl\n", 1))
     out = node_cache("-localip", "169.254.20.10", "-basecorefile", str(base), "-check", env=ENV)
     assert out.returncode == 1
-    assert f"{base}:3 (directive 'rewrite'): 'rewrite' is a CoreDNS plugin not available" in out.stderr
+    assert f"{base}:3 (directive 'acl'): 'acl' is a CoreDNS plugin not available" in out.stderr
     # Without the Service environment the agent cannot render at all: the check says so, too.
     bare = {k: v for k, v in os.environ.items() if not k.startswith("KUBE_DNS")}
     base.write_text(ADDON_COREFILE)

@@ -1,6 +1,6 @@
 """The cache fast path, three ways: the UDP thread, the reference function, the slow path.
 
-A real in-process server (support.inproc: fake clock, real unbound upstream) is warmed through the slow path, then
+A real in-process server (fake clock, real unbound upstream) is warmed through the slow path, then
 every packet is given to ``fastpath.answer`` (the reference), sent to the UDP socket (the inlined
 loop in UDPWorker.run) and to ``Listener.handle`` (the plugin chain), and all three must answer
 with the same bytes. Golden vectors pin the splice itself byte for byte.
@@ -8,8 +8,12 @@ with the same bytes. Golden vectors pin the splice itself byte for byte.
 
 from __future__ import annotations
 
+import contextlib
+import random
 from collections.abc import Iterator
 
+import dns.flags
+import dns.message
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -37,18 +41,30 @@ SETTINGS = settings(
 )
 
 
-@pytest.fixture(scope="module")
-def env() -> Iterator[Harness]:
-    with unbound_server(ZONES) as up:
-        text = f".:{{PORT}} {{\n    bind 127.0.0.1\n    cache 30\n    forward . {up.address}\n}}\n"
+Env = Harness
+
+
+@contextlib.contextmanager
+def serving(
+    zones: dict[str, list[str]], extra: str = "", names: tuple[str, ...] = NAMES
+) -> Iterator[Harness]:
+    """An in-process server (``extra`` directives in its one block) over unbound, warmed for ``names``."""
+    with unbound_server(zones) as up:
+        text = f".:{{PORT}} {{\n    bind 127.0.0.1\n{extra}    cache 30\n    forward . {up.address}\n}}\n"
         with inproc(text) as e:
             # Warm every key a drawn packet can have (name, type, DO, CD) through the slow path.
-            for name in NAMES:
+            for name in names:
                 for qtype in TYPES:
                     for do in (False, True):
                         for cd in (0, 0x10):
                             e.slow(query(name, qtype, flags=0x0100 | cd, edns=do, do=do))
             yield e
+
+
+@pytest.fixture(scope="module")
+def env() -> Iterator[Env]:
+    with serving(ZONES) as e:
+        yield e
 
 
 @st.composite
@@ -72,7 +88,7 @@ def packets(draw: st.DrawFn) -> bytes:
 
 @SETTINGS
 @given(data=packets())
-def test_udp_path_reference_and_slow_path_agree(env: Harness, data: bytes) -> None:
+def test_udp_path_reference_and_slow_path_agree(env: Env, data: bytes) -> None:
     ref = fastpath.answer(data, env.clock(), env.lst.router.memo, tcp=False)
     got_udp = env.udp(data)
     got_slow = env.slow(data)
@@ -83,7 +99,7 @@ def test_udp_path_reference_and_slow_path_agree(env: Harness, data: bytes) -> No
 
 @SETTINGS
 @given(data=packets())
-def test_tcp_path_is_the_reference(env: Harness, data: bytes) -> None:
+def test_tcp_path_is_the_reference(env: Env, data: bytes) -> None:
     ref = fastpath.answer(data, env.clock(), env.lst.router.memo, tcp=True)
     got = env.lst.fast(data, True)
     assert got == (ref[0] if ref is not None else None)
@@ -93,11 +109,11 @@ def test_tcp_path_is_the_reference(env: Harness, data: bytes) -> None:
 
 @SETTINGS
 @given(data=st.binary(min_size=0, max_size=80) | packets().map(lambda p: p[: len(p) // 2]))
-def test_reference_never_raises_on_garbage(env: Harness, data: bytes) -> None:
+def test_reference_never_raises_on_garbage(env: Env, data: bytes) -> None:
     assert fastpath.answer(data, env.clock(), env.lst.router.memo, tcp=False) is None or len(data) >= 17
 
 
-def test_the_fast_path_served_the_warm_hits(env: Harness) -> None:
+def test_the_fast_path_served_the_warm_hits(env: Env) -> None:
     """A warmed lowercase query is a reference hit, and the UDP thread counts it as a fast hit."""
     data = query("a.cluster.local.", 1)
     assert fastpath.answer(data, env.clock(), env.lst.router.memo, tcp=False) is not None
@@ -155,10 +171,10 @@ class _Acc(list):  # type: ignore[type-arg]
 
 
 @pytest.mark.parametrize(("query_hex", "later", "reply_hex"), GOLDEN)
-def test_golden_splices(env: Harness, query_hex: str, later: float, reply_hex: str) -> None:
+def test_golden_splices(env: Env, query_hex: str, later: float, reply_hex: str) -> None:
     q, expected = bytes.fromhex(query_hex), bytes.fromhex(reply_hex)
     qkey, smap = _golden_entries(1000.0)
-    hit = fastpath.answer(q, 1000.0 + later, {qkey: (smap, {}, 0, _Acc())}, tcp=False)
+    hit = fastpath.answer(q, 1000.0 + later, {qkey: (smap, {}, 0, _Acc(), None, fastpath.NO_CAP)}, tcp=False)
     assert hit is not None and hit[0] == expected
     # The UDP thread splices the same bytes from the same entries, put in the running cache.
     cache = env.lst.router.zones["."].cache
@@ -169,3 +185,116 @@ def test_golden_splices(env: Harness, query_hex: str, later: float, reply_hex: s
                       env.lst.stats.zone_acc("."), 10**6)  # fmt: skip
     assert env.udp(q) == expected
     assert env.lst.fast(q, True) == expected
+
+
+# -- a block with plugins ahead of the cache: loadbalance shuffles hits, bufsize lowers the size ----
+
+LB_ZONES = {
+    "cluster.local.": [
+        *ZONES["cluster.local."],
+        *[f"m.cluster.local. 30 IN A 198.18.1.{i}" for i in range(1, 6)],
+        *[f"m.cluster.local. 30 IN AAAA fd00::1:{i}" for i in range(1, 4)],
+        "c.cluster.local. 30 IN CNAME m.cluster.local.",
+        *[f'm.cluster.local. 30 IN TXT "t{i}"' for i in range(3)],
+    ]
+}
+LB_NAMES = (*NAMES, "m.cluster.local.", "c.cluster.local.")
+BUFSIZE = 1100  # below big.cluster.local.'s TXT answer (~2.9 kB): the cap decides truncation
+
+
+class ReplayRng:
+    """A uint16 stream the test restarts before each path, so all three see the same draws."""
+
+    def __init__(self) -> None:
+        self.seed = 0
+        self.gen = random.Random(0)
+
+    def restart(self, seed: int) -> None:
+        self.seed = seed
+        self.gen = random.Random(seed)
+
+    def __call__(self) -> int:
+        return self.gen.getrandbits(16)
+
+
+@pytest.fixture(scope="module")
+def lb_env() -> Iterator[tuple[Env, ReplayRng]]:
+    with serving(LB_ZONES, f"    bufsize {BUFSIZE}\n    loadbalance\n", LB_NAMES) as e:
+        rng = ReplayRng()
+        block = e.lst.router.zones["."]
+        (lb,) = [rt for rt in block.runtimes if rt.name == "loadbalance"]
+        lb.rng = rng  # type: ignore[attr-defined]
+        assert block.fast and block.transform is not None and block.udp_max == BUFSIZE
+        yield e, rng
+
+
+@st.composite
+def lb_packets(draw: st.DrawFn) -> tuple[bytes, int]:
+    name = draw(st.sampled_from(LB_NAMES))
+    name = "".join(c.upper() if draw(st.booleans()) else c for c in name)
+    flags = draw(st.sampled_from((0x0000, 0x0100))) | draw(st.sampled_from((0, 0x10, 0x20)))
+    data = query(
+        name,
+        draw(st.sampled_from(TYPES)),
+        qid=draw(st.integers(0, 0xFFFF)),
+        flags=flags,
+        edns=draw(st.booleans()),
+        do=draw(st.booleans()),
+        size=draw(st.sampled_from((512, 600, 1099, 1100, 1101, 1232, 4096, 65535))),
+    )
+    return data, draw(st.integers(0, 2**32))
+
+
+@SETTINGS
+@given(p=lb_packets())
+def test_loadbalance_bufsize_block_udp_reference_and_slow_agree(lb_env: tuple[Env, ReplayRng],
+                                                                p: tuple[bytes, int]) -> None:  # fmt: skip
+    env, rng = lb_env
+    data, seed = p
+    rng.restart(seed)
+    ref = fastpath.answer(data, env.clock(), env.lst.router.memo, tcp=False)
+    rng.restart(seed)
+    got_udp = env.udp(data)
+    rng.restart(seed)
+    got_slow = env.slow(data)
+    if ref is not None:
+        assert got_udp == ref[0]
+    assert got_udp == got_slow
+
+
+@SETTINGS
+@given(p=lb_packets())
+def test_loadbalance_bufsize_block_tcp_is_the_reference(lb_env: tuple[Env, ReplayRng],
+                                                        p: tuple[bytes, int]) -> None:  # fmt: skip
+    env, rng = lb_env
+    data, seed = p
+    rng.restart(seed)
+    ref = fastpath.answer(data, env.clock(), env.lst.router.memo, tcp=True)
+    rng.restart(seed)
+    got = env.lst.fast(data, True)
+    assert got == (ref[0] if ref is not None else None)
+    if got is not None:
+        rng.restart(seed)
+        assert got == env.slow(data, "tcp")
+
+
+def test_loadbalance_fast_hits_are_shuffled(lb_env: tuple[Env, ReplayRng]) -> None:
+    """The fast path serves the multi-address name and its order follows the draws."""
+    env, rng = lb_env
+    data = query("m.cluster.local.", 1)
+    before = sum(env.lst.stats.fast.values())
+    orders = set()
+    for seed in range(12):
+        rng.restart(seed)
+        reply = dns.message.from_wire(env.udp(data))
+        orders.add(tuple(rr.address for rrs in reply.answer for rr in rrs))
+    assert sum(env.lst.stats.fast.values()) == before + 12
+    assert len(orders) > 3 and all(sorted(o) == [f"198.18.1.{i}" for i in range(1, 6)] for o in orders)
+
+
+def test_bufsize_fast_hits_echo_and_fit_the_lowered_size(lb_env: tuple[Env, ReplayRng]) -> None:
+    env, _ = lb_env
+    small = dns.message.from_wire(env.udp(query("a.cluster.local.", 1, edns=True, size=4096)))
+    assert small.payload == BUFSIZE  # the OPT echoes what bufsize left, not the client's 4096
+    big = dns.message.from_wire(env.udp(query("big.cluster.local.", 16, edns=True, size=4096)))
+    assert big.flags & dns.flags.TC and not big.answer  # 2.9 kB does not fit 1100

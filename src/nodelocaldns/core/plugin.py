@@ -110,6 +110,14 @@ class Runtime:
     fast_path_safe: bool = True  # may a cached answer be sent without running this plugin?
     fast_path: Any = None  # what a listener's fast path answers from (the cache's FastCache)
     counts_requests: bool = False  # the listener counts this block's requests (coredns_dns_*)
+    # For a plugin ahead of the cache that changes what a cached answer looks like, the parts the
+    # cache's fast path applies itself so that its hits stay the chain's bytes (issue 8):
+    # a pure function of the final reply (loadbalance's shuffle; the same function the handler runs),
+    reply_transform: Callable[[bytes], bytes] | None = None
+    # the largest EDNS UDP size a query keeps (bufsize lowers larger ones: the OPT echo and the limit),
+    fast_path_udp_max: int = 65535
+    # and question types the fast path must leave to the chain (dns64 rewrites AAAA answers).
+    fast_path_skips: frozenset[int] = frozenset()
 
     def start(self, host: Host) -> None:
         return None

@@ -10,15 +10,19 @@ import importlib
 
 PLUGINS: tuple[str, ...] = (
     "bind",
+    "bufsize",
     "cache",
+    "dns64",
     "errors",
     "forward",
     "health",
+    "loadbalance",
     "log",
     "loop",
     "prometheus",
     "ready",
     "reload",
+    "rewrite",
 )
 
 

@@ -75,6 +75,7 @@ class Instance:
         info = BlockInfo(bp.zones, bp.hosts, bp.ports)
         block = Block(bp.zones, build_chain([]))
         safe = True  # may every plugin before the fast path's owner be skipped on a hit?
+        ahead: list[Runtime] = []  # the runtimes before it, whose hit-time parts the fast path applies
         for name in sorted(bp.configs, key=lambda n: DIRECTIVES[n].position):
             p = DIRECTIVES[name]
             if p.factory is None:
@@ -88,10 +89,15 @@ class Instance:
                 block.fast = safe and ok
             elif block.cache is None:
                 safe = safe and ok
+                ahead.append(rt)
             block.metrics = block.metrics or rt.counts_requests
             gen.routes.extend(rt.routes)
             gen.lameduck = max(gen.lameduck, rt.lameduck)
         gen.runtimes.extend(block.runtimes)
+        if block.cache is not None:
+            block.transform = _compose([rt.reply_transform for rt in reversed(ahead) if rt.reply_transform])
+            block.udp_max = min((rt.fast_path_udp_max for rt in ahead), default=block.udp_max)
+            block.skips = frozenset().union(*(rt.fast_path_skips for rt in ahead))
         block.chain = build_chain([h for rt in block.runtimes for h in rt.handlers])
         return block
 
@@ -109,3 +115,18 @@ class Instance:
     @property
     def fatal(self) -> str | None:
         return self._fatal
+
+
+def _compose(fns: list[Callable[[bytes], bytes]]) -> Callable[[bytes], bytes] | None:
+    """One transform for the fast path: the plugin nearest the cache first, as replies flow back."""
+    if not fns:
+        return None
+    if len(fns) == 1:
+        return fns[0]
+
+    def chained(reply: bytes) -> bytes:
+        for fn in fns:
+            reply = fn(reply)
+        return reply
+
+    return chained

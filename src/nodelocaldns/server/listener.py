@@ -48,6 +48,10 @@ class Block:
     cache: CacheHandler | None = None  # the runtime that owns a fast path (see fast)
     fast: bool = False  # may the fast path answer for this block? (registry's fast-path-safe flags)
     metrics: bool = False  # count requests for coredns_dns_* (a block with prometheus)
+    # What the plugins ahead of the cache make of a hit (core.plugin.Runtime): the fast path does it too.
+    transform: Callable[[bytes], bytes] | None = None
+    udp_max: int = fastpath.NO_CAP
+    skips: frozenset[int] = frozenset()
 
 
 class Router:
@@ -57,8 +61,8 @@ class Router:
         self.zones = zones
         self.by_wire = {wire.text_to_wire(z): (z, b) for z, b in zones.items()}
         # lowercased question -> (success map, denial map, zone bits, zone accumulator); see Listener.fast
-        self.memo: dict[bytes, tuple[Any, Any, int, ZoneAcc]] = {}
-        self.routes: dict[str, tuple[Any, Any, int, ZoneAcc]] = {}  # one shared memo value per zone
+        self.memo: dict[bytes, fastpath.Route] = {}
+        self.routes: dict[str, fastpath.Route] = {}  # one shared memo value per zone
 
     def route(self, qname: bytes, qtype: int) -> tuple[str, Block] | None:
         off = 0
@@ -125,7 +129,7 @@ class Listener:
         hit = fastpath.answer(data, self.clock(), self.router.memo, tcp)
         if hit is None:
             return None
-        reply, e, (_smap, _dmap, zb, acc), bits = hit
+        reply, e, (_smap, _dmap, zb, acc, _tf, _cap), bits = hit
         dt = _perf() - t0
         if dt <= _B0:
             k = zb | e.sbase | (len(data) << 3) | (4 if tcp else 0) | bits
@@ -188,7 +192,7 @@ class Listener:
         req = Request(data, q, remote, proto, family, self.server, zone, start)
         cache = block.cache
         qkey = b""
-        if block.fast and cache is not None:
+        if block.fast and cache is not None and q.qtype not in block.skips:
             qkey = fastpath.memo_key(data, q)
             if qkey:
                 # The same bytes object keys the cache and the memo: ~80k names, one copy each.
@@ -221,7 +225,7 @@ class Listener:
             )
         if qkey and cache is not None and cache.covers(q.qname):
             fastpath.remember(router.memo, router.routes, qkey, zone, cache.store.maps, self.stats.zone_acc(zone),
-                              self.memo_max)  # fmt: skip
+                              self.memo_max, block.transform, block.udp_max)  # fmt: skip
 
     def finalize(self, reply: Reply, req: Request) -> bytes:
         if reply.wire is None:
@@ -376,6 +380,7 @@ class UDPWorker:
                         call(slow, data, addr)
                         continue
                     raw = False
+                smap, dmap, zb, acc, tf, cap = route
                 if edns:
                     if (
                         data[qend : qend + 3] != OPT_HEAD
@@ -391,13 +396,15 @@ class UDPWorker:
                         call(slow, data, addr)
                         continue
                     opt = OPT_HEAD + data[qend + 3 : qend + 5] + (DO_FLAGS[1] if do else DO_FLAGS[0])
+                    if limit > cap:  # bufsize: the chain sees (and echoes) the lowered size
+                        limit = cap
+                        opt = OPT_HEAD + cap.to_bytes(2, "big") + (DO_FLAGS[1] if do else DO_FLAGS[0])
                 elif len(data) != qend:
                     call(slow, data, addr)
                     continue
                 else:
                     do = 0
                     limit = 512
-                smap, dmap, zb, acc = route
                 if do or data[3] & 0x10:
                     key = flagged(q, do, data[3] & 0x10)
                     e = smap.get(key) or dmap.get(key)
@@ -427,6 +434,8 @@ class UDPWorker:
                 if len(reply) > 512 and len(reply) > limit:
                     call(slow, data, addr)
                     continue
+                if tf is not None:  # loadbalance's shuffle: the same function its handler runs
+                    reply = tf(reply)
                 # Counted before the write, so a client that scrapes /metrics right after its answer
                 # already sees it; the duration therefore ends when the reply is ready.
                 dt = _perf() - t0

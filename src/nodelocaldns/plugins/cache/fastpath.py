@@ -13,7 +13,7 @@ the fast path never routes or parses anything itself.
 from __future__ import annotations
 
 import struct
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from nodelocaldns.dns import wire
@@ -25,9 +25,13 @@ OPT_HEAD = b"\x00\x00\x29"  # root owner, TYPE OPT
 DO_FLAGS = (b"\x00\x00\x00\x00\x00\x00", b"\x00\x00\x80\x00\x00\x00")  # ext rcode, version, DO, rdlen
 FLAG_SUFFIX = (b"", b"\x01", b"\x02", b"\x03")  # DO | CD << 1
 _QT = struct.Struct("!HH")
+_SIZE = struct.Struct("!H")
 
-# (success map, denial map, zone bits, zone accumulator): one shared tuple per (listener, zone).
-Route = tuple[dict[bytes, Entry], dict[bytes, Entry], int, Any]
+# (success map, denial map, zone bits, zone accumulator, reply transform, UDP size cap): one
+# shared tuple per (listener, zone). The last two are what plugins ahead of the cache do to a hit
+# (core.plugin.Runtime.reply_transform, fast_path_udp_max): None and 65535 in a plain block.
+Route = tuple[dict[bytes, Entry], dict[bytes, Entry], int, Any, Callable[[bytes], bytes] | None, int]
+NO_CAP = 65535
 Hit = tuple[bytes, Entry, Route, int]  # reply, entry, route, counter bits (DO: 2, EDNS: 1)
 
 
@@ -86,6 +90,7 @@ def answer(data: bytes, now: float, memo: Mapping[bytes, Route], tcp: bool) -> H
     route = memo.get(q)
     if route is None:
         return None
+    smap, dmap, _zb, _acc, transform, cap = route
     if edns:
         if (
             data[qend : qend + 3] != OPT_HEAD
@@ -99,13 +104,15 @@ def answer(data: bytes, now: float, memo: Mapping[bytes, Route], tcp: bool) -> H
         if limit < 512:  # the reply's OPT says 512 (RFC 6891 6.2.5): the slow path writes that
             return None
         opt = OPT_HEAD + data[qend + 3 : qend + 5] + DO_FLAGS[1 if do else 0]
+        if limit > cap:  # bufsize: the chain sees (and echoes) the lowered size
+            limit = cap
+            opt = OPT_HEAD + _SIZE.pack(cap) + DO_FLAGS[1 if do else 0]
     else:
         if len(data) != qend:
             return None
         do = 0
         limit = 512
         opt = b""
-    smap, dmap, _zb, _acc = route
     key = flagged(q, do, data[3] & 0x10)
     e = smap.get(key) or dmap.get(key)
     if e is None or (now >= e.memo_until and e.body(now) is None):
@@ -114,15 +121,18 @@ def answer(data: bytes, now: float, memo: Mapping[bytes, Route], tcp: bool) -> H
     reply = b"".join((data[:2], head, data[12:qend], e.memo, opt))
     if not tcp and len(reply) > 512 and len(reply) > limit:
         return None  # needs truncation: the slow path's
+    if transform is not None:
+        reply = transform(reply)
     return reply, e, route, (do >> 6) | (edns >> 2)
 
 
 def remember(memo: dict[bytes, Route], routes: dict[str, Route], qkey: bytes, zone: str, maps: Any,
-             acc: Any, limit: int) -> None:  # fmt: skip
+             acc: Any, limit: int, transform: Callable[[bytes], bytes] | None = None,
+             cap: int = NO_CAP) -> None:  # fmt: skip
     """Let the fast path find ``qkey`` (answered by the slow path for ``zone``) from now on."""
     if len(memo) >= limit:
         memo.clear()
     route = routes.get(zone)
     if route is None:
-        route = routes[zone] = (maps[0], maps[1], acc.bits, acc)
+        route = routes[zone] = (maps[0], maps[1], acc.bits, acc, transform, cap)
     memo[qkey] = route

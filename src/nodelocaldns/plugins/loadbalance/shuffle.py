@@ -21,6 +21,7 @@ from __future__ import annotations
 import ipaddress
 import struct
 from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 from nodelocaldns.dns.message import (
     RR,
@@ -37,6 +38,7 @@ from nodelocaldns.dns.wire import TYPE_AXFR, TYPE_IXFR, name_to_text
 from nodelocaldns.plugins.loadbalance.setup import WEIGHTED, LoadBalanceConfig
 from nodelocaldns.plugins.loadbalance.weights import Weights
 
+T = TypeVar("T")
 Rng = Callable[[], int]  # a uniformly random uint16
 RandBelow = Callable[[int], int]  # a uniformly random int in [0, n)
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -59,7 +61,7 @@ def _partition(rrs: Sequence[RR]) -> tuple[list[RR], list[RR], list[RR], list[RR
     return cname, addr, mx, rest
 
 
-def shuffle_in_place(records: list[RR], rng: Rng) -> None:
+def shuffle_in_place(records: list[T], rng: Rng) -> None:
     n = len(records)
     if n == 2:
         if rng() % 2 == 0:
