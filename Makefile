@@ -37,8 +37,8 @@ run: $(STAMP)
 	$(BIN)/nodelocaldns serve
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check src tests bench setup.py fuzz
+	$(BIN)/ruff format --check src tests bench setup.py fuzz
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

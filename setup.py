@@ -43,8 +43,15 @@ setup(
             "nodelocaldns._native",
             sources=[str(SRC / s) for s in SOURCES],
             depends=[str(SRC / h) for h in ("nld.h", "udp.h", "pymod.h")],
-            extra_compile_args=["-std=gnu11", "-O2", "-Wall", "-Wextra", "-Werror=implicit-function-declaration",
-                                "-fno-strict-aliasing", "-D_GNU_SOURCE"],  # fmt: skip
+            extra_compile_args=[
+                "-std=gnu11",
+                "-O2",
+                "-Wall",
+                "-Wextra",
+                "-Werror=implicit-function-declaration",
+                "-fno-strict-aliasing",
+                "-D_GNU_SOURCE",
+            ],  # fmt: skip
             extra_link_args=["-pthread"],
         )
     ],

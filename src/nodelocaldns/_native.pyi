@@ -9,7 +9,14 @@ FLAG_AA: int
 class Index:
     def __init__(self, capacity: int, max_bytes: int = 0) -> None: ...
     def insert(
-        self, key: bytes, heads: bytes, body: bytes, offs: tuple[int, ...], stored: float, orig: int, flags: int = 0
+        self,
+        key: bytes,
+        heads: bytes,
+        body: bytes,
+        offs: tuple[int, ...],
+        stored: float,
+        orig: int,
+        flags: int = 0,
     ) -> bool: ...
     def remove(self, key: bytes) -> bool: ...
     def clear(self) -> None: ...
