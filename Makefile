@@ -68,6 +68,7 @@ $(FUZZ_BIN): fuzz/fuzz_answer.c $(NATIVE_SRC)
 fuzz: fuzz-deps $(FUZZ_BIN)
 	@mkdir -p build/fuzz/corpus
 	$(FUZZ_BIN) -max_total_time=$(FUZZ_SECONDS) -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
+	  -artifact_prefix=build/fuzz/ \
 	  build/fuzz/corpus fuzz/corpus/answer
 
 bench: $(STAMP) $(NATIVE_STAMP)
