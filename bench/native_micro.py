@@ -1,0 +1,101 @@
+"""Quick numbers for the native hot path (not part of `make bench`'s pass/fail table).
+
+    .venv/bin/python -m bench.native_micro            # answer() vs the Python fast path, per call
+    .venv/bin/python -m bench.native_micro --dnsperf  # + dnsperf -l 10 -Q 200000 against one worker
+
+Both use a cache filled through the real slow path (tests/support/cachefill.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import socket
+import subprocess
+import tempfile
+import time
+
+import dns.message
+from tests.support.cachefill import STORED, warm
+from tests.support.ports import free_port
+
+from nodelocaldns import native
+from nodelocaldns.server import listener as listener_mod
+
+
+def per_call(n: int) -> None:
+    w = warm()
+    ix = native.new_index(256)
+    w.mirror(ix)
+    now = STORED + 0.5
+    listener_mod._now = lambda: now  # the fast path's clock, pinned so both sides serve one second
+    data = dns.message.make_query("example.org.", "A").to_wire()
+    fast = w.listener.fast
+    answer = ix.answer
+    assert fast(data, True) == answer(data, now, True) is not None
+    for label, fn in (
+        ("python Listener.fast", lambda: fast(data, True)),
+        ("native Index.answer", lambda: answer(data, now)),
+    ):
+        t0 = time.perf_counter()
+        for _ in range(n):
+            fn()
+        dt = time.perf_counter() - t0
+        print(f"{label:24s} {n / dt / 1e6:6.2f} M answers/s  {dt / n * 1e9:6.0f} ns/answer")
+
+
+def dnsperf(seconds: int, qps: int) -> None:
+    w = warm()
+    shift = time.monotonic() - STORED
+    for m in w.cache.store.maps:
+        for e in m.values():
+            e.stored += shift
+    ix = native.new_index(256)
+    w.mirror(ix)
+    port = free_port("udp")
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", port))
+    srv = native.NativeUDP(sock, ix, lambda batch: None)
+    try:
+        with tempfile.NamedTemporaryFile("w", suffix=".txt") as f:
+            f.write("example.org A\n")
+            f.flush()
+            cmd = [
+                "dnsperf",
+                "-s",
+                "127.0.0.1",
+                "-p",
+                str(port),
+                "-d",
+                f.name,
+                "-l",
+                str(seconds),
+                "-Q",
+                str(qps),
+            ]
+            out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 30).stdout
+        for line in out.splitlines():
+            if any(k in line for k in ("Queries sent", "Queries completed", "Queries lost", "Queries per second",
+                                       "Average Latency")):  # fmt: skip
+                print(line.strip())
+    finally:
+        srv.stop()
+        sock.close()
+    print("worker counters:", srv.counters())
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("-n", type=int, default=300_000)
+    p.add_argument("--dnsperf", action="store_true")
+    p.add_argument("--seconds", type=int, default=10)
+    p.add_argument("--qps", type=int, default=200_000)
+    a = p.parse_args()
+    if not native.native_available():
+        raise SystemExit(f"native path unavailable: {native.native_status()}")
+    per_call(a.n)
+    if a.dnsperf:
+        dnsperf(a.seconds, a.qps)
+
+
+if __name__ == "__main__":
+    main()
