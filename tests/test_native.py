@@ -12,6 +12,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import dns.message
 import dns.query
@@ -273,3 +274,18 @@ def test_index_writes_while_workers_read(served: tuple[Warm, native.Index]) -> N
         srv.stop()
         sock.close()
     assert srv.counters()["hits"] == answered
+
+
+@pytest.mark.parametrize("required", ["0", "1"])
+def test_a_missing_compiler_falls_back_unless_the_build_requires_it(tmp_path: Path, required: str) -> None:
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {**os.environ, "CC": "/bin/false", "NODELOCALDNS_NATIVE_REQUIRED": required}
+    cmd = [sys.executable, "setup.py", "-q", "build_ext", "--build-lib", f"{tmp_path}/lib", "--build-temp",
+           f"{tmp_path}/tmp"]  # fmt: skip
+    out = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=120)
+    built = list((tmp_path / "lib").rglob("_native*.so")) if (tmp_path / "lib").exists() else []
+    assert built == []
+    if required == "0":
+        assert out.returncode == 0 and "using the pure-Python path" in out.stderr, out.stderr
+    else:
+        assert out.returncode != 0
