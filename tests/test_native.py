@@ -289,3 +289,24 @@ def test_a_missing_compiler_falls_back_unless_the_build_requires_it(tmp_path: Pa
         assert out.returncode == 0 and "using the pure-Python path" in out.stderr, out.stderr
     else:
         assert out.returncode != 0
+
+
+@needs_native
+def test_worker_on_ipv6_loopback(served: tuple[Warm, native.Index]) -> None:
+    _w, ix = served
+    sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    sock.bind(("::1", 0))
+    misses = Misses()
+    srv = native.NativeUDP(sock, ix, misses)
+    try:
+        port = sock.getsockname()[1]
+        r = dns.query.udp(dns.message.make_query("example.org.", "AAAA"), "::1", port=port, timeout=2)
+        assert sorted(rr.to_text() for rr in r.answer[0]) == ["2001:db8::1", "2001:db8::2"]
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as c:
+            c.bind(("::1", 0))
+            c.sendto(dns.message.make_query("miss.example.org.", "A").to_wire(), ("::1", port))
+            misses.wait_for(1)
+            assert misses.got[0][1] == c.getsockname()  # (host, port, flowinfo, scope_id) as recvfrom gives
+    finally:
+        srv.stop()
+        sock.close()
