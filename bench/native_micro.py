@@ -9,9 +9,11 @@ Both use a cache filled through the real slow path (tests/support/cachefill.py).
 from __future__ import annotations
 
 import argparse
+import asyncio
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 
 import dns.message
@@ -20,6 +22,7 @@ from tests.support.ports import free_port
 
 from nodelocaldns import native
 from nodelocaldns.server import listener as listener_mod
+from nodelocaldns.server.listener import UDPWorker
 
 
 def per_call(n: int) -> None:
@@ -27,6 +30,7 @@ def per_call(n: int) -> None:
     ix = native.new_index(256)
     w.mirror(ix)
     now = STORED + 0.5
+    real = listener_mod._now
     listener_mod._now = lambda: now  # the fast path's clock, pinned so both sides serve one second
     data = dns.message.make_query("example.org.", "A").to_wire()
     fast = w.listener.fast
@@ -41,52 +45,78 @@ def per_call(n: int) -> None:
             fn()
         dt = time.perf_counter() - t0
         print(f"{label:24s} {n / dt / 1e6:6.2f} M answers/s  {dt / n * 1e9:6.0f} ns/answer")
+    listener_mod._now = real
 
 
-def dnsperf(seconds: int, qps: int) -> None:
+def run_dnsperf(port: int, seconds: int, qps: int) -> None:
+    with tempfile.NamedTemporaryFile("w", suffix=".txt") as f:
+        f.write("example.org A\n")
+        f.flush()
+        cmd = [
+            "dnsperf",
+            "-s",
+            "127.0.0.1",
+            "-p",
+            str(port),
+            "-d",
+            f.name,
+            "-l",
+            str(seconds),
+            "-Q",
+            str(qps),
+        ]
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 30).stdout
+    for line in out.splitlines():
+        if any(
+            k in line for k in ("Queries completed", "Queries lost", "Queries per second", "Average Latency")
+        ):
+            print("  " + line.strip())
+
+
+def dnsperf(seconds: int, qps: int, python_too: bool) -> None:
     w = warm()
-    shift = time.monotonic() - STORED
+    shift = time.monotonic() - STORED  # entries stored "now" on the workers' clock
     for m in w.cache.store.maps:
         for e in m.values():
             e.stored += shift
+            e.memo_until += shift
     ix = native.new_index(256)
     w.mirror(ix)
     port = free_port("udp")
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.bind(("127.0.0.1", port))
     srv = native.NativeUDP(sock, ix, lambda batch: None)
+    print("native worker (1 thread):")
     try:
-        with tempfile.NamedTemporaryFile("w", suffix=".txt") as f:
-            f.write("example.org A\n")
-            f.flush()
-            cmd = [
-                "dnsperf",
-                "-s",
-                "127.0.0.1",
-                "-p",
-                str(port),
-                "-d",
-                f.name,
-                "-l",
-                str(seconds),
-                "-Q",
-                str(qps),
-            ]
-            out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 30).stdout
-        for line in out.splitlines():
-            if any(k in line for k in ("Queries sent", "Queries completed", "Queries lost", "Queries per second",
-                                       "Average Latency")):  # fmt: skip
-                print(line.strip())
+        run_dnsperf(port, seconds, qps)
     finally:
         srv.stop()
         sock.close()
-    print("worker counters:", srv.counters())
+    print("  worker counters:", srv.counters())
+    if not python_too:
+        return
+    loop = asyncio.new_event_loop()
+    t = threading.Thread(target=loop.run_forever, daemon=True)
+    t.start()
+    port = free_port("udp")
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", port))
+    py = UDPWorker(w.listener, sock, loop)
+    py.start()
+    print("python UDPWorker (today's fast path):")
+    try:
+        run_dnsperf(port, seconds, qps)
+    finally:
+        py.close()
+        loop.call_soon_threadsafe(loop.stop)
+        t.join(2)
 
 
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("-n", type=int, default=300_000)
     p.add_argument("--dnsperf", action="store_true")
+    p.add_argument("--python", action="store_true", help="also dnsperf the Python UDPWorker")
     p.add_argument("--seconds", type=int, default=10)
     p.add_argument("--qps", type=int, default=200_000)
     a = p.parse_args()
@@ -94,7 +124,7 @@ def main() -> None:
         raise SystemExit(f"native path unavailable: {native.native_status()}")
     per_call(a.n)
     if a.dnsperf:
-        dnsperf(a.seconds, a.qps)
+        dnsperf(a.seconds, a.qps, a.python)
 
 
 if __name__ == "__main__":
