@@ -10,6 +10,7 @@ NATIVE_STAMP := $(VENV)/.native
 export NODELOCALDNS_NATIVE_REQUIRED := 1
 FUZZ_SECONDS ?= 60
 FUZZ_BIN := build/fuzz/fuzz_answer
+STRESS_BIN := build/fuzz/stress_index
 FUZZ_CFLAGS := -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined -std=gnu11 -D_GNU_SOURCE
 
 .PHONY: install native run test test-deps image-deps fuzz-deps lint typecheck unit fuzz bench image clean
@@ -64,12 +65,19 @@ $(FUZZ_BIN): fuzz/fuzz_answer.c $(NATIVE_SRC)
 	clang $(FUZZ_CFLAGS) -I$(NATIVE_DIR) -o $@ fuzz/fuzz_answer.c $(NATIVE_DIR)/siphash.c \
 	  $(NATIVE_DIR)/index.c $(NATIVE_DIR)/answer.c -lpthread -lm
 
+$(STRESS_BIN): fuzz/stress_index.c $(NATIVE_SRC)
+	@mkdir -p $(dir $@)
+	clang -g -O1 -fsanitize=thread -std=gnu11 -D_GNU_SOURCE -I$(NATIVE_DIR) -o $@ fuzz/stress_index.c \
+	  $(NATIVE_DIR)/siphash.c $(NATIVE_DIR)/index.c $(NATIVE_DIR)/answer.c -lpthread -lm
+
 # New inputs go to build/fuzz/corpus; fuzz/corpus/answer is the small seed set kept in git.
-fuzz: fuzz-deps $(FUZZ_BIN)
+# Then ThreadSanitizer checks the index's locking with readers and a writer racing (3 s).
+fuzz: fuzz-deps $(FUZZ_BIN) $(STRESS_BIN)
 	@mkdir -p build/fuzz/corpus
 	$(FUZZ_BIN) -max_total_time=$(FUZZ_SECONDS) -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
 	  -artifact_prefix=build/fuzz/ \
 	  build/fuzz/corpus fuzz/corpus/answer
+	$(STRESS_BIN) 3
 
 bench: $(STAMP) $(NATIVE_STAMP)
 	$(BIN)/python -m bench.run

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import dns.flags
 import dns.message
@@ -16,12 +17,14 @@ import dns.rdatatype
 import dns.rrset
 
 from nodelocaldns import native
-from nodelocaldns._native import Index
 from nodelocaldns.dns import wire
 from nodelocaldns.plugins.cache.handler import CacheHandler
 from nodelocaldns.plugins.cache.setup import CacheConfig
 from nodelocaldns.server.listener import Block, Listener, Router
 from nodelocaldns.server.request import Reply, Request
+
+if TYPE_CHECKING:  # the extension may be absent or disabled (NODELOCALDNS_NATIVE=0)
+    from nodelocaldns._native import Index
 
 STORED = 1000.0  # the clock when every entry was stored: a binary fraction keeps float maths exact
 SOA = "ns.example.org. host.example.org. 1 7200 1800 86400 {minimum}"

@@ -115,7 +115,7 @@ static PyObject *Worker_wait(WorkerObject *self, PyObject *args) {
     if (nld_worker_peek(self->w) != NULL)
         Py_RETURN_TRUE;
     struct pollfd p = {.fd = self->w->wakefd, .events = POLLIN};
-    int ms = timeout < 0 ? -1 : (int)(timeout * 1000.0);
+    int ms = (timeout < 0 || timeout > 86400.0) ? -1 : (int)(timeout * 1000.0); /* keeps the cast defined */
     int rc;
     Py_BEGIN_ALLOW_THREADS rc = poll(&p, 1, ms);
     Py_END_ALLOW_THREADS if (rc < 0 && errno != EINTR) return PyErr_SetFromErrno(PyExc_OSError);
