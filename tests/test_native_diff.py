@@ -1,9 +1,9 @@
 """The native packet-to-reply function against the Python fast path: same bytes, or both decline.
 
-The reference is the real code: Listener.fast (the TCP fast path) and a real UDPWorker thread on
-a loopback socket (the UDP fast path), both over a cache filled through Listener.handle. The
-native Index gets the same entries through native.insert_entry. Times are binary fractions so
-that float arithmetic is exact on both sides.
+The reference is the real code: ``plugins/cache/fastpath.answer`` (TCP and UDP rules) and a real
+UDPWorker thread on a loopback socket (its inlined copy), over a cache filled through
+Listener.handle. The native Index gets the same entries through native.insert_entry. Times are
+binary fractions so that float arithmetic is exact on both sides.
 """
 
 from __future__ import annotations
@@ -18,11 +18,11 @@ from collections.abc import Iterator
 
 import dns.message
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from nodelocaldns import native
-from nodelocaldns.server import listener as listener_mod
+from nodelocaldns.plugins.cache import fastpath
 from nodelocaldns.server.listener import Listener, Router, UDPWorker
 from support.cachefill import STORED, TABLE, Warm, warm
 
@@ -91,23 +91,19 @@ def fresh(keepttl: bool) -> tuple[Warm, native.Index]:
     return w, ix
 
 
-@pytest.fixture
-def clock(monkeypatch: pytest.MonkeyPatch) -> list[float]:
-    """The fast path's clock (listener._now), set by the test."""
-    now = [STORED]
-    monkeypatch.setattr(listener_mod, "_now", lambda: now[0])
-    return now
+def reference(w: Warm, data: bytes, now: float, tcp: bool) -> bytes | None:
+    """The Python fast path's reply (fastpath.answer, the reference function), or None."""
+    hit = fastpath.answer(data, now, w.router().memo, tcp)
+    return None if hit is None else hit[0]
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=400, deadline=None)
 @given(keepttl=st.booleans(), steps=st.lists(st.tuples(packets(), times), min_size=1, max_size=6))
-def test_tcp_fast_path_and_native_agree(
-    clock: list[float], keepttl: bool, steps: list[tuple[bytes, float]]
-) -> None:
+def test_reference_and_native_agree(keepttl: bool, steps: list[tuple[bytes, float]]) -> None:
     w, ix = fresh(keepttl)
     for data, now in sorted(steps, key=lambda s: s[1]):  # the clock only moves forward
-        clock[0] = now
-        assert ix.answer(data, now, tcp=True) == w.listener.fast(data, True), (data.hex(), now)
+        for tcp in (True, False):
+            assert ix.answer(data, now, tcp=tcp) == reference(w, data, now, tcp), (data.hex(), now, tcp)
 
 
 class Recording(UDPWorker):
@@ -131,7 +127,8 @@ class UDPReference:
         self.loop_thread.start()
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.sock.bind(("127.0.0.1", 0))
-        self.listener = Listener("127.0.0.1", self.sock.getsockname()[1], Router({}))
+        self.now = STORED
+        self.listener = Listener("127.0.0.1", self.sock.getsockname()[1], Router({}), clock=lambda: self.now)
         self.worker = Recording(self.listener, self.sock, self.loop)
         self.worker.start()
         self.client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -165,15 +162,15 @@ def udp_ref() -> Iterator[UDPReference]:
     ref.close()
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=200, deadline=None)
 @given(keepttl=st.booleans(), steps=st.lists(st.tuples(packets(), times), min_size=1, max_size=4))
-def test_udp_fast_path_and_native_agree(
-    clock: list[float], udp_ref: UDPReference, keepttl: bool, steps: list[tuple[bytes, float]]
+def test_udp_worker_and_native_agree(
+    udp_ref: UDPReference, keepttl: bool, steps: list[tuple[bytes, float]]
 ) -> None:
     w, ix = fresh(keepttl)
     udp_ref.listener.set_router(w.router())
     for data, now in sorted(steps, key=lambda s: s[1]):
-        clock[0] = now
+        udp_ref.now = now
         assert ix.answer(data, now) == udp_ref.exchange(data), (data.hex(), now)
 
 
@@ -198,7 +195,8 @@ GOLDEN: list[tuple[str, bytes, float, bool, bool, bool]] = [
     ("cname chain", q("alias.example.org."), 3.0, False, True, True),
     ("big over 512 without edns", q("big.example.org.", "TXT"), 1.0, False, False, True),
     ("big with edns 1232", q("big.example.org.", "TXT", use_edns=0, payload=1232), 1.0, False, True, True),
-    ("big with edns 100", q("big.example.org.", "TXT", use_edns=0, payload=100), 1.0, False, False, True),
+    ("big with edns 100", q("big.example.org.", "TXT", use_edns=0, payload=100), 1.0, False, False, False),
+    ("edns 511", q("example.org.", use_edns=0, payload=511), 1.0, False, False, False),
     ("expired", q("example.org.", "AAAA"), 31.0, False, False, False),
     ("keepttl still fresh", q("example.org."), 29.5, True, True, True),
     ("keepttl expired", q("example.org."), 30.0, True, False, False),
@@ -223,18 +221,16 @@ GOLDEN: list[tuple[str, bytes, float, bool, bool, bool]] = [
 @pytest.mark.parametrize(("packet", "after", "keepttl", "udp_hit", "tcp_hit"),
                          [g[1:] for g in GOLDEN], ids=[g[0] for g in GOLDEN])  # fmt: skip
 def test_golden_vectors(
-    clock: list[float], udp_ref: UDPReference, packet: bytes, after: float, keepttl: bool, udp_hit: bool,
-    tcp_hit: bool,
+    udp_ref: UDPReference, packet: bytes, after: float, keepttl: bool, udp_hit: bool, tcp_hit: bool
 ) -> None:  # fmt: skip
     w, ix = fresh(keepttl)
-    now = clock[0] = STORED + after
+    now = udp_ref.now = STORED + after
     tcp = ix.answer(packet, now, tcp=True)
-    assert tcp == w.listener.fast(packet, True)
+    assert tcp == reference(w, packet, now, True)
     assert (tcp is not None) == tcp_hit
     udp_ref.listener.set_router(w.router())
     udp = ix.answer(packet, now)
-    if len(packet) < 65000:
-        assert udp == udp_ref.exchange(packet)
+    assert udp == reference(w, packet, now, False) == udp_ref.exchange(packet)
     assert (udp is not None) == udp_hit
     if udp is not None:
         m = dns.message.from_wire(udp)

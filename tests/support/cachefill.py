@@ -17,11 +17,11 @@ import dns.rdatatype
 import dns.rrset
 
 from nodelocaldns import native
+from nodelocaldns.core.request import Reply, Request
 from nodelocaldns.dns import wire
 from nodelocaldns.plugins.cache.handler import CacheHandler
 from nodelocaldns.plugins.cache.setup import CacheConfig
 from nodelocaldns.server.listener import Block, Listener, Router
-from nodelocaldns.server.request import Reply, Request
 
 if TYPE_CHECKING:  # the extension may be absent or disabled (NODELOCALDNS_NATIVE=0)
     from nodelocaldns._native import Index
@@ -90,8 +90,8 @@ class Warm:
         async def chain(req: Request) -> Reply:
             return await cache.serve(req, up)
 
-        self.block = Block((".",), chain, cache=cache)
-        self.listener = Listener("127.0.0.1", 53, Router({".": self.block}))
+        self.block = Block((".",), chain, cache=cache, fast=True)
+        self.listener = Listener("127.0.0.1", 53, Router({".": self.block}), clock=lambda: self.clock)
 
     def router(self) -> Router:
         return self.listener.router

@@ -13,13 +13,25 @@ import socket
 import threading
 from collections.abc import Callable
 from types import ModuleType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from nodelocaldns._native import Index, Worker
-    from nodelocaldns.plugins.cache.entry import Entry
 
 Miss = tuple[bytes, tuple[Any, ...]]
+
+
+class CachedAnswer(Protocol):
+    """What the index copies from a cache entry (plugins/cache/entry.Entry): this package sits
+    below the plugins, which will import it."""
+
+    heads: tuple[bytes, ...]
+    offs: tuple[int, ...]
+    stored: float
+    orig: int
+    fl: int
+
+    def body_with_ttl(self, ttl: int) -> bytes: ...
 
 
 def _load() -> tuple[ModuleType | None, str]:
@@ -57,7 +69,7 @@ def new_index(capacity: int, max_bytes: int = 0) -> Index:
     return idx
 
 
-def insert_entry(index: Index, key: bytes, e: Entry) -> bool:
+def insert_entry(index: Index, key: bytes, e: CachedAnswer) -> bool:
     """Mirror one Python cache entry (the authority) into the index; False when the index is full.
 
     The body goes in with every TTL at the original value, whatever second the entry's memo is

@@ -1,4 +1,4 @@
-/* Packet -> reply for a fresh cache hit: the steps of UDPWorker.run / Listener.fast, byte for byte.
+/* Packet -> reply for a fresh cache hit: plugins/cache/fastpath.answer, byte for byte.
  *
  * Every read is bounds-checked against n. Anything the Python fast path hands to the slow path
  * is "not mine" (0) here too, so the slow path stays the reference for everything unusual.
@@ -60,6 +60,8 @@ int nld_match(const nld_index *ix, const uint8_t *q, size_t n, double now, int t
             return 0;
         do_bit = (q[qend + 7] & 0x80) != 0;
         limit = ((size_t)q[qend + 3] << 8) | q[qend + 4];
+        if (limit < 512) /* the reply's OPT must then say 512 (RFC 6891 6.2.5): the slow path's */
+            return 0;
     } else if (n != qend) {
         return 0;
     }
@@ -98,7 +100,7 @@ void nld_render(const nld_hit *h, const uint8_t *q, uint8_t *out) {
             memcpy(body + e->offs[i], t, 4);
     }
     if (h->edns) {
-        /* Name ".", type OPT, the client's size echoed raw, ext-rcode/version 0, only DO, no rdata. */
+        /* Name ".", type OPT, the client's size (>= 512) echoed, ext-rcode/version 0, only DO, no rdata. */
         uint8_t *o = body + e->bodylen;
         o[0] = 0;
         o[1] = 0;

@@ -79,8 +79,8 @@ void nld_index_rdlock(nld_index *ix);
 void nld_index_unlock(nld_index *ix);
 const nld_entry *nld_index_get(const nld_index *ix, const uint8_t *key, size_t n);
 
-/* The fast path of server/listener.py for one packet: 1 = a fresh hit (h filled), 0 = not mine.
- * tcp=0 follows UDPWorker.run (buffer and reply-size rules), tcp=1 follows Listener.fast. */
+/* plugins/cache/fastpath.answer for one packet: 1 = a fresh hit (h filled), 0 = not mine.
+ * tcp=0 adds the UDP rules (4097-byte buffer, no reply over both 512 and the client's size). */
 int nld_match(const nld_index *ix, const uint8_t *q, size_t n, double now, int tcp, nld_hit *h);
 /* Write the h->len reply bytes for q into out. */
 void nld_render(const nld_hit *h, const uint8_t *q, uint8_t *out);
