@@ -310,3 +310,39 @@ def test_worker_on_ipv6_loopback(served: tuple[Warm, native.Index]) -> None:
     finally:
         srv.stop()
         sock.close()
+
+
+@needs_native
+def test_hits_are_answered_while_python_holds_the_gil(served: tuple[Warm, native.Index]) -> None:
+    """The main thread spins holding the GIL (no thread switch for 10 s): dig is answered anyway."""
+    _w, ix = served
+    sock = udp_socket()
+    srv = native.NativeUDP(sock, ix, lambda batch: None)
+    interval = sys.getswitchinterval()
+    try:
+        cmd = [
+            "dig",
+            "+tries=1",
+            "+time=3",
+            "-p",
+            str(sock.getsockname()[1]),
+            "@127.0.0.1",
+            "example.org",
+            "A",
+        ]
+        sys.setswitchinterval(10.0)
+        p = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+        start = time.monotonic()
+        done_after = None
+        while time.monotonic() - start < 2.5:  # poll() is a plain waitpid: the GIL stays here
+            if p.poll() is not None:
+                done_after = time.monotonic() - start
+                break
+        sys.setswitchinterval(interval)
+        out = p.communicate(timeout=10)[0]
+        assert done_after is not None and "status: NOERROR" in out and "192.0.2.1" in out
+        assert srv.counters()["hits"] == 1
+    finally:
+        sys.setswitchinterval(interval)
+        srv.stop()
+        sock.close()
