@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import resource
 import socket
 import subprocess
 import tempfile
@@ -87,12 +88,19 @@ def dnsperf(seconds: int, qps: int, python_too: bool) -> None:
     sock.bind(("127.0.0.1", port))
     srv = native.NativeUDP(sock, ix, lambda batch: None)
     print("native worker (1 thread):")
+    cpu0 = resource.getrusage(resource.RUSAGE_SELF)
     try:
         run_dnsperf(port, seconds, qps)
     finally:
         srv.stop()
         sock.close()
-    print("  worker counters:", srv.counters())
+    cpu1 = resource.getrusage(resource.RUSAGE_SELF)
+    c = srv.counters()
+    cpu = cpu1.ru_utime - cpu0.ru_utime + cpu1.ru_stime - cpu0.ru_stime
+    print(
+        f"  process CPU {cpu:.2f} s = {cpu / max(c['hits'], 1) * 1e6:.2f} us/hit (user+sys, mostly syscalls)"
+    )
+    print("  worker counters:", c)
     if not python_too:
         return
     loop = asyncio.new_event_loop()

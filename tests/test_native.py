@@ -6,6 +6,7 @@ The worker tests use real sockets on 127.0.0.1 and real dnspython and dig client
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -345,4 +346,32 @@ def test_hits_are_answered_while_python_holds_the_gil(served: tuple[Warm, native
     finally:
         sys.setswitchinterval(interval)
         srv.stop()
+        sock.close()
+
+
+def _tasks() -> set[str]:
+    return set(os.listdir("/proc/self/task"))
+
+
+@needs_native
+def test_the_worker_thread_blocks_signals_so_python_threads_get_them(
+    served: tuple[Warm, native.Index],
+) -> None:
+    _w, ix = served
+    sock = udp_socket()
+    before = _tasks()
+    worker = native.module().serve_udp(sock.fileno(), ix)
+    try:
+        (tid,) = _tasks() - before
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as c:  # past start-up, into its loop
+            c.sendto(b"\x00" * 12, sock.getsockname())
+        deadline = time.monotonic() + 5
+        while worker.counters()["packets"] < 1 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        with open(f"/proc/self/task/{tid}/status") as f:
+            blocked = int(next(line for line in f if line.startswith("SigBlk:")).split()[1], 16)
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGCHLD):
+            assert blocked & (1 << (sig - 1)), sig
+    finally:
+        worker.stop()
         sock.close()

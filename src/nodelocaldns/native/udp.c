@@ -3,6 +3,7 @@
  * and drop), and wake the Python consumer once per batch through an eventfd. */
 #include <errno.h>
 #include <poll.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
@@ -163,7 +164,12 @@ int nld_worker_start(nld_worker *w) {
     if (w->started)
         return EALREADY;
     atomic_store(&w->running, 1);
+    /* The thread inherits a full signal mask: signals go to Python's threads, never here. */
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
     int rc = pthread_create(&w->thread, NULL, run, w);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
     if (rc == 0)
         w->started = 1;
     else
