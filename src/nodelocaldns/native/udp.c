@@ -100,7 +100,13 @@ static void send_all(nld_worker *w, unsigned k, uint64_t *errs) {
 static void *run(void *arg) {
     nld_worker *w = arg;
     struct pollfd pfd[2] = {{.fd = w->fd, .events = POLLIN}, {.fd = w->stopfd, .events = POLLIN}};
+    int idle = 1; /* the last batch was short: the queue is likely empty, so poll before reading */
     while (!atomic_load_explicit(&w->stop, memory_order_acquire)) {
+        if (idle) {
+            poll(pfd, 2, -1); /* returns at once when datagrams wait: one syscall, not an EAGAIN */
+            idle = 0;
+            continue;
+        }
         for (unsigned i = 0; i < w->batch; i++) {
             w->iin[i].iov_len = NLD_UDP_BUF;
             w->in[i].msg_hdr.msg_namelen = sizeof(struct sockaddr_storage);
@@ -108,7 +114,7 @@ static void *run(void *arg) {
         int n = recvmmsg(w->fd, w->in, w->batch, MSG_DONTWAIT, NULL);
         if (n <= 0) {
             if (n == 0 || errno == EAGAIN || errno == EWOULDBLOCK) {
-                poll(pfd, 2, -1);
+                idle = 1;
             } else if (errno != EINTR) {
                 bump(&w->c.recv_errors, 1);
                 if (errno == EBADF || errno == ENOTSOCK)
@@ -116,6 +122,7 @@ static void *run(void *arg) {
             }
             continue;
         }
+        idle = (unsigned)n < w->batch;
         double now = monotonic();
         unsigned k = 0;
         uint64_t handed = 0, dropped = 0, errs = 0;
