@@ -3,27 +3,43 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# The C hot path (src/nodelocaldns/native/): optional for a bare `pip install`, required here.
+NATIVE_DIR := src/nodelocaldns/native
+NATIVE_SRC := $(wildcard $(NATIVE_DIR)/*.c $(NATIVE_DIR)/*.h) setup.py
+NATIVE_STAMP := $(VENV)/.native
+export NODELOCALDNS_NATIVE_REQUIRED := 1
+FUZZ_SECONDS ?= 60
+FUZZ_BIN := build/fuzz/fuzz_answer
+STRESS_BIN := build/fuzz/stress_index
+FUZZ_CFLAGS := -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined -std=gnu11 -D_GNU_SOURCE
 
-.PHONY: install run test test-deps image-deps lint typecheck unit bench image clean
+.PHONY: install native run test test-deps image-deps fuzz-deps lint typecheck unit fuzz bench image clean
 
 # Debian's own python3 needs python3-venv for `-m venv`; other Pythons (pyenv, a container's) ship it.
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml setup.py
 	@$(PY) -c 'import ensurepip' 2>/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null; } || \
 	  { echo "error: $(PY) cannot create a venv; run as root: apt-get install -y python3-venv" >&2; exit 1; }
 	$(PY) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q --upgrade pip 'setuptools>=68' wheel
 	$(BIN)/pip install -q -e '.[dev,bench]'
 	touch $(STAMP)
 
-install: $(STAMP)
+# Rebuild the extension in place when a C file changes (pip's editable install built it once).
+$(NATIVE_STAMP): $(STAMP) $(NATIVE_SRC)
+	$(BIN)/python setup.py -q build_ext --inplace
+	touch $(NATIVE_STAMP)
+
+native: $(NATIVE_STAMP)
+
+install: $(STAMP) $(NATIVE_STAMP)
 
 run: $(STAMP)
 	$(BIN)/nodelocaldns serve
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check src tests bench setup.py fuzz
+	$(BIN)/ruff format --check src tests bench setup.py fuzz
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
@@ -35,12 +51,35 @@ test-deps:
 image-deps:
 	@./scripts/ensure-packages scripts/image-packages.txt
 
-unit: $(STAMP) test-deps
+unit: $(STAMP) $(NATIVE_STAMP) test-deps
 	$(BIN)/pytest -q
 
 test: test-deps lint typecheck unit
 
-bench: $(STAMP)
+# libFuzzer + ASan + UBSan over the packet-to-reply function and the index (fuzz/).
+fuzz-deps:
+	@./scripts/ensure-packages scripts/fuzz-packages.txt
+
+$(FUZZ_BIN): fuzz/fuzz_answer.c $(NATIVE_SRC)
+	@mkdir -p $(dir $@)
+	clang $(FUZZ_CFLAGS) -I$(NATIVE_DIR) -o $@ fuzz/fuzz_answer.c $(NATIVE_DIR)/siphash.c \
+	  $(NATIVE_DIR)/index.c $(NATIVE_DIR)/answer.c -lpthread -lm
+
+$(STRESS_BIN): fuzz/stress_index.c $(NATIVE_SRC)
+	@mkdir -p $(dir $@)
+	clang -g -O1 -fsanitize=thread -std=gnu11 -D_GNU_SOURCE -I$(NATIVE_DIR) -o $@ fuzz/stress_index.c \
+	  $(NATIVE_DIR)/siphash.c $(NATIVE_DIR)/index.c $(NATIVE_DIR)/answer.c -lpthread -lm
+
+# New inputs go to build/fuzz/corpus; fuzz/corpus/answer is the small seed set kept in git.
+# Then ThreadSanitizer checks the index's locking with readers and a writer racing (3 s).
+fuzz: fuzz-deps $(FUZZ_BIN) $(STRESS_BIN)
+	@mkdir -p build/fuzz/corpus
+	$(FUZZ_BIN) -max_total_time=$(FUZZ_SECONDS) -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
+	  -artifact_prefix=build/fuzz/ \
+	  build/fuzz/corpus fuzz/corpus/answer
+	$(STRESS_BIN) 3
+
+bench: $(STAMP) $(NATIVE_STAMP)
 	$(BIN)/python -m bench.run
 
 # OCI archive of a Debian rootfs with the agent (build/nodelocaldns-image.oci.tar); needs root and mmdebstrap.
@@ -48,4 +87,4 @@ image: $(STAMP) image-deps
 	PYTHON=$(BIN)/python ./image/build.sh
 
 clean:
-	rm -rf $(VENV) build dist src/*.egg-info .mypy_cache .pytest_cache .ruff_cache
+	rm -rf $(VENV) build dist src/*.egg-info src/nodelocaldns/*.so .mypy_cache .pytest_cache .ruff_cache

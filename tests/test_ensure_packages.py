@@ -93,3 +93,25 @@ def test_the_suite_list_is_satisfied_silently_here(listdir: Path) -> None:
     lst.write_text((Path(REPO) / "scripts" / "test-packages.txt").read_text())
     res = run_as_nobody(lst)
     assert (res.returncode, res.stdout, res.stderr) == (0, "", "")
+
+
+def test_a_path_glob_stands_for_a_library_only_package(listdir: Path) -> None:
+    """Sanitizer runtimes ship no command: a line starting with / is a file glob that must match."""
+    present = listdir / "libdemo-1.a"
+    present.write_text("")
+    lst = listdir / "libs.txt"
+    lst.write_text(f"{listdir}/libdemo-*.a libdemo-dev\n{listdir}/libnone-*.a {MISSING_PKG}\n")
+    res = run_as_nobody(lst)
+    assert res.returncode == 1
+    assert res.stderr.splitlines()[-1] == (
+        f"run as root:  apt-get update && apt-get install -y --no-install-recommends {MISSING_PKG}"
+    )
+    lst.write_text(f"{listdir}/libdemo-*.a libdemo-dev\n")
+    assert run_as_nobody(lst).returncode == 0
+
+
+def test_the_fuzz_list_is_satisfied_silently_here(listdir: Path) -> None:
+    lst = listdir / "fuzz-packages.txt"
+    lst.write_text((Path(REPO) / "scripts" / "fuzz-packages.txt").read_text())
+    res = run_as_nobody(lst)
+    assert (res.returncode, res.stdout, res.stderr) == (0, "", "")

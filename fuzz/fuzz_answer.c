@@ -1,0 +1,133 @@
+/* libFuzzer harness for the native hot path: nld_match/nld_render on arbitrary packets, and the
+ * index (insert, replace, remove, lookup, full table) checked against a shadow list of keys.
+ *
+ * Input: ctl(1) orig(2) now(2) bodylen/2(1) noffs(1) body offs(noffs) | query (the rest).
+ * ctl bit 0 keepttl, bit 1 tcp, bits 2-3 how many extra keys to churn, bits 4-7 seed for heads.
+ * Build and run: `make fuzz` (FUZZ_SECONDS=60 by default).
+ */
+#include <assert.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "nld.h"
+
+/* The key nld_match builds for q, built the slow, obvious way (so a hit is likely). */
+static size_t query_key(const uint8_t *q, size_t n, uint8_t *key) {
+    if (n < 17)
+        return 0;
+    size_t z = 12;
+    while (z < n && q[z] != 0)
+        z++;
+    size_t qend = z + 5;
+    if (z >= n || qend > n || qend - 12 + 1 > NLD_MAX_KEY)
+        return 0;
+    size_t len = qend - 12;
+    for (size_t i = 0; i < len; i++) {
+        uint8_t c = q[12 + i];
+        key[i] = (i < len - 4 && c >= 'A' && c <= 'Z') ? (uint8_t)(c + 32) : c;
+    }
+    int cd = (q[3] & 0x10) != 0;
+    int do_bit = n >= qend + 11 && (q[qend + 7] & 0x80);
+    if (cd || do_bit)
+        key[len++] = (uint8_t)(do_bit | (cd << 1));
+    return len;
+}
+
+static nld_entry *make(const uint8_t *key, size_t keylen, const uint8_t *body, size_t bodylen,
+                       const uint16_t *offs, size_t noffs, double stored, uint32_t orig, unsigned fl,
+                       uint8_t seed) {
+    uint8_t heads[NLD_HEADS * NLD_HEAD_LEN];
+    for (size_t i = 0; i < sizeof(heads); i++)
+        heads[i] = (uint8_t)(seed * 31 + i);
+    const char *why = NULL;
+    nld_entry *e = nld_entry_new(key, keylen, heads, sizeof(heads), body, bodylen, offs, noffs, stored, orig,
+                                 fl, &why);
+    assert(e != NULL || why != NULL);
+    return e;
+}
+
+static void check_reply(const nld_index *ix, const uint8_t *q, size_t n, double now, int tcp) {
+    nld_hit h;
+    if (!nld_match(ix, q, n, now, tcp, &h))
+        return;
+    assert(h.len <= NLD_REPLY_MAX && h.qend <= n);
+    assert(tcp || h.len <= 512 || h.len <= 65535);
+    uint8_t *out = malloc(h.len); /* exact size: ASan catches any write past it */
+    assert(out != NULL);
+    nld_render(&h, q, out);
+    assert(out[0] == q[0] && out[1] == q[1]);
+    assert(memcmp(out + 12, q + 12, h.qend - 12) == 0);
+    free(out);
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+    if (size < 7)
+        return 0;
+    uint8_t ctl = data[0];
+    uint32_t orig = ((uint32_t)data[1] << 8) | data[2];
+    double now = 1000.0 + (double)(((unsigned)data[3] << 8) | data[4]) / 64.0 - 200.0;
+    size_t bodylen = (size_t)data[5] * 2, noffs = data[6];
+    size_t off = 7;
+    if (size - off < bodylen)
+        bodylen = size - off;
+    const uint8_t *body = data + off;
+    off += bodylen;
+    uint16_t offs[256];
+    size_t k = 0;
+    for (; k < noffs && off < size; k++, off++)
+        offs[k] = bodylen >= 4 ? (uint16_t)(data[off] % (bodylen - 3)) : data[off];
+    noffs = k;
+    const uint8_t *q = data + off;
+    size_t n = size - off;
+
+    nld_index ix;
+    if (nld_index_init(&ix, 8, 1 << 16) != 0)
+        return 0;
+    ix.k0 = 1; /* reproducible probe sequences for a given input */
+    ix.k1 = 2;
+    uint8_t key[NLD_MAX_KEY];
+    size_t keylen = query_key(q, n, key);
+    nld_entry *e = make(key, keylen, body, bodylen, offs, noffs, 1000.0, orig, ctl & 1, ctl >> 4);
+    int present = 0;
+    if (e != NULL)
+        present = nld_index_insert(&ix, e) == 0;
+    check_reply(&ix, q, n, now, (ctl >> 1) & 1);
+    check_reply(&ix, q, n, now, !((ctl >> 1) & 1));
+
+    /* Churn: keys cut from the query at every offset collide in 16 slots; the shadow list says
+     * which must be found. Removing some exercises backward-shift deletion. */
+    const uint8_t *shadow[40];
+    size_t shadow_len[40], ns = 0;
+    size_t churn = 4 + 8 * ((ctl >> 2) & 3);
+    for (size_t i = 0; i < churn && i + 5 <= n; i++) {
+        size_t len = n - i < NLD_MAX_KEY ? n - i : NLD_MAX_KEY;
+        nld_entry *x = make(q + i, len, body, bodylen > 8 ? 8 : bodylen, NULL, 0, 0.0, 1, 0, (uint8_t)i);
+        if (x == NULL || nld_index_insert(&ix, x) != 0)
+            continue;
+        int dup = 0;
+        for (size_t j = 0; j < ns; j++)
+            dup |= shadow_len[j] == len && memcmp(shadow[j], q + i, len) == 0;
+        if (!dup) {
+            shadow[ns] = q + i;
+            shadow_len[ns++] = len;
+        }
+    }
+    for (size_t j = 0; j < ns; j += 2) {
+        assert(nld_index_remove(&ix, shadow[j], shadow_len[j]) == 1);
+        assert(nld_index_get(&ix, shadow[j], shadow_len[j]) == NULL);
+    }
+    for (size_t j = 1; j < ns; j += 2) {
+        const nld_entry *got = nld_index_get(&ix, shadow[j], shadow_len[j]);
+        assert(got != NULL && got->keylen == shadow_len[j]);
+    }
+    assert(ix.count <= ix.capacity);
+    check_reply(&ix, q, n, now + 1.5, 0);
+    /* The query's key may also have come back as one of the churned keys: remove it either way. */
+    int removed = keylen ? nld_index_remove(&ix, key, keylen) : 0;
+    assert(!present || removed || ns > 0);
+    assert(nld_index_get(&ix, key, keylen) == NULL);
+    nld_index_clear(&ix);
+    assert(ix.count == 0 && ix.bytes == 0);
+    nld_index_destroy(&ix);
+    return 0;
+}

@@ -1,0 +1,65 @@
+"""Write the seed corpus for fuzz_answer.c (fuzz/corpus/answer/): real queries with cached bodies.
+
+Run from the repo root with the venv: `.venv/bin/python fuzz/make_corpus.py`. The layout of one
+input is described at the top of fuzz_answer.c.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+from pathlib import Path
+
+import dns.flags
+import dns.message
+import dns.rrset
+
+OUT = Path(__file__).parent / "corpus" / "answer"
+
+
+def body_for(name: str, n: int) -> tuple[bytes, list[int]]:
+    r = dns.message.make_response(dns.message.make_query(name, "A"))
+    for i in range(n):
+        r.answer.append(dns.rrset.from_text(name, 30, "IN", "A", f"192.0.2.{i + 1}"))
+    w = r.to_wire()
+    qend = w.index(0, 12) + 5
+    body = w[qend:]
+    offs = []
+    off = 0
+    while off < len(body):
+        off += 2  # compressed owner
+        offs.append(off + 4)
+        off += 10 + struct.unpack_from("!H", body, off + 8)[0]
+    return body, offs
+
+
+def seed(ctl: int, query: bytes, body: bytes, offs: list[int]) -> bytes:
+    body = body[: len(body) & ~1][:510]
+    head = bytes((ctl,)) + struct.pack("!HH", 30, 12800 + 64 * 3) + bytes((len(body) // 2, len(offs)))
+    return head + body + bytes(o % 256 for o in offs) + query
+
+
+def main() -> None:
+    OUT.mkdir(parents=True, exist_ok=True)
+    cases = []
+    for name, kw in [
+        ("example.org.", {}),
+        ("Example.ORG.", {}),
+        ("a.b.c.example.org.", {"use_edns": 0, "payload": 1232}),
+        ("example.org.", {"use_edns": 0, "want_dnssec": True}),
+        ("x.", {"use_edns": 0, "payload": 100}),
+    ]:
+        q = dns.message.make_query(name, "A", **kw)
+        cases.append(q.to_wire())
+    q = dns.message.make_query("cd.example.org.", "AAAA")
+    q.flags |= dns.flags.CD | dns.flags.AD
+    cases.append(q.to_wire())
+    for i, query in enumerate(cases):
+        body, offs = body_for("example.org.", 1 + i % 3)
+        for ctl in (0x00, 0x13 + 4 * i):
+            data = seed(ctl & 0xFF, query, body, offs)
+            (OUT / hashlib.sha1(data).hexdigest()[:16]).write_bytes(data)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,214 @@
+/* nodelocaldns._native: the Index type (driven by the Python cache) and the module itself. */
+#include "pymod.h"
+
+static int Index_init(IndexObject *self, PyObject *args, PyObject *kw) {
+    static char *names[] = {"capacity", "max_bytes", NULL};
+    Py_ssize_t capacity, max_bytes = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "n|n", names, &capacity, &max_bytes))
+        return -1;
+    if (self->ready) {
+        PyErr_SetString(PyExc_RuntimeError, "Index already initialised");
+        return -1;
+    }
+    if (capacity < 1 || capacity > (1 << 26) || max_bytes < 0) {
+        PyErr_SetString(PyExc_ValueError, "capacity must be 1..2**26 and max_bytes >= 0 (0: no byte cap)");
+        return -1;
+    }
+    int rc = nld_index_init(&self->ix, (size_t)capacity, (size_t)max_bytes);
+    if (rc != 0) {
+        errno = rc;
+        PyErr_SetFromErrno(PyExc_OSError);
+        return -1;
+    }
+    self->ready = 1;
+    return 0;
+}
+
+static void Index_dealloc(IndexObject *self) {
+    if (self->ready)
+        nld_index_destroy(&self->ix);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static int ready(IndexObject *self) {
+    if (!self->ready)
+        PyErr_SetString(PyExc_RuntimeError, "Index not initialised");
+    return self->ready;
+}
+
+static PyObject *Index_insert(IndexObject *self, PyObject *args, PyObject *kw) {
+    static char *names[] = {"key", "heads", "body", "offs", "stored", "orig", "flags", NULL};
+    Py_buffer key, heads, body;
+    PyObject *offs;
+    double stored;
+    unsigned long long orig;
+    unsigned int fl = 0;
+    if (!ready(self) || !PyArg_ParseTupleAndKeywords(args, kw, "y*y*y*OdK|I", names, &key, &heads, &body,
+                                                     &offs, &stored, &orig, &fl))
+        return NULL;
+    PyObject *result = NULL;
+    uint16_t *o = NULL;
+    PyObject *seq = PySequence_Fast(offs, "offs must be a sequence of ints");
+    if (seq == NULL)
+        goto done;
+    Py_ssize_t noffs = PySequence_Fast_GET_SIZE(seq);
+    o = PyMem_Malloc((size_t)(noffs ? noffs : 1) * sizeof(uint16_t));
+    if (o == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    for (Py_ssize_t i = 0; i < noffs; i++) {
+        long v = PyLong_AsLong(PySequence_Fast_GET_ITEM(seq, i));
+        if (v == -1 && PyErr_Occurred())
+            goto done;
+        if (v < 0 || v > 65535) {
+            PyErr_SetString(PyExc_ValueError, "TTL offset outside the body");
+            goto done;
+        }
+        o[i] = (uint16_t)v;
+    }
+    if (orig > 0xFFFFFFFFULL || fl > 255) {
+        PyErr_SetString(PyExc_ValueError, "orig must fit 32 bits and flags 8 bits");
+        goto done;
+    }
+    const char *why = "bad entry";
+    nld_entry *e = nld_entry_new(key.buf, (size_t)key.len, heads.buf, (size_t)heads.len, body.buf,
+                                 (size_t)body.len, o, (size_t)noffs, stored, (uint32_t)orig, fl, &why);
+    if (e == NULL) {
+        PyErr_SetString(PyExc_ValueError, why);
+        goto done;
+    }
+    int rc;
+    Py_BEGIN_ALLOW_THREADS rc = nld_index_insert(&self->ix, e); /* may wait for a worker's batch */
+    Py_END_ALLOW_THREADS result = PyBool_FromLong(rc == 0);
+done:
+    Py_XDECREF(seq);
+    PyMem_Free(o);
+    PyBuffer_Release(&key);
+    PyBuffer_Release(&heads);
+    PyBuffer_Release(&body);
+    return result;
+}
+
+static PyObject *Index_remove(IndexObject *self, PyObject *arg) {
+    Py_buffer key;
+    if (!ready(self) || PyObject_GetBuffer(arg, &key, PyBUF_SIMPLE) < 0)
+        return NULL;
+    int rc;
+    Py_BEGIN_ALLOW_THREADS rc = nld_index_remove(&self->ix, key.buf, (size_t)key.len);
+    Py_END_ALLOW_THREADS PyBuffer_Release(&key);
+    return PyBool_FromLong(rc);
+}
+
+static PyObject *Index_clear(IndexObject *self, PyObject *Py_UNUSED(ignored)) {
+    if (!ready(self))
+        return NULL;
+    Py_BEGIN_ALLOW_THREADS nld_index_clear(&self->ix);
+    Py_END_ALLOW_THREADS Py_RETURN_NONE;
+}
+
+static PyObject *Index_answer(IndexObject *self, PyObject *args, PyObject *kw) {
+    static char *names[] = {"query", "now", "tcp", NULL};
+    Py_buffer q;
+    double now;
+    int tcp = 0;
+    if (!ready(self) || !PyArg_ParseTupleAndKeywords(args, kw, "y*d|p", names, &q, &now, &tcp))
+        return NULL;
+    PyObject *out = NULL;
+    nld_hit h;
+    nld_index_rdlock(&self->ix);
+    if (nld_match(&self->ix, q.buf, (size_t)q.len, now, tcp, &h)) {
+        out = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)h.len);
+        if (out != NULL)
+            nld_render(&h, q.buf, (uint8_t *)PyBytes_AS_STRING(out));
+    } else {
+        out = Py_NewRef(Py_None);
+    }
+    nld_index_unlock(&self->ix);
+    PyBuffer_Release(&q);
+    return out;
+}
+
+static Py_ssize_t Index_len(IndexObject *self) {
+    if (!ready(self))
+        return -1;
+    return (Py_ssize_t)nld_index_len(&self->ix);
+}
+
+static PyObject *Index_get_bytes(IndexObject *self, void *Py_UNUSED(c)) {
+    if (!ready(self))
+        return NULL;
+    nld_index_rdlock(&self->ix);
+    size_t b = self->ix.bytes;
+    nld_index_unlock(&self->ix);
+    return PyLong_FromSize_t(b);
+}
+
+static PyObject *Index_get_capacity(IndexObject *self, void *Py_UNUSED(c)) {
+    if (!ready(self))
+        return NULL;
+    return PyLong_FromSize_t(self->ix.capacity);
+}
+
+static PyMethodDef Index_methods[] = {
+    {"insert", (PyCFunction)(void (*)(void))Index_insert, METH_VARARGS | METH_KEYWORDS,
+     "insert(key, heads, body, offs, stored, orig, flags=0) -> bool: publish one entry (False: full)"},
+    {"remove", (PyCFunction)Index_remove, METH_O, "remove(key) -> bool"},
+    {"clear", (PyCFunction)Index_clear, METH_NOARGS, "clear() -> None"},
+    {"answer", (PyCFunction)(void (*)(void))Index_answer, METH_VARARGS | METH_KEYWORDS,
+     "answer(query, now, tcp=False) -> bytes | None: the fast-path reply for a fresh hit"},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef Index_getset[] = {
+    {"bytes", (getter)Index_get_bytes, NULL, "bytes held by entries", NULL},
+    {"capacity", (getter)Index_get_capacity, NULL, "maximum number of entries", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PySequenceMethods Index_seq = {.sq_length = (lenfunc)Index_len};
+
+PyTypeObject IndexType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "nodelocaldns._native.Index",
+    .tp_basicsize = sizeof(IndexObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "Index(capacity, max_bytes=0): bounded native cache index keyed by cache-key bytes",
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)Index_init,
+    .tp_dealloc = (destructor)Index_dealloc,
+    .tp_methods = Index_methods,
+    .tp_getset = Index_getset,
+    .tp_as_sequence = &Index_seq,
+};
+
+static PyMethodDef module_methods[] = {
+    {"serve_udp", (PyCFunction)(void (*)(void))nld_serve_udp, METH_VARARGS | METH_KEYWORDS,
+     "serve_udp(fd, index, batch=32, ring=1024) -> Worker: start a GIL-free UDP worker on fd"},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "nodelocaldns._native",
+    .m_doc = "Native cache index and UDP hot path.",
+    .m_size = -1,
+    .m_methods = module_methods,
+};
+
+PyMODINIT_FUNC PyInit__native(void) {
+    if (PyType_Ready(&IndexType) < 0 || PyType_Ready(&WorkerType) < 0)
+        return NULL;
+    PyObject *m = PyModule_Create(&module);
+    if (m == NULL)
+        return NULL;
+    if (PyModule_AddObjectRef(m, "Index", (PyObject *)&IndexType) < 0 ||
+        PyModule_AddObjectRef(m, "Worker", (PyObject *)&WorkerType) < 0 ||
+        PyModule_AddIntConstant(m, "HEADS_LEN", NLD_HEADS * NLD_HEAD_LEN) < 0 ||
+        PyModule_AddIntConstant(m, "UDP_BUF", NLD_UDP_BUF) < 0 ||
+        PyModule_AddIntConstant(m, "FLAG_KEEPTTL", NLD_FL_KEEPTTL) < 0 ||
+        PyModule_AddIntConstant(m, "FLAG_AA", NLD_FL_AA) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}

@@ -1,0 +1,88 @@
+/* nodelocaldns native hot path: shared declarations (pure C, no Python; the fuzzer links these). */
+#ifndef NLD_H
+#define NLD_H
+
+#include <pthread.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define NLD_MAX_NAME 255
+#define NLD_MAX_KEY (NLD_MAX_NAME + 5) /* name + type + class + the DO/CD byte */
+#define NLD_MAX_BODY 65535
+#define NLD_HEAD_LEN 10 /* flags, qd, an, ns, ar: everything after the ID */
+#define NLD_HEADS 8     /* RD x AD x OPT, indexed as entry.head_index() in Python */
+#define NLD_UDP_BUF 4097 /* a datagram this long filled the buffer: cut short (listener._UDP_BUF) */
+#define NLD_OPT_LEN 11
+#define NLD_REPLY_MAX (12 + NLD_MAX_KEY + NLD_MAX_BODY + NLD_OPT_LEN)
+
+#define NLD_FL_KEEPTTL 1
+#define NLD_FL_AA 2
+
+/* One cached answer, immutable once published: writers replace, never edit. */
+typedef struct nld_entry {
+    double stored;  /* monotonic seconds at store time (Entry.stored) */
+    uint32_t orig;  /* the item TTL every record carries (Entry.orig) */
+    uint16_t keylen, bodylen, noffs;
+    uint8_t fl;
+    uint8_t heads[NLD_HEADS][NLD_HEAD_LEN];
+    size_t size;          /* bytes charged to the index budget */
+    const uint16_t *offs; /* TTL field offsets into body */
+    const uint8_t *key;
+    const uint8_t *body;  /* records with every TTL = orig */
+    uint8_t data[];       /* offs, then key, then body */
+} nld_entry;
+
+typedef struct {
+    uint64_t hash;
+    nld_entry *e; /* NULL: empty */
+} nld_slot;
+
+/* Fixed-size open-addressing table (linear probing, backward-shift deletion: no tombstones),
+ * so neither the slot array nor the probe lengths grow after construction. */
+typedef struct nld_index {
+    pthread_rwlock_t lock;
+    nld_slot *slots;
+    size_t mask;
+    size_t count, capacity;
+    size_t bytes, max_bytes;
+    uint64_t k0, k1; /* per-index SipHash key: names come from the network */
+} nld_index;
+
+/* A lookup result: everything nld_render needs, valid while the read lock is held. */
+typedef struct {
+    const nld_entry *e;
+    size_t qend;
+    size_t len;
+    uint32_t ttl;
+    int edns;
+    int do_bit;
+} nld_hit;
+
+uint64_t nld_siphash13(uint64_t k0, uint64_t k1, const uint8_t *p, size_t n);
+
+int nld_index_init(nld_index *ix, size_t capacity, size_t max_bytes);
+void nld_index_destroy(nld_index *ix);
+/* A cache key the fast path can ever build: lowercase uncompressed name, its only zero byte the
+ * root label, then type and class, then an optional DO/CD byte of 1..3. */
+int nld_key_valid(const uint8_t *key, size_t n);
+/* Validates and copies everything; NULL with *why set on bad input or no memory. */
+nld_entry *nld_entry_new(const uint8_t *key, size_t keylen, const uint8_t *heads, size_t headslen,
+                         const uint8_t *body, size_t bodylen, const uint16_t *offs, size_t noffs,
+                         double stored, uint32_t orig, unsigned fl, const char **why);
+/* Take the write lock, publish e (replacing an entry with the same key). 0 ok, -1 full: e freed. */
+int nld_index_insert(nld_index *ix, nld_entry *e);
+int nld_index_remove(nld_index *ix, const uint8_t *key, size_t n); /* 1 removed, 0 absent */
+void nld_index_clear(nld_index *ix);
+size_t nld_index_len(nld_index *ix);
+/* Readers: hold the read lock around nld_index_get/nld_match/nld_render. */
+void nld_index_rdlock(nld_index *ix);
+void nld_index_unlock(nld_index *ix);
+const nld_entry *nld_index_get(const nld_index *ix, const uint8_t *key, size_t n);
+
+/* plugins/cache/fastpath.answer for one packet: 1 = a fresh hit (h filled), 0 = not mine.
+ * tcp=0 adds the UDP rules (4097-byte buffer, no reply over both 512 and the client's size). */
+int nld_match(const nld_index *ix, const uint8_t *q, size_t n, double now, int tcp, nld_hit *h);
+/* Write the h->len reply bytes for q into out. */
+void nld_render(const nld_hit *h, const uint8_t *q, uint8_t *out);
+
+#endif

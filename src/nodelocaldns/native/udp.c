@@ -1,0 +1,239 @@
+/* The native UDP worker loop: recvmmsg a batch, answer fresh hits from the index under one read
+ * lock, sendmmsg the replies, push everything else into a bounded ring for Python (full: count
+ * and drop), and wake the Python consumer once per batch through an eventfd. */
+#include <errno.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "udp.h"
+
+uint64_t nld_ld(_Atomic uint64_t *c) { return atomic_load_explicit(c, memory_order_relaxed); }
+
+static void bump(_Atomic uint64_t *c, uint64_t by) {
+    if (by)
+        atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + by, memory_order_relaxed);
+}
+
+nld_worker *nld_worker_new(int fd, nld_index *ix, unsigned batch, size_t ring, int *err) {
+    if (batch < 1 || batch > 1024 || ring < 2 || ring > 65536 || (ring & (ring - 1))) {
+        *err = EINVAL;
+        return NULL;
+    }
+    nld_worker *w = calloc(1, sizeof(*w));
+    if (w == NULL) {
+        *err = ENOMEM;
+        return NULL;
+    }
+    w->fd = fd;
+    w->ix = ix;
+    w->batch = batch;
+    w->ring_mask = ring - 1;
+    w->stopfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    w->wakefd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    w->ring = malloc(ring * sizeof(nld_ring_slot));
+    w->in = calloc(batch, sizeof(struct mmsghdr));
+    w->out = calloc(batch, sizeof(struct mmsghdr));
+    w->iin = calloc(batch, sizeof(struct iovec));
+    w->iout = calloc(batch, sizeof(struct iovec));
+    w->addrs = calloc(batch, sizeof(struct sockaddr_storage));
+    w->inbuf = malloc((size_t)batch * NLD_UDP_BUF);
+    w->outbuf = malloc((size_t)batch * NLD_OUT_CAP); /* virtual until a big reply touches it */
+    atomic_init(&w->armed, 1);
+    if (w->stopfd < 0 || w->wakefd < 0 || !w->ring || !w->in || !w->out || !w->iin || !w->iout ||
+        !w->addrs || !w->inbuf || !w->outbuf) {
+        *err = errno ? errno : ENOMEM;
+        nld_worker_free(w);
+        return NULL;
+    }
+    for (unsigned i = 0; i < batch; i++) {
+        w->iin[i].iov_base = w->inbuf + (size_t)i * NLD_UDP_BUF;
+        w->in[i].msg_hdr.msg_iov = &w->iin[i];
+        w->in[i].msg_hdr.msg_iovlen = 1;
+        w->in[i].msg_hdr.msg_name = &w->addrs[i];
+        w->out[i].msg_hdr.msg_iov = &w->iout[i];
+        w->out[i].msg_hdr.msg_iovlen = 1;
+    }
+    return w;
+}
+
+static int push(nld_worker *w, const uint8_t *data, size_t len, const struct sockaddr_storage *a,
+                socklen_t alen) {
+    size_t head = atomic_load_explicit(&w->head, memory_order_relaxed);
+    size_t tail = atomic_load_explicit(&w->tail, memory_order_acquire);
+    if (head - tail > w->ring_mask)
+        return 0;
+    nld_ring_slot *s = &w->ring[head & w->ring_mask];
+    s->len = (uint16_t)len;
+    s->alen = alen;
+    memcpy(&s->addr, a, alen <= sizeof(s->addr) ? alen : sizeof(s->addr));
+    memcpy(s->data, data, len);
+    atomic_store_explicit(&w->head, head + 1, memory_order_release);
+    return 1;
+}
+
+static double monotonic(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts); /* time.monotonic() and the event loop's clock */
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static void send_all(nld_worker *w, unsigned k, uint64_t *errs) {
+    unsigned sent = 0;
+    while (sent < k) {
+        int r = sendmmsg(w->fd, w->out + sent, k - sent, MSG_DONTWAIT);
+        if (r < 0) {
+            if (errno == EINTR)
+                continue;
+            (*errs)++; /* this datagram is lost (full buffer, unreachable peer); go on */
+            sent++;
+        } else {
+            sent += (unsigned)r;
+        }
+    }
+}
+
+static void *run(void *arg) {
+    nld_worker *w = arg;
+    struct pollfd pfd[2] = {{.fd = w->fd, .events = POLLIN}, {.fd = w->stopfd, .events = POLLIN}};
+    int idle = 1; /* the last batch was short: the queue is likely empty, so poll before reading */
+    while (!atomic_load_explicit(&w->stop, memory_order_acquire)) {
+        if (idle) {
+            poll(pfd, 2, -1); /* returns at once when datagrams wait: one syscall, not an EAGAIN */
+            idle = 0;
+            continue;
+        }
+        for (unsigned i = 0; i < w->batch; i++) {
+            w->iin[i].iov_len = NLD_UDP_BUF;
+            w->in[i].msg_hdr.msg_namelen = sizeof(struct sockaddr_storage);
+        }
+        int n = recvmmsg(w->fd, w->in, w->batch, MSG_DONTWAIT, NULL);
+        if (n <= 0) {
+            if (n == 0 || errno == EAGAIN || errno == EWOULDBLOCK) {
+                idle = 1;
+            } else if (errno != EINTR) {
+                bump(&w->c.recv_errors, 1);
+                if (errno == EBADF || errno == ENOTSOCK)
+                    break; /* the socket went away under us: nothing left to serve */
+            }
+            continue;
+        }
+        idle = (unsigned)n < w->batch;
+        double now = monotonic();
+        unsigned k = 0;
+        uint64_t handed = 0, dropped = 0, errs = 0;
+        nld_index_rdlock(w->ix);
+        for (int i = 0; i < n; i++) {
+            const uint8_t *pkt = w->iin[i].iov_base;
+            size_t len = w->in[i].msg_len;
+            nld_hit h;
+            if (nld_match(w->ix, pkt, len, now, 0, &h) && h.len <= NLD_OUT_CAP) {
+                uint8_t *o = w->outbuf + (size_t)k * NLD_OUT_CAP;
+                nld_render(&h, pkt, o);
+                w->iout[k].iov_base = o;
+                w->iout[k].iov_len = h.len;
+                w->out[k].msg_hdr.msg_name = &w->addrs[i];
+                w->out[k].msg_hdr.msg_namelen = w->in[i].msg_hdr.msg_namelen;
+                k++;
+            } else if (push(w, pkt, len, &w->addrs[i], w->in[i].msg_hdr.msg_namelen)) {
+                handed++;
+            } else {
+                dropped++;
+            }
+        }
+        nld_index_unlock(w->ix);
+        /* Counted before the write, like the Python path: a scrape after the answer sees it. */
+        bump(&w->c.packets, (uint64_t)n);
+        bump(&w->c.hits, k);
+        bump(&w->c.handed, handed);
+        bump(&w->c.dropped, dropped);
+        bump(&w->c.batches, 1);
+        if (k)
+            send_all(w, k, &errs);
+        bump(&w->c.send_errors, errs);
+        if (handed) {
+            atomic_thread_fence(memory_order_seq_cst);
+            if (atomic_exchange(&w->armed, 0)) {
+                uint64_t one = 1;
+                (void)!write(w->wakefd, &one, sizeof(one));
+            }
+        }
+    }
+    atomic_store(&w->running, 0);
+    return NULL;
+}
+
+int nld_worker_start(nld_worker *w) {
+    if (w->started)
+        return EALREADY;
+    atomic_store(&w->running, 1);
+    /* The thread inherits a full signal mask: signals go to Python's threads, never here. */
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    int rc = pthread_create(&w->thread, NULL, run, w);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (rc == 0)
+        w->started = 1;
+    else
+        atomic_store(&w->running, 0);
+    return rc;
+}
+
+void nld_worker_stop(nld_worker *w) {
+    atomic_store_explicit(&w->stop, 1, memory_order_release);
+    if (!w->started)
+        return;
+    uint64_t one = 1;
+    (void)!write(w->stopfd, &one, sizeof(one));
+    pthread_join(w->thread, NULL);
+    w->started = 0;
+}
+
+void nld_worker_free(nld_worker *w) {
+    if (w == NULL)
+        return;
+    nld_worker_stop(w);
+    if (w->stopfd >= 0)
+        close(w->stopfd);
+    if (w->wakefd >= 0)
+        close(w->wakefd);
+    free(w->ring);
+    free(w->in);
+    free(w->out);
+    free(w->iin);
+    free(w->iout);
+    free(w->addrs);
+    free(w->inbuf);
+    free(w->outbuf);
+    free(w);
+}
+
+const nld_ring_slot *nld_worker_peek(nld_worker *w) {
+    size_t tail = atomic_load_explicit(&w->tail, memory_order_relaxed);
+    size_t head = atomic_load_explicit(&w->head, memory_order_acquire);
+    return tail == head ? NULL : &w->ring[tail & w->ring_mask];
+}
+
+void nld_worker_release(nld_worker *w) {
+    size_t tail = atomic_load_explicit(&w->tail, memory_order_relaxed);
+    atomic_store_explicit(&w->tail, tail + 1, memory_order_release);
+}
+
+void nld_worker_rearm(nld_worker *w) {
+    uint64_t v;
+    (void)!read(w->wakefd, &v, sizeof(v)); /* consume the wake-up this drain answered */
+    uint64_t one = 1;
+    if (nld_worker_peek(w) != NULL) { /* more than one drain's worth waits: stay readable */
+        (void)!write(w->wakefd, &one, sizeof(one));
+        return;
+    }
+    atomic_store(&w->armed, 1);
+    atomic_thread_fence(memory_order_seq_cst);
+    if (nld_worker_peek(w) != NULL && atomic_exchange(&w->armed, 0)) /* raced with a push */
+        (void)!write(w->wakefd, &one, sizeof(one));
+}

@@ -1,0 +1,57 @@
+/* The native UDP worker: one thread per SO_REUSEPORT socket, never touching Python. */
+#ifndef NLD_UDP_H
+#define NLD_UDP_H
+
+#include <stdatomic.h>
+#include <sys/socket.h>
+
+#include "nld.h"
+
+/* One packet handed to Python: what recvmmsg read and who sent it. */
+typedef struct {
+    uint16_t len;
+    socklen_t alen;
+    struct sockaddr_storage addr;
+    uint8_t data[NLD_UDP_BUF];
+} nld_ring_slot;
+
+/* Single writer (the worker thread) per counter: relaxed stores there, relaxed loads in Python. */
+typedef struct {
+    _Atomic uint64_t packets, hits, handed, dropped, send_errors, recv_errors, batches;
+} nld_counters;
+
+typedef struct nld_worker {
+    int fd;     /* borrowed: the Python socket outlives the worker */
+    int stopfd; /* eventfd: wakes the worker's poll on stop */
+    int wakefd; /* eventfd: readable when misses wait in the ring */
+    nld_index *ix;
+    unsigned batch;
+    size_t ring_mask;
+    nld_ring_slot *ring;
+    _Atomic size_t head, tail; /* SPSC: worker writes head, the one Python consumer writes tail */
+    _Atomic int armed;         /* the consumer waits: the next push must write wakefd */
+    _Atomic int stop;
+    _Atomic int running;
+    nld_counters c;
+    pthread_t thread;
+    int started;
+    struct mmsghdr *in, *out;
+    struct iovec *iin, *iout;
+    struct sockaddr_storage *addrs;
+    uint8_t *inbuf, *outbuf;
+} nld_worker;
+
+#define NLD_OUT_CAP 65536 /* a UDP reply never exceeds the client's 16-bit EDNS size */
+
+/* batch: datagrams per recvmmsg (1..1024); ring: handed-off slots (power of two, 2..65536). */
+nld_worker *nld_worker_new(int fd, nld_index *ix, unsigned batch, size_t ring, int *err);
+int nld_worker_start(nld_worker *w);
+void nld_worker_stop(nld_worker *w); /* idempotent; joins the thread */
+void nld_worker_free(nld_worker *w);
+/* The consumer side (one caller at a time): peek the oldest miss, release it when copied. */
+const nld_ring_slot *nld_worker_peek(nld_worker *w);
+void nld_worker_release(nld_worker *w);
+void nld_worker_rearm(nld_worker *w); /* after a drain: make sure the next miss wakes wakefd */
+uint64_t nld_ld(_Atomic uint64_t *c);
+
+#endif

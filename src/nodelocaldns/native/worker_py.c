@@ -1,0 +1,164 @@
+/* nodelocaldns._native.Worker: a started native UDP worker as seen from Python. */
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
+
+#include "pymod.h"
+#include "udp.h"
+
+typedef struct {
+    PyObject_HEAD nld_worker *w;
+    PyObject *index; /* keeps the index alive while the thread reads it */
+} WorkerObject;
+
+PyObject *nld_serve_udp(PyObject *Py_UNUSED(self), PyObject *args, PyObject *kw) {
+    static char *names[] = {"fd", "index", "batch", "ring", NULL};
+    int fd;
+    PyObject *index;
+    unsigned int batch = 32;
+    Py_ssize_t ring = 1024;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "iO!|In", names, &fd, &IndexType, &index, &batch, &ring))
+        return NULL;
+    IndexObject *ix = (IndexObject *)index;
+    if (!ix->ready) {
+        PyErr_SetString(PyExc_RuntimeError, "Index not initialised");
+        return NULL;
+    }
+    if (fd < 0 || ring < 2) {
+        PyErr_SetString(PyExc_ValueError, "fd must be an open socket and ring >= 2");
+        return NULL;
+    }
+    int err = 0;
+    nld_worker *w = nld_worker_new(fd, &ix->ix, batch, (size_t)ring, &err);
+    if (w == NULL) {
+        if (err == EINVAL)
+            PyErr_SetString(PyExc_ValueError, "batch must be 1..1024, ring a power of two 2..65536");
+        else {
+            errno = err;
+            PyErr_SetFromErrno(PyExc_OSError);
+        }
+        return NULL;
+    }
+    WorkerObject *self = PyObject_New(WorkerObject, &WorkerType);
+    if (self == NULL) {
+        nld_worker_free(w);
+        return NULL;
+    }
+    self->w = w;
+    self->index = Py_NewRef(index);
+    int rc = nld_worker_start(w);
+    if (rc != 0) {
+        Py_DECREF(self);
+        errno = rc;
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    return (PyObject *)self;
+}
+
+static void Worker_dealloc(WorkerObject *self) {
+    if (self->w != NULL) {
+        Py_BEGIN_ALLOW_THREADS nld_worker_free(self->w);
+        Py_END_ALLOW_THREADS
+    }
+    Py_XDECREF(self->index);
+    PyObject_Free(self);
+}
+
+static PyObject *Worker_stop(WorkerObject *self, PyObject *Py_UNUSED(ignored)) {
+    Py_BEGIN_ALLOW_THREADS nld_worker_stop(self->w);
+    Py_END_ALLOW_THREADS Py_RETURN_NONE;
+}
+
+static PyObject *address(const struct sockaddr_storage *a) {
+    char host[INET6_ADDRSTRLEN];
+    if (a->ss_family == AF_INET) {
+        const struct sockaddr_in *s = (const struct sockaddr_in *)a;
+        inet_ntop(AF_INET, &s->sin_addr, host, sizeof(host));
+        return Py_BuildValue("(si)", host, ntohs(s->sin_port));
+    }
+    if (a->ss_family == AF_INET6) {
+        const struct sockaddr_in6 *s = (const struct sockaddr_in6 *)a;
+        inet_ntop(AF_INET6, &s->sin6_addr, host, sizeof(host));
+        return Py_BuildValue("(siII)", host, ntohs(s->sin6_port), ntohl(s->sin6_flowinfo), s->sin6_scope_id);
+    }
+    return Py_BuildValue("(si)", "", 0);
+}
+
+/* The one consumer: drain() never releases the GIL, so two Python threads cannot interleave. */
+static PyObject *Worker_drain(WorkerObject *self, PyObject *args, PyObject *kw) {
+    static char *names[] = {"max", NULL};
+    Py_ssize_t max = 64;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "|n", names, &max))
+        return NULL;
+    PyObject *out = PyList_New(0);
+    if (out == NULL)
+        return NULL;
+    const nld_ring_slot *s;
+    while (PyList_GET_SIZE(out) < max && (s = nld_worker_peek(self->w)) != NULL) {
+        PyObject *item = Py_BuildValue("(y#N)", (const char *)s->data, (Py_ssize_t)s->len, address(&s->addr));
+        nld_worker_release(self->w);
+        if (item == NULL || PyList_Append(out, item) < 0) {
+            Py_XDECREF(item);
+            Py_DECREF(out);
+            return NULL;
+        }
+        Py_DECREF(item);
+    }
+    nld_worker_rearm(self->w);
+    return out;
+}
+
+static PyObject *Worker_wait(WorkerObject *self, PyObject *args) {
+    double timeout;
+    if (!PyArg_ParseTuple(args, "d", &timeout))
+        return NULL;
+    if (nld_worker_peek(self->w) != NULL)
+        Py_RETURN_TRUE;
+    struct pollfd p = {.fd = self->w->wakefd, .events = POLLIN};
+    int ms = (timeout < 0 || timeout > 86400.0) ? -1 : (int)(timeout * 1000.0); /* keeps the cast defined */
+    int rc;
+    Py_BEGIN_ALLOW_THREADS rc = poll(&p, 1, ms);
+    Py_END_ALLOW_THREADS if (rc < 0 && errno != EINTR) return PyErr_SetFromErrno(PyExc_OSError);
+    return PyBool_FromLong(nld_worker_peek(self->w) != NULL);
+}
+
+static PyObject *Worker_fileno(WorkerObject *self, PyObject *Py_UNUSED(ignored)) {
+    return PyLong_FromLong(self->w->wakefd);
+}
+
+static PyObject *Worker_counters(WorkerObject *self, PyObject *Py_UNUSED(ignored)) {
+    nld_counters *c = &self->w->c;
+    return Py_BuildValue("{sKsKsKsKsKsKsK}", "packets", nld_ld(&c->packets), "hits", nld_ld(&c->hits),
+                         "handed", nld_ld(&c->handed), "dropped", nld_ld(&c->dropped), "send_errors",
+                         nld_ld(&c->send_errors), "recv_errors", nld_ld(&c->recv_errors), "batches",
+                         nld_ld(&c->batches));
+}
+
+static PyObject *Worker_get_running(WorkerObject *self, void *Py_UNUSED(c)) {
+    return PyBool_FromLong(atomic_load(&self->w->running));
+}
+
+static PyMethodDef Worker_methods[] = {
+    {"stop", (PyCFunction)Worker_stop, METH_NOARGS, "stop() -> None: end the thread and join it"},
+    {"drain", (PyCFunction)(void (*)(void))Worker_drain, METH_VARARGS | METH_KEYWORDS,
+     "drain(max=64) -> list[(bytes, address)]: handed-off packets, oldest first"},
+    {"wait", (PyCFunction)Worker_wait, METH_VARARGS, "wait(timeout) -> bool: misses are waiting"},
+    {"fileno", (PyCFunction)Worker_fileno, METH_NOARGS, "fileno() -> int: eventfd, readable on misses"},
+    {"counters", (PyCFunction)Worker_counters, METH_NOARGS, "counters() -> dict[str, int]"},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef Worker_getset[] = {
+    {"running", (getter)Worker_get_running, NULL, "the thread is serving", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+PyTypeObject WorkerType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "nodelocaldns._native.Worker",
+    .tp_basicsize = sizeof(WorkerObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "A native UDP worker started by serve_udp()",
+    .tp_dealloc = (destructor)Worker_dealloc,
+    .tp_methods = Worker_methods,
+    .tp_getset = Worker_getset,
+};
