@@ -14,11 +14,14 @@ PLUGINS: tuple[str, ...] = (
     "errors",
     "forward",
     "health",
+    "hosts",
     "log",
     "loop",
     "prometheus",
     "ready",
     "reload",
+    "template",
+    "whoami",
 )
 
 
