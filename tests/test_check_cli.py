@@ -107,9 +107,8 @@ def test_unreadable_and_syntax_errors(tmp_path: Path) -> None:
 def test_serve_names_an_unavailable_coredns_plugin_as_such(tmp_path: Path) -> None:
     out, path = run_corefile(".:{PORT} {\n    bind 127.0.0.1\n    etcd example.org\n}\n")
     assert out.returncode == 1
-    assert (
-        f"{path}:3 (directive 'etcd'): 'etcd' is a CoreDNS plugin not available in nodelocaldns"
-        in (out.stderr)
+    assert f"{path}:3 (directive 'etcd'): 'etcd' is a CoreDNS plugin not available in nodelocaldns" in (
+        out.stderr
     )
     assert "docs/configuration.md" in out.stderr
 
