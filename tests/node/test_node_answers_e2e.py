@@ -15,10 +15,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
-from nodelocaldns import plugins
-from nodelocaldns.core.plugin import lookup
-from support.agent_ns import Dig, dig
 from test_node_e2e import (
     CLUSTER_NAME,
     EXTERNAL_NAME,
@@ -30,6 +26,10 @@ from test_node_e2e import (
     run_agent,
     topo,
 )
+
+from nodelocaldns import plugins
+from nodelocaldns.core.plugin import lookup
+from support.agent_ns import Dig, dig
 
 pytestmark = [pytest.mark.root]
 __all__ = ["topo"]  # the module-scoped namespaces fixture, shared with test_node_e2e
