@@ -16,6 +16,7 @@ PLUGINS: tuple[str, ...] = (
     "errors",
     "forward",
     "health",
+    "hosts",
     "loadbalance",
     "log",
     "loop",
@@ -23,6 +24,8 @@ PLUGINS: tuple[str, ...] = (
     "ready",
     "reload",
     "rewrite",
+    "template",
+    "whoami",
 )
 
 

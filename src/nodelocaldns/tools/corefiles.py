@@ -35,6 +35,7 @@ OTHER_CACHE = (10000, 30, 30)
 _DURATION = re.compile(r"^(?:\d+(?:\.\d+)?(?:ns|us|µs|ms|s|m|h))+$")
 _INNER = " " * 12
 _TRANSPORTS = ("force_tcp", "prefer_udp")
+_HOST_LABEL = re.compile(r"^(\*|[A-Za-z0-9_]([-A-Za-z0-9_]{0,61}[A-Za-z0-9_])?)$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +77,33 @@ class UpstreamSettings:
             raise ConfigError(f"upstream transport must be one of {', '.join(_TRANSPORTS)}")
         for server in self.servers:
             check_upstream(server)
+
+
+@dataclass(frozen=True, slots=True)
+class AnswerSettings:
+    """Answers the node gives itself: no AAAA (the Helm chart's ``noIPv6Lookups``) and extra hosts."""
+
+    no_ipv6_lookups: bool = False
+    hosts_entries: tuple[str, ...] = ()  # hosts-file lines, "IP NAME [NAME...]"
+
+    def validate(self) -> None:
+        for entry in self.hosts_entries:
+            check_hosts_entry(entry)
+
+
+def check_hosts_entry(entry: str) -> None:
+    """An ``IP NAME [NAME...]`` line the hosts plugin will keep (it skips bad lines silently)."""
+    words = entry.split()
+    if len(words) < 2:
+        raise ConfigError(f"hosts entry {entry!r} needs an IP address and at least one name")
+    try:
+        ipaddress.ip_address(words[0].split("%", 1)[0])
+    except ValueError:
+        raise ConfigError(f"hosts entry {entry!r}: {words[0]!r} is not an IP address") from None
+    for name in words[1:]:
+        labels = name.rstrip(".").split(".")
+        if len(name) > 253 or not all(_HOST_LABEL.fullmatch(x) for x in labels) or "#" in name:
+            raise ConfigError(f"hosts entry {entry!r}: {name!r} is not a host name")
 
 
 def _check_prefetch(args: tuple[str, ...]) -> None:
@@ -145,6 +173,24 @@ def _server_block(key: str, directives: list[str]) -> str:
     return f"{key} {{\n" + "".join(f"    {d}\n" for d in directives) + "}\n"
 
 
+def _no_aaaa(answers: AnswerSettings) -> list[str]:
+    """The node-local-dns Helm chart's ``noIPv6Lookups`` text: in every block, for the block's zones."""
+    return [_with_block("template IN AAAA", ["rcode NOERROR"])] if answers.no_ipv6_lookups else []
+
+
+def _hosts(answers: AnswerSettings) -> list[str]:
+    """Extra entries, falling through to forward for every other name (kubespray's shape).
+
+    The same directive goes in the cluster-domain block and in ``.``: each keeps only the names in
+    its own zones, so an entry lands where its queries are routed, whatever the domain becomes.
+    """
+    if not answers.hosts_entries:
+        return []
+    return [
+        _with_block("hosts /dev/null", [" ".join(e.split()) for e in answers.hosts_entries] + ["fallthrough"])
+    ]
+
+
 def _forward_upstream(upstream: UpstreamSettings, default_to: str) -> str:
     to = " ".join(upstream.servers) if upstream.servers else default_to
     if upstream.transport is None:
@@ -152,7 +198,9 @@ def _forward_upstream(upstream: UpstreamSettings, default_to: str) -> str:
     return _with_block(f"forward . {to}", [upstream.transport])
 
 
-def node_corefile(mode: str, cache: CacheSettings, upstream: UpstreamSettings) -> str:
+def node_corefile(
+    mode: str, cache: CacheSettings, upstream: UpstreamSettings, answers: AnswerSettings | None = None
+) -> str:
     """The node cache's Corefile template; the agent fills the placeholders at start."""
     if mode not in MODES:
         raise ConfigError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
@@ -173,27 +221,42 @@ def node_corefile(mode: str, cache: CacheSettings, upstream: UpstreamSettings) -
     other_cache = _cache_directive(OTHER_CACHE, cache, "cache 30")
     common = ["reload", "loop", bind]
     prometheus = f"prometheus :{PROMETHEUS_PORT}"
+    answers = answers or AnswerSettings()
+    hosts, no_aaaa = _hosts(answers), _no_aaaa(answers)
     blocks = [
         _server_block(
             f"{DNS_DOMAIN}:53",
-            ["errors", cluster_cache, *common, to_cluster, prometheus]
+            ["errors", cluster_cache, *common, *hosts, to_cluster, *no_aaaa, prometheus]
             + [
                 _with_block(f"health {host}:{HEALTH_PORT}", [f"lameduck {LAMEDUCK}"]),
                 f"ready {host}:{READY_PORT}",
             ],
         ),
-        _server_block("in-addr.arpa:53", ["errors", other_cache, *common, to_cluster, prometheus]),
-        _server_block("ip6.arpa:53", ["errors", other_cache, *common, to_cluster, prometheus]),
+        _server_block("in-addr.arpa:53", ["errors", other_cache, *common, to_cluster, *no_aaaa, prometheus]),
+        _server_block("ip6.arpa:53", ["errors", other_cache, *common, to_cluster, *no_aaaa, prometheus]),
         _server_block(
             ".:53",
-            ["errors", other_cache, *common, _forward_upstream(upstream, UPSTREAM_SERVERS), prometheus],
-        ),
+            [
+                "errors",
+                other_cache,
+                *common,
+                *hosts,
+                _forward_upstream(upstream, UPSTREAM_SERVERS),
+                prometheus,
+                *no_aaaa,
+            ],
+        ),  # fmt: skip
     ]
     return "".join(blocks)
 
 
 def standalone_corefile(
-    domain: str, cluster_dns: str, cache: CacheSettings, upstream: UpstreamSettings, port: int
+    domain: str,
+    cluster_dns: str,
+    cache: CacheSettings,
+    upstream: UpstreamSettings,
+    port: int,
+    answers: AnswerSettings | None = None,
 ) -> str:
     """A literal Corefile for ``nodelocaldns serve``, which fills no placeholders."""
     to_cluster = _with_block(f"forward . {cluster_dns}", ["force_tcp"])
@@ -204,21 +267,25 @@ def standalone_corefile(
     )
     other_cache = _cache_directive(OTHER_CACHE, cache, "cache 30")
     prometheus = f"prometheus :{PROMETHEUS_PORT}"
+    answers = answers or AnswerSettings()
+    hosts, no_aaaa = _hosts(answers), _no_aaaa(answers)
     return "".join(
         [
             _server_block(
                 f"{domain}:{port}",
-                ["errors", cluster_cache, "reload", "loop", to_cluster, prometheus]
+                ["errors", cluster_cache, "reload", "loop", *hosts, to_cluster, *no_aaaa, prometheus]
                 + [
                     _with_block(f"health :{HEALTH_PORT}", [f"lameduck {LAMEDUCK}"]),
                     f"ready :{READY_PORT}",
                 ],
             ),
             _server_block(
-                f"in-addr.arpa:{port}", ["errors", other_cache, "reload", "loop", to_cluster, prometheus]
+                f"in-addr.arpa:{port}",
+                ["errors", other_cache, "reload", "loop", to_cluster, *no_aaaa, prometheus],
             ),
             _server_block(
-                f"ip6.arpa:{port}", ["errors", other_cache, "reload", "loop", to_cluster, prometheus]
+                f"ip6.arpa:{port}",
+                ["errors", other_cache, "reload", "loop", to_cluster, *no_aaaa, prometheus],
             ),
             _server_block(
                 f".:{port}",
@@ -227,8 +294,10 @@ def standalone_corefile(
                     other_cache,
                     "reload",
                     "loop",
+                    *hosts,
                     _forward_upstream(upstream, "/etc/resolv.conf"),
                     prometheus,
+                    *no_aaaa,
                 ],
             ),
         ]

@@ -17,7 +17,7 @@ from typing import Any
 from nodelocaldns import __version__
 from nodelocaldns.errors import ConfigError
 from nodelocaldns.tools import corefiles, sizing
-from nodelocaldns.tools.corefiles import CacheSettings, UpstreamSettings
+from nodelocaldns.tools.corefiles import AnswerSettings, CacheSettings, UpstreamSettings
 
 Obj = dict[str, Any]
 
@@ -53,6 +53,7 @@ class Options:
     namespace: str = DEFAULT_NAMESPACE
     cache: CacheSettings = field(default_factory=CacheSettings)
     upstream: UpstreamSettings = field(default_factory=UpstreamSettings)
+    answers: AnswerSettings = field(default_factory=AnswerSettings)
 
     def validate(self) -> None:
         if self.mode not in corefiles.MODES:
@@ -73,6 +74,7 @@ class Options:
             raise ConfigError(f"image {self.image!r} is not an image reference")
         self.cache.validate()
         self.upstream.validate()
+        self.answers.validate()
 
 
 def parse_ip(what: str, text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
@@ -282,7 +284,7 @@ def local_redirect_policy(namespace: str) -> Obj:
 
 
 def node_corefile(opts: Options) -> str:
-    text = corefiles.node_corefile(opts.mode, opts.cache, opts.upstream)
+    text = corefiles.node_corefile(opts.mode, opts.cache, opts.upstream, opts.answers)
     values: dict[str, str] = {}
     if opts.domain is not None:
         values[corefiles.DNS_DOMAIN] = opts.domain
@@ -322,6 +324,7 @@ class Standalone:
     client_namespace: str = "default"
     cache: CacheSettings = field(default_factory=CacheSettings)
     upstream: UpstreamSettings = field(default_factory=UpstreamSettings)
+    answers: AnswerSettings = field(default_factory=AnswerSettings)
 
     def validate(self) -> None:
         if not _DNS1123_LABEL.fullmatch(self.name):
@@ -335,6 +338,7 @@ class Standalone:
             raise ConfigError(f"replicas must be at least 1, got {self.replicas}")
         self.cache.validate()
         self.upstream.validate()
+        self.answers.validate()
 
 
 def pod_dns_config(s: Standalone) -> Obj:
@@ -359,7 +363,7 @@ def standalone_objects(s: Standalone) -> list[Obj]:
     s.validate()
     labels = {"k8s-app": s.name, **PART_OF}
     corefile = corefiles.standalone_corefile(
-        s.domain.rstrip("."), s.dns_server, s.cache, s.upstream, STANDALONE_PORT
+        s.domain.rstrip("."), s.dns_server, s.cache, s.upstream, STANDALONE_PORT, s.answers
     )
     config = config_map(s.namespace, corefile)
     config["metadata"] = _meta(s.name, s.namespace, labels)

@@ -20,7 +20,7 @@ from nodelocaldns import __version__
 from nodelocaldns.errors import ConfigError
 from nodelocaldns.tools import checks, manifests, scrape, yamlout
 from nodelocaldns.tools import discover as disc
-from nodelocaldns.tools.corefiles import MODES, CacheSettings, UpstreamSettings
+from nodelocaldns.tools.corefiles import MODES, AnswerSettings, CacheSettings, UpstreamSettings
 
 PROG = "nodelocaldns render"
 
@@ -66,6 +66,19 @@ def build_parser() -> argparse.ArgumentParser:
     proto = u.add_mutually_exclusive_group()
     proto.add_argument("--force-tcp", action="store_true", help="always use TCP to the upstream servers")
     proto.add_argument("--prefer-udp", action="store_true", help="UDP even for queries that came over TCP")
+    a = p.add_argument_group("answers the cache gives itself")
+    a.add_argument(
+        "--no-ipv6-lookups",
+        action="store_true",
+        help="answer every AAAA query NOERROR with no records (the Helm chart's noIPv6Lookups)",
+    )
+    a.add_argument(
+        "--hosts-entry",
+        action="append",
+        default=[],
+        metavar="'IP NAME...'",
+        help="serve NAME... as IP from a hosts block that falls through for other names (repeatable)",
+    )
     s = p.add_argument_group("standalone DNS (instead of the node cache)")
     s.add_argument("--standalone", metavar="NAME", help="render a separate DNS Deployment named NAME")
     s.add_argument("--service-ip", metavar="IP", help="its fixed ClusterIP (required with --standalone)")
@@ -156,6 +169,7 @@ def _render(args: argparse.Namespace, argv: Sequence[str], out: TextIO, err: Tex
         dns_server = dns_server or facts.dns_server
         mode = mode or facts.mode
     cache, upstream = _cache(args), _upstream(args)
+    answers = AnswerSettings(no_ipv6_lookups=args.no_ipv6_lookups, hosts_entries=tuple(args.hosts_entry))
     if args.standalone is not None:
         if dns_server is None:
             raise ConfigError("--standalone needs --dns-server (or --discover): it forwards there")
@@ -170,6 +184,7 @@ def _render(args: argparse.Namespace, argv: Sequence[str], out: TextIO, err: Tex
             client_namespace=args.client_namespace,
             cache=cache,
             upstream=upstream,
+            answers=answers,
         )
         objs = _with_monitor(manifests.standalone_objects(spec), args.service_monitor)
         snippet = yamlout.dump(manifests.pod_dns_config(spec))
@@ -187,6 +202,7 @@ def _render(args: argparse.Namespace, argv: Sequence[str], out: TextIO, err: Tex
         namespace=args.namespace,
         cache=cache,
         upstream=upstream,
+        answers=answers,
     )
     _write(_with_monitor(manifests.objects(opts), args.service_monitor), args.output, _header(argv), "", out)
 
