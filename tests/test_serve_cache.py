@@ -363,7 +363,9 @@ def test_reply_opt_echoes_the_clients_udp_size_as_sent(make_unbound: MakeUnbound
     """CoreDNS SizeAndDo copies the client's OPT size, even below 512, on misses and on hits."""
     up = upstream(make_unbound)
     cache = "cache 30 {\n        prefetch 1\n    }" if extra == "prefetch_cache" else "cache 30"
-    text = corefile(cache, up).replace("bind 127.0.0.1", "bind 127.0.0.1\n    log" if extra == "log" else "bind 127.0.0.1")
+    text = corefile(cache, up).replace(
+        "bind 127.0.0.1", "bind 127.0.0.1\n    log" if extra == "log" else "bind 127.0.0.1"
+    )
     with serve(text) as s:
         for size in (100, 1232, 100):
             for tcp in (False, True):
