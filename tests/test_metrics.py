@@ -329,3 +329,54 @@ def test_label_helpers() -> None:
     assert rcode_label(dns.rcode.REFUSED) == "REFUSED"
     # The type label values are exactly the catalog's monitored set (CoreDNS vars/monitor.go).
     assert set(MONITORED.values()) == set(MONITORED_QTYPES)
+
+
+def test_health_self_poll_is_timed(make_unbound: MakeUnbound) -> None:
+    """The health plugin polls its own /health every second (CoreDNS overloaded.go)."""
+    up = make_unbound({}, unknown="nxdomain")
+    mport, hport = free_port("tcp"), free_port("tcp")
+    text = (
+        f".:{{PORT}} {{\n    bind 127.0.0.1\n    health 127.0.0.1:{hport}\n    forward . {up.address}\n"
+        f"    prometheus 127.0.0.1:{mport}\n}}\n"
+    )
+    with serve(text):
+        deadline = time.monotonic() + 10
+        while True:
+            samples, _text = scrape(mport)
+            n = value(samples, "coredns_health_request_duration_seconds_count")
+            if n >= 2 or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        assert n >= 2
+        assert value(samples, "coredns_health_request_duration_seconds_bucket", le="+Inf") == n
+        assert value(samples, "coredns_health_request_duration_seconds_bucket", le="2.5") == n  # local: fast
+        assert value(samples, "coredns_health_request_failures_total") == 0
+
+
+def test_node_cache_setup_errors_are_on_the_prometheus_listener_too() -> None:
+    """node-cache registers its counter in Go's default registry, which CoreDNS's metrics plugin
+    serves: the :9253 scrape has it as well as :9353 (node-local-dns cmd/node-cache/app/metrics.go)."""
+    import asyncio
+
+    from nodelocaldns.node.setup_metrics import SetupMetrics
+    from nodelocaldns.server.server import Server
+
+    port, mport = free_port("both"), free_port("tcp")
+    text = f".:{port} {{\n    bind 127.0.0.1\n    prometheus 127.0.0.1:{mport}\n}}\n"
+    setup = SetupMetrics()
+    setup.inc("iptables_lock")
+
+    async def run() -> Samples:
+        server = Server(text)
+        server.extra_collectors.append(setup.collect)
+        await server.start()
+        try:
+            samples, _text = await asyncio.to_thread(scrape, mport)
+        finally:
+            await server.shutdown(lameduck=False, drain=0.1)
+        return samples
+
+    samples = asyncio.run(run())
+    assert value(samples, "coredns_nodecache_setup_errors_total", errortype="iptables_lock") == 1
+    assert value(samples, "coredns_nodecache_setup_errors_total", errortype="configmap") == 0
+    assert ("coredns_nodecache_setup_errors_total", {"errortype": "iptables"}, 0.0) in samples
