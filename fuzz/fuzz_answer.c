@@ -35,13 +35,13 @@ static size_t query_key(const uint8_t *q, size_t n, uint8_t *key) {
 
 static nld_entry *make(const uint8_t *key, size_t keylen, const uint8_t *body, size_t bodylen,
                        const uint16_t *offs, size_t noffs, double stored, uint32_t orig, unsigned fl,
-                       uint8_t seed) {
+                       uint8_t seed, const uint8_t *qcased, size_t qclen) {
     uint8_t heads[NLD_HEADS * NLD_HEAD_LEN];
     for (size_t i = 0; i < sizeof(heads); i++)
         heads[i] = (uint8_t)(seed * 31 + i);
     const char *why = NULL;
     nld_entry *e = nld_entry_new(key, keylen, heads, sizeof(heads), body, bodylen, offs, noffs, stored, orig,
-                                 fl, &why);
+                                 fl, qcased, qclen, &why);
     assert(e != NULL || why != NULL);
     return e;
 }
@@ -87,7 +87,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     ix.k1 = 2;
     uint8_t key[NLD_MAX_KEY];
     size_t keylen = query_key(q, n, key);
-    nld_entry *e = make(key, keylen, body, bodylen, offs, noffs, 1000.0, orig, ctl & 1, ctl >> 4);
+    /* Half the time the entry keeps the query's own case as its stored question (Entry.q). */
+    const uint8_t *zk = keylen ? memchr(key, 0, keylen) : NULL;
+    size_t qclen = (ctl & 8) && zk != NULL ? (size_t)(zk - key) + 5 : 0;
+    if (qclen > n - 12 || n < 12)
+        qclen = 0;
+    nld_entry *e = make(key, keylen, body, bodylen, offs, noffs, 1000.0, orig, ctl & 1, ctl >> 4,
+                        qclen ? q + 12 : NULL, qclen);
     int present = 0;
     if (e != NULL)
         present = nld_index_insert(&ix, e) == 0;
@@ -101,7 +107,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     size_t churn = 4 + 8 * ((ctl >> 2) & 3);
     for (size_t i = 0; i < churn && i + 5 <= n; i++) {
         size_t len = n - i < NLD_MAX_KEY ? n - i : NLD_MAX_KEY;
-        nld_entry *x = make(q + i, len, body, bodylen > 8 ? 8 : bodylen, NULL, 0, 0.0, 1, 0, (uint8_t)i);
+        nld_entry *x = make(q + i, len, body, bodylen > 8 ? 8 : bodylen, NULL, 0, 0.0, 1, 0, (uint8_t)i, NULL, 0);
         if (x == NULL || nld_index_insert(&ix, x) != 0)
             continue;
         int dup = 0;

@@ -15,7 +15,7 @@
 static nld_index ix;
 static atomic_int done;
 static const uint8_t KEY[] = {7, 'e', 'x', 'a', 'm', 'p', 'l', 'e', 3, 'o', 'r', 'g', 0, 0, 1, 0, 1};
-static const uint8_t QUERY[] = {0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0, 7, 'E', 'x', 'a', 'm', 'p',
+static const uint8_t QUERY[] = {0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0, 7, 'e', 'x', 'a', 'm', 'p',
                                 'l', 'e', 3, 'o', 'r', 'g', 0, 0, 1, 0, 1};
 
 static nld_entry *entry(uint8_t fill, size_t bodylen) {
@@ -25,7 +25,7 @@ static nld_entry *entry(uint8_t fill, size_t bodylen) {
     uint16_t offs[1] = {0};
     const char *why = NULL;
     nld_entry *e = nld_entry_new(KEY, sizeof(KEY), heads, sizeof(heads), body, bodylen, offs, 1, 0.0, 100,
-                                 0, &why);
+                                 0, NULL, 0, &why);
     assert(e != NULL);
     return e;
 }

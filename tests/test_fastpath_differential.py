@@ -14,6 +14,7 @@ from collections.abc import Iterator
 
 import dns.flags
 import dns.message
+import dns.query
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -31,10 +32,21 @@ ZONES = {
         "a.cluster.local. 30 IN AAAA fd00::1",
         'a.cluster.local. 30 IN TXT "hello"',
         "b.cluster.local. 30 IN A 198.18.0.2",
+        "c.cluster.local. 30 IN A 198.18.0.3",
+        "c.cluster.local. 30 IN AAAA fd00::3",
+        'c.cluster.local. 30 IN TXT "mixed"',
         *[f'big.cluster.local. 30 IN TXT "{i:03d}{"z" * 90}"' for i in range(30)],
     ]
 }
-NAMES = ("a.cluster.local.", "b.cluster.local.", "big.cluster.local.", "nx.cluster.local.")
+NAMES = (
+    "a.cluster.local.",
+    "b.cluster.local.",
+    "big.cluster.local.",
+    "nx.cluster.local.",
+    "c.cluster.local.",
+)
+# The case each name is first asked (and so stored) in: owner names keep it on every hit.
+STORED = {n: n for n in NAMES} | {"c.cluster.local.": "C.Cluster.LOCAL."}
 TYPES = (1, 28, 16)
 SETTINGS = settings(
     max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow], database=None
@@ -57,7 +69,7 @@ def serving(
                 for qtype in TYPES:
                     for do in (False, True):
                         for cd in (0, 0x10):
-                            e.slow(query(name, qtype, flags=0x0100 | cd, edns=do, do=do))
+                            e.slow(query(STORED.get(name, name), qtype, flags=0x0100 | cd, edns=do, do=do))
             yield e
 
 
@@ -70,8 +82,13 @@ def env() -> Iterator[Env]:
 @st.composite
 def packets(draw: st.DrawFn) -> bytes:
     name = draw(st.sampled_from(NAMES))
-    # Any mix of upper and lower case in the name: the reply must echo the client's bytes.
-    name = "".join(c.upper() if draw(st.booleans()) else c for c in name)
+    # The stored case, all lowercase, or any mix: the reply echoes the client's question and
+    # keeps the owner names as stored.
+    case = draw(st.sampled_from(("stored", "lower", "mixed")))
+    if case == "stored":
+        name = STORED[name]
+    elif case == "mixed":
+        name = "".join(c.upper() if draw(st.booleans()) else c for c in name)
     flags = draw(st.sampled_from((0x0000, 0x0100))) | draw(st.sampled_from((0, 0x10, 0x20, 0x30, 0x40)))
     edns = draw(st.booleans())
     return query(
@@ -126,42 +143,75 @@ def test_the_fast_path_served_the_warm_hits(env: Env) -> None:
 
 LOWER = "01610665786d706c6500"  # a.exmple.
 MIXED = "01410645586d706c6500"  # A.EXmple.
-UPSTREAM_A = bytes.fromhex(
-    "0000" "8180" "0001" "0001" "0000" "0000"  # id 0, QR RD RA, QD=1 AN=1
-    + LOWER + "0001" "0001"  # a.exmple. A IN
-    "c00c" "0001" "0001" "0000001e" "0004" "c6120001"  # a.exmple. 30 A 198.18.0.1
-)  # fmt: skip
+
+
+def upstream_a(name: str) -> bytes:
+    return bytes.fromhex(
+        "0000" "8180" "0001" "0001" "0000" "0000"  # id 0, QR RD RA, QD=1 AN=1
+        + name + "0001" "0001"  # a.exmple. A IN, in the case the first client asked
+        "c00c" "0001" "0001" "0000001e" "0004" "c6120001"  # a.exmple. 30 A 198.18.0.1
+    )  # fmt: skip
+
+
 GOLDEN = [
-    # (query, seconds after storing, reply): client ID and question case echoed, AA set, RD copied,
-    # TTL counted down from the stored second, OPT echoed with the client's size and DO.
+    # (stored case, query, seconds after storing, reply): client ID and question echoed, AA set,
+    # RD copied, TTL counted down from the stored second, OPT echoed with the client's size and DO.
     (
+        MIXED,
         "beef" "0100" "0001" "0000" "0000" "0000" + MIXED + "0001" "0001",
         0.5,
         "beef" "8580" "0001" "0001" "0000" "0000" + MIXED + "0001" "0001"
         "c00c" "0001" "0001" "0000001e" "0004" "c6120001",
     ),
     (
+        LOWER,
         "0007" "0000" "0001" "0000" "0000" "0000" + LOWER + "0001" "0001",
         2.5,
         "0007" "8480" "0001" "0001" "0000" "0000" + LOWER + "0001" "0001"
         "c00c" "0001" "0001" "0000001c" "0004" "c6120001",
     ),
     (
+        LOWER,
         "0102" "0100" "0001" "0000" "0000" "0001" + LOWER + "0001" "0001" "0000290200" "0000" "8000" "0000",
         1.0,
         "0102" "8580" "0001" "0001" "0000" "0001" + LOWER + "0001" "0001"
         "c00c" "0001" "0001" "0000001d" "0004" "c6120001" "0000290200" "0000" "8000" "0000",
     ),
+    (
+        MIXED,  # an OPT size below 512 is echoed as sent (CoreDNS SizeAndDo)
+        "0103" "0100" "0001" "0000" "0000" "0001" + MIXED + "0001" "0001" "0000290064" "0000" "0000" "0000",
+        1.0,
+        "0103" "8580" "0001" "0001" "0000" "0001" + MIXED + "0001" "0001"
+        "c00c" "0001" "0001" "0000001d" "0004" "c6120001" "0000290064" "0000" "0000" "0000",
+    ),
+]  # fmt: skip
+
+# A client that writes the name in another case than stored is not spliced: the owner keeps the
+# stored case, written out in full (a case-sensitive compression finds no suffix to point at).
+RECASED = [
+    (
+        MIXED,
+        "beef" "0100" "0001" "0000" "0000" "0000" + LOWER + "0001" "0001",
+        "beef" "8580" "0001" "0001" "0000" "0000" + LOWER + "0001" "0001"
+        + MIXED + "0001" "0001" "0000001e" "0004" "c6120001",
+    ),
+    (
+        LOWER,
+        "beef" "0100" "0001" "0000" "0000" "0000" + MIXED + "0001" "0001",
+        "beef" "8580" "0001" "0001" "0000" "0000" + MIXED + "0001" "0001"
+        + LOWER + "0001" "0001" "0000001e" "0004" "c6120001",
+    ),
 ]  # fmt: skip
 
 
-def _golden_entries(now: float) -> tuple[bytes, dict[bytes, Entry]]:
+def _golden_entries(now: float, stored: str) -> tuple[bytes, dict[bytes, Entry]]:
     qname = bytes.fromhex(LOWER)
-    verdict = classify(UPSTREAM_A, qname, 1, CacheConfig())
+    up = upstream_a(stored)
+    verdict = classify(up, qname, 1, CacheConfig())
     qkey = qname + b"\x00\x01\x00\x01"
     smap = {
-        qkey: Entry(UPSTREAM_A, verdict, now, False, False, 1),
-        fastpath.flagged(qkey, 1, 0): Entry(UPSTREAM_A, verdict, now, True, False, 1),
+        qkey: Entry(up, verdict, now, False, False, 1),
+        fastpath.flagged(qkey, 1, 0): Entry(up, verdict, now, True, False, 1),
     }
     return qkey, smap
 
@@ -170,21 +220,52 @@ class _Acc(list):  # type: ignore[type-arg]
     bits = 0
 
 
-@pytest.mark.parametrize(("query_hex", "later", "reply_hex"), GOLDEN)
-def test_golden_splices(env: Env, query_hex: str, later: float, reply_hex: str) -> None:
-    q, expected = bytes.fromhex(query_hex), bytes.fromhex(reply_hex)
-    qkey, smap = _golden_entries(1000.0)
-    hit = fastpath.answer(q, 1000.0 + later, {qkey: (smap, {}, 0, _Acc(), None, fastpath.NO_CAP)}, tcp=False)
-    assert hit is not None and hit[0] == expected
-    # The UDP thread splices the same bytes from the same entries, put in the running cache.
+def _install(env: Harness, stored: str, later: float) -> None:
+    """Put the golden entries, stored ``later`` seconds ago, into the running cache and memo."""
     cache = env.lst.router.zones["."].cache
     assert cache is not None
-    _, smap = _golden_entries(env.clock() - later)
+    qkey, smap = _golden_entries(env.clock() - later, stored)
     cache.store.maps[0].update(smap)
     fastpath.remember(env.lst.router.memo, env.lst.router.routes, qkey, ".", cache.store.maps,
                       env.lst.stats.zone_acc("."), 10**6)  # fmt: skip
+
+
+@pytest.mark.parametrize(("stored", "query_hex", "later", "reply_hex"), GOLDEN)
+def test_golden_splices(env: Harness, stored: str, query_hex: str, later: float, reply_hex: str) -> None:
+    q, expected = bytes.fromhex(query_hex), bytes.fromhex(reply_hex)
+    qkey, smap = _golden_entries(1000.0, stored)
+    hit = fastpath.answer(q, 1000.0 + later, {qkey: (smap, {}, 0, _Acc(), None, fastpath.NO_CAP)}, tcp=False)
+    assert hit is not None and hit[0] == expected
+    # The UDP thread splices the same bytes from the same entries, put in the running cache.
+    _install(env, stored, later)
     assert env.udp(q) == expected
     assert env.lst.fast(q, True) == expected
+    assert env.slow(q) == expected
+
+
+@pytest.mark.parametrize(("stored", "query_hex", "reply_hex"), RECASED)
+def test_owner_names_keep_the_stored_case(env: Harness, stored: str, query_hex: str, reply_hex: str) -> None:
+    q, expected = bytes.fromhex(query_hex), bytes.fromhex(reply_hex)
+    qkey, smap = _golden_entries(1000.0, stored)
+    assert fastpath.answer(q, 1000.0, {qkey: (smap, {}, 0, _Acc(), None, fastpath.NO_CAP)}, tcp=False) is None
+    _install(env, stored, 0.0)
+    assert env.lst.fast(q, True) is None
+    assert env.udp(q) == expected
+    assert env.slow(q) == expected
+    assert env.slow(q, "tcp") == expected
+
+
+def test_a_client_sees_the_case_the_name_was_first_asked_in(env: Harness) -> None:
+    """dnspython over UDP and TCP: question as asked, owners as stored (CoreDNS item.toMsg)."""
+    for name in ("c.cluster.local.", "C.CLUSTER.LOCAL.", "C.Cluster.LOCAL."):
+        for via in (dns.query.udp, dns.query.tcp):
+            r = via(dns.message.make_query(name, "A"), "127.0.0.1", port=env.port, timeout=3)
+            assert r.question[0].name.to_text() == name
+            assert [rr.name.to_text() for rr in r.answer] == ["C.Cluster.LOCAL."]
+    r = dns.query.udp(
+        dns.message.make_query("A.Cluster.Local.", "TXT"), "127.0.0.1", port=env.port, timeout=3
+    )
+    assert [rr.name.to_text() for rr in r.answer] == ["a.cluster.local."]
 
 
 # -- a block with plugins ahead of the cache: loadbalance shuffles hits, bufsize lowers the size ----

@@ -108,7 +108,7 @@ def traffic(make_unbound: MakeUnbound) -> Iterator[tuple[Served, int, Samples, s
         s.query("gone.cluster.local.", "SRV")
         s.query("x.cluster.local.", "NAPTR", tcp=True)  # "other" qtype; reuses the pooled TCP conn
         s.query("1.1.18.198.in-addr.arpa.", "PTR")  # dead upstream: SERVFAIL
-        s.query("example.org.", "A", rdclass="CH")  # REFUSED by the server: zone "dropped"
+        s.query("example.org.", "A", rdclass="CH")  # forwarded (CoreDNS EnableChaos): zone "."
         time.sleep(0.3)  # let the health check of the dead upstream fail at least once
         samples, text = scrape(mport)
         yield s, mport, samples, text
@@ -195,14 +195,15 @@ def test_request_and_response_counters(traffic: tuple[Served, int, Samples, str]
     assert value(samples, "coredns_proxy_conn_cache_hits_total", proto="tcp") == 1
     assert value(samples, "coredns_dns_requests_total", zone=z, type="SRV") == 2
     assert value(samples, "coredns_dns_requests_total", zone=z, type="other") == 1
-    assert value(samples, "coredns_dns_requests_total", zone="dropped") == 1
     assert value(samples, "coredns_dns_do_requests_total", zone=z) == 1
     assert value(samples, "coredns_dns_responses_total", zone=z, rcode="NOERROR") == 8
     assert value(samples, "coredns_dns_responses_total", zone=z, rcode="NXDOMAIN") == 3
     assert (
         value(samples, "coredns_dns_responses_total", zone="in-addr.arpa.", rcode="SERVFAIL", plugin="") == 1
     )
-    assert value(samples, "coredns_dns_responses_total", zone="dropped", rcode="REFUSED", plugin="") == 1
+    # The CH query reached the upstream (which refuses it), not a REFUSED written by the server.
+    assert value(samples, "coredns_dns_responses_total", zone=".", rcode="REFUSED", plugin="forward") == 1
+    assert value(samples, "coredns_dns_responses_total", zone="dropped") == 0
     # Histograms agree with the counters and are cumulative.
     total = value(samples, "coredns_dns_requests_total", zone=z)
     assert value(samples, "coredns_dns_request_duration_seconds_count", zone=z) == total
@@ -332,3 +333,54 @@ def test_label_helpers() -> None:
     assert rcode_label(dns.rcode.REFUSED) == "REFUSED"
     # The type label values are exactly the catalog's monitored set (CoreDNS vars/monitor.go).
     assert set(MONITORED.values()) == set(MONITORED_QTYPES)
+
+
+def test_health_self_poll_is_timed(make_unbound: MakeUnbound) -> None:
+    """The health plugin polls its own /health every second (CoreDNS overloaded.go)."""
+    up = make_unbound({}, unknown="nxdomain")
+    mport, hport = free_port("tcp"), free_port("tcp")
+    text = (
+        f".:{{PORT}} {{\n    bind 127.0.0.1\n    health 127.0.0.1:{hport}\n    forward . {up.address}\n"
+        f"    prometheus 127.0.0.1:{mport}\n}}\n"
+    )
+    with serve(text):
+        deadline = time.monotonic() + 10
+        while True:
+            samples, _text = scrape(mport)
+            n = value(samples, "coredns_health_request_duration_seconds_count")
+            if n >= 2 or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        assert n >= 2
+        assert value(samples, "coredns_health_request_duration_seconds_bucket", le="+Inf") == n
+        assert value(samples, "coredns_health_request_duration_seconds_bucket", le="2.5") == n  # local: fast
+        assert value(samples, "coredns_health_request_failures_total") == 0
+
+
+def test_node_cache_setup_errors_are_on_the_prometheus_listener_too() -> None:
+    """node-cache registers its counter in Go's default registry, which CoreDNS's metrics plugin
+    serves: the :9253 scrape has it as well as :9353 (node-local-dns cmd/node-cache/app/metrics.go)."""
+    import asyncio
+
+    from nodelocaldns.node.setup_metrics import SetupMetrics
+    from nodelocaldns.server.server import Server
+
+    port, mport = free_port("both"), free_port("tcp")
+    text = f".:{port} {{\n    bind 127.0.0.1\n    prometheus 127.0.0.1:{mport}\n}}\n"
+    setup = SetupMetrics()
+    setup.inc("iptables_lock")
+
+    async def run() -> Samples:
+        server = Server(text)
+        server.extra_collectors.append(setup.collect)
+        await server.start()
+        try:
+            samples, _text = await asyncio.to_thread(scrape, mport)
+        finally:
+            await server.shutdown(lameduck=False, drain=0.1)
+        return samples
+
+    samples = asyncio.run(run())
+    assert value(samples, "coredns_nodecache_setup_errors_total", errortype="iptables_lock") == 1
+    assert value(samples, "coredns_nodecache_setup_errors_total", errortype="configmap") == 0
+    assert ("coredns_nodecache_setup_errors_total", {"errortype": "iptables"}, 0.0) in samples

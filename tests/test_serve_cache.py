@@ -39,6 +39,7 @@ ZONES: dict[str, list[str]] = {
         "b.keep.cluster.local. 30 IN A 198.18.1.7",
         "t.cluster.local. 30 IN HTTPS 1 . alpn=h2",
         "t.cluster.local. 30 IN TYPE97 \\# 4 01020304",
+        "alias.cluster.local. 300 IN CNAME elsewhere.test.",  # unbound answers the CNAME alone
         *BIG,
     ],
     "wild.test.": ["wild.test. 30 IN A 198.18.2.1"],
@@ -342,7 +343,36 @@ def test_nxdomain_without_soa_is_not_cached(make_dnsmasq: Callable[..., Upstream
         assert up.query_count("svc.cluster.local.", "A") == 1
 
 
+def test_a_reply_the_cache_does_not_store_still_gets_its_ttls_capped(make_unbound: MakeUnbound) -> None:
+    """CoreDNS rewrites every TTL to the cache's duration before it decides to store (WriteMsg)."""
+    up = upstream(make_unbound)
+    with serve(corefile("cache 30", up)) as s:
+        for tcp in (False, True):
+            r = s.query("alias.cluster.local.", tcp=tcp)
+            assert r.answer and r.answer[0].rdtype == dns.rdatatype.CNAME
+            assert r.answer[0].ttl == 30  # unbound said 300
+        # A chain that does not end in the query type is not stored: each query reaches unbound.
+        assert up.query_count("alias.cluster.local.") == 2
+
+
 # -- size and truncation --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("extra", ["", "log", "prefetch_cache"])
+def test_reply_opt_echoes_the_clients_udp_size_as_sent(make_unbound: MakeUnbound, extra: str) -> None:
+    """CoreDNS SizeAndDo copies the client's OPT size, even below 512, on misses and on hits."""
+    up = upstream(make_unbound)
+    cache = "cache 30 {\n        prefetch 1\n    }" if extra == "prefetch_cache" else "cache 30"
+    text = corefile(cache, up).replace(
+        "bind 127.0.0.1", "bind 127.0.0.1\n    log" if extra == "log" else "bind 127.0.0.1"
+    )
+    with serve(text) as s:
+        for size in (100, 1232, 100):
+            for tcp in (False, True):
+                r = s.query("api.default.svc.cluster.local.", use_edns=0, payload=size, tcp=tcp)
+                assert r.answer and r.payload == size, (size, tcp, r.payload)
+        nx = s.query("nothing.cluster.local.", use_edns=0, payload=100)
+        assert nx.rcode() == dns.rcode.NXDOMAIN and nx.payload == 100
 
 
 def test_big_answer_is_truncated_for_small_udp_clients_and_whole_over_tcp(make_unbound: MakeUnbound) -> None:

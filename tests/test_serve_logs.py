@@ -160,6 +160,20 @@ def test_errors_consolidate(make_unbound: MakeUnbound) -> None:
     ), text
 
 
+def test_errors_consolidate_prints_its_pending_summary_at_shutdown() -> None:
+    """CoreDNS's errors plugin flushes pending summaries on shutdown (errorHandler.stop)."""
+    dead = closed_port()
+    body = f'errors {{\n        consolidate 5m ".*read udp.*"\n    }}\n    forward . {dead.address}'
+    with serve(block(".", body)) as s:
+        for i in range(3):
+            assert s.query(f"n{i}.cluster.local.").rcode() == dns.rcode.SERVFAIL
+        assert s.stop() == 0  # SIGTERM long before the 5 minutes are over
+        text = s.stderr()
+    assert re.search(
+        r"^\[ERROR\] plugin/errors: 3 errors like '\.\*read udp\.\*' occurred in last 5m0s$", text, re.M
+    ), text
+
+
 def run_corefile(text: str, timeout: float) -> subprocess.CompletedProcess[str]:
     with tempfile.NamedTemporaryFile("w", suffix=".Corefile", delete=False) as f:
         f.write(text)

@@ -12,6 +12,7 @@ import dns.message
 import dns.opcode
 import dns.query
 import dns.rcode
+import dns.rrset
 import pytest
 
 from nodelocaldns.dns import wire
@@ -87,37 +88,70 @@ def test_question_count_other_than_one_is_formerr(qd: int) -> None:
         assert r.id == 0xABCD and r.rcode() == dns.rcode.FORMERR and r.flags & dns.flags.QR
 
 
-@pytest.mark.parametrize("rdclass", ["CH", "HS", "ANY", "NONE"])
-def test_non_in_class_is_refused(rdclass: str, make_unbound: MakeUnbound) -> None:
+def test_chaos_class_is_forwarded_in_a_block_with_forward(make_unbound: MakeUnbound) -> None:
+    """CoreDNS opens other classes than IN when a block has forward (dnsserver.EnableChaos)."""
     up = make_unbound({}, unknown="nxdomain")
     with serve(block(".", f"cache 30\n    forward . {up.address}")) as s:
+        r = s.query("version.bind.", "TXT", rdclass="CH")
+        assert r.rcode() == dns.rcode.NOERROR and r.answer  # the upstream's own answer
+        assert "unbound" in r.answer[0][0].to_text().lower()
+        assert "version.bind." in upstream_names(up)
+
+
+@pytest.mark.parametrize("rdclass", ["CH", "HS", "ANY", "NONE"])
+def test_non_in_class_is_refused_without_forward(rdclass: str) -> None:
+    with serve(block(".", "cache 30")) as s:
         r = s.query("version.bind.", "TXT", rdclass=rdclass)
         assert r.rcode() == dns.rcode.REFUSED
         assert str(r.question[0].name) == "version.bind."
-        assert upstream_names(up) == []
+        assert not r.flags & dns.flags.RA  # the server's own replies never claim recursion
 
 
-def test_edns_version_1_is_badvers_with_opt(make_unbound: MakeUnbound) -> None:
+def test_edns_version_1_is_badvers_with_a_bare_opt(make_unbound: MakeUnbound) -> None:
     up = make_unbound({}, unknown="nxdomain")
     with serve(block(".", f"forward . {up.address}")) as s:
         for tcp in (False, True):
             r = s.query("example.test.", use_edns=1, payload=1400, tcp=tcp)
             assert r.rcode() == dns.rcode.BADVERS
-            assert r.edns == 0 and r.payload == 1400
+            assert r.edns == 0 and r.payload == 0  # CoreDNS edns.Version: an OPT of size 0
+            assert not r.flags & dns.flags.RA
         assert upstream_names(up) == []
 
 
-@pytest.mark.parametrize("opcode", [dns.opcode.IQUERY, dns.opcode.STATUS, dns.opcode.UPDATE])
-def test_other_opcodes_are_notimp(opcode: int) -> None:
+@pytest.mark.parametrize("opcode", [dns.opcode.IQUERY, dns.opcode.STATUS, dns.opcode.UPDATE, 3, 15])
+def test_other_opcodes_get_a_bare_notimp(opcode: int) -> None:
     with serve(block(".", "")) as s:
-        q = dns.message.make_query("example.test.", "A")
+        q = dns.message.make_query("example.test.", "A", use_edns=0)
         q.set_opcode(opcode)
         out = raw(s.port, q.to_wire())
         assert out is not None
-        qid, flags, qd = struct.unpack_from("!HHH", out)
         # Read by hand: dnspython will not parse an UPDATE whose zone section is not SOA.
+        qid, flags, qd, an, ns, ar = struct.unpack("!HHHHHH", out)  # 12 bytes: no question, no OPT
         assert qid == q.id and flags & 0x8000 and (flags >> 11) & 0xF == opcode
-        assert flags & 0xF == dns.rcode.NOTIMP and qd == 1
+        assert flags & 0xF == dns.rcode.NOTIMP and not flags & 0x0080  # no RA
+
+
+def test_extra_additional_records_get_a_bare_formerr() -> None:
+    with serve(block(".", "")) as s:
+        q = dns.message.make_query("example.test.", "A", use_edns=0)
+        for i in range(3):
+            q.additional.append(dns.rrset.from_text(f"x{i}.example.test.", 60, "IN", "A", "192.0.2.1"))
+        out = raw(s.port, q.to_wire())
+        assert out is not None and len(out) == 12  # miekg/dns: no question, no OPT, none of ours
+        r = dns.message.from_wire(out)
+        assert r.rcode() == dns.rcode.FORMERR and r.id == q.id and not r.flags & dns.flags.RA
+
+
+def test_notify_is_forwarded(make_unbound: MakeUnbound) -> None:
+    up = make_unbound({}, unknown="nxdomain")
+    with serve(block(".", f"cache 30\n    forward . {up.address}")) as s:
+        q = dns.message.make_query("example.test.", "SOA")
+        q.set_opcode(dns.opcode.NOTIFY)
+        q.flags &= ~dns.flags.RD
+        r = dns.query.udp(q, "127.0.0.1", port=s.port, timeout=3)
+        assert r.opcode() == dns.opcode.NOTIFY
+        assert r.rcode() != dns.rcode.NOTIMP  # the upstream answered it, not us
+        assert "example.test." in upstream_names(up)
 
 
 def test_bind_addresses_listen_only_there(make_unbound: MakeUnbound) -> None:

@@ -123,7 +123,7 @@ def test_short_header_cannot_be_answered() -> None:
     for n in range(12):
         with pytest.raises(ShortHeader):
             wire.parse_query(header()[:n])
-        assert wire.error_reply(header()[:n], wire.FORMERR) is None
+        assert wire.bare_reply(header()[:n], wire.FORMERR) is None
 
 
 def test_response_is_never_answered() -> None:
@@ -174,7 +174,7 @@ def test_malformed_query_is_a_wire_error(data: bytes) -> None:
 
 @pytest.mark.parametrize("data", list(MALFORMED.values()), ids=list(MALFORMED))
 def test_formerr_for_malformed_query_is_itself_well_formed(data: bytes) -> None:
-    out = wire.error_reply(data, wire.FORMERR)
+    out = wire.bare_reply(data, wire.FORMERR, question=True)
     assert out is not None
     reply = dns.message.from_wire(out)  # whatever the query held, the reply must parse
     assert reply.id == 0x1234
@@ -191,40 +191,82 @@ def test_error_reply_keeps_id_question_rd_cd_and_adds_no_opt_without_edns(rcode:
     data = header(qid=4242, flags=0x0110) + qname(b"MiXeD", b"case") + b"\x00\x10\x00\x01"
     q = wire.parse_query(data)
     out = wire.error_reply(data, rcode, q)
-    assert out is not None
     r = dns.message.from_wire(out)
     assert r.id == 4242 and r.rcode() == rcode
     assert r.flags & dns.flags.QR and r.flags & dns.flags.RD and r.flags & dns.flags.CD
+    assert not r.flags & dns.flags.RA  # CoreDNS's errorFunc never claims recursion
     assert str(r.question[0].name) == "MiXeD.case."  # the question as the client wrote it
     assert r.edns == -1 and not r.answer and not r.authority and not r.additional
 
 
-def test_error_reply_carries_opt_when_the_query_had_one() -> None:
-    m = dns.message.make_query("x.example.", "A", use_edns=0, payload=1400, want_dnssec=True)
+@pytest.mark.parametrize("size", [100, 512, 1400])
+def test_error_reply_carries_opt_with_the_clients_own_size(size: int) -> None:
+    m = dns.message.make_query("x.example.", "A", use_edns=0, payload=size, want_dnssec=True)
     data = m.to_wire()
     out = wire.error_reply(data, wire.SERVFAIL, wire.parse_query(data))
-    assert out is not None
     r = dns.message.from_wire(out)
-    assert r.edns == 0 and r.payload == 1400 and r.ednsflags & dns.flags.DO
+    assert r.edns == 0 and r.payload == size and r.ednsflags & dns.flags.DO
     assert r.rcode() == dns.rcode.SERVFAIL and r.id == m.id
 
 
-def test_badvers_sets_extended_rcode_in_opt() -> None:
-    m = dns.message.make_query("x.example.", "A", use_edns=1)
+def test_badvers_is_version_0_size_0_without_ra() -> None:
+    m = dns.message.make_query("x.example.", "A", use_edns=1, payload=1232, want_dnssec=True)
     data = m.to_wire()
-    out = wire.error_reply(data, wire.BADVERS, wire.parse_query(data))
-    assert out is not None
+    out = wire.badvers_reply(data, wire.parse_query(data))
     r = dns.message.from_wire(out)
     assert r.rcode() == dns.rcode.BADVERS
     assert out[3] & 0xF == 0  # the low four bits are in the header, the rest in OPT
-    assert r.edns == 0  # we speak version 0
+    assert r.edns == 0 and r.payload == 0 and not r.ednsflags & dns.flags.DO  # edns.Version's bare OPT
+    assert r.flags & dns.flags.RD and not r.flags & dns.flags.RA
+    assert str(r.question[0].name) == "x.example."
 
 
-def test_error_reply_keeps_the_opcode() -> None:
+def test_error_reply_keeps_the_opcode_and_copies_rd_only_for_a_query() -> None:
     data = header(flags=(dns.opcode.NOTIFY << 11) | 0x0100) + Q_A_IN
-    out = wire.error_reply(data, wire.NOTIMP, wire.parse_query(data))
+    out = wire.error_reply(data, wire.REFUSED, wire.parse_query(data))
+    r = dns.message.from_wire(out)
+    assert r.opcode() == dns.opcode.NOTIFY and not r.flags & dns.flags.RD
+
+
+REJECTS = {
+    "UPDATE": (header(flags=dns.opcode.UPDATE << 11) + Q_A_IN, wire.NOTIMP),
+    "opcode 3": (header(flags=3 << 11) + Q_A_IN, wire.NOTIMP),
+    "STATUS": (header(flags=dns.opcode.STATUS << 11) + Q_A_IN, wire.NOTIMP),
+    "3 additional records": (header(ar=3) + Q_A_IN + opt() + opt() + opt(), wire.FORMERR),
+    "2 answers": (header(an=2) + Q_A_IN, wire.FORMERR),
+    "2 authority": (header(ns=2) + Q_A_IN, wire.FORMERR),
+    "no question": (header(qd=0), wire.FORMERR),
+    "2 questions": (header(qd=2) + Q_A_IN + Q_A_IN, wire.FORMERR),
+}
+
+
+@pytest.mark.parametrize(("data", "rcode"), list(REJECTS.values()), ids=list(REJECTS))
+def test_header_rejects_get_miekg_bare_replies(data: bytes, rcode: int) -> None:
+    assert wire.reject(data) == rcode
+    out = wire.bare_reply(data, rcode)
+    assert out is not None and len(out) == 12  # no question, no OPT, none of the client's records
+    r = dns.message.from_wire(out)
+    assert r.id == 0x1234 and r.rcode() == rcode and r.flags & dns.flags.QR
+    assert not r.flags & (dns.flags.RA | dns.flags.AA)
+    # NOTIMP keeps the opcode; FORMERR says QUERY (SetRcodeFormatError).
+    assert r.opcode() == (data[2] >> 3 & 0xF if rcode == wire.NOTIMP else 0)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [header() + Q_A_IN, header(ar=1) + Q_A_IN + opt(), header(flags=dns.opcode.NOTIFY << 11, an=1) + Q_A_IN,
+     header(ar=2) + Q_A_IN + opt() + opt(), header(ns=1) + Q_A_IN],
+)  # fmt: skip
+def test_header_accepts_what_miekg_accepts(data: bytes) -> None:
+    assert wire.reject(data) is None
+
+
+def test_bare_reply_keeps_the_clients_rd_cd_ad_bits() -> None:
+    data = header(flags=(dns.opcode.UPDATE << 11) | 0x0100 | 0x0030 | 0x0040) + Q_A_IN
+    out = wire.bare_reply(data, wire.NOTIMP)
     assert out is not None
-    assert dns.message.from_wire(out).opcode() == dns.opcode.NOTIFY
+    flags = struct.unpack_from("!H", out, 2)[0]
+    assert flags == 0x8000 | (dns.opcode.UPDATE << 11) | 0x0100 | 0x0030 | wire.NOTIMP  # Z cleared
 
 
 def test_client_opt_echoes_size_and_do_only() -> None:

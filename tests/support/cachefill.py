@@ -63,6 +63,7 @@ TABLE: tuple[tuple[str, str, int], ...] = (
     ("alias.example.org.", "A", 12),
     ("ad.example.org.", "A", 30),
     ("auth.example.org.", "A", 1),
+    ("Mixed.Example.org.", "A", 30),  # stored with capitals: Entry.q, the case its owners keep
 )
 
 
@@ -70,7 +71,9 @@ class Upstream:
     """The next plugin after the cache: answers from TABLE (what forward would have returned)."""
 
     def __init__(self) -> None:
-        self.answers = {(n, dns.rdatatype.from_text(t)): _reply(n, t, ttl).to_wire() for n, t, ttl in TABLE}
+        self.answers = {
+            (n.lower(), dns.rdatatype.from_text(t)): _reply(n, t, ttl).to_wire() for n, t, ttl in TABLE
+        }
 
     async def __call__(self, req: Request) -> Reply:
         data = self.answers[(req.qname, req.q.qtype)]

@@ -47,8 +47,10 @@ class FakeClock:
 
 def query(name: str, qtype: int, qid: int = 0x1234, flags: int = 0x0100, edns: bool = False,
           do: bool = False, size: int = 1232, version: int = 0) -> bytes:  # fmt: skip
-    """A query as wire bytes, built by hand so any header flag or OPT field can be set."""
-    q = struct.pack("!HHHHHH", qid, flags, 1, 0, 0, 1 if edns else 0) + wire.text_to_wire(name)
+    """A query as wire bytes, built by hand so any header flag or OPT field can be set; the name
+    keeps the case it is written in (wire.text_to_wire would lowercase it)."""
+    qname = b"".join(bytes([len(label)]) + label.encode() for label in name.rstrip(".").split(".") if label)
+    q = struct.pack("!HHHHHH", qid, flags, 1, 0, 0, 1 if edns else 0) + qname + b"\x00"
     q += struct.pack("!HH", qtype, 1)
     if edns:
         q += b"\x00\x00\x29" + struct.pack("!HBBHH", size, 0, version, 0x8000 if do else 0, 0)

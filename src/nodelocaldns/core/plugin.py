@@ -84,6 +84,8 @@ class Host(Protocol):
 
     def dns_listeners(self) -> Sequence[ListenerView]: ...
 
+    def extra_metrics(self) -> list[Any]: ...  # families the embedding process adds (node-cache's)
+
 
 @dataclass(frozen=True, slots=True)
 class BlockInfo:

@@ -60,7 +60,8 @@ class Query:
     qclass: int
     question_end: int  # offset just past the question
     edns: bool = False
-    udp_size: int = 512
+    udp_size: int = 512  # the client's size as a limit: >= 512 (miekg/dns normalises it so)
+    opt_size: int = 0  # the size exactly as the client's OPT said it: what replies echo
     do: bool = False
     edns_version: int = 0
 
@@ -201,6 +202,7 @@ def parse_query(data: bytes) -> Query:
                 seen_opt = True
                 q.edns = True
                 q.udp_size = max(rclass, 512)
+                q.opt_size = rclass
                 q.edns_version = (ttl >> 16) & 0xFF
                 q.do = bool(ttl & 0x8000)
     except WireError:
@@ -237,48 +239,88 @@ def question_end(msg: bytes) -> int:
 
 
 def client_opt(q: Query) -> bytes:
-    """The OPT RR for a reply to ``q``: the client's buffer size echoed, version 0, only DO kept.
+    """The OPT RR for a reply to ``q``: the client's buffer size echoed as sent, version 0, only DO kept.
 
     CoreDNS echoes the client's OPT options too; we send none (an echoed client cookie is not a
     server cookie). See docs/compatibility.md.
     """
     if not q.edns:
         return b""
-    return b"\x00\x00\x29" + struct.pack("!HIH", min(q.udp_size, 65535), 0x8000 if q.do else 0, 0)
+    return b"\x00\x00\x29" + struct.pack("!HIH", q.opt_size, 0x8000 if q.do else 0, 0)
 
 
-def error_reply(data: bytes, rcode: int, q: Query | None = None) -> bytes | None:
-    """A bare reply with ``rcode``: the client's ID, the question if readable, the client's OPT.
+# Opcodes miekg/dns lets through to the handler; every other one gets a bare NOTIMP.
+OPCODES_SERVED = frozenset({0, 4})  # QUERY, NOTIFY
 
-    Returns None when not even a header exists (the packet is dropped).
+
+def reject(data: bytes) -> int | None:
+    """miekg/dns's accept check on the header alone: NOTIMP, FORMERR, or None (go on parsing).
+
+    Runs before the message is parsed, so the reply to a rejected query is ``bare_reply``.
+    """
+    qd, an, ns, ar = struct.unpack_from("!HHHH", data, 4)
+    if (data[2] >> 3) & 0xF not in OPCODES_SERVED:
+        return NOTIMP
+    # NOTIFY may carry one SOA in the answer, IXFR one SOA in the authority, and OPT plus TSIG fit in 2.
+    if qd != 1 or an > 1 or ns > 1 or ar > 2:
+        return FORMERR
+    return None
+
+
+def bare_reply(data: bytes, rcode: int, question: bool = False) -> bytes | None:
+    """A reply to a query rejected before it was parsed: the header only, as miekg/dns writes it.
+
+    The client's own header comes back with QR set, AA and Z cleared and the rcode set; the
+    opcode becomes QUERY except in a NOTIMP. ``question`` copies the question when it can be read
+    without pointers (the query was accepted but then failed to parse: miekg/dns keeps the question
+    it had read). No OPT and no other record is sent back. None: not even a header (dropped).
     """
     if len(data) < HEADER_LEN:
         return None
     qid, flags = struct.unpack_from("!HH", data)
-    out_flags = FLAG_QR | (flags & (0x7800 | FLAG_RD | FLAG_CD)) | FLAG_RA | (rcode & 0xF)
-    question = b""
-    qd = 0
-    if q is not None:
-        question = data[HEADER_LEN : q.question_end]
-        qd = 1
-    else:
+    kept = flags & (FLAG_TC | FLAG_RD | FLAG_RA | FLAG_AD | FLAG_CD)
+    if rcode == NOTIMP:
+        kept |= flags & 0x7800
+    body = b""
+    if question:
         try:
-            qdcount = struct.unpack_from("!H", data, 4)[0]
-            if qdcount == 1:
+            if struct.unpack_from("!H", data, 4)[0] >= 1:
                 name, end = read_name(data, HEADER_LEN)
                 # Copy only a question that decodes the same inside our reply: no pointers.
                 if end == HEADER_LEN + len(name) and end + 4 <= len(data):
-                    question = data[HEADER_LEN : end + 4]
-                    qd = 1
+                    body = data[HEADER_LEN : end + 4]
         except WireError:
             pass
+    return _HDR.pack(qid, FLAG_QR | kept | (rcode & 0xF), 1 if body else 0, 0, 0, 0) + body
+
+
+def error_reply(data: bytes, rcode: int, q: Query) -> bytes:
+    """The server's own reply to a parsed query (miekg/dns ``SetRcode`` plus CoreDNS ``SizeAndDo``).
+
+    The client's ID, opcode and question; RD and CD copied for a QUERY; never RA (the server did no
+    recursion for this reply); the client's OPT echoed with its size and DO.
+    """
+    qid, flags = struct.unpack_from("!HH", data)
+    out_flags = FLAG_QR | (flags & 0x7800) | (rcode & 0xF)
+    if not flags & 0x7800:
+        out_flags |= flags & (FLAG_RD | FLAG_CD)
     opt = b""
-    if q is not None and q.edns:
-        ext = (rcode >> 4) & 0xFF
+    if q.edns:
         opt = b"\x00\x00\x29" + struct.pack(
-            "!HBBHH", min(q.udp_size, 65535), ext, 0, 0x8000 if q.do else 0, 0
+            "!HBBHH", q.opt_size, (rcode >> 4) & 0xFF, 0, 0x8000 if q.do else 0, 0
         )
-    return _HDR.pack(qid, out_flags, qd, 0, 0, 1 if opt else 0) + question + opt
+    question = data[HEADER_LEN : q.question_end]
+    return _HDR.pack(qid, out_flags, 1, 0, 0, 1 if opt else 0) + question + opt
+
+
+def badvers_reply(data: bytes, q: Query) -> bytes:
+    """BADVERS to an EDNS version other than 0 (CoreDNS edns.Version): an OPT of version 0 and size 0."""
+    qid, flags = struct.unpack_from("!HH", data)
+    out_flags = FLAG_QR | (flags & 0x7800) | (BADVERS & 0xF)
+    if not flags & 0x7800:
+        out_flags |= flags & (FLAG_RD | FLAG_CD)
+    opt = b"\x00\x00\x29" + struct.pack("!HBBHH", 0, BADVERS >> 4, 0, 0, 0)
+    return _HDR.pack(qid, out_flags, 1, 0, 0, 1) + data[HEADER_LEN : q.question_end] + opt
 
 
 def truncate(reply: bytes, limit: int, opt: bytes) -> bytes:

@@ -19,6 +19,8 @@ class Family:
 
 # 0.25 ms x 2^n, 16 buckets (CoreDNS plugin.TimeBuckets).
 TIME_BUCKETS: tuple[float, ...] = tuple(0.00025 * 2**n for n in range(16))
+# 0.25 ms x 10^n, 5 buckets up to 2.5 s (CoreDNS plugin.SlimTimeBuckets).
+SLIM_TIME_BUCKETS: tuple[float, ...] = tuple(0.00025 * 10**n for n in range(5))
 # CoreDNS plugin.SizeBuckets.
 SIZE_BUCKETS: tuple[float, ...] = (
     0,
@@ -168,6 +170,16 @@ FAMILIES: tuple[Family, ...] = (
         "counter",
         (),
         "Counter of the number of queries rejected because the concurrent queries were at maximum.",
+    ),
+    # plugin/health (process-wide: the self-poll of /health)
+    _F(
+        "coredns_health_request_duration_seconds",
+        "histogram",
+        (),
+        "Histogram of the time (in seconds) each request took.",
+    ),
+    _F(
+        "coredns_health_request_failures_total", "counter", (), "The number of times the health check failed."
     ),
     # plugin/reload
     _F("coredns_reload_failed_total", "counter", (), "Counter of the number of failed reload attempts."),

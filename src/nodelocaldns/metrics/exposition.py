@@ -27,6 +27,7 @@ class _Gather:
         for p in registered():
             if p.collector is not None:
                 fams.extend(p.collector(self.host))
+        fams.extend(self.host.extra_metrics())
         return fams
 
 

@@ -30,6 +30,7 @@ class CachedAnswer(Protocol):
     stored: float
     orig: int
     fl: int
+    q: bytes | None  # the stored question when its name has capitals
 
     def body_with_ttl(self, ttl: int) -> bytes: ...
 
@@ -76,7 +77,7 @@ def insert_entry(index: Index, key: bytes, e: CachedAnswer) -> bool:
     at: the native side computes the remaining TTL itself from ``stored`` and ``orig``.
     """
     flags = e.fl & (module().FLAG_KEEPTTL | module().FLAG_AA)
-    return index.insert(key, b"".join(e.heads), e.body_with_ttl(e.orig), e.offs, e.stored, e.orig, flags)
+    return index.insert(key, b"".join(e.heads), e.body_with_ttl(e.orig), e.offs, e.stored, e.orig, flags, e.q)
 
 
 class NativeUDP:

@@ -59,9 +59,11 @@ int nld_match(const nld_index *ix, const uint8_t *q, size_t n, double now, int t
         if (n != qend + NLD_OPT_LEN + (((size_t)q[qend + 9] << 8) | q[qend + 10]))
             return 0;
         do_bit = (q[qend + 7] & 0x80) != 0;
+        /* The reply's OPT echoes the client's size as sent (CoreDNS SizeAndDo), even below 512;
+         * as a limit, below 512 means 512. */
         limit = ((size_t)q[qend + 3] << 8) | q[qend + 4];
-        if (limit < 512) /* the reply's OPT must then say 512 (RFC 6891 6.2.5): the slow path's */
-            return 0;
+        if (limit < 512)
+            limit = 512;
     } else if (n != qend) {
         return 0;
     }
@@ -70,7 +72,13 @@ int nld_match(const nld_index *ix, const uint8_t *q, size_t n, double now, int t
     if (do_bit || cd)
         key[keylen++] = (uint8_t)(do_bit | (cd << 1));
     const nld_entry *e = nld_index_get(ix, key, keylen);
-    if (e == NULL || !fresh_ttl(e, now, &h->ttl))
+    if (e == NULL)
+        return 0;
+    /* Owner names keep their stored case and the body points into the question: only a client
+     * that wrote the name exactly as stored is spliced (fastpath.answer); the chain does the rest. */
+    if (e->qcased == NULL ? memcmp(q + 12, key, qlen) != 0 : memcmp(q + 12, e->qcased, qlen) != 0)
+        return 0;
+    if (!fresh_ttl(e, now, &h->ttl))
         return 0;
     size_t len = 12 + qlen + e->bodylen + (edns ? NLD_OPT_LEN : 0);
     if (!tcp && len > 512 && len > limit) /* the slow path truncates; the fast path never does */
@@ -100,7 +108,7 @@ void nld_render(const nld_hit *h, const uint8_t *q, uint8_t *out) {
             memcpy(body + e->offs[i], t, 4);
     }
     if (h->edns) {
-        /* Name ".", type OPT, the client's size (>= 512) echoed, ext-rcode/version 0, only DO, no rdata. */
+        /* Name ".", type OPT, the client's size echoed, ext-rcode/version 0, only DO, no rdata. */
         uint8_t *o = body + e->bodylen;
         o[0] = 0;
         o[1] = 0;

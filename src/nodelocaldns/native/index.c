@@ -83,10 +83,25 @@ int nld_key_valid(const uint8_t *key, size_t n) {
 
 nld_entry *nld_entry_new(const uint8_t *key, size_t keylen, const uint8_t *heads, size_t headslen,
                          const uint8_t *body, size_t bodylen, const uint16_t *offs, size_t noffs,
-                         double stored, uint32_t orig, unsigned fl, const char **why) {
+                         double stored, uint32_t orig, unsigned fl, const uint8_t *qcased,
+                         size_t qclen, const char **why) {
     if (!nld_key_valid(key, keylen)) {
         *why = "not a fast-path cache key";
         return NULL;
+    }
+    if (qclen) {
+        /* The key is name, type, class and an optional flag byte; the question is the first three. */
+        const uint8_t *z = memchr(key, 0, keylen);
+        size_t qlen = z == NULL ? 0 : (size_t)(z - key) + 5;
+        int same = qcased != NULL && qclen == qlen && qlen <= keylen;
+        for (size_t i = 0; same && i < qlen; i++) {
+            uint8_t c = qcased[i];
+            same = ((i + 4 < qlen && c >= 'A' && c <= 'Z') ? (uint8_t)(c + 32) : c) == key[i];
+        }
+        if (!same) {
+            *why = "the cased question does not match the key";
+            return NULL;
+        }
     }
     if (headslen != NLD_HEADS * NLD_HEAD_LEN) {
         *why = "heads must be 8 x 10 bytes";
@@ -106,7 +121,7 @@ nld_entry *nld_entry_new(const uint8_t *key, size_t keylen, const uint8_t *heads
         *why = "stored time out of range";
         return NULL;
     }
-    size_t size = sizeof(nld_entry) + noffs * 2 + keylen + bodylen;
+    size_t size = sizeof(nld_entry) + noffs * 2 + keylen + bodylen + qclen;
     nld_entry *e = malloc(size);
     if (e == NULL) {
         *why = "out of memory";
@@ -131,6 +146,12 @@ nld_entry *nld_entry_new(const uint8_t *key, size_t keylen, const uint8_t *heads
     if (bodylen)
         memcpy(p, body, bodylen);
     e->body = p;
+    p += bodylen;
+    e->qcased = NULL;
+    if (qclen) {
+        memcpy(p, qcased, qclen);
+        e->qcased = p;
+    }
     return e;
 }
 

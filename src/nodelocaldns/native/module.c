@@ -37,14 +37,14 @@ static int ready(IndexObject *self) {
 }
 
 static PyObject *Index_insert(IndexObject *self, PyObject *args, PyObject *kw) {
-    static char *names[] = {"key", "heads", "body", "offs", "stored", "orig", "flags", NULL};
-    Py_buffer key, heads, body;
+    static char *names[] = {"key", "heads", "body", "offs", "stored", "orig", "flags", "q", NULL};
+    Py_buffer key, heads, body, qc = {0};
     PyObject *offs;
     double stored;
     unsigned long long orig;
     unsigned int fl = 0;
-    if (!ready(self) || !PyArg_ParseTupleAndKeywords(args, kw, "y*y*y*OdK|I", names, &key, &heads, &body,
-                                                     &offs, &stored, &orig, &fl))
+    if (!ready(self) || !PyArg_ParseTupleAndKeywords(args, kw, "y*y*y*OdK|Iz*", names, &key, &heads, &body,
+                                                     &offs, &stored, &orig, &fl, &qc))
         return NULL;
     PyObject *result = NULL;
     uint16_t *o = NULL;
@@ -73,7 +73,8 @@ static PyObject *Index_insert(IndexObject *self, PyObject *args, PyObject *kw) {
     }
     const char *why = "bad entry";
     nld_entry *e = nld_entry_new(key.buf, (size_t)key.len, heads.buf, (size_t)heads.len, body.buf,
-                                 (size_t)body.len, o, (size_t)noffs, stored, (uint32_t)orig, fl, &why);
+                                 (size_t)body.len, o, (size_t)noffs, stored, (uint32_t)orig, fl,
+                                 qc.buf, qc.buf ? (size_t)qc.len : 0, &why);
     if (e == NULL) {
         PyErr_SetString(PyExc_ValueError, why);
         goto done;
@@ -87,6 +88,8 @@ done:
     PyBuffer_Release(&key);
     PyBuffer_Release(&heads);
     PyBuffer_Release(&body);
+    if (qc.obj != NULL)
+        PyBuffer_Release(&qc);
     return result;
 }
 
@@ -152,7 +155,7 @@ static PyObject *Index_get_capacity(IndexObject *self, void *Py_UNUSED(c)) {
 
 static PyMethodDef Index_methods[] = {
     {"insert", (PyCFunction)(void (*)(void))Index_insert, METH_VARARGS | METH_KEYWORDS,
-     "insert(key, heads, body, offs, stored, orig, flags=0) -> bool: publish one entry (False: full)"},
+     "insert(key, heads, body, offs, stored, orig, flags=0, q=None) -> bool: publish one entry (False: full)"},
     {"remove", (PyCFunction)Index_remove, METH_O, "remove(key) -> bool"},
     {"clear", (PyCFunction)Index_clear, METH_NOARGS, "clear() -> None"},
     {"answer", (PyCFunction)(void (*)(void))Index_answer, METH_VARARGS | METH_KEYWORDS,

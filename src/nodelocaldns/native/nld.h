@@ -29,6 +29,7 @@ typedef struct nld_entry {
     const uint16_t *offs; /* TTL field offsets into body */
     const uint8_t *key;
     const uint8_t *body;  /* records with every TTL = orig */
+    const uint8_t *qcased; /* the stored question when its name has capitals (Entry.q), else NULL */
     uint8_t data[];       /* offs, then key, then body */
 } nld_entry;
 
@@ -65,10 +66,13 @@ void nld_index_destroy(nld_index *ix);
 /* A cache key the fast path can ever build: lowercase uncompressed name, its only zero byte the
  * root label, then type and class, then an optional DO/CD byte of 1..3. */
 int nld_key_valid(const uint8_t *key, size_t n);
-/* Validates and copies everything; NULL with *why set on bad input or no memory. */
+/* Validates and copies everything; NULL with *why set on bad input or no memory. qcased (qclen
+ * bytes, or NULL/0) is the stored question when its name has capitals: it must lowercase to the
+ * key's question. Owner names keep that case, so only a client asking exactly so is answered. */
 nld_entry *nld_entry_new(const uint8_t *key, size_t keylen, const uint8_t *heads, size_t headslen,
                          const uint8_t *body, size_t bodylen, const uint16_t *offs, size_t noffs,
-                         double stored, uint32_t orig, unsigned fl, const char **why);
+                         double stored, uint32_t orig, unsigned fl, const uint8_t *qcased,
+                         size_t qclen, const char **why);
 /* Take the write lock, publish e (replacing an entry with the same key). 0 ok, -1 full: e freed. */
 int nld_index_insert(nld_index *ix, nld_entry *e);
 int nld_index_remove(nld_index *ix, const uint8_t *key, size_t n); /* 1 removed, 0 absent */

@@ -132,6 +132,8 @@ class NodeAgent:
 
         server = self.server = Server(text, p.corefile, config=self.options.server)
         server.extra_ready_checks.append(self.setup.ready_check)
+        if self._metrics_server is not None:  # node-cache registers the counter only once it serves it
+            server.extra_collectors.append(self.metrics.collect)
         server.add_hook(Phase.DRAINING, self.setup.delete_rules)
         server.add_hook(Phase.CLOSED, self.setup.remove_interface)
         try:

@@ -8,6 +8,8 @@ GET /metrics only, text format 0.0.4 (what node-cache's Go client serves and eve
 
 from __future__ import annotations
 
+from typing import Any
+
 import prometheus_client
 from prometheus_client import CollectorRegistry, Counter
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
@@ -48,6 +50,10 @@ class SetupMetrics:
     def value(self, kind: str) -> float:
         v = self.registry.get_sample_value(SETUP_ERRORS, {"errortype": kind})
         return float(v or 0.0)
+
+    def collect(self) -> list[Any]:
+        """The families, for the prometheus plugin's listener too (one registry in node-cache)."""
+        return list(self.registry.collect())
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -48,3 +48,6 @@ class ServerHost:
 
     def dns_listeners(self) -> Sequence[ListenerView]:
         return list(self._inst.listeners.values())
+
+    def extra_metrics(self) -> list[Any]:
+        return [f for collect in getattr(self._inst, "extra_collectors", ()) for f in collect()]

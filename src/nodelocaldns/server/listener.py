@@ -36,6 +36,7 @@ _LEN = struct.Struct("!H")
 _B0 = 0.00025
 _UDP_BUF = 4097
 _perf = time.perf_counter
+_ENABLE_CHAOS = frozenset({"chaos", "forward", "proxy"})  # CoreDNS dnsserver.EnableChaos
 
 
 @dataclass(eq=False)
@@ -63,6 +64,8 @@ class Router:
         # lowercased question -> (success map, denial map, zone bits, zone accumulator); see Listener.fast
         self.memo: dict[bytes, fastpath.Route] = {}
         self.routes: dict[str, fastpath.Route] = {}  # one shared memo value per zone
+        # CoreDNS lets other classes than IN in when any block of the listener has one of these.
+        self.chaos = any(rt.name in _ENABLE_CHAOS for b in zones.values() for rt in b.runtimes)
 
     def route(self, qname: bytes, qtype: int) -> tuple[str, Block] | None:
         off = 0
@@ -160,6 +163,13 @@ class Listener:
         self, data: bytes, remote: tuple[str, int], proto: str, send: Callable[[bytes], None]
     ) -> None:
         start = _perf()
+        if len(data) >= wire.HEADER_LEN and not data[2] & 0x80:
+            rejected = wire.reject(data)
+            if rejected is not None:  # miekg/dns answers these itself: no chain, no metrics
+                out = wire.bare_reply(data, rejected)
+                if out is not None:
+                    send(out)
+                return
         try:
             q = wire.parse_query(data)
         except ShortHeader as e:  # too short, or a response: never answered
@@ -167,20 +177,16 @@ class Listener:
             return
         except WireError as e:
             self._bad(remote, str(e))
-            out = wire.error_reply(data, wire.FORMERR)
+            out = wire.bare_reply(data, wire.FORMERR, question=True)
             if out is not None:
                 send(out)
+            return
+        router = self.router
+        if q.qclass != wire.CLASS_IN and not router.chaos:
+            self._finish_error(data, q, wire.REFUSED, send, start, proto, "dropped")
             return
         if q.edns_version != 0:
-            out = wire.error_reply(data, wire.BADVERS, q)
-            if out is not None:
-                send(out)
-            return
-        if q.opcode != 0:
-            self._finish_error(data, q, wire.NOTIMP, send, start, proto, "dropped")
-            return
-        if q.qclass != wire.CLASS_IN:
-            self._finish_error(data, q, wire.REFUSED, send, start, proto, "dropped")
+            send(wire.badvers_reply(data, q))
             return
         router = self.router
         routed = router.route(q.qname, q.qtype)
@@ -229,24 +235,18 @@ class Listener:
 
     def finalize(self, reply: Reply, req: Request) -> bytes:
         if reply.wire is None:
-            out = wire.error_reply(req.data, reply.rcode, req.q)
-            assert out is not None
-            return out
+            return wire.error_reply(req.data, reply.rcode, req.q)
         if reply.final:
             return reply.wire
         try:
             body = wire.strip_opt(reply.wire)
             return wire.truncate(body, req.size_limit, wire.client_opt(req.q))
         except WireError:
-            out = wire.error_reply(req.data, wire.SERVFAIL, req.q)
-            assert out is not None
-            return out
+            return wire.error_reply(req.data, wire.SERVFAIL, req.q)
 
     def _finish_error(self, data: bytes, q: wire.Query, rcode: int, send: Callable[[bytes], None], start: float,
                       proto: str, zone: str) -> None:  # fmt: skip
         out = wire.error_reply(data, rcode, q)
-        if out is None:
-            return
         send(out)
         dt = _perf() - start
         self.stats.record(
@@ -329,7 +329,7 @@ class UDPWorker:
     def oversized(self, data: bytes, addr: tuple[str, int]) -> None:
         """A datagram that filled the receive buffer was cut short: FORMERR, never a guess."""
         self.listener._bad(addr, f"datagram of {_UDP_BUF} bytes or more")
-        out = wire.error_reply(data[: wire.HEADER_LEN], wire.FORMERR)
+        out = wire.bare_reply(data, wire.FORMERR)
         if out is not None:
             self.send(out, addr)
 
@@ -391,10 +391,7 @@ class UDPWorker:
                         call(slow, data, addr)
                         continue
                     do = data[qend + 7] & 0x80
-                    limit = (data[qend + 3] << 8) | data[qend + 4]
-                    if limit < 512:  # the reply's OPT must say 512: the slow path's
-                        call(slow, data, addr)
-                        continue
+                    limit = (data[qend + 3] << 8) | data[qend + 4]  # below 512 means 512 (see below)
                     opt = OPT_HEAD + data[qend + 3 : qend + 5] + (DO_FLAGS[1] if do else DO_FLAGS[0])
                     if limit > cap:  # bufsize: the chain sees (and echoes) the lowered size
                         limit = cap
@@ -411,6 +408,13 @@ class UDPWorker:
                 else:
                     e = smap.get(q) or dmap.get(q)
                 if e is None:
+                    call(slow, data, addr)
+                    continue
+                if raw:  # owner names keep their stored case: see fastpath.answer
+                    if e.q is not None:
+                        call(slow, data, addr)
+                        continue
+                elif e.q != data[12:qend]:
                     call(slow, data, addr)
                     continue
                 now = clock()

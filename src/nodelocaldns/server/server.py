@@ -88,6 +88,9 @@ class Server(Instance):
         self.http = HTTPServers(config)
         self.phase = Phase.NEW
         self.extra_ready_checks: list[Callable[[], str | None]] = []
+        # Families the embedding process adds to every prometheus listener (node-cache registers
+        # its setup-error counter in the default registry, which CoreDNS's metrics plugin serves).
+        self.extra_collectors: list[Callable[[], list[Any]]] = []
         self._hooks: dict[Phase, list[Hook]] = {}
 
     # -- phases ----------------------------------------------------------------------------------

@@ -36,4 +36,4 @@ def clamp(data: bytes, q: Query, size: int) -> tuple[bytes, Query]:
     if at < 0 or struct.unpack_from("!H", data, at)[0] <= size:
         return data, q
     out = data[:at] + struct.pack("!H", size) + data[at + 2 :]
-    return out, dataclasses.replace(q, udp_size=max(size, 512))
+    return out, dataclasses.replace(q, udp_size=max(size, 512), opt_size=size)

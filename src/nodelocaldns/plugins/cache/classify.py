@@ -79,14 +79,18 @@ def classify(reply: bytes, qname: bytes, qtype: int, cfg: CacheConfig) -> Verdic
     auth_types = {r[2] for r in recs[an : an + ns]}
     has_soa = wire.TYPE_SOA in auth_types
 
+    answers = True
     if opcode == 5:
         rt = RType.UPDATE
     elif opcode == 4 or qtype in (wire.TYPE_AXFR, wire.TYPE_IXFR):
         rt = RType.META
     elif an > 0 and rcode == wire.NOERROR:
         rt = RType.NOERROR
-        if not _chain_ends_in_qtype(reply, recs, an, qname, qtype):
-            rt = RType.NODATA if has_soa else RType.OTHERERROR
+        # An answer that does not answer (a CNAME chain ending elsewhere) is NoData with an SOA
+        # (cacheResponseType) and otherwise still NoError, but never stored.
+        answers = _chain_ends_in_qtype(reply, recs, an, qname, qtype)
+        if not answers and has_soa:
+            rt, answers = RType.NODATA, True
     elif an > 0 and rcode == wire.NXDOMAIN:
         rt = RType.OTHERERROR
     elif has_soa and rcode == wire.NOERROR:
@@ -102,27 +106,35 @@ def classify(reply: bytes, qname: bytes, qtype: int, cfg: CacheConfig) -> Verdic
     else:
         rt = RType.OTHERERROR
 
-    if flags & wire.FLAG_TC:
-        return Verdict(None, 0, rt, tuple(recs), body_start, "truncated")
-    if rt in (RType.OTHERERROR, RType.META, RType.UPDATE):
-        return Verdict(None, 0, rt, tuple(recs), body_start, rt.value)
-    if rt is RType.NAMEERROR and not has_soa:
-        return Verdict(None, 0, rt, tuple(recs), body_start, "NXDOMAIN without SOA")
-
+    # The duration comes from the type alone, and CoreDNS rewrites every TTL of the reply to it
+    # whether or not it then stores the reply (cache ResponseWriter.WriteMsg): ``ttl`` is set in
+    # every verdict, ``kind`` says whether to store.
     if rt is RType.SERVERERROR:
         ttl = int(cfg.servfail_ttl)
         kind = DENIAL
     else:
-        kind = SUCCESS if rt in (RType.NOERROR, RType.DELEGATION) else DENIAL
+        kind = DENIAL if rt in (RType.NAMEERROR, RType.NODATA) else SUCCESS
         max_ttl = cfg.success_max_ttl if kind == SUCCESS else cfg.denial_max_ttl
         min_ttl = cfg.success_min_ttl if kind == SUCCESS else cfg.denial_min_ttl
-        # The SOA record's own TTL counts; its MINIMUM field does not (as in CoreDNS). A delegation
-        # gets the 5 s default, as anything but NoError/NameError/NoData does in MinimalTTL.
-        msg_ttl = min((struct.unpack_from("!I", reply, r[1])[0] for r in recs), default=5)
-        if rt is RType.DELEGATION:
-            msg_ttl = 5
+        # The SOA record's own TTL counts; its MINIMUM field does not (as in CoreDNS). Anything but
+        # NoError/NameError/NoData gets the 5 s default (MinimalTTL).
+        msg_ttl = 5
+        if rt in (RType.NOERROR, RType.NAMEERROR, RType.NODATA):
+            msg_ttl = min((struct.unpack_from("!I", reply, r[1])[0] for r in recs), default=5)
         msg_ttl = min(msg_ttl, max_ttl)
         ttl = min(max(msg_ttl, min_ttl), max_ttl)
-    if ttl <= 0:
-        return Verdict(None, 0, rt, tuple(recs), body_start, "zero TTL")
+    ttl = max(ttl, 0)
+    reason = ""
+    if flags & wire.FLAG_TC:
+        reason = "truncated"
+    elif rt in (RType.OTHERERROR, RType.META, RType.UPDATE):
+        reason = rt.value
+    elif rt is RType.NAMEERROR and not has_soa:
+        reason = "NXDOMAIN without SOA"
+    elif not answers:
+        reason = "answer does not answer the question"
+    elif ttl <= 0:
+        reason = "zero TTL"
+    if reason:
+        return Verdict(None, ttl, rt, tuple(recs), body_start, reason)
     return Verdict(kind, ttl, rt, tuple(recs), body_start)

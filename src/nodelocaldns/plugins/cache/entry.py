@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import struct
 
-from nodelocaldns.dns import wire
+from nodelocaldns.dns import message, wire
 from nodelocaldns.metrics.dnsstats import stat_base, stats_of
 from nodelocaldns.plugins.cache.classify import Verdict
 
@@ -52,7 +52,7 @@ class Entry:
     """One cached reply. Slots are few on purpose: four full caches hold ~80k of these."""
 
     __slots__ = ("heads", "memo", "offs", "memo_until", "stored", "orig", "sbase", "tail", "tail_edns", "fl",
-                 "hits", "last_hit")  # fmt: skip
+                 "hits", "last_hit", "q")  # fmt: skip
 
     def __init__(
         self,
@@ -76,6 +76,13 @@ class Entry:
         for off in offs:
             _TTL.pack_into(body, off, verdict.ttl)
         self.memo = bytes(body)
+        # Owner names keep the case they were stored with (CoreDNS stores the records and only
+        # takes the question from the client). The body's pointers into the question read the
+        # client's bytes, which is right only when those are the stored ones: ``q`` is the stored
+        # question when its name has capitals, None when it is all lowercase (the usual case, so
+        # most entries spend no bytes on it and the fast path tests it with ``is None``).
+        sq = reply[wire.HEADER_LEN : start]
+        self.q = sq if sq[:-4] != sq[:-4].lower() else None
         self.offs = _intern_offs(offs)
         rcode = flags & 0xF
         ad_stored = bool(flags & wire.FLAG_AD)
@@ -166,5 +173,15 @@ class Entry:
         head = self.heads[head_index(data[2], data[3], False)]
         if not aa and not self.fl & _AA:
             head = struct.pack("!H", struct.unpack_from("!H", head)[0] & ~wire.FLAG_AA) + head[2:]
-        reply = data[:2] + head + data[wire.HEADER_LEN : q.question_end] + body
+        question = data[wire.HEADER_LEN : q.question_end]
+        stored = self.q or question[:-4].lower() + question[-4:]
+        if stored == question:
+            reply = data[:2] + head + question + body
+        else:
+            # The client wrote the name in another case: expand the names against the stored
+            # question and compress them again against the client's (case-sensitively, as
+            # miekg/dns does), so every owner keeps its stored case.
+            m = message.decode(data[:2] + head + stored + body)
+            m.question = question
+            reply = message.encode(m)
         return wire.truncate(reply, limit, opt)

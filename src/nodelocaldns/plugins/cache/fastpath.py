@@ -100,9 +100,9 @@ def answer(data: bytes, now: float, memo: Mapping[bytes, Route], tcp: bool) -> H
         ):
             return None
         do = data[qend + 7] & 0x80
+        # The reply's OPT echoes the client's size as sent (CoreDNS SizeAndDo), even below 512; as
+        # a limit, below 512 means 512 (the test below).
         limit = (data[qend + 3] << 8) | data[qend + 4]
-        if limit < 512:  # the reply's OPT says 512 (RFC 6891 6.2.5): the slow path writes that
-            return None
         opt = OPT_HEAD + data[qend + 3 : qend + 5] + DO_FLAGS[1 if do else 0]
         if limit > cap:  # bufsize: the chain sees (and echoes) the lowered size
             limit = cap
@@ -115,7 +115,17 @@ def answer(data: bytes, now: float, memo: Mapping[bytes, Route], tcp: bool) -> H
         opt = b""
     key = flagged(q, do, data[3] & 0x10)
     e = smap.get(key) or dmap.get(key)
-    if e is None or (now >= e.memo_until and e.body(now) is None):
+    if e is None:
+        return None
+    # Owner names keep their stored case, and the stored body points into the question: only a
+    # client that wrote the name exactly as stored is spliced; Entry.render handles the rest.
+    client = data[12:qend]
+    if client == q:  # written in lowercase: the entry must be stored in lowercase (q None)
+        if e.q is not None:
+            return None
+    elif e.q != client:
+        return None
+    if now >= e.memo_until and e.body(now) is None:
         return None
     head = e.heads[(data[2] & 1) | ((data[3] & 0x20) >> 4) | edns]
     reply = b"".join((data[:2], head, data[12:qend], e.memo, opt))

@@ -18,7 +18,7 @@ from nodelocaldns.core.request import Reply, Request
 from nodelocaldns.core.zones import in_zones
 from nodelocaldns.dns import wire
 from nodelocaldns.errors import WireError
-from nodelocaldns.plugins.cache.classify import DENIAL, SUCCESS, classify
+from nodelocaldns.plugins.cache.classify import DENIAL, SUCCESS, Verdict, classify
 from nodelocaldns.plugins.cache.entry import Entry
 from nodelocaldns.plugins.cache.fastpath import key_of
 from nodelocaldns.plugins.cache.metrics import CacheCounters, CacheStats
@@ -27,6 +27,7 @@ from nodelocaldns.plugins.cache.setup import CacheConfig, effective_capacity
 log = logging.getLogger("nodelocaldns.cache")
 
 _QT = struct.Struct("!HH")
+_TTL = struct.Struct("!I")
 
 
 class CacheHandler:
@@ -59,7 +60,8 @@ class CacheHandler:
         key = req.key or key_of(q)
         c = self.counters.for_server(req.server)
         c.requests += 1
-        e = self.store.get(key)
+        # A NOTIFY (or any other opcode) is never answered from the cache: the upstream answers it.
+        e = self.store.get(key) if not q.opcode else None
         if e is not None:
             body = e.body(now)
             if body is not None:
@@ -87,13 +89,7 @@ class CacheHandler:
             c.drops += 1
             return reply
         if verdict.kind is None or in_zones(q.qname, self._disable[verdict.kind]):
-            return reply
-        if (
-            verdict.kind == DENIAL
-            and wire.rcode_of(reply.wire) == wire.SERVFAIL
-            and self.cfg.servfail_ttl <= 0
-        ):
-            return reply
+            return _capped(reply, verdict)
         entry = Entry(reply.wire, verdict, now, q.do, q.cd, q.qtype, self.cfg.keepttl)
         self.store.put(key, entry, now)
         if req.internal:
@@ -186,6 +182,16 @@ class CacheHandler:
 
     def evictions(self) -> tuple[int, int]:
         return self.store.evictions[SUCCESS], self.store.evictions[DENIAL]
+
+
+def _capped(reply: Reply, verdict: Verdict) -> Reply:
+    """``reply`` with every TTL (OPT aside) set to the cache's duration, as CoreDNS does before it
+    decides whether to store: a reply the cache passes on still never outlives the cache's bounds."""
+    assert reply.wire is not None
+    out = bytearray(reply.wire)
+    for _start, ttl_off, _rtype, _end in verdict.records:
+        _TTL.pack_into(out, ttl_off, verdict.ttl)
+    return Reply(bytes(out), reply.rcode, reply.plugin, reply.error, reply.final)
 
 
 def _matches(reply: bytes, q: wire.Query) -> bool:

@@ -4,8 +4,17 @@ from nodelocaldns.core.plugin import BlockInfo, Handlers, Host, Plugin, Runtime,
 from nodelocaldns.plugins.errors import plugin
 
 
+class ErrorsRuntime(Handlers):
+    def __init__(self, handler: plugin.ErrorsHandler) -> None:
+        super().__init__(handler)
+        self.handler = handler
+
+    def close(self) -> None:
+        self.handler.stop()  # pending consolidate summaries are printed, not dropped
+
+
 def _factory(host: Host, block: BlockInfo, cfgs: list[Any]) -> Runtime:
-    return Handlers(plugin.ErrorsHandler(cfgs[0], host.clock))
+    return ErrorsRuntime(plugin.ErrorsHandler(cfgs[0], host.clock))
 
 
 PLUGIN = register(Plugin("errors", plugin.parse, _factory))

@@ -81,6 +81,8 @@ class ErrorsHandler:
         self.clock = clock
         self.limiter = RateLimiter()
         self._counts: dict[int, int] = {}
+        self._timers: dict[int, asyncio.TimerHandle] = {}
+        self.stopped = False
 
     async def serve(self, req: Request, next_: Next) -> Reply:
         reply = await next_(req)
@@ -95,11 +97,11 @@ class ErrorsHandler:
         for i, c in enumerate(self.cfg.consolidate):
             # As CoreDNS: the REGEXP is matched against the error text; the first match in a
             # period starts a timer, and the summary is printed when the period ends.
-            if c.pattern.search(err):
+            if c.pattern.search(err) and not self.stopped:  # once stopped, every error is logged
                 n = self._counts.get(i, 0) + 1
                 self._counts[i] = n
                 if n == 1:
-                    asyncio.get_running_loop().call_later(c.period, self._summary, i)
+                    self._timers[i] = asyncio.get_running_loop().call_later(c.period, self._summary, i)
                     if c.show_first:
                         log.log(c.level, "[%s] plugin/errors: %s", logging.getLevelName(c.level), msg)
                 return
@@ -114,8 +116,16 @@ class ErrorsHandler:
         if ok:
             log.error("[ERROR] plugin/errors: %s", msg)
 
+    def stop(self) -> None:
+        """Print every pending summary now (CoreDNS errorHandler.stop, run on shutdown and reload)."""
+        self.stopped = True
+        for i, t in list(self._timers.items()):
+            t.cancel()
+            self._summary(i)
+
     def _summary(self, i: int) -> None:
         c = self.cfg.consolidate[i]
+        self._timers.pop(i, None)
         n = self._counts.pop(i, 0)
         if n > 1 or (n == 1 and not c.show_first):
             log.log(c.level, "[%s] plugin/errors: %d errors like '%s' occurred in last %s",

@@ -1,4 +1,4 @@
 from nodelocaldns.core.plugin import Plugin, register
-from nodelocaldns.plugins.health import plugin, runtime
+from nodelocaldns.plugins.health import metrics, plugin, runtime
 
-PLUGIN = register(Plugin("health", plugin.parse, runtime.factory))
+PLUGIN = register(Plugin("health", plugin.parse, runtime.factory, collector=metrics.collect))
