@@ -45,15 +45,33 @@ ZONES = {"cluster.local.": ["web.default.svc.cluster.local. 30 IN A 198.18.1.1"]
         ("fd00::10", "fd00::10", 53),
         ("[fd00::10]:5353", "fd00::10", 5353),
         ("dns://[fd00::10]", "fd00::10", 53),
+        ("tls://10.0.0.10", "10.0.0.10", 853),
+        ("tls://10.0.0.10:10853", "10.0.0.10", 10853),
+        ("tls://[fd00::10]:8853", "fd00::10", 8853),
     ],
 )
 def test_parse_upstream(text: str, host: str, port: int) -> None:
     up = parse_upstream(text)
     assert (up.host, up.port) == (host, port)
+    assert up.tls == text.startswith("tls://")
     assert up.label == (f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
 
 
-@pytest.mark.parametrize("text", ["tls://10.0.0.10", "https://dns.example/dns-query", "example.org", "10.0.0.10:0",
+@pytest.mark.parametrize(
+    ("text", "host", "port", "name"),
+    [  # CoreDNS setup_test.go splitZone cases: the name sits between % and an optional :port
+        ("tls://9.9.9.9%dns.quad9.net", "9.9.9.9", 853, "dns.quad9.net"),
+        ("tls://9.9.9.9%dns.quad9.net:10853", "9.9.9.9", 10853, "dns.quad9.net"),
+        ("tls://[2001:db8::1%dns.example]:8853", "2001:db8::1", 8853, "dns.example"),
+        ("tls://[2001:db8::1%dns.example]", "2001:db8::1", 853, "dns.example"),
+    ],
+)
+def test_parse_upstream_per_endpoint_servername(text: str, host: str, port: int, name: str) -> None:
+    up = parse_upstream(text)
+    assert (up.host, up.port, up.tls, up.server_name) == (host, port, True, name)
+
+
+@pytest.mark.parametrize("text", ["https://dns.example/dns-query", "grpc://10.0.0.1", "example.org", "10.0.0.10:0",
                                   "10.0.0.10:70000", "[fd00::1]x", "10.0.0.300"])  # fmt: skip
 def test_parse_upstream_rejects(text: str) -> None:
     with pytest.raises(ValueError):
