@@ -325,3 +325,37 @@ def test_upstream_sees_a_fresh_id_not_the_clients(make_unbound: MakeUnbound) -> 
     asyncio.run(main())
     peer.thread.join(5)
     assert len(seen) == 3 and len(set(seen)) == 3  # random IDs, not the client's 1
+
+
+@pytest.mark.parametrize(
+    ("sans", "name", "why"),
+    [  # Go's x509.VerifyHostname: wildcards only as the whole left-most label, IPs only against IP SANs
+        ((("DNS", "dns.test"),), "dns.test", None),
+        ((("DNS", "DNS.Test"),), "dns.test.", None),
+        ((("DNS", "*.example"),), "a.example", None),
+        ((("DNS", "*.example"),), "a.b.example", "x509: certificate is valid for *.example, not a.b.example"),
+        ((("DNS", "a*.example"),), "ab.example", "x509: certificate is valid for a*.example, not ab.example"),
+        ((("IP Address", "127.0.0.1"),), "127.0.0.1", None),
+        ((("IP Address", "0:0:0:0:0:0:0:1\n"),), "::1", None),
+        ((("IP Address", "127.0.0.2"),), "127.0.0.1", "x509: certificate is valid for 127.0.0.2, not 127.0.0.1"),
+        ((("DNS", "dns.test"),), "127.0.0.1",
+         "x509: cannot validate certificate for 127.0.0.1 because it doesn't contain any IP SANs"),
+        ((("IP Address", "127.0.0.1"),), "dns.test",
+         "x509: certificate is not valid for any names, but wanted to match dns.test"),
+    ],
+)  # fmt: skip
+def test_tls_name_check_has_go_rules_and_wording(
+    sans: tuple[tuple[str, str], ...], name: str, why: str | None
+) -> None:
+    from nodelocaldns.plugins.forward.tlsconfig import verify_name
+
+    got = verify_name({"subjectAltName": sans}, name)
+    assert got == (None if why is None else f"tls: failed to verify certificate: {why}")
+
+
+def test_tls_name_check_has_no_common_name_fallback() -> None:
+    from nodelocaldns.plugins.forward.tlsconfig import verify_name
+
+    cert = {"subject": ((("commonName", "dns.test"),),)}
+    why = "x509: certificate relies on legacy Common Name field, use SANs instead"
+    assert verify_name(cert, "dns.test") == f"tls: failed to verify certificate: {why}"
