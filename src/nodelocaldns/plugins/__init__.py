@@ -12,6 +12,7 @@ PLUGINS: tuple[str, ...] = (
     "bind",
     "bufsize",
     "cache",
+    "debug",
     "dns64",
     "errors",
     "forward",
@@ -19,10 +20,13 @@ PLUGINS: tuple[str, ...] = (
     "loadbalance",
     "log",
     "loop",
+    "pprof",
     "prometheus",
     "ready",
     "reload",
     "rewrite",
+    "timeouts",
+    "trace",
 )
 
 

@@ -8,6 +8,7 @@ deadline, so a spoofed or stale datagram cannot complete a query.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import socket
 import ssl
@@ -17,12 +18,14 @@ from collections import deque
 from collections.abc import Callable
 
 from nodelocaldns.dns import wire
-from nodelocaldns.errors import UpstreamError
+from nodelocaldns.dns.hexdump import hexdump
+from nodelocaldns.errors import UpstreamError, WireError
 from nodelocaldns.plugins.forward import tlsconfig
 from nodelocaldns.plugins.forward.metrics import ForwardCounters
 from nodelocaldns.plugins.forward.setup import Upstream
 
 _LEN = struct.Struct("!H")
+log = logging.getLogger("nodelocaldns")
 
 
 def go_addr(sockaddr: object) -> str:
@@ -64,6 +67,19 @@ def reply_matches(reply: bytes, qid: int, question: bytes) -> bool:
         return False
     got = reply[wire.HEADER_LEN : wire.HEADER_LEN + len(question)]
     return got == question or got.lower() == question.lower()
+
+
+def wrong_reply(data: bytes, qid: int, question: bytes) -> None:
+    """With ``debug``: CoreDNS's hexdump of a reply with our ID but another question (dropped)."""
+    if len(data) < 2 or _LEN.unpack_from(data)[0] != qid or not log.isEnabledFor(logging.DEBUG):
+        return
+    try:
+        qname, off = wire.read_name(question, 0)
+        qtype = _LEN.unpack_from(question, off)[0]
+        name = wire.name_to_text(qname)
+    except (WireError, struct.error):
+        return
+    log.debug("[DEBUG] Wrong reply for id: %d, %s %d\n%s", qid, name, qtype, hexdump(data))
 
 
 class _Conn:
@@ -159,6 +175,7 @@ class Proxy:
                     raise UpstreamError(op_error("read", "udp", local, self.addr, err), self.addr) from None
                 if reply_matches(data, qid, question):
                     return data
+                wrong_reply(data, qid, question)
         finally:
             sock.close()
 
@@ -250,6 +267,7 @@ class Proxy:
                     data = await conn.reader.readexactly(n)
                     if reply_matches(data, qid, question):
                         return data
+                    wrong_reply(data, qid, question)
         except TimeoutError:
             raise UpstreamError(op_error(op, "tcp", local, self.addr, "i/o timeout"), self.addr) from None
         except asyncio.IncompleteReadError:
