@@ -83,6 +83,19 @@ def test_cache_prefetch(text: str, amount: int, window: float, pct: int) -> None
     assert (c.prefetch_amount, c.prefetch_window, c.prefetch_percentage) == (amount, window, pct)
 
 
+def test_cache_serve_stale_failure_recheck() -> None:
+    # CoreDNS README: FAILURE_RECHECK follows RESPONSE_TTL in either mode.
+    c = cache.parse(directive("cache {\n serve_stale 1h immediate 30s 30s\n}"))
+    assert (c.stale_verify, c.stale_response_ttl, c.stale_recheck) == (False, 30, 30.0)
+    c = cache.parse(directive("cache {\n serve_stale 1h verify 100ms 30s 5m\n}"))
+    assert (c.stale_verify, c.stale_verify_timeout, c.stale_response_ttl, c.stale_recheck) == (
+        True,
+        0.1,
+        30,
+        300.0,
+    )
+
+
 @pytest.mark.parametrize(
     ("text", "stale", "verify", "timeout", "ttl"),
     [("serve_stale", 3600.0, False, 0.0, 0), ("serve_stale 10m", 600.0, False, 0.0, 0),
@@ -118,7 +131,10 @@ def test_cache_serve_stale(text: str, stale: float, verify: bool, timeout: float
         ("cache {\n prefetch 1 soon\n}", "duration"),
         ("cache {\n serve_stale 1h sometimes\n}", "immediate or verify"),
         ("cache {\n serve_stale 1h immediate 1.5s\n}", "whole number"),
-        ("cache {\n serve_stale 1h verify 1s 30s 30s\n}", "FAILURE_RECHECK"),
+        ("cache {\n serve_stale 1h verify 1s 30s 6m\n}", "failure recheck cannot exceed 5 minutes"),
+        ("cache {\n serve_stale 1h immediate 30s -1s\n}", "invalid negative failure recheck"),
+        ("cache {\n serve_stale 1h immediate 30s soon\n}", "invalid serve_stale failure recheck"),
+        ("cache {\n serve_stale 1h immediate 30s 30s 1\n}", "unexpected argument"),
         ("cache {\n servfail\n}", "DURATION"),
         ("cache {\n servfail 6m\n}", "5m"),
         ("cache {\n disable everything\n}", "success|denial"),
