@@ -126,7 +126,9 @@ def parse(d: Directive) -> CacheConfig:
                     try:
                         recheck = parse_duration(text.lstrip("+-")) * (-1 if text.startswith("-") else 1)
                     except ValueError:
-                        raise sub.error(f"invalid serve_stale failure recheck: invalid duration {text!r}") from None
+                        raise sub.error(
+                            f"invalid serve_stale failure recheck: invalid duration {text!r}"
+                        ) from None
                     if recheck < 0:
                         raise sub.error("invalid negative failure recheck for serve_stale")
                     if recheck > MAX_SERVFAIL_TTL:
