@@ -393,6 +393,8 @@ def test_plan_groups_blocks_by_listener_and_rejects_conflicts() -> None:
     ) as e:
         plan(parse_corefile(".:53 {\n kubernetes cluster.local\n}\n", "Corefile"))
     assert str(e.value).startswith("Corefile:2 (directive 'kubernetes')")
-    assert "(available: bind, bufsize, cache, debug, " in str(e.value) and "docs/configuration.md" in str(e.value)
+    assert "(available: bind, bufsize, cache, debug, " in str(e.value) and "docs/configuration.md" in str(
+        e.value
+    )
     with pytest.raises(CorefileError, match=r"unknown directive 'forwrd' \(did you mean 'forward'\?\)"):
         plan(parse_corefile(".:53 {\n forwrd . 127.0.0.1\n}\n", "Corefile"))
