@@ -750,3 +750,46 @@ def test_serve_stale_verify_timeout_serves_stale_and_refreshes_later() -> None:
         assert len(up.calls) == 2
 
     run(main)
+
+
+@pytest.mark.parametrize("verify", [False, True])
+def test_serve_stale_failure_recheck_holds_off_refreshes_after_a_failure(verify: bool) -> None:
+    async def main() -> None:
+        cfg = CacheConfig(success_max_ttl=10, serve_stale=3600.0, stale_verify=verify, stale_recheck=30.0)
+        h, clock = handler(cfg)
+        up = Upstream(answers())
+        await h.serve(request(), up)
+        clock.t += 20
+        up.fail = True
+        for _ in range(3):  # the first stale query refreshes and fails; the others wait for the recheck
+            r = await h.serve(request(), up)
+            assert dns.message.from_wire(r.wire or b"").answer[0].ttl == 0
+            await settle(h)
+        assert len(up.calls) == 2
+        clock.t += 31  # the recheck period is over: one more try, which succeeds
+        up.fail = False
+        await h.serve(request(), up)
+        await settle(h)
+        assert len(up.calls) == 3
+        r = await h.serve(request(), up)
+        assert dns.message.from_wire(r.wire or b"").answer[0].ttl > 0  # refreshed
+        assert len(up.calls) == 3
+
+    run(main)
+
+
+def test_serve_stale_without_failure_recheck_retries_every_time() -> None:
+    async def main() -> None:
+        h, clock = handler(CacheConfig(success_max_ttl=10, serve_stale=3600.0))
+        up = Upstream(answers())
+        await h.serve(request(), up)
+        clock.t += 20
+        up.fail = True
+        for _ in range(3):
+            await h.serve(request(), up)
+            await settle(h)
+        assert len(up.calls) == 4
+        # The failed refreshes left the stale entry in place (CoreDNS's verifyStaleResponseWriter).
+        assert dns.message.from_wire((await h.serve(request(), up)).wire or b"").answer
+
+    run(main)

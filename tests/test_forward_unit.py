@@ -45,15 +45,33 @@ ZONES = {"cluster.local.": ["web.default.svc.cluster.local. 30 IN A 198.18.1.1"]
         ("fd00::10", "fd00::10", 53),
         ("[fd00::10]:5353", "fd00::10", 5353),
         ("dns://[fd00::10]", "fd00::10", 53),
+        ("tls://10.0.0.10", "10.0.0.10", 853),
+        ("tls://10.0.0.10:10853", "10.0.0.10", 10853),
+        ("tls://[fd00::10]:8853", "fd00::10", 8853),
     ],
 )
 def test_parse_upstream(text: str, host: str, port: int) -> None:
     up = parse_upstream(text)
     assert (up.host, up.port) == (host, port)
+    assert up.tls == text.startswith("tls://")
     assert up.label == (f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
 
 
-@pytest.mark.parametrize("text", ["tls://10.0.0.10", "https://dns.example/dns-query", "example.org", "10.0.0.10:0",
+@pytest.mark.parametrize(
+    ("text", "host", "port", "name"),
+    [  # CoreDNS setup_test.go splitZone cases: the name sits between % and an optional :port
+        ("tls://9.9.9.9%dns.quad9.net", "9.9.9.9", 853, "dns.quad9.net"),
+        ("tls://9.9.9.9%dns.quad9.net:10853", "9.9.9.9", 10853, "dns.quad9.net"),
+        ("tls://[2001:db8::1%dns.example]:8853", "2001:db8::1", 8853, "dns.example"),
+        ("tls://[2001:db8::1%dns.example]", "2001:db8::1", 853, "dns.example"),
+    ],
+)
+def test_parse_upstream_per_endpoint_servername(text: str, host: str, port: int, name: str) -> None:
+    up = parse_upstream(text)
+    assert (up.host, up.port, up.tls, up.server_name) == (host, port, True, name)
+
+
+@pytest.mark.parametrize("text", ["https://dns.example/dns-query", "grpc://10.0.0.1", "example.org", "10.0.0.10:0",
                                   "10.0.0.10:70000", "[fd00::1]x", "10.0.0.300"])  # fmt: skip
 def test_parse_upstream_rejects(text: str) -> None:
     with pytest.raises(ValueError):
@@ -307,3 +325,37 @@ def test_upstream_sees_a_fresh_id_not_the_clients(make_unbound: MakeUnbound) -> 
     asyncio.run(main())
     peer.thread.join(5)
     assert len(seen) == 3 and len(set(seen)) == 3  # random IDs, not the client's 1
+
+
+@pytest.mark.parametrize(
+    ("sans", "name", "why"),
+    [  # Go's x509.VerifyHostname: wildcards only as the whole left-most label, IPs only against IP SANs
+        ((("DNS", "dns.test"),), "dns.test", None),
+        ((("DNS", "DNS.Test"),), "dns.test.", None),
+        ((("DNS", "*.example"),), "a.example", None),
+        ((("DNS", "*.example"),), "a.b.example", "x509: certificate is valid for *.example, not a.b.example"),
+        ((("DNS", "a*.example"),), "ab.example", "x509: certificate is valid for a*.example, not ab.example"),
+        ((("IP Address", "127.0.0.1"),), "127.0.0.1", None),
+        ((("IP Address", "0:0:0:0:0:0:0:1\n"),), "::1", None),
+        ((("IP Address", "127.0.0.2"),), "127.0.0.1", "x509: certificate is valid for 127.0.0.2, not 127.0.0.1"),
+        ((("DNS", "dns.test"),), "127.0.0.1",
+         "x509: cannot validate certificate for 127.0.0.1 because it doesn't contain any IP SANs"),
+        ((("IP Address", "127.0.0.1"),), "dns.test",
+         "x509: certificate is not valid for any names, but wanted to match dns.test"),
+    ],
+)  # fmt: skip
+def test_tls_name_check_has_go_rules_and_wording(
+    sans: tuple[tuple[str, str], ...], name: str, why: str | None
+) -> None:
+    from nodelocaldns.plugins.forward.tlsconfig import verify_name
+
+    got = verify_name({"subjectAltName": sans}, name)
+    assert got == (None if why is None else f"tls: failed to verify certificate: {why}")
+
+
+def test_tls_name_check_has_no_common_name_fallback() -> None:
+    from nodelocaldns.plugins.forward.tlsconfig import verify_name
+
+    cert = {"subject": ((("commonName", "dns.test"),),)}
+    why = "x509: certificate relies on legacy Common Name field, use SANs instead"
+    assert verify_name(cert, "dns.test") == f"tls: failed to verify certificate: {why}"

@@ -83,6 +83,19 @@ def test_cache_prefetch(text: str, amount: int, window: float, pct: int) -> None
     assert (c.prefetch_amount, c.prefetch_window, c.prefetch_percentage) == (amount, window, pct)
 
 
+def test_cache_serve_stale_failure_recheck() -> None:
+    # CoreDNS README: FAILURE_RECHECK follows RESPONSE_TTL in either mode.
+    c = cache.parse(directive("cache {\n serve_stale 1h immediate 30s 30s\n}"))
+    assert (c.stale_verify, c.stale_response_ttl, c.stale_recheck) == (False, 30, 30.0)
+    c = cache.parse(directive("cache {\n serve_stale 1h verify 100ms 30s 5m\n}"))
+    assert (c.stale_verify, c.stale_verify_timeout, c.stale_response_ttl, c.stale_recheck) == (
+        True,
+        0.1,
+        30,
+        300.0,
+    )
+
+
 @pytest.mark.parametrize(
     ("text", "stale", "verify", "timeout", "ttl"),
     [("serve_stale", 3600.0, False, 0.0, 0), ("serve_stale 10m", 600.0, False, 0.0, 0),
@@ -118,7 +131,10 @@ def test_cache_serve_stale(text: str, stale: float, verify: bool, timeout: float
         ("cache {\n prefetch 1 soon\n}", "duration"),
         ("cache {\n serve_stale 1h sometimes\n}", "immediate or verify"),
         ("cache {\n serve_stale 1h immediate 1.5s\n}", "whole number"),
-        ("cache {\n serve_stale 1h verify 1s 30s 30s\n}", "FAILURE_RECHECK"),
+        ("cache {\n serve_stale 1h verify 1s 30s 6m\n}", "failure recheck cannot exceed 5 minutes"),
+        ("cache {\n serve_stale 1h immediate 30s -1s\n}", "invalid negative failure recheck"),
+        ("cache {\n serve_stale 1h immediate 30s soon\n}", "invalid serve_stale failure recheck"),
+        ("cache {\n serve_stale 1h immediate 30s 30s 1\n}", "unexpected argument"),
         ("cache {\n servfail\n}", "DURATION"),
         ("cache {\n servfail 6m\n}", "5m"),
         ("cache {\n disable everything\n}", "success|denial"),
@@ -165,6 +181,19 @@ def test_forward_defaults_and_options() -> None:
     assert (f.health_check, f.health_no_rec, f.health_domain) == (2.0, True, "example.org.")
 
 
+def test_forward_newer_options() -> None:
+    f = forward.parse(directive(
+        "forward . 10.0.0.1 10.0.0.2 {\n next nxdomain\n next SERVFAIL\n failover servfail REFUSED\n"
+        " failfast_all_unhealthy_upstreams\n expire 5s\n max_age 30s\n max_idle_conns 4\n}"
+    ))  # fmt: skip
+    assert (f.next_rcodes, f.failover_rcodes, f.failfast) == ((3, 2), (2, 5), True)
+    assert (f.expire, f.max_age, f.max_idle_conns) == (5.0, 30.0, 4)
+    assert f.tls_context is None  # no tls:// upstream: nothing to load
+    t = forward.parse(directive("forward . tls://10.0.0.1 {\n tls_servername dns.example\n}"))
+    assert t.upstreams[0].tls and t.tls_servername == "dns.example" and t.tls_context is not None
+    assert t.upstreams[0].label == "10.0.0.1:853"
+
+
 def test_forward_dedups_and_caps_upstreams() -> None:
     f = forward.parse(directive("forward . 10.0.0.1 10.0.0.1:53 dns://10.0.0.1"))
     assert len(f.upstreams) == 1
@@ -186,7 +215,8 @@ def test_forward_reads_a_resolv_conf(tmp_path: Any) -> None:
     [
         ("forward .", "FROM TO"),
         ("forward . banana", "not an IP"),
-        ("forward . tls://10.0.0.1", "not supported"),
+        ("forward . https://10.0.0.1", "'https' is not supported as a destination protocol"),
+        ("forward . quic://10.0.0.1", "'quic' is not supported as a destination protocol"),
         ("forward . /nonexistent/resolv.conf", "does not exist"),
         ("forward . 10.0.0.1 {\n policy fastest\n}", "policy"),
         ("forward . 10.0.0.1 {\n max_fails -1\n}", "max_fails"),
@@ -196,7 +226,31 @@ def test_forward_reads_a_resolv_conf(tmp_path: Any) -> None:
         ("forward . 10.0.0.1 {\n force_tcp now\n}", "no arguments"),
         ("forward . 10.0.0.1 {\n health_check\n}", "health_check"),
         ("forward . 10.0.0.1 {\n health_check 1s maybe\n}", "unexpected"),
-        ("forward . 10.0.0.1 {\n tls_servername x\n}", "unknown property"),
+        ("forward . 10.0.0.1 {\n source_address 10.0.0.2\n}", "unknown property"),
+        ("forward . 10.0.0.1 {\n next\n}", "RCODE"),
+        ("forward . 10.0.0.1 {\n next NXDOMAIN BOGUS\n}", "BOGUS is not a valid rcode"),
+        ("forward . 10.0.0.1 {\n failover NOERROR\n}", "NoError cannot be used in failover"),
+        ("forward . 10.0.0.1 {\n failover\n}", "RCODE"),
+        ("forward . 10.0.0.1 {\n failfast_all_unhealthy_upstreams yes\n}", "no arguments"),
+        ("forward . 10.0.0.1 {\n max_idle_conns -1\n}", "max_idle_conns can't be negative: -1"),
+        ("forward . 10.0.0.1 {\n max_idle_conns many\n}", "max_idle_conns"),
+        ("forward . 10.0.0.1 {\n max_age -1s\n}", "max_age can't be negative"),
+        ("forward . 10.0.0.1 {\n max_age 5s\n}", r"max_age \(5s\) must not be less than expire \(10s\)"),
+        ("forward . 10.0.0.1 {\n read_timeout 0s\n}", "read_timeout must be positive: 0s"),
+        ("forward . 10.0.0.1 {\n tls a b c d\n}", "at most three"),
+        ("forward . 10.0.0.1 {\n tls_servername\n}", "NAME"),
+        (
+            "forward . tls://10.0.0.1 {\n tls /nonexistent/ca.pem\n}",
+            "error reading /nonexistent/ca.pem: open /nonexistent/ca.pem: no such file or directory",
+        ),
+        (
+            "forward . tls://10.0.0.1 {\n tls /nonexistent/c.pem /nonexistent/k.pem\n}",
+            "could not load TLS cert: open /nonexistent/c.pem: no such file or directory",
+        ),
+        (
+            "forward . tls://10.0.0.1%dns.example {\n tls_servername other.example\n}",
+            r"both forward \('other.example'\) and proxy level \('dns.example'\) TLS servernames are set",
+        ),
     ],
 )
 def test_forward_errors(text: str, match: str) -> None:
@@ -339,6 +393,8 @@ def test_plan_groups_blocks_by_listener_and_rejects_conflicts() -> None:
     ) as e:
         plan(parse_corefile(".:53 {\n kubernetes cluster.local\n}\n", "Corefile"))
     assert str(e.value).startswith("Corefile:2 (directive 'kubernetes')")
-    assert "(available: bind, cache, " in str(e.value) and "docs/configuration.md" in str(e.value)
+    assert "(available: bind, bufsize, cache, debug, " in str(e.value) and "docs/configuration.md" in str(
+        e.value
+    )
     with pytest.raises(CorefileError, match=r"unknown directive 'forwrd' \(did you mean 'forward'\?\)"):
         plan(parse_corefile(".:53 {\n forwrd . 127.0.0.1\n}\n", "Corefile"))

@@ -179,7 +179,7 @@ __PILLAR__DNS__DOMAIN__:{port} {{
     forward . __PILLAR__CLUSTER__DNS__:{upstream}
     health __PILLAR__LOCAL__DNS__:{health}{lameduck}
     ready __PILLAR__LOCAL__DNS__:{ready}
-    prometheus 127.0.0.1:{prom}
+    prometheus {prom_endpoint}
 }}
 """
 CLUSTER_NAME = "kubernetes.default.svc.cluster.local."
@@ -254,6 +254,7 @@ def agent_process(
     kubespray: bool = False,
     prefix: tuple[str, ...] = (),
     conf: Path | None = None,
+    prometheus_placeholder: bool = False,
 ) -> Iterator[Running]:
     """``kubespray``: its layout, a finished Corefile in the ConfigMap mount as ``-conf`` and no
     template (``-basecorefile`` names a file that is not there). ``conf``: ``-conf`` elsewhere,
@@ -265,7 +266,7 @@ def agent_process(
         upstream=upstream.port,
         health=ports["health"],
         ready=ports["ready"],
-        prom=ports["prom"],
+        prom_endpoint="__PROMETHEUS__ENDPOINT__" if prometheus_placeholder else f"127.0.0.1:{ports['prom']}",
         lameduck=f" {{\n        lameduck {lameduck}\n    }}" if lameduck else "",
     )
     finished = text
@@ -296,6 +297,7 @@ def agent_process(
         "-setupinterface=false", "-setupiptables=false",
         "-dns.port", str(port),
         "-metrics-listen-address", f"127.0.0.1:{ports['metrics']}",
+        "-prometheus-listen-address", f"127.0.0.1:{ports['prom']}",
         *extra,
     ]  # fmt: skip
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("NODELOCALDNS_")}
@@ -414,6 +416,16 @@ def test_sigterm_reports_not_ready_and_answers_through_lameduck_and_a_second_sig
         assert run.proc.wait(5) == 1
         assert time.monotonic() - started < 2  # did not sit out the lameduck
     assert "Second SIGINT: exiting now" in run.log()
+
+
+def test_prometheus_endpoint_placeholder_gets_the_flags_address(
+    tmp_path: Path, cluster_dns: UpstreamServer
+) -> None:
+    with agent_process(tmp_path, cluster_dns, prometheus_placeholder=True) as run:
+        assert answers(run.query(CLUSTER_NAME)) == ["198.18.0.1"]
+        status, body = run.http("prom", "/metrics")
+        assert status == 200 and "coredns_dns_requests_total" in body
+    assert f"prometheus 127.0.0.1:{run.ports['prom']}\n" in (tmp_path / "Corefile").read_text()
 
 
 def test_clean_sigterm_after_lameduck_exits_0(tmp_path: Path, cluster_dns: UpstreamServer) -> None:

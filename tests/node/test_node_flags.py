@@ -52,6 +52,7 @@ def test_defaults_match_node_cache() -> None:
     assert p.kubedns_cm is None
     assert p.health_port == 8080
     assert p.metrics_listen_address == "0.0.0.0:9353"
+    assert p.prometheus_listen_address == ":9253"
     assert p.pidfile is None
     assert p.reload_with_signal is False
     assert p.dns_port == 53
@@ -306,9 +307,11 @@ def test_other_values() -> None:
             "-interfacename=nodelocaldns2",
             "-health-port=8081",
             "-metrics-listen-address=[::1]:9354",
+            "-prometheus-listen-address=127.0.0.1:9300",
             "-basecorefile=/etc/coredns/alt.base",
         ]
     )
+    assert p.prometheus_listen_address == "127.0.0.1:9300"
     assert p.interface_name == "nodelocaldns2"
     assert p.health_port == 8081
     assert p.metrics_listen_address == "[::1]:9354"
@@ -322,6 +325,7 @@ def test_other_values() -> None:
         ("health-port", "NODELOCALDNS_HEALTH_PORT"),
         ("dns.port", "NODELOCALDNS_DNS_PORT"),
         ("metrics-listen-address", "NODELOCALDNS_METRICS_LISTEN_ADDRESS"),
+        ("prometheus-listen-address", "NODELOCALDNS_PROMETHEUS_LISTEN_ADDRESS"),
         ("rules-backend", "NODELOCALDNS_RULES_BACKEND"),
     ],
 )
@@ -434,6 +438,7 @@ def test_invalid_env_names_the_variable(env: dict[str, str], match: str) -> None
         (["-cluster-domain", "bad_domain"], "invalid cluster domain"),
         (["-metrics-listen-address", "9353"], "invalid metrics listen address"),
         (["-metrics-listen-address", "0.0.0.0:metrics"], "invalid metrics listen address"),
+        (["-prometheus-listen-address", "9253"], "invalid prometheus listen address"),
         (["-basecorefile="], "-basecorefile must not be empty"),
         (["positional"], "extra command line arguments"),
     ],
@@ -467,6 +472,7 @@ def test_usage_lists_every_flag_with_default_and_env() -> None:
         "kubednscm",
         "health-port",
         "metrics-listen-address",
+        "prometheus-listen-address",
         "pidfile",
         "reloadwithsignal",
         "dns.port",

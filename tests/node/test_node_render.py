@@ -453,12 +453,24 @@ def test_resolv_conf_style_file_as_nameserver(tmp_path: Path) -> None:
 
 
 def test_unknown_placeholder_is_reported() -> None:
-    template = ".:53 {\n    prometheus __PROMETHEUS__ENDPOINT__\n    log __PILLAR__LOG__FORMAT__\n}\n"
+    template = ".:53 {\n    prometheus :9253\n    log __PILLAR__LOG__FORMAT__ __PROMETHEUS__OTHER__\n}\n"
     result = render_corefile(template, params(), env={})
     assert result.text == template
     assert result.warnings == (
-        "unknown placeholders left in the Corefile: __PILLAR__LOG__FORMAT__, __PROMETHEUS__ENDPOINT__",
+        "unknown placeholders left in the Corefile: __PILLAR__LOG__FORMAT__, __PROMETHEUS__OTHER__",
     )
+
+
+@pytest.mark.parametrize(
+    ("extra", "endpoint"),
+    [((), ":9253"), (("-prometheus-listen-address", "127.0.0.1:9300"), "127.0.0.1:9300")],
+)
+def test_prometheus_endpoint_placeholder(extra: tuple[str, ...], endpoint: str) -> None:
+    # node-local-dns master (cache_app_test.go): every occurrence, in the template only.
+    template = ".:53 {\n    prometheus __PROMETHEUS__ENDPOINT__\n}\nx:53 {\n    prometheus __PROMETHEUS__ENDPOINT__\n}\n"
+    result = render_corefile(template, params(None, *extra), env=UPSTREAM_ENV)
+    assert result.text == template.replace("__PROMETHEUS__ENDPOINT__", endpoint)
+    assert result.warnings == ()
 
 
 def test_template_without_tokens_is_untouched() -> None:

@@ -66,6 +66,8 @@ class NodeCacheParams:
     """``-health-port``: only used for the NOTRACK rules of the liveness probe traffic."""
     metrics_listen_address: str = "0.0.0.0:9353"
     """``-metrics-listen-address``: ``host:port`` of the setup-errors metrics listener."""
+    prometheus_listen_address: str = ":9253"
+    """``-prometheus-listen-address`` (node-local-dns master): fills ``__PROMETHEUS__ENDPOINT__``."""
     pidfile: str | None = None
     """``-pidfile``: written once all servers listen; rules are installed when it appears."""
     reload_with_signal: bool = False
@@ -109,6 +111,7 @@ _FLAGS: tuple[_Flag, ...] = (
     _Flag("interfacename", "string", "nodelocaldns", "name of the interface to be created"),
     _Flag("syncinterval", "duration", "60", "interval to check for iptables rules (60, 60s, 1m; 30ns = 30s)"),
     _Flag("metrics-listen-address", "string", "0.0.0.0:9353", "address to serve metrics on"),
+    _Flag("prometheus-listen-address", "string", ":9253", "address to serve Prometheus metrics on"),
     _Flag("setupiptables", "bool", "true", "indicates whether iptables rules should be setup"),
     _Flag(
         "basecorefile", "string", "/etc/coredns/Corefile.base", "Path to the template Corefile for node-cache"
@@ -333,12 +336,12 @@ def _validate_cluster_domain(domain: str) -> str:
     return normalized
 
 
-def _validate_listen_address(address: str) -> str:
+def _validate_listen_address(address: str, what: str = "metrics") -> str:
     try:
         _, port = split_host_port(address)
         _parse_port(port)
     except ValueError as exc:
-        raise ConfigError(f"invalid metrics listen address {address!r}: {exc}") from exc
+        raise ConfigError(f"invalid {what} listen address {address!r}: {exc}") from exc
     return address
 
 
@@ -396,6 +399,7 @@ def parse_args(
         kubedns_cm=kubedns_cm,
         health_port=_parse_port(values["health-port"]),
         metrics_listen_address=_validate_listen_address(values["metrics-listen-address"]),
+        prometheus_listen_address=_validate_listen_address(values["prometheus-listen-address"], "prometheus"),
         pidfile=values["pidfile"] or None,
         reload_with_signal=values["reloadwithsignal"] == "true",
         dns_port=_parse_port(values["dns.port"]),

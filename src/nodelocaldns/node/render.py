@@ -33,6 +33,7 @@ CLUSTER_DNS = "__PILLAR__CLUSTER__DNS__"
 LOCAL_DNS = "__PILLAR__LOCAL__DNS__"
 DNS_SERVER = "__PILLAR__DNS__SERVER__"
 DNS_DOMAIN = "__PILLAR__DNS__DOMAIN__"
+PROMETHEUS_ENDPOINT = "__PROMETHEUS__ENDPOINT__"  # kubernetes-sigs/node-local-dns master
 
 DEFAULT_UPSTREAM = "/etc/resolv.conf"
 KUBE_DNS_SERVICE_HOST_ENV = "KUBE_DNS_SERVICE_HOST"
@@ -256,6 +257,8 @@ def render_corefile(
         ip_tokens[DNS_SERVER] = (kube_dns,) if kube_dns in params.local_ips else ()
 
     text = "".join(_substitute_lines(text.splitlines(keepends=True), ip_tokens, params.cluster_domain))
+    # Last, and in the template only (not the stub-domain blocks), as node-local-dns does.
+    text = text.replace(PROMETHEUS_ENDPOINT, params.prometheus_listen_address)
     leftover = sorted(set(_LEFTOVER.findall(text)))
     if leftover:
         warnings.append(f"unknown placeholders left in the Corefile: {', '.join(leftover)}")

@@ -12,6 +12,7 @@ PLUGINS: tuple[str, ...] = (
     "bind",
     "bufsize",
     "cache",
+    "debug",
     "dns64",
     "errors",
     "forward",
@@ -20,11 +21,14 @@ PLUGINS: tuple[str, ...] = (
     "loadbalance",
     "log",
     "loop",
+    "pprof",
     "prometheus",
     "ready",
     "reload",
     "rewrite",
     "template",
+    "timeouts",
+    "trace",
     "whoami",
 )
 

@@ -28,6 +28,9 @@ from nodelocaldns.metrics.dnsstats import ServerStats, ZoneAcc, duration_bucket
 from nodelocaldns.plugins.cache import fastpath
 from nodelocaldns.plugins.cache.fastpath import DO_FLAGS, EDNS, NOEDNS, OPT_HEAD
 from nodelocaldns.plugins.cache.handler import CacheHandler
+from nodelocaldns.plugins.timeouts.setup import DEFAULT_WRITE as WRITE_TIMEOUT
+from nodelocaldns.plugins.timeouts.setup import TimeoutsConfig
+from nodelocaldns.plugins.timeouts.setup import for_listener as timeouts_for_listener
 from nodelocaldns.server.settings import DEFAULT, ServerConfig
 
 log = logging.getLogger("nodelocaldns")
@@ -109,8 +112,11 @@ class Listener:
         self.tcp: asyncio.Server | None = None
         self.tcp_conns: set[TCPConnection] = set()
         self.max_tcp_conns = config.tcp_max_conns
+        self.config = config
         self.tcp_idle = config.tcp_idle_timeout
         self.tcp_read_timeout = config.tcp_read_timeout
+        self.tcp_write_timeout = WRITE_TIMEOUT
+        self.tcp_max_queries = -1  # queries per connection; -1: unlimited
         self.memo_max = config.route_memo_max
         self.limiter = RateLimiter(burst=config.log_burst, window=config.log_window)
         self.malformed = 0
@@ -123,6 +129,13 @@ class Listener:
     def set_router(self, router: Router) -> None:
         """Swap the zone table (a reload); sockets stay open, the hit memo starts empty."""
         self.router = router
+        # ``timeouts`` of every block served here, in Corefile order (CoreDNS NewServer's walk).
+        blocks = list(dict.fromkeys(router.zones.values()))
+        base = TimeoutsConfig(self.config.tcp_read_timeout, WRITE_TIMEOUT, self.config.tcp_idle_timeout, -1)
+        cfgs = [c for b in blocks for rt in b.runtimes for c in getattr(rt, "listener_timeouts", ())]
+        t = timeouts_for_listener([base, *cfgs])
+        self.tcp_read_timeout, self.tcp_write_timeout, self.tcp_idle = t.read, t.write, t.idle
+        self.tcp_max_queries = t.max_tcp_queries
 
     # -- the fast path ---------------------------------------------------------------------------
 
@@ -468,7 +481,9 @@ class TCPConnection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.peer: tuple[str, int] = ("", 0)
         self.inflight = 0
+        self.queries = 0
         self.timer: asyncio.TimerHandle | None = None
+        self.write_timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -487,21 +502,29 @@ class TCPConnection(asyncio.Protocol):
         self.timer = asyncio.get_running_loop().call_later(seconds, self._timeout)
 
     def _timeout(self) -> None:
-        if self.inflight and not self.buf:
+        if self.inflight and (not self.buf or self._done_reading()):
             self._arm(self.listener.tcp_idle)
             return
         if self.transport is not None:
             self.transport.close()
 
+    def _done_reading(self) -> bool:
+        """``timeouts { maxtcpqueries N }``: after N queries the connection takes no more."""
+        limit = self.listener.tcp_max_queries
+        return limit != -1 and self.queries >= limit
+
     def data_received(self, data: bytes) -> None:
-        self.buf += data
         lst = self.listener
-        while len(self.buf) >= 2:
+        if self._done_reading():
+            return
+        self.buf += data
+        while len(self.buf) >= 2 and not self._done_reading():
             n = (self.buf[0] << 8) | self.buf[1]
             if len(self.buf) < 2 + n:
                 break
             msg = bytes(self.buf[2 : 2 + n])
             del self.buf[: 2 + n]
+            self.queries += 1
             try:
                 out = lst.fast(msg, True)
             except Exception as exc:  # as on UDP: a fast-path bug costs a slow answer, never the connection
@@ -512,19 +535,43 @@ class TCPConnection(asyncio.Protocol):
             else:
                 self.inflight += 1
                 lst.spawn(msg, self.peer, "tcp", self._send_done)
+        if self._done_reading():
+            self.buf.clear()
+            self._close_when_answered()
+            return
         # A half-sent frame gets the short read timeout; a clean boundary gets the idle timeout.
         self._arm(lst.tcp_read_timeout if self.buf else lst.tcp_idle)
+
+    def _close_when_answered(self) -> None:
+        if self.inflight == 0 and self.transport is not None:
+            self.transport.close()  # flushes what was written first
 
     def _send_done(self, b: bytes) -> None:
         self.inflight -= 1
         self.send(b)
+        if self._done_reading():
+            self._close_when_answered()
 
     def send(self, b: bytes) -> None:
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.write(_LEN.pack(len(b)) + b)
+        t = self.transport
+        if t is not None and not t.is_closing():
+            t.write(_LEN.pack(len(b)) + b)
+            if t.get_write_buffer_size() and self.write_timer is None:
+                # The kernel would not take the whole reply: the client must read it within ``write``.
+                self.write_timer = asyncio.get_running_loop().call_later(
+                    self.listener.tcp_write_timeout, self._write_timeout
+                )
+
+    def _write_timeout(self) -> None:
+        self.write_timer = None
+        t = self.transport
+        if t is not None and t.get_write_buffer_size():
+            t.abort()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.listener.tcp_conns.discard(self)
         if self.timer is not None:
             self.timer.cancel()
+        if self.write_timer is not None:
+            self.write_timer.cancel()
         self.transport = None

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import dns.message
 
+from nodelocaldns.dns.hexdump import hexdump
 from nodelocaldns.plugins.debug import setup
-from nodelocaldns.plugins.debug.hexdump import hexdump
 from support.directives import directive, directives_in, fails
 
 

@@ -48,6 +48,10 @@ class CacheHandler:
         self.clock = clock
         self.counters = CacheStats()
         self._tasks: set[asyncio.Task[None]] = set()
+        # FAILURE_RECHECK: key -> when a stale entry whose refresh failed may be refreshed again.
+        # Kept here, not in Entry: only failing names pay for it.
+        self._retry_after: dict[bytes, float] = {}
+        self._late: dict[bytes, bool] = {}  # a verify that outlived VERIFY_TIMEOUT is still running
 
     def covers(self, qname: bytes) -> bool:
         return in_zones(qname, self._zone_wire)
@@ -115,7 +119,25 @@ class CacheHandler:
             c.prefetch += 1
             self._refresh(e, req, key, next_, c)
 
-    def _refresh(self, e: Entry, req: Request, key: bytes, next_: Next, c: CacheCounters) -> None:
+    def _may_refresh_stale(self, key: bytes, now: float) -> bool:
+        until = self._retry_after.get(key)
+        if until is None:
+            return True
+        if now < until:
+            return False
+        del self._retry_after[key]
+        return True
+
+    def _refresh_done(self, key: bytes, ok: bool) -> None:
+        """CoreDNS endRefresh: a failed stale refresh holds off the next one for FAILURE_RECHECK."""
+        if ok or self.cfg.stale_recheck <= 0:
+            self._retry_after.pop(key, None)
+        else:
+            self._retry_after[key] = self.clock() + self.cfg.stale_recheck
+
+    def _refresh(
+        self, e: Entry, req: Request, key: bytes, next_: Next, c: CacheCounters, stale: bool = False
+    ) -> None:
         e.refreshing = True
         hits = e.hits
         internal = Request(
@@ -123,9 +145,14 @@ class CacheHandler:
         )
 
         async def run() -> None:
+            ok = False
             try:
                 reply = await next_(internal)
-                self._store(reply, internal, key, c)
+                # A stale entry is only replaced by an answer (CoreDNS's verifyStaleResponseWriter):
+                # a failed refresh leaves it intact.
+                ok = not stale or _refreshed(reply)
+                if ok:
+                    self._store(reply, internal, key, c)
                 fresh = self.store.get(key)
                 if fresh is not None and fresh is not e:
                     fresh.hits = hits
@@ -133,6 +160,8 @@ class CacheHandler:
                 log.exception("cache refresh failed")
             finally:
                 e.refreshing = False
+                if stale:
+                    self._refresh_done(key, ok)
 
         t = asyncio.ensure_future(run())
         self._tasks.add(t)
@@ -149,9 +178,24 @@ class CacheHandler:
         )
         if not self.cfg.stale_verify:
             c.served_stale += 1
-            if not e.refreshing:
-                self._refresh(e, req, key, next_, c)
+            if not e.refreshing and self._may_refresh_stale(key, now):
+                self._refresh(e, req, key, next_, c, stale=True)
             return stale
+        if self.cfg.stale_recheck > 0:
+            # In flight or failed recently: the stale entry at once, no other upstream query.
+            if e.refreshing or not self._may_refresh_stale(key, now):
+                c.served_stale += 1
+                return stale
+            e.refreshing = True
+        try:
+            return await self._verify(e, stale, req, key, next_, c)
+        finally:
+            if self.cfg.stale_recheck > 0 and not self._late.get(key):
+                e.refreshing = False
+
+    async def _verify(
+        self, e: Entry, stale: Reply, req: Request, key: bytes, next_: Next, c: CacheCounters
+    ) -> Reply:
         task = asyncio.ensure_future(next_(req))
         timeout = self.cfg.stale_verify_timeout
         if timeout > 0:
@@ -160,21 +204,28 @@ class CacheHandler:
                 # Serve stale now; the verify goes on and refreshes the entry when it lands.
                 internal = Request(req.data, req.q, req.remote, req.proto, req.family, req.server, req.zone,
                                    req.start, True)  # fmt: skip
-                task.add_done_callback(lambda t: self._verified_late(t, internal, key, c))
+                self._late[key] = True
+                task.add_done_callback(lambda t: self._verified_late(t, e, internal, key, c))
                 c.served_stale += 1
                 return stale
         reply = await task
-        if reply.wire is not None and wire.rcode_of(reply.wire) in (wire.NOERROR, wire.NXDOMAIN):
+        if _refreshed(reply):
+            self._refresh_done(key, True)
             return self._store(reply, req, key, c)
+        self._refresh_done(key, False)
         c.served_stale += 1
         return stale
 
-    def _verified_late(self, t: asyncio.Future[Reply], req: Request, key: bytes, c: CacheCounters) -> None:
-        if t.cancelled() or t.exception() is not None:
-            return
-        reply = t.result()
-        if reply.wire is not None and wire.rcode_of(reply.wire) in (wire.NOERROR, wire.NXDOMAIN):
-            self._store(reply, req, key, c)
+    def _verified_late(
+        self, t: asyncio.Future[Reply], e: Entry, req: Request, key: bytes, c: CacheCounters
+    ) -> None:
+        self._late.pop(key, None)
+        ok = not t.cancelled() and t.exception() is None and _refreshed(t.result())
+        if ok:
+            self._store(t.result(), req, key, c)
+        self._refresh_done(key, ok)
+        if self.cfg.stale_recheck > 0:
+            e.refreshing = False
 
     def entries(self) -> tuple[int, int]:
         s, d = self.store.sizes()
@@ -192,6 +243,10 @@ def _capped(reply: Reply, verdict: Verdict) -> Reply:
     for _start, ttl_off, _rtype, _end in verdict.records:
         _TTL.pack_into(out, ttl_off, verdict.ttl)
     return Reply(bytes(out), reply.rcode, reply.plugin, reply.error, reply.final)
+
+
+def _refreshed(reply: Reply) -> bool:
+    return reply.wire is not None and wire.rcode_of(reply.wire) in (wire.NOERROR, wire.NXDOMAIN)
 
 
 def _matches(reply: bytes, q: wire.Query) -> bool:

@@ -38,6 +38,7 @@ class CacheConfig:
     stale_verify: bool = False
     stale_response_ttl: int = 0
     stale_verify_timeout: float = 0.0  # verify: serve stale after this long (0: wait for the upstream)
+    stale_recheck: float = 0.0  # FAILURE_RECHECK: after a failed stale refresh, no other one this long
     servfail_ttl: float = SERVFAIL_TTL
     keepttl: bool = False
     disable_success: tuple[str, ...] = ()
@@ -121,7 +122,18 @@ def parse(d: Directive) -> CacheConfig:
                         raise sub.error("serve_stale response TTL must be a whole number of seconds")
                     kw["stale_response_ttl"] = int(resp_ttl)
                 if rest:
-                    raise sub.error("serve_stale FAILURE_RECHECK is not supported")
+                    text = rest.pop(0)
+                    try:
+                        recheck = parse_duration(text.lstrip("+-")) * (-1 if text.startswith("-") else 1)
+                    except ValueError:
+                        raise sub.error(
+                            f"invalid serve_stale failure recheck: invalid duration {text!r}"
+                        ) from None
+                    if recheck < 0:
+                        raise sub.error("invalid negative failure recheck for serve_stale")
+                    if recheck > MAX_SERVFAIL_TTL:
+                        raise sub.error("serve_stale failure recheck cannot exceed 5 minutes")
+                    kw["stale_recheck"] = recheck
             if rest:
                 raise sub.error(f"unexpected argument {rest[0]!r}")
         elif sub.name == "servfail":

@@ -9,6 +9,8 @@ class ForwardRuntime(Runtime):
 
     def __init__(self, host: Host, cfgs: list[setup.ForwardConfig]) -> None:
         self.forwarders = [handler.ForwardHandler(c, clock=host.clock) for c in cfgs]
+        for f in self.forwarders[:-1]:
+            f.next_is_forward = True
         self.handlers = tuple(self.forwarders)
 
     def close(self) -> None:

@@ -42,7 +42,14 @@ class ForwardHandler:
         self.counters = counters
         # The clock decides connection reuse (expire); I/O deadlines stay on the event loop's clock,
         # which is the one asyncio's timeouts run on.
-        self.proxies = [Proxy(u, cfg.expire, counters, clock) for u in cfg.upstreams]
+        self.proxies = [
+            Proxy(u, cfg.expire, counters, clock, max_age=cfg.max_age, max_idle_conns=cfg.max_idle_conns,
+                  tls_context=cfg.tls_context, tls_servername=cfg.tls_servername)
+            for u in cfg.upstreams
+        ]  # fmt: skip
+        # ``next`` hands a reply on only to a following ``forward`` of the block (CoreDNS setup.go
+        # chains them); the last one's next is another plugin, and there ``next`` is ignored.
+        self.next_is_forward = False
         self.policy = Policy(cfg.policy)
         self.inflight = 0
         self._from = (wire.text_to_wire(cfg.from_zone),)
@@ -65,7 +72,7 @@ class ForwardHandler:
             return Reply(None, wire.REFUSED, error=UpstreamError("concurrent queries exceeded maximum"))
         self.inflight += 1
         try:
-            return await self._forward(req)
+            return await self._forward(req, next_)
         finally:
             self.inflight -= 1
 
@@ -76,47 +83,57 @@ class ForwardHandler:
             return "udp"
         return req.proto
 
-    async def _forward(self, req: Request) -> Reply:
+    async def _forward(self, req: Request, next_: Next) -> Reply:
+        """CoreDNS Forward.ServeDNS's loop: walk the policy's list, skipping upstreams that are down."""
         cfg = self.cfg
         loop = asyncio.get_running_loop()
         deadline = loop.time() + cfg.timeout
         question = req.data[wire.HEADER_LEN : req.q.question_end]
         proto = self._proto(req)
+        proxies = self.policy.order(self.proxies)
+        n = len(proxies)
+        max_attempts = 2 * n  # CoreDNS's default max_connect_attempts: two passes
+        attempts = fails = failovers = i = 0
         err: BaseException | None = None
-        attempts = 0
-        max_attempts = 2 * len(self.proxies)
         while loop.time() < deadline and attempts < max_attempts:
-            candidates = self.policy.order(self.proxies)
-            healthy = [p for p in candidates if not p.down(cfg.max_fails)]
-            all_down = not healthy
-            if all_down:
-                # CoreDNS: "health checking assumed broken", try one at random anyway, once.
-                self.counters.healthcheck_broken += 1
-                healthy = [random.choice(self.proxies)]
-            for p in healthy:
-                remaining = deadline - loop.time()
-                if remaining <= 0 or attempts >= max_attempts:
-                    break
-                attempts += 1
-                t0 = time.perf_counter()
-                try:
-                    reply = await p.exchange(
-                        req.data, question, proto, min(cfg.read_timeout, remaining), req.q.udp_size
-                    )
-                    if proto == "udp" and reply[2] & 0x02 and cfg.prefer_udp:
-                        reply = await p.exchange(
-                            req.data, question, "tcp", min(cfg.read_timeout, remaining), 0
-                        )
-                except UpstreamError as e:
-                    err = e
-                    if cfg.max_fails != 0:
-                        p.start_health_check(self._probe, "tcp" if cfg.force_tcp else "udp", cfg.health_check)
+            if i >= n:
+                i = fails = 0
+            p = proxies[i]
+            i += 1
+            if p.down(cfg.max_fails):
+                fails += 1
+                if fails < n:
                     continue
-                rc = wire.rcode_of(reply)
-                self.counters.observe(p.addr, wire.RCODE_NAMES.get(rc, str(rc)), time.perf_counter() - t0)
-                return Reply(reply, rc, self.name)
-            if all_down:
-                break  # as Forward.ServeDNS: with every upstream down, one attempt per query
+                self.counters.healthcheck_broken += 1
+                if cfg.failfast:
+                    break
+                # CoreDNS: "health checking assumed broken", try one at random anyway.
+                p = random.choice(self.proxies)
+            remaining = deadline - loop.time()
+            t0 = time.perf_counter()
+            try:
+                reply = await p.exchange(
+                    req.data, question, proto, min(cfg.read_timeout, remaining), req.q.udp_size
+                )
+                if proto == "udp" and reply[2] & 0x02 and cfg.prefer_udp:
+                    reply = await p.exchange(req.data, question, "tcp", min(cfg.read_timeout, remaining), 0)
+            except UpstreamError as e:
+                err = e
+                if cfg.max_fails != 0:
+                    p.start_health_check(self._probe, "tcp" if cfg.force_tcp else "udp", cfg.health_check)
+                attempts += 1
+                if fails < n:
+                    continue
+                break  # every upstream down: one attempt per query
+            rc = wire.rcode_of(reply)
+            self.counters.observe(p.addr, wire.RCODE_NAMES.get(rc, str(rc)), time.perf_counter() - t0)
+            if rc in cfg.failover_rcodes:
+                failovers += 1
+                if failovers < n:
+                    continue  # the next upstream; after the last one its reply stands
+            if rc in cfg.next_rcodes and self.next_is_forward:
+                return await next_(req)
+            return Reply(reply, rc, self.name)
         if err is None:
             err = NoHealthyUpstream("no healthy proxies")
         return Reply(None, wire.SERVFAIL, error=err)

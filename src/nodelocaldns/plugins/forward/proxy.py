@@ -1,4 +1,4 @@
-"""One upstream: UDP and TCP exchanges, a pool of reused TCP connections, and health state.
+"""One upstream: UDP, TCP and TLS exchanges, a pool of reused connections, and health state.
 
 Every UDP exchange uses a fresh socket (so a fresh kernel-chosen source port) and a fresh random
 ID; replies whose ID or question do not match are dropped and the read continues until the
@@ -8,19 +8,24 @@ deadline, so a spoofed or stale datagram cannot complete a query.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import socket
+import ssl
 import struct
 import time
 from collections import deque
 from collections.abc import Callable
 
 from nodelocaldns.dns import wire
-from nodelocaldns.errors import UpstreamError
+from nodelocaldns.dns.hexdump import hexdump
+from nodelocaldns.errors import UpstreamError, WireError
+from nodelocaldns.plugins.forward import tlsconfig
 from nodelocaldns.plugins.forward.metrics import ForwardCounters
 from nodelocaldns.plugins.forward.setup import Upstream
 
 _LEN = struct.Struct("!H")
+log = logging.getLogger("nodelocaldns")
 
 
 def go_addr(sockaddr: object) -> str:
@@ -64,13 +69,27 @@ def reply_matches(reply: bytes, qid: int, question: bytes) -> bool:
     return got == question or got.lower() == question.lower()
 
 
+def wrong_reply(data: bytes, qid: int, question: bytes) -> None:
+    """With ``debug``: CoreDNS's hexdump of a reply with our ID but another question (dropped)."""
+    if len(data) < 2 or _LEN.unpack_from(data)[0] != qid or not log.isEnabledFor(logging.DEBUG):
+        return
+    try:
+        qname, off = wire.read_name(question, 0)
+        qtype = _LEN.unpack_from(question, off)[0]
+        name = wire.name_to_text(qname)
+    except (WireError, struct.error):
+        return
+    log.debug("[DEBUG] Wrong reply for id: %d, %s %d\n%s", qid, name, qtype, hexdump(data))
+
+
 class _Conn:
-    __slots__ = ("reader", "writer", "used")
+    __slots__ = ("reader", "writer", "used", "created")
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, now: float) -> None:
         self.reader = reader
         self.writer = writer
         self.used = now
+        self.created = now
 
     def close(self) -> None:
         self.writer.close()
@@ -85,12 +104,24 @@ class Proxy:
         expire: float,
         counters: ForwardCounters,
         clock: Callable[[], float] = time.monotonic,
+        *,
+        max_age: float = 0.0,
+        max_idle_conns: int = 0,
+        tls_context: ssl.SSLContext | None = None,
+        tls_servername: str = "",
     ) -> None:
         self.up = up
         self.clock = clock
         self.addr = up.label
         self.family = socket.AF_INET6 if ":" in up.host else socket.AF_INET
         self.expire = expire
+        self.max_age = max_age
+        self.max_idle_conns = max_idle_conns
+        # A tls:// upstream speaks DNS over TLS for every query, whatever the client used.
+        self.tls = tls_context if up.tls else None
+        # Go's tls.Dial falls back to the address's host: an IP is then checked against IP SANs.
+        self.server_name = up.server_name or tls_servername or up.host
+        self.stream_proto = "tcp-tls" if self.tls is not None else "tcp"
         self.fails = 0
         self.counters = counters
         self._pool: deque[_Conn] = deque()
@@ -106,7 +137,7 @@ class Proxy:
         """Send ``query`` (any ID) and return the matching reply with the ID the caller sent."""
         qid = new_id()
         msg = with_id(query, qid)
-        if proto == "udp":
+        if proto == "udp" and self.tls is None:
             reply = await self._udp(msg, qid, question, timeout, bufsize)
         else:
             reply = await self._tcp(msg, qid, question, timeout)
@@ -144,13 +175,14 @@ class Proxy:
                     raise UpstreamError(op_error("read", "udp", local, self.addr, err), self.addr) from None
                 if reply_matches(data, qid, question):
                     return data
+                wrong_reply(data, qid, question)
         finally:
             sock.close()
 
     async def _tcp(self, msg: bytes, qid: int, question: bytes, timeout: float) -> bytes:
         conn = self._take()
         reused = conn is not None
-        self.counters.conn_cache(self.addr, "tcp", hit=reused)
+        self.counters.conn_cache(self.addr, self.stream_proto, hit=reused)
         try:
             if conn is None:
                 conn = await self._dial(timeout)
@@ -167,12 +199,16 @@ class Proxy:
             if conn is not None:
                 conn.close()
             raise
-        conn.used = self.clock()
-        if self._closed:
-            conn.close()
-        else:
-            self._pool.append(conn)
+        self._yield(conn)
         return data
+
+    def _yield(self, conn: _Conn) -> None:
+        """Back into the pool (CoreDNS Transport.Yield): unless stopped or max_idle_conns are idle."""
+        conn.used = self.clock()
+        if self._closed or (self.max_idle_conns > 0 and len(self._pool) >= self.max_idle_conns):
+            conn.close()
+            return
+        self._pool.append(conn)
 
     async def _dial(self, timeout: float) -> _Conn:
         try:
@@ -184,7 +220,37 @@ class Proxy:
             # Go's Dialer leaves Source unset: ``dial tcp REMOTE: connect: connection refused``.
             err = go_syscall_error("connect", e)
             raise UpstreamError(op_error("dial", "tcp", None, self.addr, err), self.addr) from None
+        if self.tls is not None:
+            await self._handshake(w, timeout)
         return _Conn(r, w, self.clock())
+
+    async def _handshake(self, w: asyncio.StreamWriter, timeout: float) -> None:
+        """TLS on a connected stream, then Go's name check; any failure closes it."""
+        assert self.tls is not None
+        local = go_addr(w.get_extra_info("sockname"))
+        try:
+            try:
+                async with asyncio.timeout(timeout):
+                    await w.start_tls(self.tls, server_hostname=self.server_name)
+            except TimeoutError:
+                raise UpstreamError(
+                    op_error("read", "tcp", local, self.addr, "i/o timeout"), self.addr
+                ) from None
+            except ssl.SSLCertVerificationError as e:
+                raise UpstreamError(tlsconfig.verify_error(e), self.addr) from None
+            except ssl.SSLError as e:
+                raise UpstreamError(tlsconfig.handshake_error(e), self.addr) from None
+            except (ConnectionError, asyncio.IncompleteReadError):
+                raise UpstreamError("EOF", self.addr) from None
+            except OSError as e:
+                err = go_syscall_error("read", e)
+                raise UpstreamError(op_error("read", "tcp", local, self.addr, err), self.addr) from None
+            wrong = tlsconfig.verify_name(w.get_extra_info("peercert") or {}, self.server_name)
+            if wrong is not None:
+                raise UpstreamError(wrong, self.addr)
+        except UpstreamError:
+            w.close()
+            raise
 
     async def _tcp_roundtrip(
         self, conn: _Conn, msg: bytes, qid: int, question: bytes, timeout: float
@@ -201,6 +267,7 @@ class Proxy:
                     data = await conn.reader.readexactly(n)
                     if reply_matches(data, qid, question):
                         return data
+                    wrong_reply(data, qid, question)
         except TimeoutError:
             raise UpstreamError(op_error(op, "tcp", local, self.addr, "i/o timeout"), self.addr) from None
         except asyncio.IncompleteReadError:
@@ -214,7 +281,8 @@ class Proxy:
         now = self.clock()
         while self._pool:
             c = self._pool.popleft()  # oldest first, as CoreDNS
-            if now - c.used < self.expire and not c.writer.is_closing():
+            too_old = self.max_age > 0 and now - c.created > self.max_age
+            if now - c.used < self.expire and not too_old and not c.writer.is_closing():
                 return c
             c.close()
         return None

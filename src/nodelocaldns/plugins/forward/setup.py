@@ -4,18 +4,30 @@ from __future__ import annotations
 
 import ipaddress
 import os
-from dataclasses import dataclass
+import ssl
+from dataclasses import dataclass, field
 
-from nodelocaldns.core.duration import parse_duration
+from nodelocaldns.core.duration import format_duration, parse_duration
 from nodelocaldns.corefile.model import Directive
+from nodelocaldns.plugins.forward import tlsconfig
 
 MAX_UPSTREAMS = 15
+TLS_PORT = 853
+
+# miekg/dns StringToRcode: what ``next`` and ``failover`` accept (case-insensitive).
+RCODES: dict[str, int] = {
+    "NOERROR": 0, "FORMERR": 1, "SERVFAIL": 2, "NXDOMAIN": 3, "NOTIMP": 4, "REFUSED": 5, "YXDOMAIN": 6,
+    "YXRRSET": 7, "NXRRSET": 8, "NOTAUTH": 9, "NOTZONE": 10, "BADSIG": 16, "BADVERS": 16, "BADKEY": 17,
+    "BADTIME": 18, "BADMODE": 19, "BADNAME": 20, "BADALG": 21, "BADTRUNC": 22, "BADCOOKIE": 23,
+}  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
 class Upstream:
     host: str  # IP literal
     port: int
+    tls: bool = False  # tls:// (DNS over TLS, RFC 7858)
+    server_name: str = ""  # tls://IP%NAME: this upstream's own TLS server name
 
     @property
     def label(self) -> str:
@@ -39,16 +51,41 @@ class ForwardConfig:
     max_concurrent: int = 0
     read_timeout: float = 2.0
     timeout: float = 5.0  # CoreDNS defaultTimeout: the whole budget for one query
+    max_age: float = 0.0  # close a pooled connection this long after it was opened; 0: never
+    max_idle_conns: int = 0  # idle connections kept per upstream; 0: unlimited
+    next_rcodes: tuple[int, ...] = ()  # hand these replies to the next ``forward`` of the block
+    failover_rcodes: tuple[int, ...] = ()  # try the next upstream on these replies
+    failfast: bool = False  # every upstream down: SERVFAIL at once instead of one random try
+    tls_args: tuple[str, ...] | None = None  # the ``tls`` line's CERT KEY CA (None: no ``tls`` line)
+    tls_servername: str = ""
+    # Built once at setup (CoreDNS loads the files in setup too); shared by the block's TLS upstreams.
+    tls_context: ssl.SSLContext | None = field(default=None, compare=False)
 
 
 def parse_upstream(text: str) -> Upstream:
-    """``IP``, ``IP:port``, ``[v6]:port``, ``dns://IP[:port]``. Raises ValueError."""
+    """``IP``, ``IP:port``, ``[v6]:port``, ``dns://IP[:port]``, ``tls://IP[%NAME][:port]``.
+
+    Raises ValueError.
+    """
     t = text
+    tls = False
     if t.startswith("dns://"):
         t = t[len("dns://") :]
+    elif t.startswith("tls://"):
+        t, tls = t[len("tls://") :], True
     elif "://" in t:
-        raise ValueError(f"transport {t.split('://')[0]!r} is not supported (only dns://)")
-    port = 53
+        raise ValueError(f"'{t.split('://')[0]}' is not supported as a destination protocol in forward")
+    server_name = ""
+    if tls and "%" in t:
+        # CoreDNS splitZone: NAME sits between the last % and an optional :port after it.
+        t, _, server_name = t.rpartition("%")
+        if t.startswith("["):
+            t += "]"
+        if ":" in server_name:
+            server_name, _, p = server_name.rpartition(":")
+            t += ":" + p
+        server_name = server_name.removesuffix("]")
+    port = TLS_PORT if tls else 53
     if t.startswith("["):
         host, _, rest = t[1:].partition("]")
         if rest:
@@ -63,7 +100,7 @@ def parse_upstream(text: str) -> Upstream:
     ip = ipaddress.ip_address(host)
     if not 0 < port < 65536:
         raise ValueError(f"port out of range in {text!r}")
-    return Upstream(str(ip), port)
+    return Upstream(str(ip), port, tls, server_name)
 
 
 def resolv_conf_nameservers(path: str) -> list[str]:
@@ -98,6 +135,8 @@ def _to_upstreams(d: Directive, targets: list[str]) -> tuple[Upstream, ...]:
         try:
             ups.append(parse_upstream(t))
         except ValueError as e:
+            if "destination protocol" in str(e):
+                raise d.error(str(e)) from None
             raise d.error(f"not an IP address or file: {t!r} ({e})") from None
     deduped = tuple(dict.fromkeys(ups))
     if len(deduped) > MAX_UPSTREAMS:
@@ -124,16 +163,52 @@ def parse(d: Directive) -> ForwardConfig:
             if a:
                 raise sub.error(f"{sub.name} takes no arguments")
             kw[sub.name] = True
-        elif sub.name in ("expire", "read_timeout"):
+        elif sub.name in ("expire", "read_timeout", "max_age"):
             if len(a) != 1:
                 raise sub.error(f"{sub.name} takes DURATION")
             try:
-                v = parse_duration(a[0])
+                # Go's ParseDuration takes a sign; the checks below say what a negative one means.
+                v = parse_duration(a[0].lstrip("+-")) * (-1 if a[0].startswith("-") else 1)
             except ValueError:
                 raise sub.error(f"invalid duration {a[0]!r}") from None
+            if sub.name == "read_timeout" and v <= 0:
+                raise sub.error(
+                    f"read_timeout must be positive: {'-' if v < 0 else ''}{format_duration(-v if v < 0 else v)}"
+                )
             if v < 0:
-                raise sub.error(f"{sub.name} can't be negative")
+                raise sub.error(f"{sub.name} can't be negative: -{format_duration(-v)}")
             kw[sub.name] = v
+        elif sub.name in ("next", "failover"):
+            if not a:
+                raise sub.error(f"{sub.name} takes RCODE...")
+            codes = []
+            for rc in a:
+                code = RCODES.get(rc.upper())
+                if code is None:
+                    raise sub.error(f"{rc} is not a valid rcode")
+                if sub.name == "failover" and code == 0:
+                    raise sub.error("NoError cannot be used in failover")
+                codes.append(code)
+            key = "next_rcodes" if sub.name == "next" else "failover_rcodes"
+            kw[key] = (*kw.get(key, ()), *codes)  # type: ignore[misc]
+        elif sub.name == "failfast_all_unhealthy_upstreams":
+            if a:
+                raise sub.error("failfast_all_unhealthy_upstreams takes no arguments")
+            kw["failfast"] = True
+        elif sub.name == "max_idle_conns":
+            if len(a) != 1 or not a[0].lstrip("+-").isdigit():
+                raise sub.error("max_idle_conns takes an integer")
+            if int(a[0]) < 0:
+                raise sub.error(f"max_idle_conns can't be negative: {int(a[0])}")
+            kw["max_idle_conns"] = int(a[0])
+        elif sub.name == "tls":
+            if len(a) > 3:
+                raise sub.error("tls takes [CERT KEY] [CA]: at most three arguments")
+            kw["tls_args"] = tuple(a)
+        elif sub.name == "tls_servername":
+            if len(a) != 1:
+                raise sub.error("tls_servername takes NAME")
+            kw["tls_servername"] = a[0]
         elif sub.name in ("max_fails", "max_concurrent"):
             if len(a) != 1 or not a[0].isdigit():
                 raise sub.error(f"{sub.name} takes a non-negative integer")
@@ -160,4 +235,23 @@ def parse(d: Directive) -> ForwardConfig:
                     raise sub.error(f"health_check: unexpected argument {w!r}")
         else:
             raise sub.error(f"unknown property {sub.name!r} in forward")
+    expire = float(kw.get("expire", 10.0))  # type: ignore[arg-type]
+    max_age = float(kw.get("max_age", 0.0))  # type: ignore[arg-type]
+    if 0 < max_age < expire:
+        raise d.error(
+            f"max_age ({format_duration(max_age)}) must not be less than expire ({format_duration(expire)})"
+        )
+    servername = str(kw.get("tls_servername", ""))
+    for u in upstreams:
+        if u.tls and u.server_name and servername:
+            raise d.error(
+                f"both forward ('{servername}') and proxy level ('{u.server_name}') TLS servernames "
+                f"are set for upstream proxy 'tls://{u.label}'"
+            )
+    if any(u.tls for u in upstreams):
+        args = kw.get("tls_args")
+        try:
+            kw["tls_context"] = tlsconfig.client_context(args if isinstance(args, tuple) else None)
+        except tlsconfig.TLSConfigError as e:
+            raise d.error(str(e)) from None
     return ForwardConfig(from_zone, upstreams, **kw)  # type: ignore[arg-type]

@@ -1,0 +1,19 @@
+from typing import Any
+
+from nodelocaldns.core.plugin import BlockInfo, Host, Plugin, Runtime, register
+from nodelocaldns.plugins.timeouts import setup
+
+
+class TimeoutsRuntime(Runtime):
+    """No query-path part: the listeners this block is served on read ``listener_timeouts``."""
+
+    def __init__(self, cfgs: list[setup.TimeoutsConfig]) -> None:
+        # Several ``timeouts`` lines in one block apply in order, as CoreDNS's loop over them does.
+        self.listener_timeouts: tuple[setup.TimeoutsConfig, ...] = tuple(cfgs)
+
+
+def _factory(host: Host, block: BlockInfo, cfgs: list[Any]) -> Runtime:
+    return TimeoutsRuntime(cfgs)
+
+
+PLUGIN = register(Plugin("timeouts", setup.parse, _factory, repeatable=not setup.ONCE))
