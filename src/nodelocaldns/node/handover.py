@@ -16,8 +16,10 @@ Every step runs its file work in a thread: flock waits must not stall the event 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
+from collections.abc import AsyncIterator
 
 from nodelocaldns.node.flags import NodeCacheParams
 from nodelocaldns.node.peers import (
@@ -64,6 +66,15 @@ class Handover:
                 describe(peers),
             )
         return True
+
+    @contextlib.asynccontextmanager
+    async def locked(self) -> AsyncIterator[None]:
+        """The instance lock around a step that must not interleave with a peer's (the first rules tick)."""
+        await asyncio.to_thread(self.registry.lock_instance, self.lock_timeout)
+        try:
+            yield
+        finally:
+            self.registry.unlock_instance()
 
     async def serving(self) -> None:
         await asyncio.to_thread(self.registry.set_phase, SERVING)

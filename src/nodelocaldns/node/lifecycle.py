@@ -165,9 +165,13 @@ class NodeAgent:
             banner(server, self.options.version)
 
         if not self.signals.stop.is_set():
-            await self.setup.install_rules()
             if self.handover is not None:
+                # Under the instance lock: two agents started together must not both add the rules.
+                async with self.handover.locked():
+                    await self.setup.install_rules()
                 await self.handover.serving()
+            else:
+                await self.setup.install_rules()
             self._write_pidfile()
             self._start_watchers()
         return None
