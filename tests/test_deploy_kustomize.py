@@ -195,7 +195,8 @@ def test_lint_catches_what_it_claims() -> None:
         assert needle in problems
     objs = run_render()
     by_kind(objs, "Service")[1]["spec"]["ports"][1]["targetPort"] = 9999
-    by_kind(objs, "DaemonSet")[0]["spec"]["template"]["spec"]["volumes"][2]["configMap"]["name"] = "gone"
+    volumes = by_kind(objs, "DaemonSet")[0]["spec"]["template"]["spec"]["volumes"]
+    next(v for v in volumes if v["name"] == "config-volume")["configMap"]["name"] = "gone"
     problems = "\n".join(checks.lint(objs))
     assert "9999/TCP is not a port" in problems and "needs ConfigMap gone" in problems
 
@@ -307,7 +308,13 @@ def test_agent_renders_configmap_into_a_valid_corefile(mode: str) -> None:
         assert address == f"{get.get('host', '')}:{get['port']}", (probe, address)
     forwards = [d for b in blocks for d in b.directives if d.name == "forward"]
     assert [f.args[1] for f in forwards] == [UPSTREAM_SVC_IP] * 3 + ["/etc/resolv.conf"]
-    ports = {p["containerPort"] for p in container["ports"]}
+    # Declared ports (a pod of its own), or the node ports a hostNetwork pod lists instead.
+    if "ports" in container:
+        ports = {p["containerPort"] for p in container["ports"]}
+    else:
+        ports = {
+            int(p.split("/")[0]) for p in checks.host_ports(by_kind(objs, "DaemonSet")[0]["spec"]["template"])
+        }
     assert {int(d.args[0].rsplit(":", 1)[1]) for d in directives.values() if d.name == "prometheus"} <= ports
     assert int(params.metrics_listen_address.rsplit(":", 1)[1]) in ports
     assert params.health_port == container["livenessProbe"]["httpGet"]["port"]

@@ -60,6 +60,7 @@ def test_daemonset_keeps_every_field_an_upgrade_depends_on() -> None:
     mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
     assert mounts == {
         "xtables-lock": "/run/xtables.lock",
+        "runtime-dir": "/run/nodelocaldns",  # ours: peer discovery for the surge pod
         "config-volume": "/etc/coredns",
         "kube-dns-config": "/etc/kube-dns",
     }

@@ -29,6 +29,7 @@ import dns.query
 import dns.rcode
 import pytest
 
+from nodelocaldns.tools import checks
 from support.agent_ns import (
     EXTERNAL_NAME,
     KUBE_DNS,
@@ -105,7 +106,9 @@ class Rendered:
         return container
 
     def port(self, name: str) -> int:
-        (port,) = [p["containerPort"] for p in self.container["ports"] if p["name"] == name]
+        """A metrics Service port's target: the node port (hostNetwork pods declare none)."""
+        svc = self.get("Service", "node-local-dns")
+        (port,) = [p["targetPort"] for p in svc["spec"]["ports"] if p["name"] == name]
         return int(port)
 
     def arg(self, flag: str) -> str:
@@ -209,10 +212,14 @@ def test_rendered_daemonset_serves_and_its_probes_pass(topo: NodeAndPod, agent: 
     ready = r.probe_url("readinessProbe")
     wait_until(lambda: http_get(topo.node, ready)[0] == 200, 15, f"{ready} to answer 200")
     assert http_get(topo.node, r.probe_url("livenessProbe")) == (200, "OK")
-    # Every declared container port has a listener (hostNetwork: they are the node's ports).
+    # Every node port the pod lists (hostNetwork: declared ports would be host ports, see
+    # test_deploy_surge) has a listener.
     listening = listening_ports(topo.node)
-    for port in r.container["ports"]:
-        assert (port["protocol"], port["containerPort"]) in listening, port
+    template = r.get("DaemonSet", "node-local-dns")["spec"]["template"]
+    assert len(checks.host_ports(template)) == 6
+    for port in checks.host_ports(template):
+        number, proto = port.split("/")
+        assert (proto, int(number)) in listening, port
     # The template is the ConfigMap's Corefile (render already wrote the addresses in); the agent
     # filled in what only the node knows: the domain, kube-dns-upstream's IP, the upstream servers.
     template = r.get("ConfigMap", "node-local-dns")["data"]["Corefile"]

@@ -361,8 +361,10 @@ def run_container(
     configmaps: Mapping[str, Mapping[str, str]],
     env: Mapping[str, str],
     name: str = "container",
+    scrub_after: bool = True,
 ) -> Iterator[Container]:
-    """Start ``container`` (a DaemonSet pod template's container) on the node; kill and scrub on exit."""
+    """Start ``container`` (a DaemonSet pod template's container) on the node; kill and scrub on exit
+    (``scrub_after=False``: another container still runs on the node and owns what is there)."""
     workdir = topo.tmp / name
     upper, work = workdir / "etc-upper", workdir / "etc-work"
     upper.mkdir(parents=True)
@@ -425,4 +427,5 @@ def run_container(
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-        scrub(topo.node)
+        if scrub_after:
+            scrub(topo.node)

@@ -44,6 +44,8 @@ def _in_use(host: str, port: int, kind: int) -> bool:
         if kind == socket.SOCK_STREAM:
             # Only skips TIME_WAIT leftovers; a listening socket still makes the bind fail.
             s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        # As the server binds: a peer agent sharing the port (a handover) does not hold it.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         try:
             s.bind((addr, port))
         except OSError as exc:

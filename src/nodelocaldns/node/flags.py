@@ -84,6 +84,8 @@ class NodeCacheParams:
     """``-version``: print the version and exit; other flags are then not required to be valid."""
     plugins: bool = False
     """``-plugins``: list the available plugins and exit (CoreDNS flag, accepted by node-cache)."""
+    runtime_dir: str = "/run/nodelocaldns"
+    """``-runtimedir`` (ours): where agents find their peers (node/peers.py); "" turns that off."""
     check: bool = False
     """``-check`` (ours): render and check the Corefile as start-up would, print the verdict, exit."""
 
@@ -129,6 +131,12 @@ _FLAGS: tuple[_Flag, ...] = (
     _Flag("rules-backend", "string", "auto", "packet filter to program: auto, iptables or nftables"),
     _Flag(
         "cluster-domain", "string", "", "cluster domain for __PILLAR__DNS__DOMAIN__ (default $CLUSTER_DOMAIN)"
+    ),
+    _Flag(
+        "runtimedir",
+        "string",
+        "/run/nodelocaldns",
+        "directory shared by the agents of a node (handover); '' for none",
     ),
     _Flag("quiet", "bool", "false", "Quiet mode (no initialization output)"),
     _Flag("version", "bool", "false", "Show version", env=False),
@@ -406,6 +414,7 @@ def parse_args(
         rules_backend=backend,
         cluster_domain=_validate_cluster_domain(cluster_domain),
         quiet=values["quiet"] == "true",
+        runtime_dir=values["runtimedir"],
         version=version,
         plugins=plugins,
         check=values["check"] == "true",

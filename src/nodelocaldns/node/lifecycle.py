@@ -37,6 +37,7 @@ from nodelocaldns.errors import ConfigError
 from nodelocaldns.node.configsync import write_atomic
 from nodelocaldns.node.diagnose import bind_hint, listen_addresses, listen_keys
 from nodelocaldns.node.flags import NodeCacheParams
+from nodelocaldns.node.handover import Handover
 from nodelocaldns.node.liveconfig import LiveConfig
 from nodelocaldns.node.netsetup import NetSetup
 from nodelocaldns.node.networker import NetWorker
@@ -91,6 +92,7 @@ class NodeAgent:
         self.setup: NetSetup | None = None
         self._metrics_server: HTTPServer | None = None
         self._pidfile_written = False
+        self.handover: Handover | None = None
 
     async def run(self) -> int:
         self.signals.install()
@@ -111,6 +113,8 @@ class NodeAgent:
             if self._metrics_server is not None:
                 await self._metrics_server.stop()
             self.net.close()
+            if self.handover is not None:
+                self.handover.close()  # last: the instance lock covered the teardown
 
     @property
     def served_text(self) -> str:
@@ -128,6 +132,9 @@ class NodeAgent:
         if text is None:
             return 1
         await self._start_setup_metrics()
+        handover = Handover.create(p)
+        if handover is not None and await handover.join():
+            self.handover = handover
         setup = await self.setup.prepare()
 
         server = self.server = Server(text, p.corefile, config=self.options.server)
@@ -144,13 +151,27 @@ class NodeAgent:
             if setup.errors:
                 hint += f" (the interface setup failed first: {'; '.join(str(e) for e in setup.errors)})"
             log.error("Failed to start the DNS server on %s: %s%s", listen_addresses(text), exc, hint)
-            await self.setup.teardown(only_added=True)
+            owner = await self.handover.failed_start_owner() if self.handover is not None else None
+            if owner is not None:
+                log.info(
+                    "Leaving the interface and rules in place: agent pid %d (%s) owns them",
+                    owner.pid,
+                    owner.phase,
+                )
+            else:
+                await self.setup.teardown(only_added=True)
             return 1
         if not p.quiet:
             banner(server, self.options.version)
 
         if not self.signals.stop.is_set():
-            await self.setup.install_rules()
+            if self.handover is not None:
+                # Under the instance lock: two agents started together must not both add the rules.
+                async with self.handover.locked():
+                    await self.setup.install_rules()
+                await self.handover.serving()
+            else:
+                await self.setup.install_rules()
             self._write_pidfile()
             self._start_watchers()
         return None
@@ -186,16 +207,31 @@ class NodeAgent:
         failed = await self.signals.wait(server)
         await self.config.close()  # lets a live reload in progress finish, then no more
         await self.setup.stop_sync(self.options.tick_timeout)
+        await self._hand_over()
         # After a loop was detected the in-flight queries are the looping ones: do not wait for them.
         await server.shutdown(lameduck=not failed, drain=0.0 if failed else None)
         self._remove_pidfile()
         return 1 if failed else 0
+
+    async def _hand_over(self) -> None:
+        """Before lameduck: a peer that serves the same addresses keeps interface and rules."""
+        assert self.setup is not None
+        if self.handover is None:
+            return
+        owner = await self.handover.leaving()
+        if owner is not None:
+            self.setup.keep_for(f"agent pid {owner.pid}")
+            log.info("Agent pid %d serves the same addresses: handing over to it", owner.pid)
 
     async def _emergency_teardown(self) -> None:
         """After a bug: NOTRACK rules without a server would black-hole the node's DNS, so stop the
         server at once and remove rules and addresses, whatever state the run is in."""
         assert self.setup is not None
         await self.setup.cancel_sync()  # a tick in progress holds the reconciler
+        if self.handover is not None and self.setup.kept_for is None:
+            owner = await self.handover.failed_start_owner()
+            if owner is not None:
+                self.setup.keep_for(f"agent pid {owner.pid}")
         server = self.server
         torn_down = False
         if server is not None and server.phase < Phase.LAMEDUCK:

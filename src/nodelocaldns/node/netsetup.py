@@ -106,6 +106,8 @@ class NetSetup:
         # /ready (when the Corefile has `ready`) waits for the first complete network setup.
         self._complete = not (params.setup_interface or params.setup_iptables)
         self._problem = "node network setup in progress"
+        # A live peer that keeps serving the same addresses (handover.py): its state, not ours to remove.
+        self.kept_for: str | None = None
 
     async def prepare(self) -> ReconcileReport:
         """Backend, stale rules, interface: everything before the server binds."""
@@ -183,14 +185,22 @@ class NetSetup:
 
     # -- teardown (skipped entirely with -skipteardown) ----------------------------------------------
 
+    def keep_for(self, peer: str) -> None:
+        """A live peer keeps serving these addresses: the teardown hooks leave everything in place."""
+        self.kept_for = peer
+
     async def delete_rules(self) -> None:
         """The server's DRAINING hook: from now on kube-proxy's DNAT takes the ClusterIP again."""
-        if not self.params.skip_teardown:
+        if not self.params.skip_teardown and self.kept_for is None:
             await self._net(self.reconciler.delete_rules())
 
     async def remove_interface(self) -> None:
         """The server's CLOSED hook."""
-        if not self.params.skip_teardown:
+        if self.kept_for is not None:
+            log.info(
+                "Leaving rules and interface addresses in place for %s, which serves them", self.kept_for
+            )
+        elif not self.params.skip_teardown:
             await self._net(self.reconciler.remove_interface())
         else:
             log.info("Skipping teardown (-skipteardown): rules and interface addresses stay in place")
@@ -198,7 +208,7 @@ class NetSetup:
     async def teardown(self, *, only_added: bool = False) -> None:
         """Rules, then addresses: after a start that failed (``only_added``: an address or rule that
         was there before is not ours to take away because we failed), or the safety net after a bug."""
-        if self.params.skip_teardown:
+        if self.params.skip_teardown or self.kept_for is not None:
             return
         await self.cancel_sync()
         with contextlib.suppress(Exception):

@@ -1,7 +1,8 @@
 """The process's one tiny HTTP/1.1 GET server: /health, /ready, /metrics and node-cache's :9353.
 
 Several plugins (and several blocks) may name one address; they share one listener, each adding
-its path. Requests are small and answered in one write; the connection closes after each answer.
+its path. Every listener sets SO_REUSEPORT, like the DNS sockets: a second process (a handover, a
+``maxSurge`` pod) binds the same address while the first still serves. Requests are small and answered in one write; the connection closes after each answer.
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ class HTTPServer:
                 host,
                 self.port,
                 reuse_address=True,
+                reuse_port=True,  # a second process (a handover, a surge pod) binds the same address
                 limit=limit,
                 backlog=self.config.http_backlog,
             )
@@ -95,16 +97,25 @@ class HTTPServer:
 
 def _dual_stack_socket(port: int, backlog: int) -> socket.socket:
     try:
-        s = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
-        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        s.bind(("::", port))
+        s = _bound(socket.AF_INET6, ("::", port), dual=True)
     except OSError:
-        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        s.bind(("0.0.0.0", port))
+        s = _bound(socket.AF_INET, ("0.0.0.0", port), dual=False)
     s.listen(backlog)
     s.setblocking(False)
+    return s
+
+
+def _bound(family: int, addr: tuple[str, int], *, dual: bool) -> socket.socket:
+    s = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        if dual:
+            s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        s.bind(addr)
+    except OSError:
+        s.close()
+        raise
     return s
 
 

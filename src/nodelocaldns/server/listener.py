@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import socket
 import struct
@@ -38,6 +39,7 @@ log = logging.getLogger("nodelocaldns")
 _LEN = struct.Struct("!H")
 _B0 = 0.00025
 _UDP_BUF = 4097
+_DRAIN_MAX = 65536  # datagrams read after the end-of-queue mark: bounded, whatever arrives
 _perf = time.perf_counter
 _ENABLE_CHAOS = frozenset({"chaos", "forward", "proxy"})  # CoreDNS dnsserver.EnableChaos
 
@@ -315,7 +317,16 @@ class UDPWorker:
         self.thread.start()
 
     def stop(self) -> None:
-        """Stop reading (wake the thread with a datagram to itself); replies can still be sent."""
+        """Stop reading, without dropping what the kernel already queued to this socket.
+
+        Another process may share the port (SO_REUSEPORT: a handover, a redundant agent), and a
+        datagram the kernel hashed to this socket dies with it. So, first, the socket is connected
+        to its own address: a connected UDP socket only matches that one remote, so the kernel
+        hashes every new datagram to the other sockets of the group (with none left it refuses
+        them, as a closed port would). Then the socket sends itself an empty datagram, which queues
+        behind everything already there: the thread answers what came before it, reads whatever
+        raced in after without blocking (``_drain_rest``), and exits. Replies can still be sent.
+        """
         if self.stopping:
             return
         self.stopping = True
@@ -324,9 +335,28 @@ class UDPWorker:
         host, port = self.sock.getsockname()[:2]
         if host in ("::", "0.0.0.0"):
             host = "::1" if self.sock.family == socket.AF_INET6 else "127.0.0.1"
-        with contextlib.suppress(OSError), socket.socket(self.sock.family, socket.SOCK_DGRAM) as w:
-            w.sendto(b"", (host, port))
+        try:
+            self.sock.connect((host, port))
+            self.sock.send(b"")
+        except OSError:  # cannot steer: wake the thread from outside, as a last resort
+            with contextlib.suppress(OSError), socket.socket(self.sock.family, socket.SOCK_DGRAM) as w:
+                w.sendto(b"", (host, port))
         self.thread.join(1.0)
+
+    def _drain_rest(self) -> None:
+        """After the end-of-queue mark: what is still queued, without blocking, to the slow path."""
+        call = self.loop.call_soon_threadsafe
+        for _ in range(_DRAIN_MAX):
+            try:
+                data, addr = self.sock.recvfrom(_UDP_BUF, socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                return
+            except OSError as exc:
+                if exc.errno == errno.EBADF:
+                    return
+                continue  # an ICMP error reported on the connected socket: not a datagram
+            if data:
+                call(self.slow, data, addr)
 
     def close(self) -> None:
         self.stop()
@@ -354,16 +384,18 @@ class UDPWorker:
         slow = self.slow
         clock = lst.clock
         flagged = fastpath.flagged
-        while not self.stopping:
+        while True:
             try:
                 # A 64 KiB buffer costs ~1 us per packet in allocation; no sane query is near 4 KiB.
                 # A datagram that fills the buffer was cut short and goes to the slow path (FORMERR).
                 data, addr = recv(_UDP_BUF)
             except OSError:
                 if self.stopping:
+                    self._drain_rest()
                     return
                 continue
-            if self.stopping:
+            if self.stopping and not data:  # the end-of-queue mark (see stop)
+                self._drain_rest()
                 return
             try:
                 t0 = _perf()

@@ -142,6 +142,7 @@ class Server(Instance):
                 lst.udp.stop()
             if lst.tcp is not None:
                 lst.tcp.close()
+        await asyncio.sleep(0)  # the UDP threads' last hand-offs (their drained queues) become tasks
         deadline = time.monotonic() + (self.config.drain if drain is None else drain)
         for lst in self.listeners.values():
             await lst.drain(max(deadline - time.monotonic(), 0.0))

@@ -59,6 +59,7 @@ def lint(objs: Sequence[Obj]) -> list[str]:
         account = spec.get("serviceAccountName")
         if account and ("ServiceAccount", _ns(workload), account) not in names:
             problems.append(f"{where}: service account {account} is not among the objects")
+        problems += surge_port_clashes(workload)
         volumes = {v["name"]: v for v in spec.get("volumes", [])}
         for container in spec.get("containers", []):
             for port in container.get("ports", []):
@@ -105,6 +106,34 @@ def check_service_monitor(monitor: Obj, objs: Iterable[Obj]) -> list[str]:
     return problems
 
 
+HOST_PORTS_ANNOTATION = "nodelocaldns.io/host-ports"
+
+
+def host_ports(template: Obj) -> set[str]:
+    """``53/UDP``... that a hostNetwork pod listens on without declaring them (its annotation)."""
+    text = template.get("metadata", {}).get("annotations", {}).get(HOST_PORTS_ANNOTATION, "")
+    return {p.strip() for p in text.split(",") if p.strip()}
+
+
+def surge_port_clashes(workload: Obj) -> list[str]:
+    """A hostNetwork DaemonSet that surges runs two pods on one node for a while. Every container
+    port of a hostNetwork pod is a host port to the scheduler, so a surge pod that declares one
+    stays Pending next to the old pod: such a workload must declare none (the listeners share
+    their ports through SO_REUSEPORT, which the scheduler knows nothing about)."""
+    spec = workload.get("spec", {})
+    if workload.get("kind") != "DaemonSet" or not spec["template"]["spec"].get("hostNetwork"):
+        return []
+    surge = spec.get("updateStrategy", {}).get("rollingUpdate", {}).get("maxSurge", 0)
+    if surge in (0, "0", "0%"):
+        return []
+    return [
+        f"{_name(workload)}: container {c['name']} declares port {p.get('containerPort')}/{p.get('protocol', 'TCP')}:"
+        " with hostNetwork and maxSurge the surge pod could not be scheduled next to the old one"
+        for c in spec["template"]["spec"].get("containers", [])
+        for p in c.get("ports", [])
+    ]
+
+
 def _lint_service(svc: Obj, pods: list[tuple[Obj, Obj]]) -> list[str]:
     problems: list[str] = []
     where = _name(svc)
@@ -120,6 +149,13 @@ def _lint_service(svc: Obj, pods: list[tuple[Obj, Obj]]) -> list[str]:
         for port in svc["spec"].get("ports", []):
             target = port.get("targetPort", port["port"])
             proto = port.get("protocol", "TCP")
+            if isinstance(target, int) and template["spec"].get("hostNetwork"):
+                # A node port the pod cannot declare (see surge_port_clashes); it lists them instead.
+                if f"{target}/{proto}" not in host_ports(template):
+                    problems.append(
+                        f"{where}: target port {target}/{proto} is not a port of the selected pods"
+                    )
+                continue
             key = "name" if isinstance(target, str) else "containerPort"
             if not any(p.get(key) == target and p.get("protocol", "TCP") == proto for p in ports):
                 problems.append(f"{where}: target port {target}/{proto} is not a port of the selected pods")

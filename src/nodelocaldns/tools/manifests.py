@@ -28,6 +28,11 @@ DEFAULT_DOMAIN = "cluster.local"
 APP = "node-local-dns"
 PART_OF = {"app.kubernetes.io/part-of": "nodelocaldns"}
 SETUP_METRICS_PORT = 9353
+RUNTIME_DIR = "/run/nodelocaldns"  # -runtimedir: where agents of one node find each other
+PEER_CONTAINER = "node-cache-peer"  # the second agent of --redundant
+# What a hostNetwork pod listens on in the node's namespace without declaring it (tools/checks.py).
+HOST_PORTS_ANNOTATION = "nodelocaldns.io/host-ports"
+HOST_PORTS = f"53/UDP,53/TCP,{corefiles.HEALTH_PORT}/TCP,{corefiles.READY_PORT}/TCP,{corefiles.PROMETHEUS_PORT}/TCP,{SETUP_METRICS_PORT}/TCP"
 STANDALONE_PORT = 5353
 # What the agent does with privilege on the node, and nothing else: the interface, addresses and
 # nft/iptables-nft rules (NET_ADMIN); binding :53 (NET_BIND_SERVICE); iptables-legacy, chosen on
@@ -54,10 +59,16 @@ class Options:
     cache: CacheSettings = field(default_factory=CacheSettings)
     upstream: UpstreamSettings = field(default_factory=UpstreamSettings)
     answers: AnswerSettings = field(default_factory=AnswerSettings)
+    redundant: bool = False
+    """Two agents in each pod, both serving the node's addresses all the time (docs/node-agent.md)."""
 
     def validate(self) -> None:
         if self.mode not in corefiles.MODES:
             raise ConfigError(f"mode must be one of {', '.join(corefiles.MODES)}, got {self.mode!r}")
+        if self.redundant and self.mode == "cilium":
+            raise ConfigError(
+                "--redundant needs a hostNetwork mode (iptables or ipvs): with cilium each pod has its own IP"
+            )
         check_namespace(self.namespace)
         if self.domain is not None:
             check_domain(self.domain)
@@ -184,6 +195,15 @@ def node_args(opts: Options) -> list[str]:
     return args
 
 
+def _node_cache_ports() -> list[Obj]:
+    return [
+        {"name": "dns", "containerPort": 53, "protocol": "UDP"},
+        {"name": "dns-tcp", "containerPort": 53, "protocol": "TCP"},
+        {"name": "metrics", "containerPort": corefiles.PROMETHEUS_PORT, "protocol": "TCP"},
+        {"name": "setup-metrics", "containerPort": SETUP_METRICS_PORT, "protocol": "TCP"},
+    ]
+
+
 def daemon_set(opts: Options) -> Obj:
     cilium = opts.mode == "cilium"
     host = None if cilium else (opts.local_ip or DEFAULT_LOCAL_IP)
@@ -211,18 +231,17 @@ def daemon_set(opts: Options) -> Obj:
         volumes.insert(
             0, {"name": "xtables-lock", "hostPath": {"path": "/run/xtables.lock", "type": "FileOrCreate"}}
         )
+        # Peer discovery: the old and the surge pod (or the two agents of --redundant) see each other here.
+        mounts.insert(1, {"name": "runtime-dir", "mountPath": RUNTIME_DIR})
+        volumes.insert(
+            1, {"name": "runtime-dir", "hostPath": {"path": RUNTIME_DIR, "type": "DirectoryOrCreate"}}
+        )
     container: Obj = {
         "name": "node-cache",
         "image": opts.image,
         "args": node_args(opts),
         "securityContext": security,
         "resources": _resources(opts.cache),
-        "ports": [
-            {"name": "dns", "containerPort": 53, "protocol": "UDP"},
-            {"name": "dns-tcp", "containerPort": 53, "protocol": "TCP"},
-            {"name": "metrics", "containerPort": corefiles.PROMETHEUS_PORT, "protocol": "TCP"},
-            {"name": "setup-metrics", "containerPort": SETUP_METRICS_PORT, "protocol": "TCP"},
-        ],
         "livenessProbe": _probe(
             "/health", corefiles.HEALTH_PORT, host, initialDelaySeconds=60, timeoutSeconds=5
         ),
@@ -232,9 +251,14 @@ def daemon_set(opts: Options) -> Obj:
         "lifecycle": {"preStop": {"exec": {"command": ["python3", "-c", "import time; time.sleep(5)"]}}},
         "volumeMounts": mounts,
     }
+    if cilium:
+        # A pod of its own: ports are the pod's, not the node's, and the redirect policy names them.
+        container = {**container, "ports": _node_cache_ports()}
     annotations = _scrape_annotations()
     if cilium:
         annotations = {"io.cilium.no-track-port": "53", **annotations}
+    else:
+        annotations = {**annotations, HOST_PORTS_ANNOTATION: HOST_PORTS}
     pod_spec: Obj = {
         "priorityClassName": "system-node-critical",
         "serviceAccountName": APP,
@@ -243,7 +267,7 @@ def daemon_set(opts: Options) -> Obj:
         "dnsPolicy": "Default",
         "tolerations": [{"operator": "Exists"}],
         "terminationGracePeriodSeconds": 30,
-        "containers": [container],
+        "containers": [container, {**container, "name": PEER_CONTAINER}] if opts.redundant else [container],
         "volumes": volumes,
     }
     if cilium:
@@ -254,7 +278,13 @@ def daemon_set(opts: Options) -> Obj:
         "kind": "DaemonSet",
         "metadata": _meta(APP, opts.namespace, labels),
         "spec": {
-            "updateStrategy": {"rollingUpdate": {"maxUnavailable": "10%"}},
+            # The surge pod starts next to the old one and takes over (node/peers.py); the old one
+            # goes once the new one is ready. hostNetwork: no declared ports, or the surge pod
+            # could never be scheduled next to the old one (every containerPort is a hostPort).
+            "updateStrategy": {
+                "type": "RollingUpdate",
+                "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
+            },
             "selector": {"matchLabels": {"k8s-app": APP}},
             "template": {
                 "metadata": {"labels": dict(labels), "annotations": annotations},

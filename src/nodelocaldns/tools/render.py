@@ -40,6 +40,11 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument(
         "--local-ip", metavar="IP", help=f"node-local address (default {manifests.DEFAULT_LOCAL_IP})"
     )
+    c.add_argument(
+        "--redundant",
+        action="store_true",
+        help="two agents per node, both serving the local IPs: losing one loses no query",
+    )
     c.add_argument("--domain", help=f"cluster domain (default: the agent's, {manifests.DEFAULT_DOMAIN})")
     c.add_argument("--image", default=manifests.DEFAULT_IMAGE, help="container image (default %(default)s)")
     c.add_argument(
@@ -125,7 +130,11 @@ def _check_combinations(args: argparse.Namespace) -> None:
         return
     if args.service_ip is None:
         raise ConfigError("--standalone needs --service-ip: the fixed ClusterIP pods will use")
-    for flag, value in (("--mode", args.mode), ("--local-ip", args.local_ip)):
+    for flag, value in (
+        ("--mode", args.mode),
+        ("--local-ip", args.local_ip),
+        ("--redundant", args.redundant or None),
+    ):
         if value is not None:
             raise ConfigError(f"{flag} does not apply to --standalone")
 
@@ -203,6 +212,7 @@ def _render(args: argparse.Namespace, argv: Sequence[str], out: TextIO, err: Tex
         cache=cache,
         upstream=upstream,
         answers=answers,
+        redundant=args.redundant,
     )
     _write(_with_monitor(manifests.objects(opts), args.service_monitor), args.output, _header(argv), "", out)
 
