@@ -275,7 +275,8 @@ def test_index_writes_while_workers_read(served: tuple[Warm, native.Index]) -> N
         t.join()
         srv.stop()
         sock.close()
-    assert srv.counters()["hits"] == answered
+    # A hit answered after the client's 50 ms gave up (a loaded machine) is counted but not seen.
+    assert answered <= srv.counters()["hits"] <= 200
 
 
 @pytest.mark.parametrize("required", ["0", "1"])

@@ -18,7 +18,7 @@ from typing import Any, TextIO
 
 from nodelocaldns import __version__
 from nodelocaldns.errors import ConfigError
-from nodelocaldns.tools import checks, manifests, scrape, yamlout
+from nodelocaldns.tools import checks, manifests, scrape, standalone, yamlout
 from nodelocaldns.tools import discover as disc
 from nodelocaldns.tools.corefiles import MODES, AnswerSettings, CacheSettings, UpstreamSettings
 
@@ -182,7 +182,7 @@ def _render(args: argparse.Namespace, argv: Sequence[str], out: TextIO, err: Tex
     if args.standalone is not None:
         if dns_server is None:
             raise ConfigError("--standalone needs --dns-server (or --discover): it forwards there")
-        spec = manifests.Standalone(
+        spec = standalone.Standalone(
             name=args.standalone,
             service_ip=args.service_ip,
             dns_server=dns_server,
@@ -195,8 +195,8 @@ def _render(args: argparse.Namespace, argv: Sequence[str], out: TextIO, err: Tex
             upstream=upstream,
             answers=answers,
         )
-        objs = _with_monitor(manifests.standalone_objects(spec), args.service_monitor)
-        snippet = yamlout.dump(manifests.pod_dns_config(spec))
+        objs = _with_monitor(standalone.standalone_objects(spec), args.service_monitor)
+        snippet = yamlout.dump(standalone.pod_dns_config(spec))
         trailer = "Send a pod's lookups to this DNS with these pod spec fields:\n" + "".join(
             f"  {line}\n" for line in snippet.splitlines()
         )
