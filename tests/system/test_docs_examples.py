@@ -35,7 +35,7 @@ from nodelocaldns.server.config import plan
 from nodelocaldns.tools import checks, doctor, render, top
 from support.upstreams import closed_port
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 DOCS = [*sorted((REPO / "docs").glob("*.md")), REPO / "deploy" / "README.md"]
 K8S_VERSIONS = ("1.25.0", "1.37.0")
 ENV = {"KUBE_DNS_SERVICE_HOST": "10.96.0.10", "KUBE_DNS_UPSTREAM_SERVICE_HOST": "10.96.0.11"}
