@@ -31,9 +31,9 @@ from support.agent_ns import (
     run_container,
     wait_until,
 )
+from support.agent_render import RENDER_ARGS, Rendered, _cli, kubelet_env
 from support.load import Load, query_file
 from support.netns import netns_available
-from test_tools_agent_e2e import RENDER_ARGS, Rendered, _cli, kubelet_env
 
 pytestmark = [
     pytest.mark.root,

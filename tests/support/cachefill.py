@@ -1,6 +1,6 @@
 """A Python fast path with a warm cache, filled through the real slow path (Listener.handle).
 
-The differential tests (tests/test_native_diff.py) run the same packets through this and through
+The differential tests (tests/native/test_native_diff.py) run the same packets through this and through
 the native index, which gets the same entries mirrored with ``native.insert_entry``.
 """
 

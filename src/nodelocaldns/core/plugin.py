@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any, Protocol
 
 from nodelocaldns.core.order import POSITION
@@ -159,6 +160,9 @@ class Plugin:
 
 
 _REGISTRY: dict[str, Plugin] = {}
+# A live read-only view: a plugin registered after the server modules were imported (an extra
+# module given to ``plugins.load``) is seen by the next ``plan`` and block build.
+REGISTRY: Mapping[str, Plugin] = MappingProxyType(_REGISTRY)
 
 
 def register(p: Plugin) -> Plugin:
@@ -169,6 +173,11 @@ def register(p: Plugin) -> Plugin:
         raise ValueError(f"plugin {p.name!r} registered twice")
     _REGISTRY[p.name] = p
     return p
+
+
+def unregister(name: str) -> None:
+    """Remove a directive again (a plugin loaded for one test, or a walk-through, cleans up)."""
+    _REGISTRY.pop(name, None)
 
 
 def lookup(name: str) -> Plugin | None:

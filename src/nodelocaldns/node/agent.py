@@ -76,10 +76,10 @@ def version_text() -> str:
 
 def plugins_text() -> str:
     """CoreDNS's ``-plugins`` listing, with the directives this server implements."""
-    from nodelocaldns.server.config import PARSERS
+    from nodelocaldns.server.config import DIRECTIVES
 
     lines = ["Server types:", "  dns", "", "Caddyfile loaders:", "  flag", "  default", "", "Other plugins:"]
-    lines += [f"  dns.{name}" for name in sorted(PARSERS)]
+    lines += [f"  dns.{name}" for name in sorted(DIRECTIVES)]
     return "\n".join(lines)
 
 

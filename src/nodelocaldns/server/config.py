@@ -7,19 +7,18 @@ and nothing here touches a running server, so a bad reload cannot disturb the on
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from nodelocaldns import plugins
-from nodelocaldns.core.plugin import Plugin, registered
+from nodelocaldns.core.plugin import REGISTRY, Plugin
 from nodelocaldns.corefile.coredns_plugins import COREDNS_PLUGINS
 from nodelocaldns.corefile.model import Directive, ServerBlock
 from nodelocaldns.errors import CorefileError
 
 plugins.load()
-DIRECTIVES: dict[str, Plugin] = {p.name: p for p in registered()}
-PARSERS: dict[str, Callable[[Directive], Any]] = {name: p.parse for name, p in DIRECTIVES.items()}
+DIRECTIVES: Mapping[str, Plugin] = REGISTRY  # live: a plugin registered later is planned too
 
 
 @dataclass
@@ -47,13 +46,13 @@ class Plan:
 
 def unknown_directive(d: Directive) -> CorefileError:
     """A CoreDNS plugin nodelocaldns lacks reads differently from a typo, which may get a suggestion."""
-    available = ", ".join(sorted(PARSERS))
+    available = ", ".join(sorted(DIRECTIVES))
     if d.name in COREDNS_PLUGINS:
         return d.error(
             f"'{d.name}' is a CoreDNS plugin not available in nodelocaldns (available: {available}; "
             "see docs/configuration.md)"
         )
-    close = difflib.get_close_matches(d.name, [*PARSERS, *COREDNS_PLUGINS], n=1, cutoff=0.7)
+    close = difflib.get_close_matches(d.name, [*DIRECTIVES, *COREDNS_PLUGINS], n=1, cutoff=0.7)
     hint = f" (did you mean '{close[0]}'?)" if close else ""
     return d.error(f"unknown directive '{d.name}'{hint}")
 

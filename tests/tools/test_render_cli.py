@@ -8,7 +8,6 @@ and node Corefile templates go through the agent's own renderer first, so a knob
 from __future__ import annotations
 
 import dataclasses
-import io
 import json
 from pathlib import Path
 from typing import Any
@@ -24,25 +23,14 @@ from nodelocaldns.node.kubednscm import KubeDNSConfig
 from nodelocaldns.plugins.cache.setup import CacheConfig
 from nodelocaldns.server.config import Plan, plan
 from nodelocaldns.tools import checks, manifests, render, sizing
+from support.render import (
+    corefile_of,
+    objects,
+    run,
+)
 
 ENV = {"KUBE_DNS_SERVICE_HOST": "10.96.0.10", "KUBE_DNS_UPSTREAM_SERVICE_HOST": "10.96.0.11"}
 K8S_VERSIONS = ("1.25.0", "1.37.0")
-
-
-def run(*argv: str) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    status = render.main(list(argv), out=out, err=err)
-    return status, out.getvalue(), err.getvalue()
-
-
-def objects(*argv: str) -> list[dict[str, Any]]:
-    status, out, err = run(*argv)
-    assert status == 0, err
-    return [d for d in yaml.safe_load_all(out) if d is not None]
-
-
-def corefile_of(objs: list[dict[str, Any]]) -> str:
-    return next(o for o in objs if o["kind"] == "ConfigMap")["data"]["Corefile"]  # type: ignore[no-any-return]
 
 
 def agent_plan(objs: list[dict[str, Any]], kubedns: KubeDNSConfig | None = None) -> Plan:
@@ -298,7 +286,7 @@ def test_memory_limit_follows_the_cache_size(extra: tuple[str, ...]) -> None:
 
 def test_sizing_constants_agree_with_the_benchmark_report() -> None:
     """Rerunning `make bench` with a heavier cache entry makes this fail until sizing.py is remeasured."""
-    report = (Path(__file__).resolve().parents[1] / "bench" / "results" / "latest.md").read_text()
+    report = (Path(__file__).resolve().parents[2] / "bench" / "results" / "latest.md").read_text()
     lines = report.splitlines()
     at = next(i for i, line in enumerate(lines) if "RSS after fill MiB" in line)
     header = [c.strip() for c in lines[at].strip("|").split("|")]

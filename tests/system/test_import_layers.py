@@ -11,7 +11,7 @@ import os
 
 import pytest
 
-SRC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src")
+SRC = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "src")
 PKG = "nodelocaldns"
 # Lower layers may not import higher ones.
 FORBIDDEN = {

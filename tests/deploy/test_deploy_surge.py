@@ -16,7 +16,7 @@ import pytest
 
 from nodelocaldns.node.flags import parse_args
 from nodelocaldns.tools import checks, manifests
-from test_deploy_kustomize import KUBECTLS, MODES, kustomize, load, needs_kubectl, overlay, run_render
+from support.kustomize import KUBECTLS, MODES, kustomize, load, needs_kubectl, overlay, run_render
 
 Obj = dict[str, Any]
 

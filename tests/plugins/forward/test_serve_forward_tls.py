@@ -11,10 +11,10 @@ from pathlib import Path
 import dns.rcode
 import pytest
 
+from support.forward_e2e import ZONES, block, metric, serve
 from support.ports import free_port
 from support.tlscerts import Certs, make_certs
 from support.upstreams import UpstreamServer, unbound_server
-from test_serve_forward import ZONES, block, metric, serve
 
 WEB = "web.default.svc.cluster.local."
 

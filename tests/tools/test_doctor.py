@@ -201,7 +201,7 @@ def test_missing_local_rule_fails() -> None:
 
 
 def test_corefile_hints_from_the_shipped_template() -> None:
-    template = (Path(__file__).parent.parent / "deploy" / "base" / "Corefile").read_text()
+    template = (Path(__file__).resolve().parents[2] / "deploy" / "base" / "Corefile").read_text()
     text = (
         template.replace("__PILLAR__DNS__DOMAIN__", "cluster.example")
         .replace("__PILLAR__LOCAL__DNS__", IP4)

@@ -9,9 +9,9 @@ from collections.abc import Callable
 import dns.rcode
 import pytest
 
+from support.cache_e2e import ZONES, corefile, ttl_of
 from support.server import serve
 from support.upstreams import UpstreamServer
-from test_serve_cache import ZONES, corefile, ttl_of
 
 MakeUnbound = Callable[..., UpstreamServer]
 NAME = "web.default.svc.cluster.local."

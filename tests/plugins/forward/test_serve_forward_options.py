@@ -12,9 +12,9 @@ import dns.message
 import dns.query
 import dns.rcode
 
+from support.forward_e2e import ZONES, block, metric, serve, wait_metric
 from support.ports import free_port
 from support.upstreams import SlowProxy, UpstreamServer, closed_port
-from test_serve_forward import ZONES, block, metric, serve, wait_metric
 
 MakeUnbound = Callable[..., UpstreamServer]
 

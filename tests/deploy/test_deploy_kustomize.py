@@ -7,28 +7,30 @@ is used: the one on PATH plus any listed in $NODELOCALDNS_TEST_KUBECTL (os.paths
 
 from __future__ import annotations
 
-import io
-import json
 import os
-import shutil
-import subprocess
-from functools import cache
 from pathlib import Path
 from typing import Any
 
 import kubernetes_validate
 import pytest
-import yaml
 
 from nodelocaldns.corefile import parse_corefile
 from nodelocaldns.node import flags as node_flags
 from nodelocaldns.node import render as node_render
 from nodelocaldns.server.config import plan
-from nodelocaldns.tools import checks, corefiles, render
+from nodelocaldns.tools import checks, corefiles
+from support.kustomize import (
+    DEPLOY,
+    KUBECTLS,
+    MODES,
+    _kustomize_version,
+    kustomize,
+    load,
+    needs_kubectl,
+    overlay,
+    run_render,
+)
 
-REPO = Path(__file__).resolve().parents[1]
-DEPLOY = REPO / "deploy"
-MODES = ("iptables", "ipvs", "cilium")
 # The oldest and newest schemas kubernetes-validate ships: nothing newer than 1.25 may be used.
 K8S_VERSIONS = ("1.25.0", "1.37.0")
 KUBE_DNS_IP = "10.96.0.10"
@@ -36,42 +38,7 @@ UPSTREAM_SVC_IP = "10.96.0.11"
 AGENT_ENV = {"KUBE_DNS_SERVICE_HOST": KUBE_DNS_IP, "KUBE_DNS_UPSTREAM_SERVICE_HOST": UPSTREAM_SVC_IP}
 
 
-def _kubectls() -> list[str]:
-    candidates = [shutil.which("kubectl") or ""]
-    candidates += os.environ.get("NODELOCALDNS_TEST_KUBECTL", "").split(os.pathsep)
-    found: list[str] = []
-    for c in candidates:
-        if c and os.access(c, os.X_OK) and os.path.realpath(c) not in map(os.path.realpath, found):
-            found.append(c)
-    return found
-
-
-@cache
-def _kustomize_version(kubectl: str) -> str:
-    out = subprocess.run([kubectl, "version", "--client", "-o", "json"], capture_output=True, text=True)
-    info = json.loads(out.stdout)
-    # kubectl < 1.24 does not report its kustomize; 1.14-1.20 embed v2.0.3.
-    return str(info.get("kustomizeVersion") or f"v2.0.3 (kubectl {info['clientVersion']['gitVersion']})")
-
-
-KUBECTLS = _kubectls()
-needs_kubectl = pytest.mark.skipif(
-    not KUBECTLS, reason="kubectl not installed (Debian package kubernetes-client provides it)"
-)
 kubectl_param = pytest.mark.parametrize("kubectl", KUBECTLS or ["<none>"])
-
-
-@cache
-def kustomize(kubectl: str, directory: str) -> str:
-    proc = subprocess.run([kubectl, "kustomize", directory], capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 0, (
-        f"{kubectl} kustomize {directory} ({_kustomize_version(kubectl)}):\n{proc.stderr}"
-    )
-    return proc.stdout
-
-
-def load(text: str) -> list[dict[str, Any]]:
-    return [d for d in yaml.safe_load_all(text) if d is not None]
 
 
 def normalized(value: Any) -> Any:
@@ -94,17 +61,6 @@ def substituted(value: Any, values: dict[str, str]) -> Any:
         for old, new in values.items():
             value = value.replace(old, new)
     return value
-
-
-def run_render(*argv: str) -> list[dict[str, Any]]:
-    out, err = io.StringIO(), io.StringIO()
-    status = render.main(list(argv), out=out, err=err)
-    assert status == 0, err.getvalue()
-    return load(out.getvalue())
-
-
-def overlay(mode: str) -> str:
-    return str(DEPLOY / "overlays" / mode)
 
 
 def by_kind(objs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:

@@ -16,7 +16,7 @@ import pytest
 
 from nodelocaldns.metrics.catalog import FAMILIES, exported_names
 
-DASHBOARD = Path(__file__).resolve().parents[1] / "deploy" / "grafana" / "nodelocaldns-dashboard.json"
+DASHBOARD = Path(__file__).resolve().parents[2] / "deploy" / "grafana" / "nodelocaldns-dashboard.json"
 # Labels Prometheus adds when scraping (kubernetes_sd / ServiceMonitor), not the exporter.
 TARGET_LABELS = {"instance", "job", "pod", "namespace", "node", "container", "service", "endpoint"}
 GRAFANA_BUILTINS = {"__rate_interval", "__interval", "__range", "__range_s", "__interval_ms"}

@@ -21,29 +21,17 @@ import dns.rdatatype
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from support.cache_e2e import (
+    ZONES,
+    corefile,
+    ttl_of,
+)
 from support.ports import free_port
 from support.server import Served, serve
 from support.upstreams import UpstreamServer, closed_port
 
 MakeUnbound = Callable[..., UpstreamServer]
 
-BIG = [f'big.cluster.local. 30 IN TXT "{i:03d}{"y" * 100}"' for i in range(40)]
-ZONES: dict[str, list[str]] = {
-    "cluster.local.": [
-        "web.default.svc.cluster.local. 30 IN A 198.18.1.1",
-        "web.default.svc.cluster.local. 30 IN A 198.18.1.2",
-        "api.default.svc.cluster.local. 30 IN A 198.18.1.3",
-        "short.cluster.local. 2 IN A 198.18.1.4",
-        "long.cluster.local. 300 IN A 198.18.1.5",
-        "a.sub.cluster.local. 30 IN A 198.18.1.6",
-        "b.keep.cluster.local. 30 IN A 198.18.1.7",
-        "t.cluster.local. 30 IN HTTPS 1 . alpn=h2",
-        "t.cluster.local. 30 IN TYPE97 \\# 4 01020304",
-        "alias.cluster.local. 300 IN CNAME elsewhere.test.",  # unbound answers the CNAME alone
-        *BIG,
-    ],
-    "wild.test.": ["wild.test. 30 IN A 198.18.2.1"],
-}
 ZONE_TYPES = {"wild.test.": "redirect"}  # every name under wild.test. answers with the apex A
 
 
@@ -58,18 +46,6 @@ def servfail_conf(*zones: str) -> str:
     for z in zones:
         out += ["forward-zone:", f'  name: "{z}"', f"  forward-addr: 127.0.0.1@{dead.port}"]
     return "\n".join(out)
-
-
-def corefile(cache: str, up: UpstreamServer, metrics: int | None = None, zone: str = ".") -> str:
-    prom = f"prometheus 127.0.0.1:{metrics}" if metrics else ""
-    return f"""
-{zone}:{{PORT}} {{
-    bind 127.0.0.1
-    {cache}
-    forward . {up.address}
-    {prom}
-}}
-"""
 
 
 def http_get(port: int, path: str) -> str:
@@ -96,10 +72,6 @@ def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
 
 def metric(samples: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: str, **labels: str) -> float:
     return sum(v for (n, ls), v in samples.items() if n == name and set(labels.items()) <= set(ls))
-
-
-def ttl_of(m: dns.message.Message) -> int:
-    return m.answer[0].ttl
 
 
 def dig(s: Served, *args: str) -> str:

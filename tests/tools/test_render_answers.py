@@ -8,9 +8,9 @@ import pytest
 
 from nodelocaldns.tools import corefiles
 from support.ports import free_port
+from support.render import corefile_of, objects, run
 from support.server import serve
 from support.upstreams import UpstreamServer
-from test_render_cli import corefile_of, objects, run
 
 ENTRY = ("--hosts-entry", "10.0.0.5 registry.example.com reg.cluster.local")
 

@@ -16,7 +16,8 @@ import pytest
 from nodelocaldns import plugins
 from nodelocaldns.core.plugin import registered
 from support.addon import ADDON_COREFILE
-from test_serve_lifecycle import BAD, REPO, run_corefile
+from support.lifecycle import BAD, run_corefile
+from support.server import REPO
 
 plugins.load()
 # The CLI lists what the registry holds; a plugin that only CoreDNS has stands for "not available".

@@ -281,7 +281,7 @@ def test_index_writes_while_workers_read(served: tuple[Warm, native.Index]) -> N
 
 @pytest.mark.parametrize("required", ["0", "1"])
 def test_a_missing_compiler_falls_back_unless_the_build_requires_it(tmp_path: Path, required: str) -> None:
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     env = {**os.environ, "CC": "/bin/false", "NODELOCALDNS_NATIVE_REQUIRED": required}
     cmd = [sys.executable, "setup.py", "-q", "build_ext", "--build-lib", f"{tmp_path}/lib", "--build-temp",
            f"{tmp_path}/tmp"]  # fmt: skip

@@ -14,7 +14,6 @@ The tests share one running agent and build on each other, in file order.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
@@ -50,6 +49,13 @@ from support.agent_ns import (
     run_container,
     wait_until,
 )
+from support.agent_render import (
+    RENDER_ARGS,
+    Rendered,
+    _clean_env,
+    _cli,
+    kubelet_env,
+)
 from support.netns import netns_available, ns_exec, run_in_netns
 
 pytestmark = [
@@ -61,63 +67,13 @@ CLUSTER_NAME = "kubernetes.default.svc.cluster.local."
 MISSING_NAME = "nothing-here.default.svc.cluster.local."
 REPEATS, MISSES = 200, 20
 TOP_INTERVAL = 3.0
-RENDER_ARGS = ["--mode", "iptables", "--dns-server", KUBE_DNS, "--local-ip", LINK_LOCAL, "-o", "json"]
 NOTRACK_RULE = [
     "PREROUTING", "-p", "udp", "-d", LINK_LOCAL, "--dport", "53", "-j", "NOTRACK",
     "-m", "comment", "--comment", "NodeLocal DNS Cache: skip conntrack",
 ]  # fmt: skip
 
 
-def _clean_env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if not k.startswith(("NODELOCALDNS_", "KUBE_"))}
-
-
-def _cli(*argv: str, prefix: tuple[str, ...] = ()) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*prefix, sys.executable, "-m", "nodelocaldns", *argv],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=_clean_env(),
-    )
-
-
 # ---------------------------------------------------------------- what render printed
-
-
-@dataclass(frozen=True)
-class Rendered:
-    objects: list[dict[str, Any]]
-
-    def get(self, kind: str, name: str) -> dict[str, Any]:
-        found = [o for o in self.objects if o["kind"] == kind and o["metadata"]["name"] == name]
-        assert len(found) == 1, f"{kind}/{name}: {len(found)} objects"
-        return found[0]
-
-    @property
-    def pod_spec(self) -> dict[str, Any]:
-        spec: dict[str, Any] = self.get("DaemonSet", "node-local-dns")["spec"]["template"]["spec"]
-        return spec
-
-    @property
-    def container(self) -> dict[str, Any]:
-        containers: list[dict[str, Any]] = self.pod_spec["containers"]
-        (container,) = [c for c in containers if c["name"] == "node-cache"]
-        return container
-
-    def port(self, name: str) -> int:
-        """A metrics Service port's target: the node port (hostNetwork pods declare none)."""
-        svc = self.get("Service", "node-local-dns")
-        (port,) = [p["targetPort"] for p in svc["spec"]["ports"] if p["name"] == name]
-        return int(port)
-
-    def arg(self, flag: str) -> str:
-        args: list[str] = self.container["args"]
-        return args[args.index(flag) + 1]
-
-    def probe_url(self, probe: str) -> str:
-        get = self.container[probe]["httpGet"]
-        return f"http://{get['host']}:{get['port']}{get['path']}"
 
 
 @pytest.fixture(scope="module")
@@ -127,18 +83,6 @@ def rendered() -> Rendered:
     doc = json.loads(res.stdout)
     assert doc["kind"] == "List"
     return Rendered(doc["items"])
-
-
-def kubelet_env(r: Rendered) -> dict[str, str]:
-    """The container's own env plus the Service variables kubelet adds for the kube-dns Services."""
-    env = {e["name"]: e["value"] for e in r.container.get("env", []) if "value" in e}
-    upstream_svc = r.arg("-upstreamsvc")
-    r.get("Service", upstream_svc)  # the Service the agent will look up is part of the install
-    # kube-dns itself is not part of the install; its ClusterIP is the one render was given.
-    for svc, ip in (("kube-dns", KUBE_DNS), (upstream_svc, KUBE_DNS_UPSTREAM)):
-        env[svc.upper().replace("-", "_") + "_SERVICE_HOST"] = ip
-        env[svc.upper().replace("-", "_") + "_SERVICE_PORT"] = "53"
-    return env
 
 
 # ---------------------------------------------------------------- the node and the agent

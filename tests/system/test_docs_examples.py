@@ -35,7 +35,7 @@ from nodelocaldns.server.config import plan
 from nodelocaldns.tools import checks, doctor, render, top
 from support.upstreams import closed_port
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 DOCS = [*sorted((REPO / "docs").glob("*.md")), REPO / "deploy" / "README.md"]
 K8S_VERSIONS = ("1.25.0", "1.37.0")
 ENV = {"KUBE_DNS_SERVICE_HOST": "10.96.0.10", "KUBE_DNS_UPSTREAM_SERVICE_HOST": "10.96.0.11"}
@@ -159,7 +159,7 @@ def test_render_commands_in_docs_work(where: str, argv: list[str]) -> None:
     args = argv[2:]
     parsed = render.build_parser().parse_args(args)
     if parsed.discover:
-        return  # needs a cluster; tests/test_render_discover.py covers the path with a stand-in kubectl
+        return  # needs a cluster; tests/tools/test_render_discover.py covers the path with a stand-in kubectl
     out, err = io.StringIO(), io.StringIO()
     assert render.main(args, out=out, err=err) == 0, f"{where}: {err.getvalue()}"
     assert list(yaml.safe_load_all(out.getvalue()))
@@ -437,7 +437,7 @@ def test_docs_stay_inside_the_repository() -> None:
 
 
 def test_render_docs_do_not_claim_the_same_text_as_kustomize() -> None:
-    # render and kustomize give the same objects (tests/test_deploy_kustomize.py), not the same bytes.
+    # render and kustomize give the same objects (tests/deploy/test_deploy_kustomize.py), not the same bytes.
     for path in DOCS:
         assert not re.search(r"exactly\s+what\s+`kubectl kustomize", path.read_text()), path.name
 
