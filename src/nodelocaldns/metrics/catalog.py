@@ -181,6 +181,20 @@ FAMILIES: tuple[Family, ...] = (
     _F(
         "coredns_health_request_failures_total", "counter", (), "The number of times the health check failed."
     ),
+    # nodelocaldns's own (no CoreDNS equivalent; docs/compatibility.md)
+    _F(
+        "nodelocaldns_forward_bad_replies_total",
+        "counter",
+        ("proxy_name", "to"),
+        "Counter of upstream replies that did not unpack; each became SERVFAIL and was not cached.",
+    ),
+    _F(
+        "nodelocaldns_forward_resource_errors_total",
+        "counter",
+        (),
+        "Counter of upstream exchanges that failed because this process ran out of descriptors, "
+        "buffers or memory.",
+    ),
     # plugin/reload
     _F("coredns_reload_failed_total", "counter", (), "Counter of the number of failed reload attempts."),
     _F(
