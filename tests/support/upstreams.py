@@ -563,9 +563,12 @@ class Blackhole(Endpoint):
 
 
 @contextlib.contextmanager
-def blackhole_udp(host: str = "127.0.0.1") -> Iterator[Blackhole]:
-    """A UDP port that swallows every query (an upstream that times out)."""
-    port = free_port("both", (host,))
+def blackhole_udp(host: str = "127.0.0.1", port: int = 0) -> Iterator[Blackhole]:
+    """A UDP port that swallows every query (an upstream that times out).
+
+    ``port``: take over a port a stopped server used, so an upstream "goes dark" in place.
+    """
+    port = port or free_port("both", (host,))
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_DGRAM)
     sock.bind((host, port))
     hole = Blackhole(host=host, port=port)

@@ -195,6 +195,12 @@ FAMILIES: tuple[Family, ...] = (
         "Counter of upstream exchanges that failed because this process ran out of descriptors, "
         "buffers or memory.",
     ),
+    _F(
+        "nodelocaldns_dns_dropped_requests_total",
+        "counter",
+        ("server", "proto"),
+        "Counter of requests dropped unanswered because the listener's slow path was at its in-flight cap.",
+    ),
     # plugin/reload
     _F("coredns_reload_failed_total", "counter", (), "Counter of the number of failed reload attempts."),
     _F(
