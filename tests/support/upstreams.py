@@ -648,6 +648,7 @@ def bad_reply_server(mode: BadReplyMode = "truncated", host: str = "127.0.0.1") 
     tcp.bind((host, port))
     tcp.listen(64)
     server = BadReplyServer(host=host, port=port, mode=mode)
+    conns: list[socket.socket] = []
 
     with _Reactor() as reactor:
 
@@ -657,8 +658,8 @@ def bad_reply_server(mode: BadReplyMode = "truncated", host: str = "127.0.0.1") 
             except BlockingIOError:
                 return
             if len(data) > 12:
+                server.answered += 1  # before the send: a client may look as soon as it has the reply
                 s.sendto(broken_reply(data, server.mode), addr)
-                server.answered += 1
 
         def on_tcp_data(conn: socket.socket) -> None:
             try:
@@ -670,13 +671,14 @@ def bad_reply_server(mode: BadReplyMode = "truncated", host: str = "127.0.0.1") 
                 conn.close()
                 return
             reply = broken_reply(data[2:], server.mode)
+            server.answered += 1
             with contextlib.suppress(OSError):
                 conn.sendall(struct.pack("!H", len(reply)) + reply)
-                server.answered += 1
 
         def on_accept(s: socket.socket) -> None:
             with contextlib.suppress(BlockingIOError):
                 conn, _ = s.accept()
+                conns.append(conn)
                 reactor.add(conn, on_tcp_data)
 
         try:
@@ -685,6 +687,8 @@ def bad_reply_server(mode: BadReplyMode = "truncated", host: str = "127.0.0.1") 
             yield server
         finally:
             reactor.close()
+            for c in conns:
+                c.close()
             udp.close()
             tcp.close()
 

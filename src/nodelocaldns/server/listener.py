@@ -309,9 +309,18 @@ class Listener:
             log.warning("[WARNING] malformed query from %s:%d: %s", remote[0], remote[1], why)
 
     async def drain(self, timeout: float) -> None:
-        pending = [t for t in self.tasks if not t.done()]
-        if pending:
-            await asyncio.wait(pending, timeout=timeout)
+        """Wait for in-flight queries, including packets the UDP thread handed off and the loop has
+        not started yet (they become tasks while we wait)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while (left := deadline - loop.time()) > 0:
+            pending = [t for t in self.tasks if not t.done()]
+            if pending:
+                await asyncio.wait(pending, timeout=left)
+            elif self.udp is not None and self.udp.handed != self.udp.finished:
+                await asyncio.sleep(0.005)
+            else:
+                return
 
 
 class UDPWorker:
