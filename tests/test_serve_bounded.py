@@ -247,7 +247,8 @@ def test_a_flood_of_unique_names_toward_a_blackholed_upstream_stays_bounded(
     # Every uncached query got SERVFAIL (upstream timeout) or REFUSED (forward's max_concurrent) within
     # forward's 5 s budget, or was dropped by the listener at its slow-path cap and counted.
     assert set(res) - {"sent", "completed", "lost", "max_latency"} <= {"SERVFAIL", "REFUSED"}, figures
-    assert res["max_latency"] <= 5.5, figures
+    # 5 s of forward budget, plus the wait for the loop behind up to slow_path_max queries.
+    assert res["max_latency"] <= 6.0, figures
     assert res["lost"] <= dropped + 0.005 * res["sent"], figures
     assert rejects > 0 and res.get("REFUSED", 0) >= rejects - 0.005 * res["sent"], figures
     assert "panic" not in log and "Traceback" not in log
