@@ -317,7 +317,7 @@ class Listener:
             pending = [t for t in self.tasks if not t.done()]
             if pending:
                 await asyncio.wait(pending, timeout=left)
-            elif self.udp is not None and self.udp.handed != self.udp.finished:
+            elif self.udp is not None and self.udp.n_handed != self.udp.n_finished:
                 await asyncio.sleep(0.005)
             else:
                 return
@@ -347,8 +347,8 @@ class UDPWorker:
         self.stopping = False
         # Packets handed to the loop and not yet finished there: handed (written only by this
         # thread) minus finished (written only by the loop), so neither needs a lock.
-        self.handed = 0
-        self.finished = 0
+        self.n_handed = 0
+        self.n_finished = 0
         self.dropped = 0  # the slow path was full: dropped unanswered (written only by this thread)
         self.cap = listener.max_pending
         # Two lanes, drained in order: packets for a name the cache holds (expired: serve_stale or a
@@ -418,9 +418,9 @@ class UDPWorker:
         not hits (malformed, or unique names toward a dead upstream) queues without limit: hundreds
         of MB within seconds, and every cached name waits behind the queue.
         """
-        if self.handed - self.finished >= (self.cap + self.reserve if lane == 0 else self.cap):
+        if self.n_handed - self.n_finished >= (self.cap + self.reserve if lane == 0 else self.cap):
             return False
-        self.handed += 1
+        self.n_handed += 1
         self.lanes[lane].append((fn, args))
         if not self.scheduled:
             self.scheduled = True
@@ -443,7 +443,7 @@ class UDPWorker:
             self.loop.call_soon(self.drain)
 
     def _done(self, _t: object = None) -> None:
-        self.finished += 1
+        self.n_finished += 1
 
     def to_slow(self, data: bytes, addr: tuple[str, int]) -> None:
         if not self.handoff(self.slow, data, addr):
