@@ -56,6 +56,15 @@ class UpstreamError(NodeLocalDNSError):
         super().__init__(message)
 
 
+class ResourceExhausted(UpstreamError):
+    """This process ran out of something local (file descriptors, socket buffers, memory) on the way to
+    an upstream: the query fails like any upstream error, but the upstream is not to blame."""
+
+
+class BadReply(UpstreamError):
+    """The upstream's reply does not unpack (cut short, bad compression pointer, wrong counts)."""
+
+
 class NoHealthyUpstream(UpstreamError):
     """Every upstream is marked down and the budget is spent."""
 

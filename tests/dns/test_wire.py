@@ -9,6 +9,7 @@ from __future__ import annotations
 import struct
 
 import dns.edns
+import dns.exception
 import dns.flags
 import dns.message
 import dns.name
@@ -381,3 +382,59 @@ def test_text_to_wire_round_trip_and_errors() -> None:
     for bad in ("a..b", "x" * 64 + ".com"):
         with pytest.raises(WireError):
             wire.text_to_wire(bad)
+
+
+# -- check_reply: what forward accepts from an upstream ---------------------------------------------
+
+
+def _reply(*answers: bytes, an: int | None = None, tail: bytes = b"") -> bytes:
+    q = qname(b"x", b"example") + b"\x00\x01\x00\x01"
+    n = len(answers) if an is None else an
+    return header(flags=0x8180, an=n) + q + b"".join(answers) + tail
+
+
+def _rr(rtype: int, rdata: bytes, owner: bytes = b"\xc0\x0c") -> bytes:
+    return owner + struct.pack("!HHIH", rtype, 1, 30, len(rdata)) + rdata
+
+
+def test_check_reply_accepts_what_dnspython_writes() -> None:
+    q = dns.message.make_query("x.example.", "MX")
+    r = dns.message.make_response(q)
+    r.answer.append(dns.rrset.from_text("x.example.", 30, "IN", "MX", "10 mail.x.example."))
+    r.authority.append(
+        dns.rrset.from_text("example.", 30, "IN", "SOA", "ns.example. host.example. 1 2 3 4 5")
+    )
+    r.additional.append(dns.rrset.from_text("mail.x.example.", 30, "IN", "A", "198.18.0.1"))
+    raw = r.to_wire()
+    assert wire.check_reply(raw) == raw
+    good = _reply(_rr(1, bytes([198, 18, 0, 1])), _rr(5, b"\xc0\x0c"))
+    assert wire.check_reply(good) == good
+    assert wire.check_reply(_reply(_rr(2, b""))) == _reply(_rr(2, b""))  # empty rdata: miekg accepts it
+
+
+def test_check_reply_cuts_bytes_after_the_last_counted_record() -> None:
+    a = _rr(1, bytes([198, 18, 0, 1]))
+    assert wire.check_reply(_reply(a, tail=b"junk")) == _reply(a)
+    assert wire.check_reply(_reply(a, a, an=1)) == _reply(a)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        _reply(_rr(1, bytes([198, 18, 0, 1])))[:-2],  # cut inside the rdata
+        _reply(_rr(1, bytes([198, 18, 0, 1])))[:-12],  # cut inside the fixed part
+        _reply(_rr(1, bytes([198, 18, 0, 1]), owner=b"\xc3\xff")),  # pointer past the end
+        _reply(_rr(1, bytes([198, 18, 0, 1]), owner=b"\xc0\x1b")),  # pointer to itself
+        _reply(_rr(1, bytes([198, 18, 0, 1])), an=3),  # more records promised than sent
+        _reply(_rr(5, b"\xc0\x27")),  # CNAME target points at itself
+        _reply(_rr(5, b"\x03abc")),  # CNAME target runs out of its rdata
+        _reply(_rr(15, b"\x00\x0a\xc0\x0c\x00")),  # MX: bytes after the exchange name
+        _reply(_rr(6, b"\xc0\x0c\xc0\x0c" + b"\x00" * 19)),  # SOA: one byte short
+        header(flags=0x8180)[:10],
+    ],
+)
+def test_check_reply_rejects_what_miekg_cannot_unpack(raw: bytes) -> None:
+    with pytest.raises(WireError):
+        wire.check_reply(raw)
+    with pytest.raises(dns.exception.FormError):
+        dns.message.from_wire(raw)  # and dnspython agrees

@@ -117,9 +117,11 @@ class Recording(UDPWorker):
 
     def slow(self, data: bytes, addr: tuple[str, int]) -> None:
         self.handed.put(data)
+        self._done()  # the worker's slow-path cap counts this packet finished
 
     def oversized(self, data: bytes, addr: tuple[str, int]) -> None:
         self.handed.put(data)
+        self._done()
 
 
 class UDPReference:

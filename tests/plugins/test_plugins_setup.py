@@ -165,10 +165,12 @@ def test_forward_defaults_and_options() -> None:
     f = forward.parse(directive("forward . 10.0.0.10 10.0.0.11:5353"))
     assert f.from_zone == "." and [u.label for u in f.upstreams] == ["10.0.0.10:53", "10.0.0.11:5353"]
     assert (f.max_fails, f.expire, f.policy, f.health_check, f.max_concurrent, f.force_tcp, f.prefer_udp) == (
-        2, 10.0, "random", 0.5, 0, False, False)  # fmt: skip
+        2, 10.0, "random", 0.5, 1000, False, False)  # fmt: skip
+    # Our default caps in-flight upstream queries (CoreDNS: unlimited); an explicit 0 still lifts the cap.
+    assert forward.parse(directive("forward . 10.0.0.10 {\n max_concurrent 0\n}")).max_concurrent == 0
     f = forward.parse(directive(
         "forward Cluster.Local 10.0.0.10 {\n except a.cluster.local b.cluster.local\n force_tcp\n expire 20s\n"
-        " max_fails 5\n policy round_robin\n health_check 2s no_rec domain example.org\n max_concurrent 1000\n}"
+        " max_fails 5\n policy round_robin\n health_check 2s no_rec domain example.org\n max_concurrent 20\n}"
     ))  # fmt: skip
     assert f.from_zone == "cluster.local." and f.except_zones == ("a.cluster.local.", "b.cluster.local.")
     assert (f.force_tcp, f.expire, f.max_fails, f.policy, f.max_concurrent) == (
@@ -176,7 +178,7 @@ def test_forward_defaults_and_options() -> None:
         20.0,
         5,
         "round_robin",
-        1000,
+        20,
     )
     assert (f.health_check, f.health_no_rec, f.health_domain) == (2.0, True, "example.org.")
 

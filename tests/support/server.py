@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -71,9 +72,16 @@ def wait_udp(host: str, port: int, timeout: float = 10.0, proc: subprocess.Popen
 
 @contextlib.contextmanager
 def serve(
-    corefile: str, port: int | None = None, wait: bool = True, extra_args: tuple[str, ...] = ()
+    corefile: str,
+    port: int | None = None,
+    wait: bool = True,
+    extra_args: tuple[str, ...] = (),
+    nofile: int | None = None,
 ) -> Iterator[Served]:
-    """Start ``nodelocaldns serve --corefile`` with ``{PORT}`` in ``corefile`` replaced by a free port."""
+    """Start ``nodelocaldns serve --corefile`` with ``{PORT}`` in ``corefile`` replaced by a free port.
+
+    ``nofile`` caps the server's file descriptors (RLIMIT_NOFILE), to run it out of them for real.
+    """
     port = port or free_port()
     text = corefile.replace("{PORT}", str(port))
     with tempfile.NamedTemporaryFile("w", suffix=".Corefile", delete=False) as f:
@@ -88,6 +96,9 @@ def serve(
             stdout=subprocess.DEVNULL,
             text=True,
             cwd=REPO,
+            preexec_fn=None
+            if nofile is None
+            else lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile)),
         )
     served = Served(proc, port, path, log_path=log_path)
     try:

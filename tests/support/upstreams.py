@@ -563,9 +563,12 @@ class Blackhole(Endpoint):
 
 
 @contextlib.contextmanager
-def blackhole_udp(host: str = "127.0.0.1") -> Iterator[Blackhole]:
-    """A UDP port that swallows every query (an upstream that times out)."""
-    port = free_port("both", (host,))
+def blackhole_udp(host: str = "127.0.0.1", port: int = 0) -> Iterator[Blackhole]:
+    """A UDP port that swallows every query (an upstream that times out).
+
+    ``port``: take over a port a stopped server used, so an upstream "goes dark" in place.
+    """
+    port = port or free_port("both", (host,))
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_DGRAM)
     sock.bind((host, port))
     hole = Blackhole(host=host, port=port)
@@ -587,6 +590,107 @@ def blackhole_udp(host: str = "127.0.0.1") -> Iterator[Blackhole]:
 def closed_port(host: str = "127.0.0.1") -> Endpoint:
     """A port nothing listens on: UDP gets ICMP port-unreachable, TCP gets RST."""
     return Endpoint(host=host, port=free_port("both", (host,)))
+
+
+BadReplyMode = Literal["good", "truncated", "bad_pointer", "wrong_counts", "rdata_pointer", "trailing"]
+
+
+@dataclass(eq=False)
+class BadReplyServer(Endpoint):
+    """Answers every query on UDP and TCP with a reply that is broken in the way ``mode`` says.
+
+    ``mode`` may be changed while it runs. ``answered`` counts replies sent.
+    """
+
+    mode: str = "truncated"
+    answered: int = 0
+
+
+def broken_reply(query: bytes, mode: str) -> bytes:
+    """A reply to ``query`` with one ``A 198.18.0.1`` answer, damaged as ``mode`` says.
+
+    ``good``: intact. ``truncated``: cut inside the answer's rdata. ``bad_pointer``: the answer's
+    owner is a compression pointer past the end of the message. ``wrong_counts``: ANCOUNT says 3,
+    one record follows. ``rdata_pointer``: a CNAME whose target points forward (a loop).
+    ``trailing``: intact, then junk bytes.
+    """
+    off = 12
+    while query[off]:
+        off += 1 + query[off]
+    question = query[12 : off + 5]
+    flags = 0x8180 | (query[2] & 0x01) << 8  # QR, RD copied, RA
+    answer = b"\xc0\x0c" + struct.pack("!HHIH", 1, 1, 30, 4) + bytes([198, 18, 0, 1])
+    an = 1
+    if mode == "truncated":
+        answer = answer[:-2]
+    elif mode == "bad_pointer":
+        answer = b"\xc3\xff" + answer[2:]
+    elif mode == "wrong_counts":
+        an = 3
+    elif mode == "rdata_pointer":
+        here = 12 + len(question) + 12  # where the CNAME rdata starts: point at itself
+        answer = b"\xc0\x0c" + struct.pack("!HHIH", 5, 1, 30, 2) + struct.pack("!H", 0xC000 | here)
+    out = query[:2] + struct.pack("!HHHHH", flags, 1, an, 0, 0) + question + answer
+    if mode == "trailing":
+        out += b"\x00junk"
+    return out
+
+
+@contextlib.contextmanager
+def bad_reply_server(mode: BadReplyMode = "truncated", host: str = "127.0.0.1") -> Iterator[BadReplyServer]:
+    """A real UDP+TCP DNS endpoint that replies to each query with :func:`broken_reply`."""
+    port = free_port("both", (host,))
+    fam = socket.AF_INET6 if ":" in host else socket.AF_INET
+    udp = socket.socket(fam, socket.SOCK_DGRAM)
+    udp.bind((host, port))
+    tcp = socket.socket(fam, socket.SOCK_STREAM)
+    tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    tcp.bind((host, port))
+    tcp.listen(64)
+    server = BadReplyServer(host=host, port=port, mode=mode)
+    conns: list[socket.socket] = []
+
+    with _Reactor() as reactor:
+
+        def on_udp(s: socket.socket) -> None:
+            try:
+                data, addr = s.recvfrom(65535)
+            except BlockingIOError:
+                return
+            if len(data) > 12:
+                server.answered += 1  # before the send: a client may look as soon as it has the reply
+                s.sendto(broken_reply(data, server.mode), addr)
+
+        def on_tcp_data(conn: socket.socket) -> None:
+            try:
+                data = conn.recv(65535)  # test queries arrive in one segment on loopback
+            except OSError:
+                data = b""
+            if len(data) < 14:
+                reactor.remove(conn)
+                conn.close()
+                return
+            reply = broken_reply(data[2:], server.mode)
+            server.answered += 1
+            with contextlib.suppress(OSError):
+                conn.sendall(struct.pack("!H", len(reply)) + reply)
+
+        def on_accept(s: socket.socket) -> None:
+            with contextlib.suppress(BlockingIOError):
+                conn, _ = s.accept()
+                conns.append(conn)
+                reactor.add(conn, on_tcp_data)
+
+        try:
+            reactor.add(udp, on_udp)
+            reactor.add(tcp, on_accept)
+            yield server
+        finally:
+            reactor.close()
+            for c in conns:
+                c.close()
+            udp.close()
+            tcp.close()
 
 
 @dataclass(eq=False)

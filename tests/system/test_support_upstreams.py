@@ -23,6 +23,7 @@ from support.upstreams import (
     SlowProxy,
     TcpBlackhole,
     UpstreamServer,
+    bad_reply_server,
     blackhole_udp,
     closed_port,
     dnsmasq_server,
@@ -310,3 +311,15 @@ def test_fixture_servers_and_endpoints(
     assert not probe(tcp_hold.host, tcp_hold.port, tcp=True)
     assert not probe(tcp_close.host, tcp_close.port, tcp=True)
     assert (tcp_hold.accepted, tcp_close.accepted) == (1, 1)
+
+
+@pytest.mark.parametrize("mode", ["truncated", "bad_pointer", "wrong_counts", "rdata_pointer"])
+def test_bad_reply_server_sends_what_a_parser_rejects(mode: str) -> None:
+    with bad_reply_server("good") as srv:
+        for tcp in (False, True):
+            assert ask(srv.hostport, "x.example.", tcp=tcp).answer  # the control: intact replies parse
+        srv.mode = mode
+        for tcp in (False, True):
+            with pytest.raises(dns.exception.FormError):
+                ask(srv.hostport, "x.example.", tcp=tcp)
+        assert srv.answered == 4

@@ -54,6 +54,8 @@ class ListenerView(Protocol):
     @property
     def panics(self) -> int: ...
 
+    def dropped(self) -> Mapping[str, int]: ...  # proto -> dropped at the slow path's cap
+
     def blocks(self) -> Mapping[str, BlockView]: ...  # zone -> block (one block may serve several)
 
 

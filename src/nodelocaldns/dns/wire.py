@@ -376,3 +376,62 @@ def strip_opt(reply: bytes) -> bytes:
 
 def rcode_of(reply: bytes) -> int:
     return reply[3] & 0xF
+
+
+# Where the domain names sit in the rdata of the types that carry compressible names (RFC 3597
+# section 4): the offset of each name, and the fixed bytes that follow the last one.
+_RDATA_NAMES: dict[int, tuple[tuple[int, ...], int]] = {
+    2: ((0,), 0),  # NS
+    5: ((0,), 0),  # CNAME
+    12: ((0,), 0),  # PTR
+    39: ((0,), 0),  # DNAME
+    15: ((2,), 0),  # MX: preference, exchange
+    33: ((6,), 0),  # SRV: priority, weight, port, target
+    6: ((0, -1), 20),  # SOA: mname, rname (right after mname), five 32-bit fields
+}
+
+
+def check_reply(msg: bytes) -> bytes:
+    """``msg`` if every section unpacks as its header says, else WireError.
+
+    What miekg/dns's Unpack rejects, we reject: a message cut short, a name that runs out or whose
+    compression pointer does not point backwards into the message, rdata longer than what is left,
+    counts that promise more records than there are, and names in NS/CNAME/PTR/DNAME/MX/SRV/SOA
+    rdata that leave their rdata. Bytes after the last counted record are cut off (CoreDNS repacks
+    the message, which drops them too).
+    """
+    if len(msg) < HEADER_LEN:
+        raise WireError("reply shorter than a DNS header")
+    _qid, _flags, qd, an, ns, ar = _HDR.unpack_from(msg)
+    off = HEADER_LEN
+    n = len(msg)
+    for _ in range(qd):
+        off = read_name(msg, off)[1] + 4
+        if off > n:
+            raise WireError("question runs past end of message")
+    for _ in range(an + ns + ar):
+        off = read_name(msg, off)[1]
+        if off + 10 > n:
+            raise WireError("record runs past end of message")
+        rtype, _rclass, _ttl, rdlen = _RR_FIXED.unpack_from(msg, off)
+        start = off + 10
+        off = start + rdlen
+        if off > n:
+            raise WireError("rdata runs past end of message")
+        layout = _RDATA_NAMES.get(rtype)
+        if layout is not None and rdlen:  # empty rdata is a valid (update-style) record for miekg too
+            _check_rdata_names(msg, start, off, layout)
+    return msg if off == n else msg[:off]
+
+
+def _check_rdata_names(msg: bytes, start: int, end: int, layout: tuple[tuple[int, ...], int]) -> None:
+    at = start
+    offsets, fixed_after = layout
+    for rel in offsets:
+        if rel >= 0:
+            at = start + rel
+        if at >= end:
+            raise WireError("rdata too short for its names")
+        at = read_name(msg[:end], at)[1]
+    if at + fixed_after != end:
+        raise WireError("rdata length does not match its names")

@@ -181,6 +181,26 @@ FAMILIES: tuple[Family, ...] = (
     _F(
         "coredns_health_request_failures_total", "counter", (), "The number of times the health check failed."
     ),
+    # nodelocaldns's own (no CoreDNS equivalent; docs/compatibility.md)
+    _F(
+        "nodelocaldns_forward_bad_replies_total",
+        "counter",
+        ("proxy_name", "to"),
+        "Counter of upstream replies that did not unpack; each became SERVFAIL and was not cached.",
+    ),
+    _F(
+        "nodelocaldns_forward_resource_errors_total",
+        "counter",
+        (),
+        "Counter of upstream exchanges that failed because this process ran out of descriptors, "
+        "buffers or memory.",
+    ),
+    _F(
+        "nodelocaldns_dns_dropped_requests_total",
+        "counter",
+        ("server", "proto"),
+        "Counter of requests dropped unanswered because the listener's slow path was at its in-flight cap.",
+    ),
     # plugin/reload
     _F("coredns_reload_failed_total", "counter", (), "Counter of the number of failed reload attempts."),
     _F(

@@ -15,6 +15,7 @@ import socket
 import struct
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
@@ -120,6 +121,9 @@ class Listener:
         self.tcp_write_timeout = WRITE_TIMEOUT
         self.tcp_max_queries = -1  # queries per connection; -1: unlimited
         self.memo_max = config.route_memo_max
+        self.max_pending = config.slow_path_max
+        self.tcp_pending = 0  # TCP queries spawned and not finished (the UDP thread keeps its own)
+        self.tcp_paused: set[TCPConnection] = set()  # connections not read while tcp_pending is at the cap
         self.limiter = RateLimiter(burst=config.log_burst, window=config.log_window)
         self.malformed = 0
         self.panics = 0
@@ -169,10 +173,29 @@ class Listener:
 
     # -- the slow path ---------------------------------------------------------------------------
 
-    def spawn(self, data: bytes, remote: tuple[str, int], proto: str, send: Callable[[bytes], None]) -> None:
+    def spawn(
+        self,
+        data: bytes,
+        remote: tuple[str, int],
+        proto: str,
+        send: Callable[[bytes], None],
+        done: Callable[[object], None] | None = None,
+    ) -> None:
         t = asyncio.ensure_future(self.handle(data, remote, proto, send))
         self.tasks.add(t)
         t.add_done_callback(self.tasks.discard)
+        if done is not None:
+            t.add_done_callback(done)
+
+    def dropped(self) -> dict[str, int]:
+        """proto -> queries dropped unanswered at the slow path's cap; TCP is slowed down instead."""
+        udp = self.udp.dropped if self.udp is not None else 0
+        return {"udp": udp}
+
+    def tcp_wake(self) -> None:
+        """A TCP query finished: read the paused connections again while there is room."""
+        while self.tcp_paused and self.tcp_pending < self.max_pending:
+            self.tcp_paused.pop().resume()
 
     async def handle(
         self, data: bytes, remote: tuple[str, int], proto: str, send: Callable[[bytes], None]
@@ -244,7 +267,9 @@ class Listener:
                 ),
                 dt,
             )
-        if qkey and cache is not None and cache.covers(q.qname):
+        # Only a name the cache now holds is worth a memo entry: unique names that failed (a flood
+        # toward a dead upstream) would otherwise fill the memo with routes to nothing.
+        if qkey and cache is not None and cache.covers(q.qname) and cache.store.get(req.key) is not None:
             fastpath.remember(router.memo, router.routes, qkey, zone, cache.store.maps, self.stats.zone_acc(zone),
                               self.memo_max, block.transform, block.udp_max)  # fmt: skip
 
@@ -284,9 +309,18 @@ class Listener:
             log.warning("[WARNING] malformed query from %s:%d: %s", remote[0], remote[1], why)
 
     async def drain(self, timeout: float) -> None:
-        pending = [t for t in self.tasks if not t.done()]
-        if pending:
-            await asyncio.wait(pending, timeout=timeout)
+        """Wait for in-flight queries, including packets the UDP thread handed off and the loop has
+        not started yet (they become tasks while we wait)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while (left := deadline - loop.time()) > 0:
+            pending = [t for t in self.tasks if not t.done()]
+            if pending:
+                await asyncio.wait(pending, timeout=left)
+            elif self.udp is not None and self.udp.n_handed != self.udp.n_finished:
+                await asyncio.sleep(0.005)
+            else:
+                return
 
 
 class UDPWorker:
@@ -311,6 +345,18 @@ class UDPWorker:
         self.sock = sock
         self.loop = loop
         self.stopping = False
+        # Packets handed to the loop and not yet finished there: handed (written only by this
+        # thread) minus finished (written only by the loop), so neither needs a lock.
+        self.n_handed = 0
+        self.n_finished = 0
+        self.dropped = 0  # the slow path was full: dropped unanswered (written only by this thread)
+        self.cap = listener.max_pending
+        # Two lanes, drained in order: packets for a name the cache holds (expired: serve_stale or a
+        # refresh) come before the rest, and may use a reserve above the cap, so a flood of names
+        # nobody asked before cannot starve the names the cache is there for.
+        self.lanes: tuple[deque[tuple[Callable[..., None], tuple[Any, ...]]], ...] = (deque(), deque())
+        self.reserve = max(1, listener.max_pending // 4)
+        self.scheduled = False  # a drain is due on the loop (one wakeup for a batch, not per packet)
         self.thread = threading.Thread(target=self.run, name=f"udp {listener.server}", daemon=True)
 
     def start(self) -> None:
@@ -345,7 +391,6 @@ class UDPWorker:
 
     def _drain_rest(self) -> None:
         """After the end-of-queue mark: what is still queued, without blocking, to the slow path."""
-        call = self.loop.call_soon_threadsafe
         for _ in range(_DRAIN_MAX):
             try:
                 data, addr = self.sock.recvfrom(_UDP_BUF, socket.MSG_DONTWAIT)
@@ -356,7 +401,7 @@ class UDPWorker:
                     return
                 continue  # an ICMP error reported on the connected socket: not a datagram
             if data:
-                call(self.slow, data, addr)
+                self.to_slow(data, addr)
 
     def close(self) -> None:
         self.stop()
@@ -366,22 +411,89 @@ class UDPWorker:
         with contextlib.suppress(OSError):
             self.sock.sendto(out, addr)
 
+    def handoff(self, fn: Callable[..., None], *args: Any, lane: int = 1) -> bool:
+        """Run ``fn(*args)`` on the loop, unless ``cap`` packets are already there (then False).
+
+        ``fn`` must count itself finished (``_done``). Without the cap a flood of packets that are
+        not hits (malformed, or unique names toward a dead upstream) queues without limit: hundreds
+        of MB within seconds, and every cached name waits behind the queue.
+        """
+        if self.n_handed - self.n_finished >= (self.cap + self.reserve if lane == 0 else self.cap):
+            return False
+        self.n_handed += 1
+        self.lanes[lane].append((fn, args))
+        if not self.scheduled:
+            self.scheduled = True
+            self.loop.call_soon_threadsafe(self.drain)
+        return True
+
+    def drain(self, batch: int = 64) -> None:
+        """On the loop: start up to ``batch`` handed-off packets, cached names first, then yield."""
+        self.scheduled = False  # before looking: a packet appended from now on schedules a drain
+        for lane in self.lanes:
+            while lane and batch:
+                fn, args = lane.popleft()
+                batch -= 1
+                try:
+                    fn(*args)
+                except Exception as exc:  # each fn counts itself done; a bug must not strand the rest
+                    self.listener.fast_failed(exc)
+        if (self.lanes[0] or self.lanes[1]) and not self.scheduled:
+            self.scheduled = True
+            self.loop.call_soon(self.drain)
+
+    def _done(self, _t: object = None) -> None:
+        self.n_finished += 1
+
+    def to_slow(self, data: bytes, addr: tuple[str, int]) -> None:
+        if not self.handoff(self.slow, data, addr):
+            self.shed(data, addr)
+
+    def to_slow_cached(self, data: bytes, addr: tuple[str, int]) -> None:
+        if not self.handoff(self.slow, data, addr, lane=0):
+            self.shed(data, addr)
+
+    def shed(self, data: bytes, addr: tuple[str, int]) -> None:
+        """The slow path is full: drop and count. Dropped, not answered: a REFUSED per packet from
+        this thread (measured) made it fall behind the socket at 15k qps, and the cached names it is
+        there for waited in the kernel's queue; a client retries a dropped query after its timeout."""
+        self.dropped += 1
+
     def slow(self, data: bytes, addr: tuple[str, int]) -> None:
-        self.listener.spawn(data, addr, "udp", partial(self.send, addr=addr))
+        try:
+            self.listener.spawn(data, addr, "udp", partial(self.send, addr=addr), self._done)
+        except BaseException:
+            self._done()
+            raise
+
+    def record_slow_hit(self, *args: Any) -> None:
+        try:
+            self.listener._record_slow_hit(*args)
+        finally:
+            self._done()
+
+    def fast_failed(self, exc: BaseException) -> None:
+        try:
+            self.listener.fast_failed(exc)
+        finally:
+            self._done()
 
     def oversized(self, data: bytes, addr: tuple[str, int]) -> None:
         """A datagram that filled the receive buffer was cut short: FORMERR, never a guess."""
-        self.listener._bad(addr, f"datagram of {_UDP_BUF} bytes or more")
-        out = wire.bare_reply(data, wire.FORMERR)
-        if out is not None:
-            self.send(out, addr)
+        try:
+            self.listener._bad(addr, f"datagram of {_UDP_BUF} bytes or more")
+            out = wire.bare_reply(data, wire.FORMERR)
+            if out is not None:
+                self.send(out, addr)
+        finally:
+            self._done()
 
     def run(self) -> None:  # noqa: C901 - the hot loop is deliberately one function
         lst = self.listener
         recv = self.sock.recvfrom
         sendto = self.sock.sendto
-        call = self.loop.call_soon_threadsafe
-        slow = self.slow
+        handoff = self.handoff
+        slow = self.to_slow
         clock = lst.clock
         flagged = fastpath.flagged
         while True:
@@ -405,14 +517,15 @@ class UDPWorker:
                 elif counts == EDNS:
                     edns = 4
                 else:
-                    call(slow, data, addr)
+                    slow(data, addr)
                     continue
                 if len(data) >= _UDP_BUF:
-                    call(self.oversized, data, addr)
+                    if not handoff(self.oversized, data, addr):
+                        self.shed(data, addr)
                     continue
                 qend = data.find(0, 12) + 5
                 if data[2] & 0xFE or qend < 17:  # QR, opcode, AA or TC set; no name end
-                    call(slow, data, addr)
+                    slow(data, addr)
                     continue
                 q = data[12:qend]
                 memo = lst.router.memo
@@ -422,7 +535,7 @@ class UDPWorker:
                     q = q[:-4].lower() + q[-4:]
                     route = memo.get(q)
                     if route is None:
-                        call(slow, data, addr)
+                        slow(data, addr)
                         continue
                     raw = False
                 smap, dmap, zb, acc, tf, cap = route
@@ -433,7 +546,7 @@ class UDPWorker:
                         or data[qend + 6]
                         or len(data) != qend + 11 + ((data[qend + 9] << 8) | data[qend + 10])
                     ):
-                        call(slow, data, addr)
+                        slow(data, addr)
                         continue
                     do = data[qend + 7] & 0x80
                     limit = (data[qend + 3] << 8) | data[qend + 4]  # below 512 means 512 (see below)
@@ -442,7 +555,7 @@ class UDPWorker:
                         limit = cap
                         opt = OPT_HEAD + cap.to_bytes(2, "big") + (DO_FLAGS[1] if do else DO_FLAGS[0])
                 elif len(data) != qend:
-                    call(slow, data, addr)
+                    slow(data, addr)
                     continue
                 else:
                     do = 0
@@ -453,18 +566,18 @@ class UDPWorker:
                 else:
                     e = smap.get(q) or dmap.get(q)
                 if e is None:
-                    call(slow, data, addr)
+                    slow(data, addr)
                     continue
                 if raw:  # owner names keep their stored case: see fastpath.answer
                     if e.q is not None:
-                        call(slow, data, addr)
+                        slow(data, addr)
                         continue
                 elif e.q != data[12:qend]:
-                    call(slow, data, addr)
+                    slow(data, addr)
                     continue
                 now = clock()
                 if now >= e.memo_until and e.body(now) is None:
-                    call(slow, data, addr)
+                    self.to_slow_cached(data, addr)  # expired: serve_stale or a refresh
                     continue
                 if raw and data[2:4] == b"\x01\x00":
                     if edns:
@@ -481,7 +594,7 @@ class UDPWorker:
                     head = e.heads[(data[2] & 1) | ((data[3] & 0x20) >> 4) | edns]
                     reply = b"".join((data[:2], head, data[12:qend], e.memo, opt if edns else b""))
                 if len(reply) > 512 and len(reply) > limit:
-                    call(slow, data, addr)
+                    slow(data, addr)
                     continue
                 if tf is not None:  # loadbalance's shuffle: the same function its handler runs
                     reply = tf(reply)
@@ -493,15 +606,19 @@ class UDPWorker:
                     fc = lst.stats.fast
                     fc[k] = fc.get(k, 0) + 1
                 else:
-                    call(lst._record_slow_hit, acc, e, data, reply, bool(do), "udp", dt)
+                    if not handoff(self.record_slow_hit, acc, e, data, reply, bool(do), "udp", dt):
+                        # The loop is full: count the hit in the first bucket rather than queue it.
+                        k = zb | e.sbase | (len(data) << 3) | (do >> 6) | (edns >> 2)
+                        fc = lst.stats.fast
+                        fc[k] = fc.get(k, 0) + 1
                 acc[1] += dt
                 try:
                     sendto(reply, addr)
                 except OSError:
                     lst.send_errors += 1
             except Exception as exc:  # a slip here must cost one packet, never the UDP thread
-                call(lst.fast_failed, exc)
-                call(slow, data, addr)
+                handoff(self.fast_failed, exc)
+                slow(data, addr)
 
 
 class TCPConnection(asyncio.Protocol):
@@ -514,6 +631,7 @@ class TCPConnection(asyncio.Protocol):
         self.peer: tuple[str, int] = ("", 0)
         self.inflight = 0
         self.queries = 0
+        self.paused = False  # the listener's TCP slow path is full: not read until a query finishes
         self.timer: asyncio.TimerHandle | None = None
         self.write_timer: asyncio.TimerHandle | None = None
 
@@ -534,7 +652,7 @@ class TCPConnection(asyncio.Protocol):
         self.timer = asyncio.get_running_loop().call_later(seconds, self._timeout)
 
     def _timeout(self) -> None:
-        if self.inflight and (not self.buf or self._done_reading()):
+        if self.paused or self.inflight and (not self.buf or self._done_reading()):
             self._arm(self.listener.tcp_idle)
             return
         if self.transport is not None:
@@ -546,11 +664,21 @@ class TCPConnection(asyncio.Protocol):
         return limit != -1 and self.queries >= limit
 
     def data_received(self, data: bytes) -> None:
-        lst = self.listener
         if self._done_reading():
             return
         self.buf += data
+        self._process()
+
+    def _process(self) -> None:
+        lst = self.listener
         while len(self.buf) >= 2 and not self._done_reading():
+            if lst.tcp_pending >= lst.max_pending:
+                # Backpressure instead of a queue: the kernel's receive window holds the rest.
+                self.paused = True
+                lst.tcp_paused.add(self)
+                if self.transport is not None:
+                    self.transport.pause_reading()
+                break
             n = (self.buf[0] << 8) | self.buf[1]
             if len(self.buf) < 2 + n:
                 break
@@ -566,23 +694,32 @@ class TCPConnection(asyncio.Protocol):
                 self.send(out)
             else:
                 self.inflight += 1
-                lst.spawn(msg, self.peer, "tcp", self._send_done)
+                lst.tcp_pending += 1
+                lst.spawn(msg, self.peer, "tcp", self.send, self._query_done)
         if self._done_reading():
             self.buf.clear()
             self._close_when_answered()
             return
-        # A half-sent frame gets the short read timeout; a clean boundary gets the idle timeout.
-        self._arm(lst.tcp_read_timeout if self.buf else lst.tcp_idle)
+        # A half-sent frame gets the short read timeout; a clean boundary (or a pause that is ours,
+        # not the client's) gets the idle timeout.
+        self._arm(lst.tcp_read_timeout if self.buf and not self.paused else lst.tcp_idle)
 
     def _close_when_answered(self) -> None:
         if self.inflight == 0 and self.transport is not None:
             self.transport.close()  # flushes what was written first
 
-    def _send_done(self, b: bytes) -> None:
+    def _query_done(self, _t: object) -> None:
         self.inflight -= 1
-        self.send(b)
+        self.listener.tcp_pending -= 1
         if self._done_reading():
             self._close_when_answered()
+        self.listener.tcp_wake()
+
+    def resume(self) -> None:
+        self.paused = False
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.resume_reading()
+            self._process()
 
     def send(self, b: bytes) -> None:
         t = self.transport
@@ -602,6 +739,7 @@ class TCPConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.listener.tcp_conns.discard(self)
+        self.listener.tcp_paused.discard(self)
         if self.timer is not None:
             self.timer.cancel()
         if self.write_timer is not None:

@@ -3,19 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 import time
 from collections.abc import Callable
 
 from nodelocaldns.core.plugin import Next
+from nodelocaldns.core.ratelimit import RateLimiter
 from nodelocaldns.core.request import Reply, Request
 from nodelocaldns.core.zones import in_zones
 from nodelocaldns.dns import wire
-from nodelocaldns.errors import NoHealthyUpstream, UpstreamError
+from nodelocaldns.errors import NoHealthyUpstream, ResourceExhausted, UpstreamError
 from nodelocaldns.plugins.forward.metrics import COUNTERS, ForwardCounters
 from nodelocaldns.plugins.forward.policy import Policy
 from nodelocaldns.plugins.forward.proxy import Proxy
 from nodelocaldns.plugins.forward.setup import ForwardConfig
+
+log = logging.getLogger("nodelocaldns.forward")
 
 
 def health_probe(domain: str, no_rec: bool) -> bytes:
@@ -51,7 +55,11 @@ class ForwardHandler:
         # chains them); the last one's next is another plugin, and there ``next`` is ignored.
         self.next_is_forward = False
         self.policy = Policy(cfg.policy)
+        self.clock = clock
         self.inflight = 0
+        # Out of descriptors under a flood, every query fails the same way: one line per window.
+        self.limiter = RateLimiter(burst=1, window=10.0)
+        self._too_many = UpstreamError(f"concurrent queries exceeded maximum {cfg.max_concurrent}")
         self._from = (wire.text_to_wire(cfg.from_zone),)
         self._except = tuple(wire.text_to_wire(z) for z in cfg.except_zones)
         self._probe = health_probe(cfg.health_domain, cfg.health_no_rec)
@@ -69,7 +77,7 @@ class ForwardHandler:
         cfg = self.cfg
         if cfg.max_concurrent and self.inflight >= cfg.max_concurrent:
             self.counters.max_concurrent_rejects += 1
-            return Reply(None, wire.REFUSED, error=UpstreamError("concurrent queries exceeded maximum"))
+            return Reply(None, wire.REFUSED, error=self._too_many)
         self.inflight += 1
         try:
             return await self._forward(req, next_)
@@ -117,6 +125,11 @@ class ForwardHandler:
                 )
                 if proto == "udp" and reply[2] & 0x02 and cfg.prefer_udp:
                     reply = await p.exchange(req.data, question, "tcp", min(cfg.read_timeout, remaining), 0)
+            except ResourceExhausted as e:
+                # Ours, not the upstream's: no health check (its probe would need a socket too),
+                # no other upstream (same shortage); fail now and free what this query holds.
+                self._exhausted(e)
+                return Reply(None, wire.SERVFAIL, error=e)
             except UpstreamError as e:
                 err = e
                 if cfg.max_fails != 0:
@@ -137,6 +150,14 @@ class ForwardHandler:
         if err is None:
             err = NoHealthyUpstream("no healthy proxies")
         return Reply(None, wire.SERVFAIL, error=err)
+
+    def _exhausted(self, e: ResourceExhausted) -> None:
+        self.counters.resource_errors += 1
+        ok, suppressed = self.limiter.allow("exhausted", self.clock())
+        if suppressed:
+            log.error("[ERROR] plugin/forward: %d more queries failed for lack of resources", suppressed)
+        if ok:
+            log.error("[ERROR] plugin/forward: out of resources, answering SERVFAIL: %s", e)
 
     def close(self) -> None:
         for p in self.proxies:

@@ -21,6 +21,8 @@ class ForwardCounters:
         self.conn_misses: dict[tuple[str, str], int] = {}
         self.healthcheck_broken = 0
         self.max_concurrent_rejects = 0
+        self.bad_replies: dict[str, int] = {}  # to -> replies that did not unpack (SERVFAIL, not cached)
+        self.resource_errors = 0  # exchanges that failed for lack of fds/buffers/memory here
 
     def observe(self, to: str, rcode: str, seconds: float) -> None:
         h = self.durations.get((to, rcode))
@@ -57,4 +59,9 @@ def collect(host: Host) -> list[Any]:
     broken.add_metric([], c.healthcheck_broken)
     rejects = counter("coredns_forward_max_concurrent_rejects_total")
     rejects.add_metric([], c.max_concurrent_rejects)
-    return [pd, hf, ch, cm, broken, rejects]
+    bad = counter("nodelocaldns_forward_bad_replies_total")
+    for to, n in list(c.bad_replies.items()):
+        bad.add_metric(["forward", to], n)
+    exhausted = counter("nodelocaldns_forward_resource_errors_total")
+    exhausted.add_metric([], c.resource_errors)
+    return [pd, hf, ch, cm, broken, rejects, bad, exhausted]

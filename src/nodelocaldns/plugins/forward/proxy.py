@@ -2,12 +2,15 @@
 
 Every UDP exchange uses a fresh socket (so a fresh kernel-chosen source port) and a fresh random
 ID; replies whose ID or question do not match are dropped and the read continues until the
-deadline, so a spoofed or stale datagram cannot complete a query.
+deadline, so a spoofed or stale datagram cannot complete a query. A matching reply that does not
+unpack is an upstream error (BadReply), never passed on. Running out of descriptors, buffers or
+memory on the way is ResourceExhausted: an upstream error, not a plugin bug.
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import os
 import socket
@@ -19,13 +22,15 @@ from collections.abc import Callable
 
 from nodelocaldns.dns import wire
 from nodelocaldns.dns.hexdump import hexdump
-from nodelocaldns.errors import UpstreamError, WireError
+from nodelocaldns.errors import BadReply, ResourceExhausted, UpstreamError, WireError
 from nodelocaldns.plugins.forward import tlsconfig
 from nodelocaldns.plugins.forward.metrics import ForwardCounters
 from nodelocaldns.plugins.forward.setup import Upstream
 
 _LEN = struct.Struct("!H")
 log = logging.getLogger("nodelocaldns")
+# What the kernel says when this process, not the upstream, is out of something.
+EXHAUSTED = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 
 
 def go_addr(sockaddr: object) -> str:
@@ -49,6 +54,14 @@ def op_error(op: str, net: str, local: str | None, remote: str, err: str) -> str
     """
     where = f"{local}->{remote}" if local else remote
     return f"{op} {net} {where}: {err}"
+
+
+def upstream_error(e: OSError, op: str, net: str, local: str | None, remote: str, call: str) -> UpstreamError:
+    """The UpstreamError for an OSError of ``call``; ResourceExhausted when the shortage is ours."""
+    text = op_error(op, net, local, remote, go_syscall_error(call, e))
+    if e.errno in EXHAUSTED:
+        return ResourceExhausted(text, remote)
+    return UpstreamError(text, remote)
 
 
 def new_id() -> int:
@@ -127,6 +140,7 @@ class Proxy:
         self._pool: deque[_Conn] = deque()
         self._probe: asyncio.Task[None] | None = None
         self._closed = False
+        counters.bad_replies.setdefault(self.addr, 0)
 
     def down(self, max_fails: int) -> bool:
         return max_fails != 0 and self.fails > max_fails
@@ -141,24 +155,30 @@ class Proxy:
             reply = await self._udp(msg, qid, question, timeout, bufsize)
         else:
             reply = await self._tcp(msg, qid, question, timeout)
+        try:
+            reply = wire.check_reply(reply)
+        except WireError as e:
+            self.counters.bad_replies[self.addr] = self.counters.bad_replies.get(self.addr, 0) + 1
+            raise BadReply(f"dns: bad reply from {self.addr}: {e}", self.addr) from None
         return query[:2] + reply[2:]
 
     async def _udp(self, msg: bytes, qid: int, question: bytes, timeout: float, bufsize: int) -> bytes:
         loop = asyncio.get_running_loop()
-        sock = socket.socket(self.family, socket.SOCK_DGRAM)
+        try:
+            sock = socket.socket(self.family, socket.SOCK_DGRAM)
+        except OSError as e:
+            raise upstream_error(e, "dial", "udp", None, self.addr, "socket") from None
         sock.setblocking(False)
         try:
             try:
                 sock.connect((self.up.host, self.up.port))
             except OSError as e:
-                err = go_syscall_error("connect", e)
-                raise UpstreamError(op_error("dial", "udp", None, self.addr, err), self.addr) from None
+                raise upstream_error(e, "dial", "udp", None, self.addr, "connect") from None
             local = go_addr(sock.getsockname())
             try:
                 sock.send(msg)
             except OSError as e:
-                err = go_syscall_error("write", e)
-                raise UpstreamError(op_error("write", "udp", local, self.addr, err), self.addr) from None
+                raise upstream_error(e, "write", "udp", local, self.addr, "write") from None
             timed_out = op_error("read", "udp", local, self.addr, "i/o timeout")
             deadline = loop.time() + timeout
             while True:
@@ -171,8 +191,7 @@ class Proxy:
                 except TimeoutError:
                     raise UpstreamError(timed_out, self.addr) from None
                 except OSError as e:
-                    err = go_syscall_error("read", e)
-                    raise UpstreamError(op_error("read", "udp", local, self.addr, err), self.addr) from None
+                    raise upstream_error(e, "read", "udp", local, self.addr, "read") from None
                 if reply_matches(data, qid, question):
                     return data
                 wrong_reply(data, qid, question)
@@ -218,8 +237,7 @@ class Proxy:
             raise UpstreamError(op_error("dial", "tcp", None, self.addr, "i/o timeout"), self.addr) from None
         except OSError as e:
             # Go's Dialer leaves Source unset: ``dial tcp REMOTE: connect: connection refused``.
-            err = go_syscall_error("connect", e)
-            raise UpstreamError(op_error("dial", "tcp", None, self.addr, err), self.addr) from None
+            raise upstream_error(e, "dial", "tcp", None, self.addr, "connect") from None
         if self.tls is not None:
             await self._handshake(w, timeout)
         return _Conn(r, w, self.clock())
@@ -274,8 +292,7 @@ class Proxy:
             # Go's conn.Read hands back a bare io.EOF when the peer closes: no OpError around it.
             raise UpstreamError("EOF", self.addr) from None
         except OSError as e:
-            err = go_syscall_error(op, e)
-            raise UpstreamError(op_error(op, "tcp", local, self.addr, err), self.addr) from None
+            raise upstream_error(e, op, "tcp", local, self.addr, op) from None
 
     def _take(self) -> _Conn | None:
         now = self.clock()

@@ -20,6 +20,7 @@ RCODES: dict[str, int] = {
     "YXRRSET": 7, "NXRRSET": 8, "NOTAUTH": 9, "NOTZONE": 10, "BADSIG": 16, "BADVERS": 16, "BADKEY": 17,
     "BADTIME": 18, "BADMODE": 19, "BADNAME": 20, "BADALG": 21, "BADTRUNC": 22, "BADCOOKIE": 23,
 }  # fmt: skip
+DEFAULT_MAX_CONCURRENT = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,7 +49,9 @@ class ForwardConfig:
     health_check: float = 0.5
     health_domain: str = "."
     health_no_rec: bool = False
-    max_concurrent: int = 0
+    # CoreDNS's default is 0 (unlimited); ours bounds sockets and memory when an upstream hangs.
+    # An explicit ``max_concurrent 0`` still means unlimited. docs/configuration.md says why 1000.
+    max_concurrent: int = DEFAULT_MAX_CONCURRENT
     read_timeout: float = 2.0
     timeout: float = 5.0  # CoreDNS defaultTimeout: the whole budget for one query
     max_age: float = 0.0  # close a pooled connection this long after it was opened; 0: never

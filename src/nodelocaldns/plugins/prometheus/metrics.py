@@ -61,6 +61,7 @@ def collect(host: Host) -> list[Any]:
     rsize = histogram("coredns_dns_request_size_bytes")
     wsize = histogram("coredns_dns_response_size_bytes")
     enabled = gauge("coredns_plugin_enabled")
+    dropped = counter("nodelocaldns_dns_dropped_requests_total")
     panics = 0
     for lst in host.dns_listeners():
         server = lst.server
@@ -98,6 +99,8 @@ def collect(host: Host) -> list[Any]:
             for name in sorted(names):
                 enabled.add_metric([server, zone, "", name], 1)
         panics += lst.panics
+        for proto, n in lst.dropped().items():
+            dropped.add_metric([server, proto], n)
     total = counter("coredns_panics_total")
     total.add_metric([], panics)
-    return [build, req, do_req, resp, dur, rsize, wsize, enabled, total]
+    return [build, req, do_req, resp, dur, rsize, wsize, enabled, total, dropped]

@@ -1,0 +1,341 @@
+"""Bounded under upstream trouble: broken replies, fd exhaustion, floods of queries that miss the cache.
+
+Every upstream here is a real socket on loopback that misbehaves (support.upstreams); the server is a
+real ``nodelocaldns serve`` process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import socket
+import struct
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import dns.exception
+import dns.message
+import dns.query
+import dns.rcode
+import pytest
+
+from nodelocaldns.plugins.forward.handler import ForwardHandler
+from nodelocaldns.plugins.forward.setup import ForwardConfig, Upstream
+from nodelocaldns.server.chain import build_chain
+from nodelocaldns.server.listener import Block, Listener, Router, TCPConnection, UDPWorker
+from nodelocaldns.server.settings import ServerConfig
+from support.ports import free_port
+from support.server import Served
+from support.server import serve as _serve
+from support.upstreams import UpstreamServer, bad_reply_server, blackhole_udp
+from test_serve_forward import PROBE_BLOCK, metric, wait_metric
+
+
+@contextlib.contextmanager
+def serve(text: str, nofile: int | None = None) -> Iterator[Served]:
+    with _serve(text + PROBE_BLOCK, nofile=nofile) as s:
+        yield s
+
+
+def corefile(upstream: str, mport: int, forward_opts: str = "", cache: str = "cache 30") -> str:
+    opts = f" {{\n        {forward_opts}\n    }}" if forward_opts else ""
+    return (
+        f".:{{PORT}} {{\n    bind 127.0.0.1\n    errors\n    prometheus 127.0.0.1:{mport}\n    {cache}\n"
+        f"    forward . {upstream}{opts}\n}}\n"
+    )
+
+
+@pytest.mark.parametrize("mode", ["truncated", "bad_pointer", "wrong_counts", "rdata_pointer"])
+@pytest.mark.parametrize("tcp", [False, True], ids=["udp", "tcp"])
+def test_an_upstream_reply_that_does_not_unpack_is_servfail_and_never_cached(mode: str, tcp: bool) -> None:
+    mport = free_port("tcp")
+    # max_fails 0: no health probes, so every reply the upstream sent answered a client's query.
+    with bad_reply_server(mode) as up, serve(corefile(up.address, mport, "max_fails 0")) as s:
+        seen = 0
+        for _ in range(2):  # the second one reaches the upstream again: nothing was cached
+            r = s.query("x.example.", tcp=tcp)
+            assert r.rcode() == dns.rcode.SERVFAIL and not r.answer
+            assert up.answered > seen
+            seen = up.answered
+        assert metric(mport, "nodelocaldns_forward_bad_replies_total", to=up.address) == seen
+        up.mode = "good"  # the same upstream, now sane: its answer reaches the client and the cache
+        assert s.query("x.example.", tcp=tcp).answer
+        assert s.query("x.example.", tcp=tcp).answer
+        assert up.answered == seen + 1
+        log = s.stderr()
+    assert "plugin/errors: 2 x.example. A: dns: bad reply from" in log
+    assert "panic" not in log and "Traceback" not in log
+
+
+def test_trailing_bytes_after_the_last_record_are_cut_off() -> None:
+    mport = free_port("tcp")
+    with bad_reply_server("trailing") as up, serve(corefile(up.address, mport, cache="")) as s:
+        q = dns.message.make_query("x.example.", "A", use_edns=False)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as c:
+            c.settimeout(3)
+            c.sendto(q.to_wire(), ("127.0.0.1", s.port))
+            raw = c.recv(4096)
+        r = dns.message.from_wire(raw)  # dnspython rejects trailing junk: this parse is the check
+        assert r.answer and not raw.endswith(b"junk")
+        assert metric(mport, "nodelocaldns_forward_bad_replies_total", to=up.address) == 0
+
+
+def _fds(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def test_out_of_file_descriptors_is_servfail_and_one_log_line_not_a_panic() -> None:
+    """With RLIMIT_NOFILE a little above what an idle server holds, a burst of queries to a
+    blackholed upstream runs the process out of descriptors for real."""
+    mport = free_port("tcp")
+    with blackhole_udp() as hole:
+        # Probe once to learn how many descriptors the idle server holds, then cap just above it.
+        with serve(corefile(hole.address, mport)) as s:
+            idle = _fds(s.proc.pid)
+        mport = free_port("tcp")
+        with serve(corefile(hole.address, mport, forward_opts="max_fails 0"), nofile=idle + 12) as s:
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as c:
+                c.settimeout(6)
+                queries = [dns.message.make_query(f"n{i}.flood.example.", "A") for i in range(300)]
+                t0 = time.monotonic()
+                for q in queries:
+                    c.sendto(q.to_wire(), ("127.0.0.1", s.port))
+                replies = [dns.message.from_wire(c.recv(4096)) for _ in queries]
+                elapsed = time.monotonic() - t0
+            rcodes = {r.rcode() for r in replies}
+            assert rcodes == {dns.rcode.SERVFAIL}, rcodes
+            assert elapsed < 5  # within the forward budget: the starved ones fail at once
+            time.sleep(2.5)  # the few that got a socket time out; their descriptors come back
+            assert wait_metric(mport, "nodelocaldns_forward_resource_errors_total", 250) >= 250
+            assert metric(mport, "coredns_panics_total") == 0
+            log = s.stderr()
+    assert "panic" not in log and "Traceback" not in log
+    lines = [ln for ln in log.splitlines() if "out of resources" in ln]
+    assert len(lines) == 1, lines
+    assert "socket: too many open files" in lines[0]
+
+
+# -- a flood of unique names toward a blackholed upstream ---------------------------------------------
+
+FLOOD_QPS = 15_000
+FLOOD_S = 20
+CACHED = 40  # half with a TTL that runs out during the flood: those need serve_stale
+
+
+def _rss_mib(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS")
+
+
+def _dnsperf_summary(text: str) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for key, pat in (("sent", r"Queries sent:\s+(\d+)"), ("completed", r"Queries completed:\s+(\d+)"),
+                     ("lost", r"Queries lost:\s+(\d+)"), ("max_latency", r"max ([0-9.]+)\)")):  # fmt: skip
+        m = re.search(pat, text)
+        assert m, (key, text[-2000:])
+        out[key] = float(m.group(1))
+    m = re.search(r"Response codes:\s+(.*)", text)
+    for code, n in re.findall(r"([A-Z]+) (\d+) \(", m.group(1) if m else ""):
+        out[code] = float(n)
+    return out
+
+
+class _Sampler(threading.Thread):
+    """A dnspython client asking for cached names the whole time, one at a time, timing each."""
+
+    def __init__(self, port: int, names: list[str]) -> None:
+        super().__init__(daemon=True)
+        self.port, self.names = port, names
+        self.stop = threading.Event()
+        self.latencies: list[float] = []  # seconds; inf = no answer within 1 s, or not the cached one
+        self.stale_asked = self.stale_answered = 0
+
+    def run(self) -> None:
+        i = 0
+        while not self.stop.is_set():
+            name = self.names[i % len(self.names)]
+            i += 1
+            q = dns.message.make_query(name, "A")
+            t0 = time.monotonic()
+            try:
+                r = dns.query.udp(q, "127.0.0.1", port=self.port, timeout=1.0)
+                ok = r.rcode() == dns.rcode.NOERROR and bool(r.answer)
+            except dns.exception.Timeout:
+                ok = False
+            dt = time.monotonic() - t0
+            self.latencies.append(dt if ok else float("inf"))
+            if name.startswith("short"):
+                self.stale_asked += 1
+                self.stale_answered += ok
+            time.sleep(max(0.0, 0.005 - dt))
+
+
+@pytest.mark.slow
+def test_a_flood_of_unique_names_toward_a_blackholed_upstream_stays_bounded(
+    make_unbound: Callable[..., UpstreamServer], tmp_path: Path
+) -> None:
+    names = [f"short{i}.cached.test." for i in range(CACHED // 2)] + [
+        f"long{i}.cached.test." for i in range(CACHED // 2)
+    ]
+    records = [f"{n} {3 if n.startswith('short') else 300} IN A 198.18.7.{i}" for i, n in enumerate(names)]
+    up = make_unbound({"cached.test.": records}, log_queries=False)
+    data = tmp_path / "flood.txt"
+    data.write_text("".join(f"u{i}.flood.test. A\n" for i in range(FLOOD_QPS * FLOOD_S + 10_000)))
+    mport = free_port("tcp")
+    text = (
+        f".:{{PORT}} {{\n    bind 127.0.0.1\n    prometheus 127.0.0.1:{mport}\n"
+        f"    cache 300 {{\n        serve_stale 1h\n    }}\n    forward . {up.address}\n}}\n"
+    )
+    with serve(text) as s:
+        for n in names:
+            assert s.query(n).answer
+        time.sleep(1.0)
+        idle = _rss_mib(s.proc.pid)
+        up.stop()
+        with blackhole_udp(port=up.port) as hole:
+            sampler = _Sampler(s.port, names)
+            sampler.start()
+            with open(tmp_path / "dnsperf.out", "w") as out:
+                perf = subprocess.Popen(
+                    ["dnsperf", "-s", "127.0.0.1", "-p", str(s.port), "-d", str(data), "-c", "8",
+                     "-q", "60000", "-Q", str(FLOOD_QPS), "-l", str(FLOOD_S), "-t", "6"],
+                    stdout=out, stderr=subprocess.STDOUT,
+                )  # fmt: skip
+                peak = idle
+                deadline = time.monotonic() + FLOOD_S + 15
+                while perf.poll() is None and time.monotonic() < deadline:
+                    peak = max(peak, _rss_mib(s.proc.pid))
+                    time.sleep(0.1)
+                if perf.poll() is None:
+                    perf.kill()
+                perf.wait()
+            sampler.stop.set()
+            sampler.join(5)
+            assert hole.received > 0
+        lat = sampler.latencies
+        fast = sum(1 for x in lat if x <= 0.050) / len(lat)
+        print(f"RSS idle {idle:.1f} MiB, peak {peak:.1f} MiB; cached answered within 50 ms {100 * fast:.2f}%")
+        dropped = metric(mport, "nodelocaldns_dns_dropped_requests_total", proto="udp")
+        rejects = metric(mport, "coredns_forward_max_concurrent_rejects_total")
+        log = s.stderr()
+    perf_text = (tmp_path / "dnsperf.out").read_text()
+    res = _dnsperf_summary(perf_text)
+    figures = (
+        f"RSS idle {idle:.1f} MiB, peak {peak:.1f} MiB; cached answered within 50 ms {100 * fast:.2f}% "
+        f"of {len(lat)}; stale {sampler.stale_answered}/{sampler.stale_asked}; dnsperf sent {res['sent']:.0f} "
+        f"completed {res['completed']:.0f} lost {res['lost']:.0f} SERVFAIL {res.get('SERVFAIL', 0):.0f} "
+        f"REFUSED {res.get('REFUSED', 0):.0f} max latency {res['max_latency']:.3f} s; dropped by the listener {dropped:.0f}, "
+        f"max_concurrent rejects {rejects:.0f}"
+    )
+    print(figures)
+    assert res["sent"] >= 0.9 * FLOOD_QPS * FLOOD_S, figures
+    assert peak <= 2 * idle + 20, figures
+    # 97 %, not 100 %: on 2 shared cores dnsperf, the sampler and other jobs also need the CPU (the
+    # server before the caps: 96 % here, with RSS at 280 MiB and /metrics unanswered for seconds).
+    assert fast >= 0.97, figures
+    assert sampler.stale_asked > 100 and sampler.stale_answered == sampler.stale_asked, figures
+    # Every uncached query got SERVFAIL (upstream timeout) or REFUSED (forward's max_concurrent) within
+    # forward's 5 s budget, or was dropped by the listener at its slow-path cap and counted.
+    assert set(res) - {"sent", "completed", "lost", "max_latency"} <= {"SERVFAIL", "REFUSED"}, figures
+    # 5 s of forward budget, plus the wait for the loop behind up to slow_path_max queries.
+    assert res["max_latency"] <= 6.0, figures
+    assert res["lost"] <= dropped + 0.005 * res["sent"], figures
+    assert rejects > 0 and res.get("REFUSED", 0) >= rejects - 0.005 * res["sent"], figures
+    assert "panic" not in log and "Traceback" not in log
+
+
+# -- the listener's slow-path cap, in process (real sockets, real forward, a blackholed upstream) ----
+
+
+def _listener_on_blackhole(hole_port: int, cap: int) -> tuple[Listener, socket.socket, socket.socket]:
+    fwd = ForwardHandler(
+        ForwardConfig(
+            ".",
+            (Upstream("127.0.0.1", hole_port),),
+            max_concurrent=0,
+            max_fails=0,
+            prefer_udp=True,
+            read_timeout=0.5,
+            timeout=0.5,
+        )  # fmt: skip
+    )
+    port = free_port()
+    lst = Listener("127.0.0.1", port, Router({".": Block((".",), build_chain([fwd]))}),
+                   config=ServerConfig(slow_path_max=cap))  # fmt: skip
+    usock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    usock.bind(("127.0.0.1", port))
+    tsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    tsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    tsock.bind(("127.0.0.1", port))
+    return lst, usock, tsock
+
+
+def _queries(n: int, tag: str) -> list[bytes]:
+    return [dns.message.make_query(f"{tag}{i}.flood.test.", "A").to_wire() for i in range(n)]
+
+
+def test_udp_packets_past_the_slow_path_cap_are_dropped_and_counted() -> None:
+    async def run(hole: Any) -> None:
+        lst, usock, tsock = _listener_on_blackhole(hole.port, cap=8)
+        tsock.close()
+        lst.udp = UDPWorker(lst, usock, asyncio.get_running_loop())
+        lst.udp.start()
+        try:
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as c:
+                c.setblocking(False)
+                for q in _queries(50, "u"):
+                    c.sendto(q, ("127.0.0.1", lst.port))
+                await asyncio.sleep(0.3)
+                assert lst.udp.n_handed - lst.udp.n_finished == 8  # waiting on the upstream
+                assert hole.received == 8
+                assert lst.dropped() == {"udp": 42}
+                await asyncio.sleep(0.6)  # forward's 0.5 s budget: the 8 get SERVFAIL, room again
+                assert lst.udp.n_handed == lst.udp.n_finished
+                got = []
+                with contextlib.suppress(BlockingIOError):
+                    while True:
+                        got.append(dns.message.from_wire(c.recv(4096)).rcode())
+                assert got == [dns.rcode.SERVFAIL] * 8
+        finally:
+            lst.udp.close()
+
+    with blackhole_udp() as hole:
+        asyncio.run(run(hole))
+
+
+def test_tcp_past_the_slow_path_cap_is_read_later_never_dropped() -> None:
+    async def run(hole: Any) -> None:
+        lst, usock, tsock = _listener_on_blackhole(hole.port, cap=8)
+        usock.close()
+        loop = asyncio.get_running_loop()
+        server = await loop.create_server(partial(TCPConnection, lst), sock=tsock)
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", lst.port)
+            queries = _queries(20, "t")
+            writer.write(b"".join(struct.pack("!H", len(q)) + q for q in queries))  # pipelined
+            await writer.drain()
+            await asyncio.sleep(0.3)
+            assert (lst.tcp_pending, hole.received) == (8, 8)
+            assert [c.paused for c in lst.tcp_conns] == [True]
+            rcodes = []
+            for _ in queries:  # 8, 8, then 4 at a time, each after forward's 0.5 s budget
+                n = struct.unpack("!H", await asyncio.wait_for(reader.readexactly(2), 3))[0]
+                rcodes.append(dns.message.from_wire(await reader.readexactly(n)).rcode())
+            assert rcodes == [dns.rcode.SERVFAIL] * 20 and hole.received == 20
+            assert lst.tcp_pending == 0 and not lst.tcp_paused
+            writer.close()
+        finally:
+            server.close()
+
+    with blackhole_udp() as hole:
+        asyncio.run(run(hole))
