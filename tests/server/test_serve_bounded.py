@@ -31,11 +31,11 @@ from nodelocaldns.plugins.forward.setup import ForwardConfig, Upstream
 from nodelocaldns.server.chain import build_chain
 from nodelocaldns.server.listener import Block, Listener, Router, TCPConnection, UDPWorker
 from nodelocaldns.server.settings import ServerConfig
+from support.forward_e2e import PROBE_BLOCK, metric, wait_metric
 from support.ports import free_port
 from support.server import Served
 from support.server import serve as _serve
 from support.upstreams import UpstreamServer, bad_reply_server, blackhole_udp
-from test_serve_forward import PROBE_BLOCK, metric, wait_metric
 
 
 @contextlib.contextmanager
