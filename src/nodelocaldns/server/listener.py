@@ -335,7 +335,7 @@ class UDPWorker:
     The steps are plugins/cache/fastpath.answer, inlined: one more Python call per packet costs
     ~0.3 us, several percent of a hit at ~100k qps on one core, so this loop is the one place the
     reference is copied (and the reason this file is over the size budget).
-    tests/test_fastpath_differential.py feeds the same packets here, to the reference and to the
+    tests/plugins/cache/test_fastpath_differential.py feeds the same packets here, to the reference and to the
     slow path, and requires the same bytes. A client that writes its question in lowercase and sets
     only RD (what stub resolvers send) gets a reply tail joined once per entry and TTL second.
     """
