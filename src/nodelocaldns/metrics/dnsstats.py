@@ -73,7 +73,8 @@ class ServerStats:
         self.family = family
         self.counts: dict[StatKey, int] = {}
         self.duration_sum: dict[str, float] = {}
-        # packed key (see ZONE_SHIFT) -> count; UDP hits (written only by the UDP thread) and TCP hits
+        # packed key (see ZONE_SHIFT) -> count; UDP hits (written only by the UDP thread) and the hits
+        # counted in the event loop (TCP, and UDP read there from a peer's socket)
         self.fast: dict[int, int] = {}
         self.fast_tcp: dict[int, int] = {}
         self.zones: dict[str, ZoneAcc] = {}

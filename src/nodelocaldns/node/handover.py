@@ -41,6 +41,7 @@ class Handover:
         self.registry = registry
         self.lock_timeout = lock_timeout
         self.wait = wait
+        self.earlier: list[Peer] = []  # the live peers found at join: this agent connects to them
 
     @classmethod
     def create(cls, params: NodeCacheParams) -> Handover | None:
@@ -60,6 +61,7 @@ class Handover:
                 exc,
             )
             return False
+        self.earlier = peers
         if peers:
             log.info(
                 "Live agents serve the same addresses (%s): adopting the interface and rules",

@@ -26,6 +26,7 @@ address with NOTRACK rules in front of it. ``-skipteardown`` keeps rules and add
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
@@ -42,6 +43,7 @@ from nodelocaldns.node.liveconfig import LiveConfig
 from nodelocaldns.node.netsetup import NetSetup
 from nodelocaldns.node.networker import NetWorker
 from nodelocaldns.node.setup_metrics import SetupMetrics, serve_setup_metrics
+from nodelocaldns.node.sockshare import SocketShare
 from nodelocaldns.server.httpd import HTTPServer
 from nodelocaldns.server.process import Signals, banner
 from nodelocaldns.server.server import Phase, Server
@@ -93,6 +95,7 @@ class NodeAgent:
         self._metrics_server: HTTPServer | None = None
         self._pidfile_written = False
         self.handover: Handover | None = None
+        self.share: SocketShare | None = None
 
     async def run(self) -> int:
         self.signals.install()
@@ -113,6 +116,8 @@ class NodeAgent:
             if self._metrics_server is not None:
                 await self._metrics_server.stop()
             self.net.close()
+            if self.share is not None:
+                self.share.close()
             if self.handover is not None:
                 self.handover.close()  # last: the instance lock covered the teardown
 
@@ -170,11 +175,24 @@ class NodeAgent:
                 async with self.handover.locked():
                     await self.setup.install_rules()
                 await self.handover.serving()
+                self._share_sockets(server)
             else:
                 await self.setup.install_rules()
             self._write_pidfile()
             self._start_watchers()
         return None
+
+    def _share_sockets(self, server: Server) -> None:
+        """Hold and read the peers' UDP sockets, and let them read ours (node/sockshare.py)."""
+        assert self.handover is not None
+        share = SocketShare(self.handover.registry, server, asyncio.get_running_loop())
+        try:
+            share.start(self.handover.earlier)
+        except OSError as exc:
+            log.error("Socket sharing off: cannot listen in %s (%s)", self.handover.registry.dir, exc)
+            share.close()
+            return
+        self.share = share
 
     def _start_watchers(self) -> None:
         assert self.server is not None
@@ -218,6 +236,8 @@ class NodeAgent:
         assert self.setup is not None
         if self.handover is None:
             return
+        if self.share is not None:  # before our sockets drain: no peer may read their end marks
+            await self.share.leave()
         owner = await self.handover.leaving()
         if owner is not None:
             self.setup.keep_for(f"agent pid {owner.pid}")

@@ -189,8 +189,9 @@ class PeerRegistry:
                     raise
                 return _parse(name, os.pread(fd, _STATE_SIZE, 0))
             # The lock was free: its agent is dead (the kernel released it). Its file goes.
-            with contextlib.suppress(OSError):
-                os.unlink(path)
+            for gone in (path, self.dir / f"fds-{name}"):  # and its socket-sharing endpoint
+                with contextlib.suppress(OSError):
+                    os.unlink(gone)
             log.info("Removed the peer file of an agent that is gone (%s)", name)
             return None
         finally:

@@ -153,13 +153,15 @@ class Listener:
             return None
         reply, e, (_smap, _dmap, zb, acc, _tf, _cap), bits = hit
         dt = _perf() - t0
+        # This runs in the event loop (TCP, and UDP datagrams read there: server/shared_udp.py), so
+        # it counts in the loop's slots; ``stats.fast`` and ``acc[1]`` are the UDP thread's alone.
         if dt <= _B0:
             k = zb | e.sbase | (len(data) << 3) | (4 if tcp else 0) | bits
-            fc = self.stats.fast_tcp if tcp else self.stats.fast
+            fc = self.stats.fast_tcp
             fc[k] = fc.get(k, 0) + 1
         else:
             self._record_slow_hit(acc, e, data, reply, bool(bits & 2), "tcp" if tcp else "udp", dt)
-        acc[2 if tcp else 1] += dt
+        acc[2] += dt
         return reply
 
     def _record_slow_hit(
