@@ -157,7 +157,9 @@ def test_handover_under_load_loses_no_query_and_the_last_one_out_tears_down(
     for res in results:
         assert res.sent >= QPS * 9, res.output
         assert res.lost == 0 and res.completed == res.sent, res.output
-    assert len(sampler.samples) > 50 and sampler.gaps() == [], sampler.gaps()[:5]
+    # Each sample runs iptables-save and ip: on a loaded machine that alone can take 200 ms, so the
+    # ~10 s window gives 40-200 samples. 20 still covers the handover many times over.
+    assert len(sampler.samples) > 20 and sampler.gaps() == [], sampler.gaps()[:5]
 
 
 def test_a_second_agent_that_fails_to_start_leaves_the_first_ones_state(topo: NodeAndPod) -> None:
