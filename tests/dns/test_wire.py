@@ -96,7 +96,8 @@ def test_root_query_and_escaped_labels() -> None:
     assert q.qname == b"\x00" and wire.name_to_text(q.qname) == "."
     odd = header() + qname(b"a.b", b"c\\d", b"\x00\xff ") + b"\x00\x01\x00\x01"
     q = wire.parse_query(odd)
-    assert wire.name_to_text(q.qname) == dns.message.from_wire(odd).question[0].name.to_text()
+    # miekg/dns's form (CoreDNS logs it): dnspython would print the space as \032.
+    assert wire.name_to_text(q.qname) == "a\\.b.c\\\\d.\\000\\255\\ ."
 
 
 def test_compressed_question_pointing_into_answer_is_rejected_but_backward_pointer_in_answer_is_fine() -> (

@@ -139,6 +139,17 @@ def decode(msg: bytes) -> Message:
     return m
 
 
+def unpacked_len(msg: bytes) -> int:
+    """miekg/dns ``Msg.Len()`` of the unpacked message: every name expanded (an unpacked message
+    is not marked for compression), which is what CoreDNS's ``{size}`` reports for a request."""
+    m = decode(msg)
+    return (
+        HEADER_LEN
+        + len(m.question)
+        + sum(len(r.name) + _FIXED.size + len(r.rdata) for r in (*m.answer, *m.authority, *m.additional))
+    )
+
+
 class _Writer:
     __slots__ = ("buf", "table")
 

@@ -129,20 +129,24 @@ def read_name(msg: bytes, off: int) -> tuple[bytes, int]:
     return bytes(out), end
 
 
+# miekg/dns isDomainNameLabelSpecial: the bytes it prints as backslash + byte ($ is not one).
+_SPECIAL = frozenset(b".'@;()\"\\ ")
+_LABEL_TEXT = tuple(
+    "\\" + chr(b) if b in _SPECIAL else (chr(b) if 0x20 < b < 0x7F else f"\\{b:03d}") for b in range(256)
+)
+
+
 def name_to_text(wire_name: bytes) -> str:
-    """Presentation form of an uncompressed wire name, fully qualified ("." for the root)."""
+    """Presentation form of an uncompressed wire name as miekg/dns prints it ("." for the root).
+
+    CoreDNS logs and matches names in this form: ``sp\\ ace`` for a space, ``\\DDD`` for bytes
+    outside printable ASCII.
+    """
     labels = []
     off = 0
     while wire_name[off]:
         length = wire_name[off]
-        raw = wire_name[off + 1 : off + 1 + length]
-        labels.append(
-            "".join(
-                chr(b) if 0x21 <= b <= 0x7E and b not in (0x2E, 0x5C, 0x28, 0x29, 0x3B, 0x22, 0x40, 0x24)
-                else (f"\\{chr(b)}" if 0x21 <= b <= 0x7E else f"\\{b:03d}")
-                for b in raw
-            )
-        )  # fmt: skip
+        labels.append("".join([_LABEL_TEXT[b] for b in wire_name[off + 1 : off + 1 + length]]))
         off += 1 + length
     return ".".join(labels) + "." if labels else "."
 

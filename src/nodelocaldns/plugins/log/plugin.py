@@ -17,6 +17,8 @@ from nodelocaldns.core.request import Reply, Request
 from nodelocaldns.core.zones import in_zones
 from nodelocaldns.corefile.model import Directive
 from nodelocaldns.dns import wire
+from nodelocaldns.dns.message import unpacked_len
+from nodelocaldns.errors import WireError
 
 log = logging.getLogger("nodelocaldns")
 
@@ -104,6 +106,21 @@ def rflags(flags: int) -> str:
     return ",".join(n for n, bit in _FLAG_NAMES if flags & bit)
 
 
+def _request_len(req: Request) -> int:
+    """CoreDNS's ``{size}``: the unpacked request's length; it differs from the bytes received only
+    when the request's records use compression pointers."""
+    data = req.data
+    if data[6:10] == b"\x00\x00\x00\x00" and (
+        data[10:12] == b"\x00\x00"
+        or (data[10:12] == b"\x00\x01" and data[req.q.question_end : req.q.question_end + 3] == b"\x00\x00\x29")
+    ):
+        return len(data)  # nothing after the question but an OPT: no name to expand
+    try:
+        return unpacked_len(data)
+    except WireError:
+        return len(data)
+
+
 class LogHandler:
     name = "log"
 
@@ -141,7 +158,7 @@ class LogHandler:
             "{class}": "IN" if q.qclass == 1 else ("CH" if q.qclass == 3 else f"CLASS{q.qclass}"),
             "{name}": req.qname,
             "{proto}": req.proto,
-            "{size}": str(len(req.data)),
+            "{size}": str(_request_len(req)),
             "{>do}": "true" if q.do else "false",
             "{>bufsize}": str(65535 if req.proto == "tcp" else (max(q.udp_size, 512) if q.edns else 512)),
             "{rcode}": wire.RCODE_NAMES.get(reply.rcode, str(reply.rcode)),
