@@ -29,7 +29,9 @@ MakeUnbound = Callable[..., UpstreamServer]
 ZONES = {"cluster.local.": ["web.default.svc.cluster.local. 30 IN A 198.18.1.1"]}
 PROBE_BLOCK = "invalid:{PORT} {\n    bind 127.0.0.1\n}\n"
 # The quoted request part of the common format; the name may hold escaped spaces.
-REQUEST = re.compile(r'"(?P<type>\S+) (?P<class>\S+) (?P<name>.+) (?P<proto>udp|tcp) (?P<size>\d+) (true|false) \d+"')
+REQUEST = re.compile(
+    r'"(?P<type>\S+) (?P<class>\S+) (?P<name>.+) (?P<proto>udp|tcp) (?P<size>\d+) (true|false) \d+"'
+)
 
 
 def block(body: str, zone: str = ".") -> str:
@@ -59,7 +61,9 @@ def udp(data: bytes, port: int) -> bytes:
 
 def test_name_is_escaped_as_miekg_dns_prints_it(make_unbound: MakeUnbound) -> None:
     up = make_unbound(ZONES)
-    odd = dns.name.Name([b"sp ace", b"It's", b"a$b", b"\x00\x7f", b"q(u)o\"te;@", b"dot.ted", b"cluster", b"local", b""])
+    odd = dns.name.Name(
+        [b"sp ace", b"It's", b"a$b", b"\x00\x7f", b'q(u)o"te;@', b"dot.ted", b"cluster", b"local", b""]
+    )
     with serve(corefile(f"log\n    forward . {up.address}")) as s:
         dns.query.udp(dns.message.make_query(odd, "A"), "127.0.0.1", port=s.port, timeout=3)
         text = s.stderr()
@@ -86,9 +90,13 @@ def test_size_is_the_length_of_the_unpacked_request() -> None:
     assert int(uncompressed["size"]) == len(plain)
 
 
-def test_queries_that_reach_the_chain_are_logged_and_server_rejections_are_not(make_unbound: MakeUnbound) -> None:
+def test_queries_that_reach_the_chain_are_logged_and_server_rejections_are_not(
+    make_unbound: MakeUnbound,
+) -> None:
     up = make_unbound(ZONES)
-    text = block(f"log\n    forward . {up.address}", zone="cluster.local") + corefile("log", zone="example.org")
+    text = block(f"log\n    forward . {up.address}", zone="cluster.local") + corefile(
+        "log", zone="example.org"
+    )
     with serve(text) as s:
         # A CH query in a server with forward goes down the chain (CoreDNS's EnableChaos).
         ch = dns.message.make_query("web.default.svc.cluster.local.", "TXT", rdclass=dns.rdataclass.CH)

@@ -112,7 +112,10 @@ def _request_len(req: Request) -> int:
     data = req.data
     if data[6:10] == b"\x00\x00\x00\x00" and (
         data[10:12] == b"\x00\x00"
-        or (data[10:12] == b"\x00\x01" and data[req.q.question_end : req.q.question_end + 3] == b"\x00\x00\x29")
+        or (
+            data[10:12] == b"\x00\x01"
+            and data[req.q.question_end : req.q.question_end + 3] == b"\x00\x00\x29"
+        )
     ):
         return len(data)  # nothing after the question but an OPT: no name to expand
     try:
