@@ -18,7 +18,7 @@ from nodelocaldns.core.request import Reply, Request
 from nodelocaldns.core.zones import in_zones
 from nodelocaldns.dns import wire
 from nodelocaldns.errors import WireError
-from nodelocaldns.plugins.cache.classify import DENIAL, SUCCESS, Verdict, classify
+from nodelocaldns.plugins.cache.classify import DENIAL, SUCCESS, RType, Verdict, classify
 from nodelocaldns.plugins.cache.entry import Entry
 from nodelocaldns.plugins.cache.fastpath import key_of
 from nodelocaldns.plugins.cache.metrics import CacheCounters, CacheStats
@@ -52,6 +52,8 @@ class CacheHandler:
         # Kept here, not in Entry: only failing names pay for it.
         self._retry_after: dict[bytes, float] = {}
         self._late: dict[bytes, bool] = {}  # a verify that outlived VERIFY_TIMEOUT is still running
+        # serve_stale_policy prefer_positive acts only while serve_stale is on (CoreDNS staleUpTo > 0).
+        self._prefer = cfg.prefer_positive and cfg.serve_stale > 0
 
     def covers(self, qname: bytes) -> bool:
         return in_zones(qname, self._zone_wire)
@@ -65,7 +67,13 @@ class CacheHandler:
         c = self.counters.for_server(req.server)
         c.requests += 1
         # A NOTIFY (or any other opcode) is never answered from the cache: the upstream answers it.
-        e = self.store.get(key) if not q.opcode else None
+        e = None
+        if not q.opcode:
+            e = (
+                self.store.get_preferring(key, now, self.cfg.serve_stale)
+                if self._prefer
+                else self.store.get(key)
+            )
         if e is not None:
             body = e.body(now)
             if body is not None:
@@ -95,7 +103,12 @@ class CacheHandler:
         if verdict.kind is None or in_zones(q.qname, self._disable[verdict.kind]):
             return _capped(reply, verdict)
         entry = Entry(reply.wire, verdict, now, q.do, q.cd, q.qtype, self.cfg.keepttl)
-        self.store.put(key, entry, now)
+        if self._prefer:
+            # Cached NoError replies with answers always answer (classify drops the others).
+            answering = verdict.rtype is RType.NOERROR and reply.wire[6:8] != b"\x00\x00"
+            self.store.put_preferring(key, entry, now, answering)
+        else:
+            self.store.put(key, entry, now)
         if req.internal:
             return reply
         body = entry.body(now)
@@ -150,8 +163,9 @@ class CacheHandler:
                 reply = await next_(internal)
                 # A stale entry is only replaced by an answer (CoreDNS's verifyStaleResponseWriter):
                 # a failed refresh leaves it intact.
-                ok = not stale or _refreshed(reply)
-                if ok:
+                ok = not stale or self._accepted(reply, internal.q)
+                if ok or (stale and self._prefer):
+                    # prefer_positive caches what a stale refresh brought without serving it.
                     self._store(reply, internal, key, c)
                 fresh = self.store.get(key)
                 if fresh is not None and fresh is not e:
@@ -209,9 +223,13 @@ class CacheHandler:
                 c.served_stale += 1
                 return stale
         reply = await task
-        if _refreshed(reply):
+        if self._accepted(reply, req.q):
             self._refresh_done(key, True)
             return self._store(reply, req, key, c)
+        if self._prefer:
+            quiet = Request(req.data, req.q, req.remote, req.proto, req.family, req.server, req.zone,
+                            req.start, True)  # fmt: skip
+            self._store(reply, quiet, key, c)
         self._refresh_done(key, False)
         c.served_stale += 1
         return stale
@@ -220,12 +238,29 @@ class CacheHandler:
         self, t: asyncio.Future[Reply], e: Entry, req: Request, key: bytes, c: CacheCounters
     ) -> None:
         self._late.pop(key, None)
-        ok = not t.cancelled() and t.exception() is None and _refreshed(t.result())
-        if ok:
+        done = not t.cancelled() and t.exception() is None
+        ok = done and self._accepted(t.result(), req.q)
+        if ok or (done and self._prefer):
             self._store(t.result(), req, key, c)
         self._refresh_done(key, ok)
         if self.cfg.stale_recheck > 0:
             e.refreshing = False
+
+    def _accepted(self, reply: Reply, q: wire.Query) -> bool:
+        """Does a refresh replace a stale entry? RFC 8767: NOERROR or NXDOMAIN; under
+        prefer_positive only a complete answer to the question (CoreDNS usableAnswer)."""
+        if not self._prefer:
+            return _refreshed(reply)
+        w = reply.wire
+        if w is None or wire.rcode_of(w) != wire.NOERROR or w[2] & 0x02 or w[6:8] == b"\x00\x00":
+            return False
+        try:
+            if not _matches(w, q):
+                return False
+            verdict = classify(w, q.qname, q.qtype, self.cfg)
+        except WireError:
+            return False
+        return verdict.rtype is RType.NOERROR and verdict.reason in ("", "zero TTL")
 
     def entries(self) -> tuple[int, int]:
         s, d = self.store.sizes()

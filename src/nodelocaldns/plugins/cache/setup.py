@@ -39,6 +39,7 @@ class CacheConfig:
     stale_response_ttl: int = 0
     stale_verify_timeout: float = 0.0  # verify: serve stale after this long (0: wait for the upstream)
     stale_recheck: float = 0.0  # FAILURE_RECHECK: after a failed stale refresh, no other one this long
+    prefer_positive: bool = False  # serve_stale_policy prefer_positive
     servfail_ttl: float = SERVFAIL_TTL
     keepttl: bool = False
     disable_success: tuple[str, ...] = ()
@@ -64,7 +65,7 @@ def _dur(d: Directive, text: str, what: str) -> float:
 
 
 def parse(d: Directive) -> CacheConfig:
-    """``cache [TTL] [ZONES...] { success|denial|prefetch|serve_stale|servfail|disable|keepttl }``."""
+    """``cache [TTL] [ZONES...] { success|denial|prefetch|serve_stale|serve_stale_policy|servfail|disable|keepttl }``."""
     from nodelocaldns.corefile.keys import normalize_zones as norm
 
     args = list(d.args)
@@ -73,6 +74,7 @@ def parse(d: Directive) -> CacheConfig:
         ttl = _int(d, args.pop(0), "TTL", 1)
         kw["success_max_ttl"] = kw["denial_max_ttl"] = ttl
     zones = tuple(norm(args)) if args else ()
+    policy: Directive | None = None
     for sub in d.block:
         a = sub.args
         if sub.name in ("success", "denial"):
@@ -136,6 +138,15 @@ def parse(d: Directive) -> CacheConfig:
                     kw["stale_recheck"] = recheck
             if rest:
                 raise sub.error(f"unexpected argument {rest[0]!r}")
+        elif sub.name == "serve_stale_policy":
+            if policy is not None:
+                raise sub.error("serve_stale_policy can only be specified once")
+            policy = sub
+            if len(a) != 1:
+                raise sub.error("serve_stale_policy takes one policy: prefer_positive")
+            if a[0].lower() != "prefer_positive":
+                raise sub.error(f"invalid serve_stale_policy: {a[0]}")
+            kw["prefer_positive"] = True
         elif sub.name == "servfail":
             if len(a) != 1:
                 raise sub.error("servfail takes DURATION")
@@ -154,4 +165,6 @@ def parse(d: Directive) -> CacheConfig:
             kw["keepttl"] = True
         else:
             raise sub.error(f"unknown property {sub.name!r} in cache")
+    if policy is not None and "serve_stale" not in kw:
+        raise policy.error("serve_stale_policy requires serve_stale")
     return CacheConfig(zones=zones, **kw)  # type: ignore[arg-type]

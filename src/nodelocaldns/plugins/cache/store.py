@@ -13,12 +13,21 @@ from nodelocaldns.plugins.cache.entry import Entry
 
 
 class Store:
-    __slots__ = ("maps", "caps", "evictions")
+    """``maps`` hold at most one entry per key, except under ``serve_stale_policy prefer_positive``.
+
+    Under that policy (CoreDNS HEAD) a key may have a success and a denial side by side, and a
+    success reply that does not answer the question keeps the last answer that did: the answer
+    stays in ``maps[SUCCESS]`` (the fast path may serve it while fresh) and the newer non-answer
+    waits in ``shadow``, which the fast path never sees.
+    """
+
+    __slots__ = ("maps", "caps", "evictions", "shadow")
 
     def __init__(self, success_cap: int, denial_cap: int) -> None:
         self.maps: tuple[dict[bytes, Entry], dict[bytes, Entry]] = ({}, {})
         self.caps = (success_cap, denial_cap)
         self.evictions = [0, 0]
+        self.shadow: dict[bytes, Entry] = {}
 
     def get(self, key: bytes) -> Entry | None:
         """Denial first, then success, as CoreDNS looks them up."""
@@ -49,8 +58,54 @@ class Store:
             self.evictions[kind] += 1
         m[key] = entry
 
+    def put_preferring(self, key: bytes, entry: Entry, now: float, answering: bool) -> None:
+        """CoreDNS ResponseWriter.set under prefer_positive: an answer replaces the key's success
+        and removes its denial; a success non-answer is kept next to the last answer (its
+        last-known-good); a denial leaves the success side alone."""
+        if entry.kind == DENIAL:
+            self._insert(self.maps[DENIAL], DENIAL, key, entry)
+            return
+        if answering:
+            self.shadow.pop(key, None)
+            self.maps[DENIAL].pop(key, None)
+            self._insert(self.maps[SUCCESS], SUCCESS, key, entry)
+            return
+        self._insert(self.shadow, SUCCESS, key, entry)
+
+    def _insert(self, m: dict[bytes, Entry], kind: int, key: bytes, entry: Entry) -> None:
+        if key in m:
+            del m[key]
+            m[key] = entry
+            return
+        if self.caps[kind] <= 0:
+            return
+        if len(m) >= self.caps[kind]:
+            del m[next(iter(m))]
+            self.evictions[kind] += 1
+        m[key] = entry
+
+    def get_preferring(self, key: bytes, now: float, stale: float) -> Entry | None:
+        """CoreDNS getIfNotStale under prefer_positive: the last answer while it is fresh or
+        within the serve_stale window, then the denial, then the newest success (a non-answer)."""
+
+        def usable(e: Entry | None) -> bool:
+            return e is not None and (e.ttl(now) > 0 or -e.ttl(now) < int(stale))
+
+        answer = self.maps[SUCCESS].get(key)
+        if usable(answer):
+            return answer
+        denial = self.maps[DENIAL].get(key)
+        latest = self.shadow.get(key) or answer
+        if usable(denial):
+            assert denial is not None
+            # A cached SERVFAIL never shadows a usable positive reply.
+            return latest if denial.rcode == 2 and usable(latest) else denial
+        return latest if usable(latest) else None
+
     def __len__(self) -> int:
-        return len(self.maps[0]) + len(self.maps[1])
+        return len(self.maps[0]) + len(self.maps[1]) + len(self.shadow)
 
     def sizes(self) -> tuple[int, int]:
-        return len(self.maps[SUCCESS]), len(self.maps[DENIAL])
+        success = self.maps[SUCCESS]
+        extra = sum(1 for k in self.shadow if k not in success) if self.shadow else 0
+        return len(success) + extra, len(self.maps[DENIAL])
