@@ -134,6 +134,28 @@ static PyObject *Worker_counters(WorkerObject *self, PyObject *Py_UNUSED(ignored
                          nld_ld(&c->batches));
 }
 
+/* Racy by design: a slot read while the worker bumps it is at most one batch behind. */
+static PyObject *Worker_stats(WorkerObject *self, PyObject *Py_UNUSED(ignored)) {
+    PyObject *out = PyList_New(0);
+    if (out == NULL)
+        return NULL;
+    for (size_t i = 0; i < NLD_STATS; i++) {
+        nld_stat_slot *s = &self->w->stats[i];
+        uint64_t key = atomic_load_explicit(&s->key, memory_order_acquire);
+        uint64_t hits = nld_ld(&s->hits);
+        if (key == 0 || hits == 0)
+            continue;
+        PyObject *item = Py_BuildValue("(KKK)", key, hits, nld_ld(&s->ns));
+        if (item == NULL || PyList_Append(out, item) < 0) {
+            Py_XDECREF(item);
+            Py_DECREF(out);
+            return NULL;
+        }
+        Py_DECREF(item);
+    }
+    return out;
+}
+
 static PyObject *Worker_get_running(WorkerObject *self, void *Py_UNUSED(c)) {
     return PyBool_FromLong(atomic_load(&self->w->running));
 }
@@ -145,6 +167,8 @@ static PyMethodDef Worker_methods[] = {
     {"wait", (PyCFunction)Worker_wait, METH_VARARGS, "wait(timeout) -> bool: misses are waiting"},
     {"fileno", (PyCFunction)Worker_fileno, METH_NOARGS, "fileno() -> int: eventfd, readable on misses"},
     {"counters", (PyCFunction)Worker_counters, METH_NOARGS, "counters() -> dict[str, int]"},
+    {"stats", (PyCFunction)Worker_stats, METH_NOARGS,
+     "stats() -> list[(key, hits, ns)]: hits by entry stat | request size << 3 | DO << 1 | EDNS"},
     {NULL, NULL, 0, NULL},
 };
 
