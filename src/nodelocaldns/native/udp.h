@@ -41,6 +41,7 @@ typedef struct nld_worker {
     _Atomic size_t head, tail; /* SPSC: worker writes head, the one Python consumer writes tail */
     _Atomic int armed;         /* the consumer waits: the next push must write wakefd */
     _Atomic int stop;
+    _Atomic uint64_t pinned; /* bits of a double: the injected clock's time; 0: CLOCK_MONOTONIC */
     _Atomic int running;
     nld_counters c;
     nld_stat_slot *stats;

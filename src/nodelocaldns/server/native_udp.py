@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import time
 from collections.abc import Callable
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -131,8 +132,15 @@ class NativeUDPServer:
     def _start(self, s: socket.socket) -> None:
         s.setblocking(False)  # Python's replies to misses must never block the event loop
         w: Worker = module().serve_udp(s.fileno(), self.nix.index, BATCH, RING)
+        if self.listener.clock is not time.monotonic:
+            w.pin(self.listener.clock())
         self.loop.add_reader(w.fileno(), self._ready, w, s)
         self.workers.append((w, s))
+
+    def sync_clock(self) -> None:
+        if self.listener.clock is not time.monotonic:
+            for w, _s in self.workers:
+                w.pin(self.listener.clock())
 
     def resize(self, n: int) -> None:
         """A reload changed multisocket: open or close sockets (the first one always stays)."""

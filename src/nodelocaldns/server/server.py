@@ -85,6 +85,7 @@ class Server(Instance):
         config: ServerConfig = DEFAULT,
         on_fatal: Callable[[str], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        native: bool | None = None,
     ) -> None:
         super().__init__(text, filename, on_fatal=on_fatal, clock=clock)
         self.config = config
@@ -95,9 +96,11 @@ class Server(Instance):
         # its setup-error counter in the default registry, which CoreDNS's metrics plugin serves).
         self.extra_collectors: list[Callable[[], list[Any]]] = []
         self._hooks: dict[Phase, list[Hook]] = {}
-        # The native UDP path needs the monotonic clock its workers read (an injected test clock
-        # keeps the Python path, which follows it).
-        self.native = native_available() and clock is time.monotonic
+        # The native workers read CLOCK_MONOTONIC. Another (injected) clock keeps the Python path
+        # unless ``native=True``: then the workers are pinned to it (``sync_clock`` after it moves).
+        if native and not native_available():
+            raise RuntimeError(f"native hot path requested but unavailable: {native_status()}")
+        self.native = native_available() and clock is time.monotonic if native is None else native
         self._indexes: dict[tuple[tuple[str, int], ...], NativeIndex] = {}
 
     # -- phases ----------------------------------------------------------------------------------
@@ -275,6 +278,12 @@ class Server(Instance):
                 rt.close()
         for rt in gen.runtimes:
             rt.start(self.host)
+
+    def sync_clock(self) -> None:
+        """An injected clock moved: the native workers answer as of its new time."""
+        for lst in self.listeners.values():
+            if lst.native is not None:
+                lst.native.sync_clock()
 
     def _sockets_for(self, gen: Generation, key: tuple[str, int]) -> int:
         """multisocket's count for this address (the largest its blocks ask for), else the CPUs."""
