@@ -85,7 +85,11 @@ def _check(nix: NativeIndex, owner: dict[str, Block], now: float) -> None:
 
 ops = st.lists(
     st.tuples(
-        st.sampled_from(NAMES), st.sampled_from((1, 28)), st.booleans(), st.booleans(), st.integers(2, 40),
+        st.sampled_from(NAMES),
+        st.sampled_from((1, 28)),
+        st.booleans(),
+        st.booleans(),
+        st.integers(2, 40),
         st.booleans(),  # which block's store (a block the name is not routed to must never show)
     ),
     max_size=40,

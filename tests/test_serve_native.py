@@ -75,7 +75,9 @@ def test_multisocket_opens_that_many_native_workers_and_all_answer() -> None:
 def test_without_the_extension_one_python_socket_serves() -> None:
     with inproc(corefile("    multisocket 3\n")) as h:
         assert h.lst.native is None and _udp_sockets_on(h.port) == 1
-        assert dns.query.udp(dns.message.make_query("web.example.", "A"), "127.0.0.1", port=h.port, timeout=2).answer
+        assert dns.query.udp(
+            dns.message.make_query("web.example.", "A"), "127.0.0.1", port=h.port, timeout=2
+        ).answer
 
 
 @pytest.mark.parametrize(
