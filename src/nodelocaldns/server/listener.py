@@ -19,7 +19,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from nodelocaldns.core.plugin import Next, Runtime
 from nodelocaldns.core.ratelimit import RateLimiter
@@ -34,9 +34,6 @@ from nodelocaldns.plugins.timeouts.setup import DEFAULT_WRITE as WRITE_TIMEOUT
 from nodelocaldns.plugins.timeouts.setup import TimeoutsConfig
 from nodelocaldns.plugins.timeouts.setup import for_listener as timeouts_for_listener
 from nodelocaldns.server.settings import DEFAULT, ServerConfig
-
-if TYPE_CHECKING:
-    from nodelocaldns.server.native_udp import NativeUDPServer
 
 log = logging.getLogger("nodelocaldns")
 
@@ -63,6 +60,20 @@ class Block:
     udp_max: int = fastpath.NO_CAP
     skips: frozenset[int] = frozenset()
     sockets: int = 0  # UDP sockets per listener address (multisocket); 0: the usable CPUs
+
+
+class NativeSide(Protocol):
+    """A listener's native UDP workers (server/native_udp.NativeUDPServer), as the listener uses them."""
+
+    def lookup(self, data: bytes, now: float, tcp: bool) -> tuple[bytes, int] | None: ...
+
+    def translate(self, k: int) -> tuple[int, ZoneAcc]: ...
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+    def close(self) -> None: ...
 
 
 class Router:
@@ -113,8 +124,8 @@ class Listener:
         self.router = router
         self.stats = ServerStats(self.server, self.family)
         self.tasks: set[asyncio.Task[None]] = set()
-        self.udp: UDPWorker | NativeUDPServer | None = None
-        self.native: NativeUDPServer | None = None  # the native UDP workers, whose index TCP hits use too
+        self.udp: UDPWorker | NativeSide | None = None
+        self.native: NativeSide | None = None  # the native UDP workers, whose index TCP hits use too
         self.send_errors = 0
         self.fast_errors = 0
         self.tcp: asyncio.Server | None = None
@@ -155,7 +166,7 @@ class Listener:
         t0 = _perf()
         nat = self.native
         if tcp and nat is not None:
-            got = nat.nix.index.lookup(data, self.clock(), True)
+            got = nat.lookup(data, self.clock(), True)
             if got is not None:
                 return self._native_tcp_hit(nat, got, data, t0)
         hit = fastpath.answer(data, self.clock(), self.router.memo, tcp)
@@ -174,7 +185,7 @@ class Listener:
         acc[2] += dt
         return reply
 
-    def _native_tcp_hit(self, nat: NativeUDPServer, got: tuple[bytes, int], data: bytes, t0: float) -> bytes:
+    def _native_tcp_hit(self, nat: NativeSide, got: tuple[bytes, int], data: bytes, t0: float) -> bytes:
         """A TCP hit the native index answered: counted as Listener.fast counts its own."""
         reply, raw = got
         k, acc = nat.translate(raw)

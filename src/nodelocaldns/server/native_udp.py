@@ -231,6 +231,10 @@ class NativeUDPServer:
         if out is not None:
             self._send(s, out, addr)
 
+    def lookup(self, data: bytes, now: float, tcp: bool) -> tuple[bytes, int] | None:
+        """The native index's answer to ``data`` and the key to count it under (TCP uses this)."""
+        return self.nix.index.lookup(data, now, tcp)
+
     # -- metrics ---------------------------------------------------------------------------------
 
     def translate(self, k: int) -> tuple[int, ZoneAcc]:

@@ -30,7 +30,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
+from typing import Any, cast
 
 from nodelocaldns.core.cpus import usable_cpus
 from nodelocaldns.corefile.model import ServerBlock
@@ -283,7 +283,7 @@ class Server(Instance):
         """An injected clock moved: the native workers answer as of its new time."""
         for lst in self.listeners.values():
             if lst.native is not None:
-                lst.native.sync_clock()
+                cast(NativeUDPServer, lst.native).sync_clock()
 
     def _sockets_for(self, gen: Generation, key: tuple[str, int]) -> int:
         """multisocket's count for this address (the largest its blocks ask for), else the CPUs."""
@@ -309,13 +309,13 @@ class Server(Instance):
                 nix = NativeIndex(lst.router)
             indexes[sig] = nix
             if key in pending:
-                lst.udp = lst.native = NativeUDPServer(
-                    lst, pending[key], loop, nix, partial(self._udp_socket, key)
-                )
-                lst.native.start()
+                nat = NativeUDPServer(lst, pending[key], loop, nix, partial(self._udp_socket, key))
+                lst.udp = lst.native = nat
+                nat.start()
             elif lst.native is not None:
-                lst.native.set_index(nix)
-                lst.native.resize(self._sockets_for(gen, key))
+                cur = cast(NativeUDPServer, lst.native)  # the only kind this server creates
+                cur.set_index(nix)
+                cur.resize(self._sockets_for(gen, key))
         for sig, old in self._indexes.items():
             if indexes.get(sig) is not old:
                 old.close()
