@@ -227,7 +227,7 @@ class NativeUDPServer:
         from nodelocaldns.dns import wire
 
         self.listener._bad((addr[0], addr[1]), f"datagram of {_UDP_BUF} bytes or more")
-        out = wire.error_reply(data[: wire.HEADER_LEN], wire.FORMERR)
+        out = wire.bare_reply(data, wire.FORMERR)  # as UDPWorker.oversized
         if out is not None:
             self._send(s, out, addr)
 
