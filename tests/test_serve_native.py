@@ -67,8 +67,9 @@ def test_multisocket_opens_that_many_native_workers_and_all_answer() -> None:
         assert len(nat.workers) == 1 and _udp_sockets_on(h.port) == 1
         r = dns.query.udp(q, "127.0.0.1", port=h.port, timeout=2)
         assert r.answer
-        # Counts of the retired workers survive the reload.
-        assert h.call(nat.counters)["packets"] == 41
+        # Counts of the retired workers survive the reload (plus the end-of-queue marks the two
+        # retired sockets sent themselves, if their workers read them before stopping).
+        assert 41 <= h.call(nat.counters)["packets"] <= 43
 
 
 @pytest.mark.skipif(native.native_available(), reason="the pure-Python mode's test")

@@ -14,6 +14,8 @@ fast path the native code can apply exactly. Listeners with the same zone table 
 from __future__ import annotations
 
 import asyncio
+import errno
+import select
 import socket
 import time
 from collections.abc import Callable
@@ -33,6 +35,19 @@ BATCH = 32  # datagrams per recvmmsg
 RING = 1024  # misses a worker may queue for Python before it drops (and counts) them
 PER_WAKE = 64  # misses handled per event-loop callback; more stay readable for the next one
 _UDP_BUF = 4097
+_DRAIN_MAX = 65536  # datagrams read after a worker stopped: bounded, whatever arrives (as UDPWorker)
+
+
+def _steer(s: socket.socket) -> bool:
+    host, port = s.getsockname()[:2]
+    if host in ("::", "0.0.0.0"):
+        host = "::1" if s.family == socket.AF_INET6 else "127.0.0.1"
+    try:
+        s.connect((host, port))
+        s.send(b"")
+    except OSError:
+        return False
+    return True
 
 
 class BlockMirror:
@@ -154,11 +169,18 @@ class NativeUDPServer:
         while len(self.socks) > n:
             s = self.socks.pop()
             i = next(j for j, (_w, ws) in enumerate(self.workers) if ws is s)
-            self._retire(*self.workers.pop(i))
+            self._retire(*self.workers.pop(i), steer=True)
             s.close()
 
-    def _retire(self, w: Worker, s: socket.socket) -> None:
-        """Stop one worker, keep its counts and answer what it still queued."""
+    def _retire(self, w: Worker, s: socket.socket, steer: bool = False) -> None:
+        """Stop one worker, keep its counts and answer what it still queued.
+
+        ``steer`` (the socket is going away): as UDPWorker.stop, the socket is first connected to
+        its own address, so the kernel hashes new datagrams to the other sockets of the
+        SO_REUSEPORT group (another agent's during a handover), and an empty datagram to itself
+        marks the end of what was queued here; Python reads up to that mark.
+        """
+        marked = steer and _steer(s)
         self.loop.remove_reader(w.fileno())
         w.stop()
         for name, v in w.counters().items():
@@ -167,11 +189,32 @@ class NativeUDPServer:
             f = self.folded.setdefault(k, [0, 0])
             f[0] += n
             f[1] += ns
-        self._handle(w.drain(1 << 30), s)
+        rest = w.drain(1 << 30)
+        self._handle(rest, s, marked)
+        if marked and not any(not d for d, _a in rest):  # the worker stopped before the mark
+            self._drain_socket(s)
 
-    def _stop_workers(self) -> None:
+    def _drain_socket(self, s: socket.socket) -> None:
+        deadline = time.monotonic() + 1.0
+        for _ in range(_DRAIN_MAX):
+            try:
+                data, addr = s.recvfrom(_UDP_BUF)
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    return
+                select.select([s], [], [], 0.05)
+                continue
+            except OSError as exc:
+                if exc.errno == errno.EBADF:
+                    return
+                continue  # an ICMP error reported on the connected socket: not a datagram
+            if not data:
+                return
+            self._handle([(data, addr)], s)
+
+    def _stop_workers(self, steer: bool = False) -> None:
         for w, s in self.workers:
-            self._retire(w, s)
+            self._retire(w, s, steer)
         self.workers = []
 
     def set_index(self, nix: NativeIndex) -> None:
@@ -188,7 +231,7 @@ class NativeUDPServer:
         if self.stopping:
             return
         self.stopping = True
-        self._stop_workers()
+        self._stop_workers(steer=True)
 
     def close(self) -> None:
         self.stop()
@@ -200,9 +243,13 @@ class NativeUDPServer:
     def _ready(self, w: Worker, s: socket.socket) -> None:
         self._handle(w.drain(PER_WAKE), s)
 
-    def _handle(self, batch: list[tuple[bytes, tuple[Any, ...]]], s: socket.socket) -> None:
+    def _handle(
+        self, batch: list[tuple[bytes, tuple[Any, ...]]], s: socket.socket, marked: bool = False
+    ) -> None:
         lst = self.listener
         for data, addr in batch:
+            if not data and marked:  # the end-of-queue mark (_retire)
+                continue
             if len(data) >= _UDP_BUF and data[4:12] in (b"\x00\x01\x00\x00\x00\x00\x00\x00",
                                                         b"\x00\x01\x00\x00\x00\x00\x00\x01"):  # fmt: skip
                 self._oversized(data, addr, s)
