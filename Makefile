@@ -52,8 +52,8 @@ image-deps:
 	@./scripts/ensure-packages scripts/image-packages.txt
 
 # The serve tests that run a second time on the pure-Python path (~90 s): the fallback stays tested.
-PY_PATH_TESTS := tests/test_metrics.py tests/test_serve_cache.py tests/test_serve_tcp.py \
-  tests/test_serve_oversized.py tests/test_serve_native.py
+PY_PATH_TESTS := tests/metrics/test_metrics.py tests/plugins/cache/test_serve_cache.py \
+  tests/server/test_serve_tcp.py tests/server/test_serve_oversized.py tests/server/test_serve_native.py
 
 unit: $(STAMP) $(NATIVE_STAMP) test-deps
 	$(BIN)/pytest -q

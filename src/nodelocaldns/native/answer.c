@@ -74,6 +74,7 @@ int nld_match(const nld_index *ix, const uint8_t *q, size_t n, double now, int t
     const nld_entry *e = nld_index_get(ix, key, keylen);
     if (e == NULL)
         return 0;
+    h->known = 1;
     /* Owner names keep their stored case and the body points into the question: only a client
      * that wrote the name exactly as stored is spliced (fastpath.answer); the chain does the rest. */
     if (e->qcased == NULL ? memcmp(q + 12, key, qlen) != 0 : memcmp(q + 12, e->qcased, qlen) != 0)

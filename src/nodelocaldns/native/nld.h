@@ -60,6 +60,7 @@ typedef struct {
     int edns;
     int do_bit;
     unsigned osize; /* the size the reply's OPT echoes: the client's, lowered to the entry's cap */
+    int known;      /* set even on "not mine": the index holds this key (expired, or another case) */
 } nld_hit;
 
 uint64_t nld_siphash13(uint64_t k0, uint64_t k1, const uint8_t *p, size_t n);

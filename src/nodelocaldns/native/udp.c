@@ -63,11 +63,15 @@ nld_worker *nld_worker_new(int fd, nld_index *ix, unsigned batch, size_t ring, i
     return w;
 }
 
+/* The last quarter of the ring is kept for names the index holds (expired: serve_stale or a
+ * refresh), as UDPWorker's first lane: a flood of names nobody asked before cannot crowd them out. */
 static int push(nld_worker *w, const uint8_t *data, size_t len, const struct sockaddr_storage *a,
-                socklen_t alen) {
+                socklen_t alen, int known) {
     size_t head = atomic_load_explicit(&w->head, memory_order_relaxed);
     size_t tail = atomic_load_explicit(&w->tail, memory_order_acquire);
     if (head - tail > w->ring_mask)
+        return 0;
+    if (!known && head - tail >= (w->ring_mask + 1) - (w->ring_mask + 1) / 4)
         return 0;
     nld_ring_slot *s = &w->ring[head & w->ring_mask];
     s->len = (uint16_t)len;
@@ -155,6 +159,7 @@ static void *run(void *arg) {
             const uint8_t *pkt = w->iin[i].iov_base;
             size_t len = w->in[i].msg_len;
             nld_hit h;
+            h.known = 0;
             nld_stat_slot *st = NULL;
             if (nld_match(w->ix, pkt, len, now, 0, &h) && h.len <= NLD_OUT_CAP &&
                 (st = stat_slot(w, h.e->stat | ((uint64_t)len << 3) | ((uint64_t)h.do_bit << 1) |
@@ -167,7 +172,7 @@ static void *run(void *arg) {
                 w->out[k].msg_hdr.msg_namelen = w->in[i].msg_hdr.msg_namelen;
                 w->hitslot[k] = st;
                 k++;
-            } else if (push(w, pkt, len, &w->addrs[i], w->in[i].msg_hdr.msg_namelen)) {
+            } else if (push(w, pkt, len, &w->addrs[i], w->in[i].msg_hdr.msg_namelen, h.known)) {
                 handed++;
             } else {
                 dropped++;

@@ -69,6 +69,14 @@ class NativeSide(Protocol):
 
     def translate(self, k: int) -> tuple[int, ZoneAcc]: ...
 
+    def shared_sockets(self) -> list[socket.socket]: ...
+
+    @property
+    def dropped(self) -> int: ...
+
+    n_handed: int
+    n_finished: int
+
     def start(self) -> None: ...
 
     def stop(self) -> None: ...
@@ -445,6 +453,10 @@ class UDPWorker:
     def close(self) -> None:
         self.stop()
         self.sock.close()
+
+    def shared_sockets(self) -> list[socket.socket]:
+        """The socket a peer agent may hold and read too (node/sockshare.py)."""
+        return [] if self.stopping else [self.sock]
 
     def send(self, out: bytes, addr: tuple[str, int]) -> None:
         with contextlib.suppress(OSError):

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from nodelocaldns.metrics.dnsstats import ZONE_SHIFT, ZoneAcc
 from nodelocaldns.native import insert_entry, module, new_index
+from nodelocaldns.plugins.cache import fastpath
 from nodelocaldns.plugins.cache.entry import Entry
 
 if TYPE_CHECKING:
@@ -140,6 +141,13 @@ class NativeUDPServer:
         self.folded_counters: dict[str, int] = {}
         self.started = False
         self.stopping = False
+        # The bounded slow path (as UDPWorker): misses spawned minus finished stay under the cap,
+        # names the cache holds (expired: serve_stale, a refresh) may use a reserve above it.
+        self.n_handed = 0
+        self.n_finished = 0
+        self.shed = 0
+        self.cap = listener.max_pending
+        self.reserve = max(1, self.cap // 4)
         listener.stats.native = self.items
 
     def start(self) -> None:
@@ -250,6 +258,7 @@ class NativeUDPServer:
         self, batch: list[tuple[bytes, tuple[Any, ...]]], s: socket.socket, marked: bool = False
     ) -> None:
         lst = self.listener
+        slow: list[tuple[bool, bytes, tuple[Any, ...]]] = []
         for data, addr in batch:
             if not data and marked:  # the end-of-queue mark (_retire)
                 continue
@@ -265,7 +274,39 @@ class NativeUDPServer:
             if out is not None:
                 self._send(s, out, addr)
             else:
-                lst.spawn(data, addr, "udp", partial(self._send, s, addr=addr))
+                slow.append((self._cached(data), data, addr))
+        slow.sort(key=lambda m: not m[0])  # cached names first: UDPWorker's lane 0 (stable)
+        for cached, data, addr in slow:
+            if self.n_handed - self.n_finished >= (self.cap + self.reserve if cached else self.cap):
+                self.shed += 1  # dropped, not answered: UDPWorker.shed says why
+                continue
+            self.n_handed += 1
+            lst.spawn(data, addr, "udp", partial(self._send, s, addr=addr), self._done)
+
+    def _done(self, _t: object = None) -> None:
+        self.n_finished += 1
+
+    def _cached(self, data: bytes) -> bool:
+        """Does the cache hold this question (a miss only because it expired)?"""
+        qend = data.find(0, 12) + 5
+        if qend < 17 or len(data) < qend:
+            return False
+        q = fastpath.question_key(data, qend)
+        route = self.listener.router.memo.get(q)
+        if route is None:
+            return False
+        do = data[11] == 1 and len(data) >= qend + 11 and data[qend + 7] & 0x80
+        key = fastpath.flagged(q, do, data[3] & 0x10)
+        return key in route[0] or key in route[1]
+
+    @property
+    def dropped(self) -> int:
+        """Misses dropped unanswered: the slow path at its cap, or a worker's ring full."""
+        return self.shed + self.counters().get("dropped", 0)
+
+    def shared_sockets(self) -> list[socket.socket]:
+        """The sockets a peer agent may hold and read too (node/sockshare.py)."""
+        return [] if self.stopping else list(self.socks)
 
     def _send(self, s: socket.socket, out: bytes, addr: tuple[Any, ...]) -> None:
         try:
