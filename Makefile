@@ -51,8 +51,13 @@ test-deps:
 image-deps:
 	@./scripts/ensure-packages scripts/image-packages.txt
 
+# The serve tests that run a second time on the pure-Python path (~90 s): the fallback stays tested.
+PY_PATH_TESTS := tests/metrics/test_metrics.py tests/plugins/cache/test_serve_cache.py \
+  tests/server/test_serve_tcp.py tests/server/test_serve_oversized.py tests/server/test_serve_native.py
+
 unit: $(STAMP) $(NATIVE_STAMP) test-deps
 	$(BIN)/pytest -q
+	NODELOCALDNS_NATIVE=0 $(BIN)/pytest -q $(PY_PATH_TESTS)
 
 test: test-deps lint typecheck unit
 

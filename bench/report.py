@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 CPU_RATIO_MAX = 1.3
 QPS_RATIO_MIN = 0.8
 RSS_MAX_MIB = 80.0
+TWO_WORKERS_MIN = 1.8  # issue 9: 2 native workers on 2 CPUs against 1
 
 
 @dataclass(frozen=True)
@@ -145,6 +146,14 @@ def targets(results: list[ServerResult], quick: bool) -> list[Verdict]:
                 f"{ratio:.2f}x ({nl.median(attr):,.1f} vs {ub.median(attr):,.1f})",
             )
         )
+    label = f"2-worker saturation >= {TWO_WORKERS_MIN}x 1 worker"
+    two = got.get("nodelocaldns-2w")
+    ratio = _ratio(_med(two, "sat_qps"), _med(nl, "sat_qps"))
+    if ratio is None:
+        out.append(Verdict(label, "SKIP", "needs nodelocaldns and nodelocaldns-2w results"))
+    else:
+        out.append(Verdict(label, "PASS" if ratio >= TWO_WORKERS_MIN else "FAIL",
+                           f"{ratio:.2f}x ({_med(two, 'sat_qps'):,.0f} vs {_med(nl, 'sat_qps'):,.0f} QPS)"))  # fmt: skip
     label = f"RSS <= {RSS_MAX_MIB:.0f} MiB with caches full"
     if nl is None or nl.rss_mib is None:
         out.append(Verdict(label, "SKIP", "needs a nodelocaldns fill result"))
@@ -308,7 +317,8 @@ def chart(results: list[ServerResult], path: Path) -> None:
     ran = [r for r in results if r.skipped is None and r.rounds]
     names = [r.name for r in ran]
     colours = [
-        "#1f77b4" if n == "nodelocaldns" else "#999999" if n == "py-echo" else "#ff7f0e" for n in names
+        "#1f77b4" if n.startswith("nodelocaldns") else "#999999" if n == "py-echo" else "#ff7f0e"
+        for n in names
     ]
     fig, (ax_qps, ax_cpu) = plt.subplots(1, 2, figsize=(11, 4.5))
     panels = (

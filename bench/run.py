@@ -4,7 +4,8 @@ All servers forward to one upstream (unbound with local data) and run side by si
 process tree. The server under test is pinned to CPU 0; dnsperf, the upstream and this harness
 to CPU 1. Per server:
 
-(a) cache-hit QPS at saturation (1000 pre-warmed names, unlimited rate);
+(a) cache-hit QPS at saturation (1000 pre-warmed names, unlimited rate); ``nodelocaldns`` is one
+    native worker on CPU 0, ``nodelocaldns-2w`` two workers (``multisocket 2``) on CPUs 0 and 1;
 (b) server CPU µs per query at a fixed offered load (50k QPS), from /proc/PID/stat;
 (c) mean and p99 latency in that fixed-load run (dnsperf ``-v`` per-query latencies);
 (d) cache-miss QPS and mean latency (unique names the upstream answers through a redirect zone);
@@ -15,7 +16,8 @@ A bare uvloop echo server (``py-echo``) runs (a)-(c) as the floor for any Python
 Only loopback addresses are used; every dnsperf run is bounded in time; every process is
 killed at the end, on error and on SIGTERM.
 
-Usage: ``python -m bench.run [--quick] [--servers nodelocaldns,unbound,dnsmasq,py-echo] [--check]``
+Usage: ``python -m bench.run [--quick] [--servers nodelocaldns,nodelocaldns-2w,unbound,dnsmasq,py-echo]
+[--check]``
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ import dns.rcode
 from bench import dnsperf, proc, report, servers
 from bench.servers import Contender
 
-ALL_SERVERS = ("nodelocaldns", "unbound", "dnsmasq", "py-echo")
+ALL_SERVERS = ("nodelocaldns", "nodelocaldns-2w", "unbound", "dnsmasq", "py-echo")
 FORWARDERS = ("nodelocaldns", "unbound", "dnsmasq")
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 # This machine may be shared: a round whose server CPU was more than this busy with other
@@ -354,6 +356,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def _starters() -> dict[str, Callable[[int, int | None], AbstractContextManager[Contender]]]:
     return {
         "nodelocaldns": servers.nodelocaldns,
+        "nodelocaldns-2w": servers.nodelocaldns_2w,
         "unbound": servers.unbound_forwarder,
         "dnsmasq": servers.dnsmasq_forwarder,
         "py-echo": lambda _upstream, cpu: servers.python_echo(cpu),
@@ -400,7 +403,7 @@ def run(
         log(f"upstream unbound on {up.address}")
         contenders: dict[str, Contender] = {}
         for name in args.servers:
-            if name == "nodelocaldns":
+            if name.startswith("nodelocaldns"):
                 ok, why = servers.nodelocaldns_available()
                 if not ok:
                     results[name].skipped = why

@@ -72,14 +72,19 @@ def upstream(cpu: int | None) -> Iterator[UpstreamServer]:
         yield server
 
 
-def _pin(cpu: int | None) -> list[str]:
+def _pin(cpu: int | str | None) -> list[str]:
     return ["taskset", "-c", str(cpu)] if cpu is not None else []
 
 
-def nodelocal_corefile(port: int, upstream_port: int, metrics_port: int) -> str:
-    """A Corefile shaped like the NodeLocal DNSCache addon's, on loopback ports (pure)."""
+def nodelocal_corefile(port: int, upstream_port: int, metrics_port: int, sockets: int | None = None) -> str:
+    """A Corefile shaped like the NodeLocal DNSCache addon's, on loopback ports (pure).
+
+    ``sockets``: a ``multisocket`` line in every block (UDP sockets, one native worker each).
+    """
     forward_tcp = f"forward . 127.0.0.1:{upstream_port} {{\n        force_tcp\n    }}"
     common_tail = f"bind 127.0.0.1\n    {{forward}}\n    prometheus 127.0.0.1:{metrics_port}"
+    if sockets is not None:
+        common_tail += f"\n    multisocket {sockets}"
 
     def block(zone: str, cache: str, forward: str) -> str:
         tail = common_tail.replace("{forward}", forward)
@@ -256,14 +261,26 @@ def _started(contender: Contender, timeout: float) -> Iterator[Contender]:
 
 
 @contextlib.contextmanager
-def nodelocaldns(upstream_port: int, cpu: int | None) -> Iterator[Contender]:
+def nodelocaldns(upstream_port: int, cpu: int | str | None, sockets: int | None = None,
+                 name: str = "nodelocaldns") -> Iterator[Contender]:  # fmt: skip
+    """The server under test; pinned to one CPU it runs one native worker (multisocket's default
+    is the CPUs the process may use)."""
     workdir = Path(tempfile.mkdtemp(prefix="bench-nodelocaldns-"))
     port, metrics_port = free_port(), free_port("tcp")
     corefile = workdir / "Corefile"
-    corefile.write_text(nodelocal_corefile(port, upstream_port, metrics_port))
+    corefile.write_text(nodelocal_corefile(port, upstream_port, metrics_port, sockets))
     argv = [*_pin(cpu), str(NODELOCALDNS), "serve", "--corefile", str(corefile)]
-    server = _managed("nodelocaldns", argv, port, workdir, "nodelocaldns.log")
-    with _started(Contender("nodelocaldns", server, f"http://127.0.0.1:{metrics_port}/metrics"), 60) as c:
+    server = _managed(name, argv, port, workdir, "nodelocaldns.log")
+    with _started(Contender(name, server, f"http://127.0.0.1:{metrics_port}/metrics"), 60) as c:
+        yield c
+
+
+@contextlib.contextmanager
+def nodelocaldns_2w(upstream_port: int, cpu: int | None) -> Iterator[Contender]:
+    """Two native workers (``multisocket 2``) on two CPUs: the server's and the load generator's
+    (this machine has two; the load generator competes, so this is a lower bound)."""
+    cpus = f"{cpu},{cpu + 1}" if cpu is not None else None
+    with nodelocaldns(upstream_port, cpus, sockets=2, name="nodelocaldns-2w") as c:
         yield c
 
 

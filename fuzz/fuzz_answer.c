@@ -57,6 +57,8 @@ static void check_reply(const nld_index *ix, const uint8_t *q, size_t n, double 
     nld_render(&h, q, out);
     assert(out[0] == q[0] && out[1] == q[1]);
     assert(memcmp(out + 12, q + 12, h.qend - 12) == 0);
+    if (h.edns) /* the OPT echoes the client's size, never above the entry's bufsize cap */
+        assert((((unsigned)out[h.len - 8] << 8) | out[h.len - 7]) <= h.e->cap);
     free(out);
 }
 
@@ -95,6 +97,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     nld_entry *e = make(key, keylen, body, bodylen, offs, noffs, 1000.0, orig, ctl & 1, ctl >> 4,
                         qclen ? q + 12 : NULL, qclen);
     int present = 0;
+    if (e != NULL && (orig & 1)) /* odd TTLs: a bufsize block's cap, 512..4111 */
+        e->cap = (uint16_t)(512 + (orig >> 1) % 3600);
     if (e != NULL)
         present = nld_index_insert(&ix, e) == 0;
     check_reply(&ix, q, n, now, (ctl >> 1) & 1);

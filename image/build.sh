@@ -45,11 +45,14 @@ mkdir -p "$WORK/wheels" "$(dirname "$OUT")"
 
 # ---- 1. wheels --------------------------------------------------------------------------------
 # Build from a copy of the sources so setuptools' build/ and egg-info never touch the work tree.
+# setup.py builds the C hot path (src/nodelocaldns/native) into the wheel with this host's compiler
+# and Python headers: same CPython minor and glibc as the bookworm rootfs. REQUIRED: no silent
+# pure-Python image when the compiler is missing. Built .so files in src/ are left out (rebuilt).
 mkdir -p "$WORK/src"
-tar -C "$REPO" --exclude=__pycache__ --exclude='*.egg-info' -cf - pyproject.toml README.md src \
+tar -C "$REPO" --exclude=__pycache__ --exclude='*.egg-info' --exclude='*.so' -cf - pyproject.toml setup.py README.md src \
     $(cd "$REPO" && ls LICENSE* 2>/dev/null || true) | tar -C "$WORK/src" -xf -
 echo "==> wheels"
-"$PYTHON" -m pip wheel -q --disable-pip-version-check --wheel-dir "$WORK/wheels" \
+NODELOCALDNS_NATIVE_REQUIRED=1 "$PYTHON" -m pip wheel -q --disable-pip-version-check --wheel-dir "$WORK/wheels" \
     -c "$REPO/image/constraints.txt" "$WORK/src" pip
 VERSION=$("$PYTHON" -c 'import sys, tomllib; print(tomllib.load(open(sys.argv[1], "rb"))["project"]["version"])' \
     "$REPO/pyproject.toml")

@@ -18,6 +18,8 @@ from typing import Any
 
 import pytest
 
+from nodelocaldns.core.cpus import usable_cpus
+from nodelocaldns.native import native_available
 from support.agent_ns import (
     KUBE_DNS,
     LINK_LOCAL,
@@ -202,6 +204,11 @@ def test_a_second_agent_that_fails_to_start_leaves_the_first_ones_state(topo: No
         assert rule_lines(topo.node) == [] and local_addresses(topo.node) == set()
 
 
+# UDP sockets an agent binds itself: two addresses, each with one socket per native worker
+# (multisocket's default: the CPUs the agent may use), or one on the pure-Python path.
+OWN = 2 * (usable_cpus() if native_available() else 1)
+
+
 def dns_sockets(c: Container) -> int:
     """UDP sockets bound to :53 that the agent's process holds (its own and its peers' copies)."""
     pid = c.proc.pid
@@ -243,7 +250,7 @@ def test_redundant_mode_a_sigkill_of_either_agent_loses_no_query(
         warm(topo)
         killed, survivor = (a, b) if victim == 0 else (b, a)
         # Both UDP sockets of each agent, and the two of its peer's it reads.
-        wait_until(lambda: dns_sockets(survivor) == 4, 10, "the peer's sockets shared")
+        wait_until(lambda: dns_sockets(survivor) == 2 * OWN, 10, "the peer's sockets shared")
         queries = query_file(tmp_path / "queries", NAMES)
         running = [
             Load(ip, 53, queries, seconds=8, qps=QPS, ns=topo.pod, timeout=5.0)
@@ -259,7 +266,7 @@ def test_redundant_mode_a_sigkill_of_either_agent_loses_no_query(
                 ld.kill()
         assert survivor.proc.poll() is None
         assert "is gone: answering what its sockets still hold" in survivor.log(), survivor.log()
-        assert dns_sockets(survivor) == 2  # the dead peer's copies are closed
+        assert dns_sockets(survivor) == OWN  # the dead peer's copies are closed
         assert len(rule_lines(topo.node)) == RULES and local_addresses(topo.node) == ADDRESSES
     for res in results:
         assert res.sent >= QPS * 7, res.output
@@ -278,14 +285,18 @@ def test_redundant_mode_a_killed_agent_that_comes_back_shares_again_and_a_clean_
         for run in range(2):
             with agent(topo, r, f"back{run}", containers[1], scrub=False) as back:
                 wait_serving(back, r)
-                wait_until(lambda: dns_sockets(keep) == 4 and dns_sockets(back) == 4, 10, "sockets shared")  # noqa: B023
+                wait_until(
+                    lambda: dns_sockets(keep) == 2 * OWN and dns_sockets(back) == 2 * OWN,
+                    10,
+                    "sockets shared",
+                )  # noqa: B023
                 if run == 0:
                     back.proc.send_signal(signal.SIGKILL)
                     back.proc.wait(10)
                 else:
                     assert back.stop(signal.SIGTERM) == 0
                     assert "handing over to it" in back.log(), back.log()
-                wait_until(lambda: dns_sockets(keep) == 2, 10, "the departed peer's copies closed")
+                wait_until(lambda: dns_sockets(keep) == OWN, 10, "the departed peer's copies closed")
                 assert dig(topo.pod, LINK_LOCAL, NAMES[0]).status == "NOERROR"
         assert keep.log().count("Sharing DNS sockets with agent pid") == 2, keep.log()
         assert len(rule_lines(topo.node)) == RULES and local_addresses(topo.node) == ADDRESSES

@@ -99,8 +99,14 @@ class Harness:
         return self.run(wrap(), timeout)
 
     def advance(self, seconds: float) -> float:
-        """Move the server's clock; the next query sees the new time."""
-        return self.call(lambda: self.clock.advance(seconds))
+        """Move the server's clock; the next query sees the new time (native workers too)."""
+
+        def move() -> float:
+            t = self.clock.advance(seconds)
+            self.inst.sync_clock()
+            return t
+
+        return self.call(move)
 
     def udp(self, data: bytes, timeout: float = 3.0) -> bytes:
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
@@ -161,14 +167,18 @@ def _recv_exact(s: socket.socket, n: int) -> bytes:
 
 
 @contextlib.contextmanager
-def inproc(corefile: str, start: float = 5000.0, port: int | None = None) -> Iterator[Harness]:
-    """Start ``corefile`` (``{PORT}`` replaced by a free port) in process on a fake clock at ``start``."""
+def inproc(corefile: str, start: float = 5000.0, port: int | None = None,
+           native: bool = False) -> Iterator[Harness]:  # fmt: skip
+    """Start ``corefile`` (``{PORT}`` replaced by a free port) in process on a fake clock at ``start``.
+
+    ``native``: UDP is served by the native workers (pinned to the fake clock), not UDPWorker.
+    """
     port = port or free_port("both")
     clock = FakeClock(start)
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, daemon=True, name="inproc-loop")
     thread.start()
-    inst = Server(corefile.replace("{PORT}", str(port)), clock=clock)
+    inst = Server(corefile.replace("{PORT}", str(port)), clock=clock, native=native)
     h = Harness(inst, loop, thread, clock, port)
     try:
         h.run(inst.start())

@@ -166,6 +166,18 @@ def test_entrypoint_prints_its_version(image: Image, rootfs: Path) -> None:
         assert any((rootfs / d / tool).exists() for d in ("usr/sbin", "usr/bin", "sbin", "bin")), tool
 
 
+def test_image_ships_the_native_hot_path(image: Image, rootfs: Path) -> None:
+    """The wheel carries the compiled extension and the image's own Python loads it."""
+    code = "from nodelocaldns import native; print(native.native_available(), native.native_status())"
+    with netns("nldimg") as ns:
+        res = subprocess.run(
+            in_image(ns, rootfs, image, "/opt/nodelocaldns/bin/python", "-c", code),
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == "True native"
+
+
 def test_node_cache_path_of_the_upstream_image_runs_the_agent(image: Image, rootfs: Path) -> None:
     """Manifests written for the upstream image say `command: ["/node-cache"]`."""
     assert (rootfs / "node-cache").is_symlink()

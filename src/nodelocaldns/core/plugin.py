@@ -123,6 +123,8 @@ class Runtime:
     fast_path_udp_max: int = 65535
     # and question types the fast path must leave to the chain (dns64 rewrites AAAA answers).
     fast_path_skips: frozenset[int] = frozenset()
+    # UDP sockets (each with its own native worker) per listener address; 0: no say (multisocket).
+    num_sockets: int = 0
 
     def start(self, host: Host) -> None:
         return None

@@ -11,6 +11,7 @@ interns what the reply's labels need (qtype, rcode, cache kind, reply size witho
 from __future__ import annotations
 
 import bisect
+from collections.abc import Callable
 
 from nodelocaldns.metrics.catalog import TIME_BUCKETS
 
@@ -66,7 +67,17 @@ def duration_bucket(seconds: float) -> int:
 class ServerStats:
     """Counters for one listener (``server`` label), shared by every block it serves."""
 
-    __slots__ = ("server", "family", "counts", "duration_sum", "fast", "fast_tcp", "zones", "hit_kinds")
+    __slots__ = (
+        "server",
+        "family",
+        "counts",
+        "duration_sum",
+        "fast",
+        "fast_tcp",
+        "zones",
+        "hit_kinds",
+        "native",
+    )
 
     def __init__(self, server: str, family: int) -> None:
         self.server = server
@@ -79,6 +90,8 @@ class ServerStats:
         self.fast_tcp: dict[int, int] = {}
         self.zones: dict[str, ZoneAcc] = {}
         self.hit_kinds: dict[tuple[str, int], int] = {}  # slow-recorded fast hits: (zone, kind) -> n
+        # The native UDP workers' hits, summed at scrape time: (packed key, hits, nanoseconds).
+        self.native: Callable[[], list[tuple[int, int, int]]] | None = None
 
     def zone_of(self, zone_id: int) -> str:
         return list(self.zones)[zone_id - 1]
@@ -107,7 +120,16 @@ class ServerStats:
 
     def fast_items(self) -> list[tuple[int, int]]:
         """Every fast-path counter (UDP thread and TCP), copied so the UDP thread may keep writing."""
-        return [*list(self.fast.items()), *list(self.fast_tcp.items())]
+        nat = self.native() if self.native is not None else []
+        return [*list(self.fast.items()), *list(self.fast_tcp.items()), *((k, n) for k, n, _ns in nat)]
+
+    def native_seconds(self) -> dict[str, float]:
+        """Time the native workers spent on their hits, by zone (the duration histograms' sums)."""
+        out: dict[str, float] = {}
+        for k, _n, ns in self.native() if self.native is not None else []:
+            zone = self.zone_of(k >> ZONE_SHIFT)
+            out[zone] = out.get(zone, 0.0) + ns * 1e-9
+        return out
 
     def fast_hits(self) -> dict[tuple[str, int], int]:
         """Cache hits the fast path served, by (zone, cache kind), slow-recorded ones included."""

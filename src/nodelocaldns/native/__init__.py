@@ -70,14 +70,17 @@ def new_index(capacity: int, max_bytes: int = 0) -> Index:
     return idx
 
 
-def insert_entry(index: Index, key: bytes, e: CachedAnswer) -> bool:
+def insert_entry(index: Index, key: bytes, e: CachedAnswer, cap: int = 65535, stat: int = 0) -> bool:
     """Mirror one Python cache entry (the authority) into the index; False when the index is full.
 
     The body goes in with every TTL at the original value, whatever second the entry's memo is
-    at: the native side computes the remaining TTL itself from ``stored`` and ``orig``.
+    at: the native side computes the remaining TTL itself from ``stored`` and ``orig``. ``cap`` is
+    the block's UDP size cap (bufsize), ``stat`` the zone | stat id bits its hits are counted under.
     """
     flags = e.fl & (module().FLAG_KEEPTTL | module().FLAG_AA)
-    return index.insert(key, b"".join(e.heads), e.body_with_ttl(e.orig), e.offs, e.stored, e.orig, flags, e.q)
+    return index.insert(
+        key, b"".join(e.heads), e.body_with_ttl(e.orig), e.offs, e.stored, e.orig, flags, e.q, cap, stat
+    )
 
 
 class NativeUDP:

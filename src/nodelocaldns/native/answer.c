@@ -52,7 +52,7 @@ int nld_match(const nld_index *ix, const uint8_t *q, size_t n, double now, int t
     }
     memcpy(key + qlen - 4, q + qend - 4, 4);
     int do_bit = 0;
-    size_t limit = 512;
+    size_t limit = 512, osize = 0;
     if (edns) {
         if (n < qend + NLD_OPT_LEN || q[qend] != 0 || q[qend + 1] != 0 || q[qend + 2] != 41 || q[qend + 6])
             return 0;
@@ -61,7 +61,7 @@ int nld_match(const nld_index *ix, const uint8_t *q, size_t n, double now, int t
         do_bit = (q[qend + 7] & 0x80) != 0;
         /* The reply's OPT echoes the client's size as sent (CoreDNS SizeAndDo), even below 512;
          * as a limit, below 512 means 512. */
-        limit = ((size_t)q[qend + 3] << 8) | q[qend + 4];
+        osize = limit = ((size_t)q[qend + 3] << 8) | q[qend + 4];
         if (limit < 512)
             limit = 512;
     } else if (n != qend) {
@@ -74,12 +74,15 @@ int nld_match(const nld_index *ix, const uint8_t *q, size_t n, double now, int t
     const nld_entry *e = nld_index_get(ix, key, keylen);
     if (e == NULL)
         return 0;
+    h->known = 1;
     /* Owner names keep their stored case and the body points into the question: only a client
      * that wrote the name exactly as stored is spliced (fastpath.answer); the chain does the rest. */
     if (e->qcased == NULL ? memcmp(q + 12, key, qlen) != 0 : memcmp(q + 12, e->qcased, qlen) != 0)
         return 0;
     if (!fresh_ttl(e, now, &h->ttl))
         return 0;
+    if (edns && osize > e->cap) /* bufsize: the chain sees (and echoes) the lowered size */
+        osize = limit = e->cap;
     size_t len = 12 + qlen + e->bodylen + (edns ? NLD_OPT_LEN : 0);
     if (!tcp && len > 512 && len > limit) /* the slow path truncates; the fast path never does */
         return 0;
@@ -88,6 +91,7 @@ int nld_match(const nld_index *ix, const uint8_t *q, size_t n, double now, int t
     h->len = len;
     h->edns = edns;
     h->do_bit = do_bit;
+    h->osize = (unsigned)osize;
     return 1;
 }
 
@@ -108,13 +112,13 @@ void nld_render(const nld_hit *h, const uint8_t *q, uint8_t *out) {
             memcpy(body + e->offs[i], t, 4);
     }
     if (h->edns) {
-        /* Name ".", type OPT, the client's size echoed, ext-rcode/version 0, only DO, no rdata. */
+        /* Name ".", type OPT, the client's size echoed (capped), ext-rcode/version 0, only DO, no rdata. */
         uint8_t *o = body + e->bodylen;
         o[0] = 0;
         o[1] = 0;
         o[2] = 41;
-        o[3] = q[h->qend + 3];
-        o[4] = q[h->qend + 4];
+        o[3] = (uint8_t)(h->osize >> 8);
+        o[4] = (uint8_t)h->osize;
         o[5] = 0;
         o[6] = 0;
         o[7] = h->do_bit ? 0x80 : 0;

@@ -133,6 +133,8 @@ nld_entry *nld_entry_new(const uint8_t *key, size_t keylen, const uint8_t *heads
     e->bodylen = (uint16_t)bodylen;
     e->noffs = (uint16_t)noffs;
     e->fl = (uint8_t)fl;
+    e->cap = 65535;
+    e->stat = 0;
     memcpy(e->heads, heads, sizeof(e->heads));
     e->size = size;
     uint8_t *p = e->data;

@@ -37,14 +37,16 @@ static int ready(IndexObject *self) {
 }
 
 static PyObject *Index_insert(IndexObject *self, PyObject *args, PyObject *kw) {
-    static char *names[] = {"key", "heads", "body", "offs", "stored", "orig", "flags", "q", NULL};
+    static char *names[] = {"key", "heads", "body", "offs", "stored", "orig", "flags", "q", "cap", "stat", NULL};
     Py_buffer key, heads, body, qc = {0};
     PyObject *offs;
     double stored;
     unsigned long long orig;
     unsigned int fl = 0;
-    if (!ready(self) || !PyArg_ParseTupleAndKeywords(args, kw, "y*y*y*OdK|Iz*", names, &key, &heads, &body,
-                                                     &offs, &stored, &orig, &fl, &qc))
+    unsigned int cap = 65535;
+    unsigned long long stat = 0;
+    if (!ready(self) || !PyArg_ParseTupleAndKeywords(args, kw, "y*y*y*OdK|Iz*IK", names, &key, &heads, &body,
+                                                     &offs, &stored, &orig, &fl, &qc, &cap, &stat))
         return NULL;
     PyObject *result = NULL;
     uint16_t *o = NULL;
@@ -67,8 +69,9 @@ static PyObject *Index_insert(IndexObject *self, PyObject *args, PyObject *kw) {
         }
         o[i] = (uint16_t)v;
     }
-    if (orig > 0xFFFFFFFFULL || fl > 255) {
-        PyErr_SetString(PyExc_ValueError, "orig must fit 32 bits and flags 8 bits");
+    if (orig > 0xFFFFFFFFULL || fl > 255 || cap < 512 || cap > 65535 || (stat & 0xFFFFF)) {
+        PyErr_SetString(PyExc_ValueError,
+                        "orig must fit 32 bits, flags 8 bits, cap 512..65535 and stat leave the low 20 bits 0");
         goto done;
     }
     const char *why = "bad entry";
@@ -79,6 +82,8 @@ static PyObject *Index_insert(IndexObject *self, PyObject *args, PyObject *kw) {
         PyErr_SetString(PyExc_ValueError, why);
         goto done;
     }
+    e->cap = (uint16_t)cap;
+    e->stat = (uint64_t)stat;
     int rc;
     Py_BEGIN_ALLOW_THREADS rc = nld_index_insert(&self->ix, e); /* may wait for a worker's batch */
     Py_END_ALLOW_THREADS result = PyBool_FromLong(rc == 0);
@@ -132,6 +137,32 @@ static PyObject *Index_answer(IndexObject *self, PyObject *args, PyObject *kw) {
     return out;
 }
 
+/* answer() plus the key the worker would count the hit under (stat | size << 3 | DO << 1 | EDNS). */
+static PyObject *Index_lookup(IndexObject *self, PyObject *args, PyObject *kw) {
+    static char *names[] = {"query", "now", "tcp", NULL};
+    Py_buffer q;
+    double now;
+    int tcp = 0;
+    if (!ready(self) || !PyArg_ParseTupleAndKeywords(args, kw, "y*d|p", names, &q, &now, &tcp))
+        return NULL;
+    PyObject *out = NULL;
+    nld_hit h;
+    nld_index_rdlock(&self->ix);
+    if (nld_match(&self->ix, q.buf, (size_t)q.len, now, tcp, &h)) {
+        uint64_t key = h.e->stat | ((uint64_t)q.len << 3) | ((uint64_t)h.do_bit << 1) | (uint64_t)(h.edns ? 1 : 0);
+        PyObject *b = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)h.len);
+        if (b != NULL) {
+            nld_render(&h, q.buf, (uint8_t *)PyBytes_AS_STRING(b));
+            out = Py_BuildValue("(NK)", b, (unsigned long long)key);
+        }
+    } else {
+        out = Py_NewRef(Py_None);
+    }
+    nld_index_unlock(&self->ix);
+    PyBuffer_Release(&q);
+    return out;
+}
+
 static Py_ssize_t Index_len(IndexObject *self) {
     if (!ready(self))
         return -1;
@@ -155,11 +186,14 @@ static PyObject *Index_get_capacity(IndexObject *self, void *Py_UNUSED(c)) {
 
 static PyMethodDef Index_methods[] = {
     {"insert", (PyCFunction)(void (*)(void))Index_insert, METH_VARARGS | METH_KEYWORDS,
-     "insert(key, heads, body, offs, stored, orig, flags=0, q=None) -> bool: publish one entry (False: full)"},
+     "insert(key, heads, body, offs, stored, orig, flags=0, q=None, cap=65535, stat=0) -> bool: publish one "
+     "entry (False: full)"},
     {"remove", (PyCFunction)Index_remove, METH_O, "remove(key) -> bool"},
     {"clear", (PyCFunction)Index_clear, METH_NOARGS, "clear() -> None"},
     {"answer", (PyCFunction)(void (*)(void))Index_answer, METH_VARARGS | METH_KEYWORDS,
      "answer(query, now, tcp=False) -> bytes | None: the fast-path reply for a fresh hit"},
+    {"lookup", (PyCFunction)(void (*)(void))Index_lookup, METH_VARARGS | METH_KEYWORDS,
+     "lookup(query, now, tcp=False) -> (bytes, key) | None: answer() and the hit's counter key"},
     {NULL, NULL, 0, NULL},
 };
 

@@ -24,6 +24,8 @@ typedef struct nld_entry {
     uint32_t orig;  /* the item TTL every record carries (Entry.orig) */
     uint16_t keylen, bodylen, noffs;
     uint8_t fl;
+    uint16_t cap;   /* the block's UDP size cap (bufsize: fast_path_udp_max); 65535: none */
+    uint64_t stat;  /* zone id | stat id, as dnsstats packs them; the worker counts hits under it */
     uint8_t heads[NLD_HEADS][NLD_HEAD_LEN];
     size_t size;          /* bytes charged to the index budget */
     const uint16_t *offs; /* TTL field offsets into body */
@@ -57,6 +59,8 @@ typedef struct {
     uint32_t ttl;
     int edns;
     int do_bit;
+    unsigned osize; /* the size the reply's OPT echoes: the client's, lowered to the entry's cap */
+    int known;      /* set even on "not mine": the index holds this key (expired, or another case) */
 } nld_hit;
 
 uint64_t nld_siphash13(uint64_t k0, uint64_t k1, const uint8_t *p, size_t n);

@@ -43,9 +43,11 @@ nld_worker *nld_worker_new(int fd, nld_index *ix, unsigned batch, size_t ring, i
     w->addrs = calloc(batch, sizeof(struct sockaddr_storage));
     w->inbuf = malloc((size_t)batch * NLD_UDP_BUF);
     w->outbuf = malloc((size_t)batch * NLD_OUT_CAP); /* virtual until a big reply touches it */
+    w->stats = calloc(NLD_STATS, sizeof(nld_stat_slot));
+    w->hitslot = calloc(batch, sizeof(nld_stat_slot *));
     atomic_init(&w->armed, 1);
     if (w->stopfd < 0 || w->wakefd < 0 || !w->ring || !w->in || !w->out || !w->iin || !w->iout ||
-        !w->addrs || !w->inbuf || !w->outbuf) {
+        !w->addrs || !w->inbuf || !w->outbuf || !w->stats || !w->hitslot) {
         *err = errno ? errno : ENOMEM;
         nld_worker_free(w);
         return NULL;
@@ -61,11 +63,15 @@ nld_worker *nld_worker_new(int fd, nld_index *ix, unsigned batch, size_t ring, i
     return w;
 }
 
+/* The last quarter of the ring is kept for names the index holds (expired: serve_stale or a
+ * refresh), as UDPWorker's first lane: a flood of names nobody asked before cannot crowd them out. */
 static int push(nld_worker *w, const uint8_t *data, size_t len, const struct sockaddr_storage *a,
-                socklen_t alen) {
+                socklen_t alen, int known) {
     size_t head = atomic_load_explicit(&w->head, memory_order_relaxed);
     size_t tail = atomic_load_explicit(&w->tail, memory_order_acquire);
     if (head - tail > w->ring_mask)
+        return 0;
+    if (!known && head - tail >= (w->ring_mask + 1) - (w->ring_mask + 1) / 4)
         return 0;
     nld_ring_slot *s = &w->ring[head & w->ring_mask];
     s->len = (uint16_t)len;
@@ -74,6 +80,25 @@ static int push(nld_worker *w, const uint8_t *data, size_t len, const struct soc
     memcpy(s->data, data, len);
     atomic_store_explicit(&w->head, head + 1, memory_order_release);
     return 1;
+}
+
+/* The counter slot for key (claimed if new), or NULL when the table is at its 3/4 bound. */
+static nld_stat_slot *stat_slot(nld_worker *w, uint64_t key) {
+    size_t i = (size_t)((key * 0x9E3779B97F4A7C15ULL) >> 51) & (NLD_STATS - 1);
+    for (;;) {
+        nld_stat_slot *s = &w->stats[i];
+        uint64_t k = atomic_load_explicit(&s->key, memory_order_relaxed);
+        if (k == key)
+            return s;
+        if (k == 0) {
+            if (w->nstats >= NLD_STATS / 4 * 3)
+                return NULL;
+            w->nstats++;
+            atomic_store_explicit(&s->key, key, memory_order_release);
+            return s;
+        }
+        i = (i + 1) & (NLD_STATS - 1);
+    }
 }
 
 static double monotonic(void) {
@@ -124,6 +149,9 @@ static void *run(void *arg) {
         }
         idle = (unsigned)n < w->batch;
         double now = monotonic();
+        uint64_t pin = atomic_load_explicit(&w->pinned, memory_order_relaxed);
+        if (pin) /* an injected clock (tests, a server not on the monotonic clock) sets the time */
+            memcpy(&now, &pin, sizeof(now));
         unsigned k = 0;
         uint64_t handed = 0, dropped = 0, errs = 0;
         nld_index_rdlock(w->ix);
@@ -131,21 +159,35 @@ static void *run(void *arg) {
             const uint8_t *pkt = w->iin[i].iov_base;
             size_t len = w->in[i].msg_len;
             nld_hit h;
-            if (nld_match(w->ix, pkt, len, now, 0, &h) && h.len <= NLD_OUT_CAP) {
+            h.known = 0;
+            nld_stat_slot *st = NULL;
+            if (nld_match(w->ix, pkt, len, now, 0, &h) && h.len <= NLD_OUT_CAP &&
+                (st = stat_slot(w, h.e->stat | ((uint64_t)len << 3) | ((uint64_t)h.do_bit << 1) |
+                                       (uint64_t)(h.edns ? 1 : 0))) != NULL) {
                 uint8_t *o = w->outbuf + (size_t)k * NLD_OUT_CAP;
                 nld_render(&h, pkt, o);
                 w->iout[k].iov_base = o;
                 w->iout[k].iov_len = h.len;
                 w->out[k].msg_hdr.msg_name = &w->addrs[i];
                 w->out[k].msg_hdr.msg_namelen = w->in[i].msg_hdr.msg_namelen;
+                w->hitslot[k] = st;
                 k++;
-            } else if (push(w, pkt, len, &w->addrs[i], w->in[i].msg_hdr.msg_namelen)) {
+            } else if (push(w, pkt, len, &w->addrs[i], w->in[i].msg_hdr.msg_namelen, h.known)) {
                 handed++;
             } else {
                 dropped++;
             }
         }
         nld_index_unlock(w->ix);
+        if (k) {
+            /* Each hit's duration is its share of the batch (what Python's per-hit timer sums to). */
+            double spent = pin ? 0.0 : monotonic() - now;
+            uint64_t share = (uint64_t)(spent * 1e9) / k;
+            for (unsigned j = 0; j < k; j++) {
+                bump(&w->hitslot[j]->hits, 1);
+                bump(&w->hitslot[j]->ns, share);
+            }
+        }
         /* Counted before the write, like the Python path: a scrape after the answer sees it. */
         bump(&w->c.packets, (uint64_t)n);
         bump(&w->c.hits, k);
@@ -210,6 +252,8 @@ void nld_worker_free(nld_worker *w) {
     free(w->addrs);
     free(w->inbuf);
     free(w->outbuf);
+    free(w->stats);
+    free(w->hitslot);
     free(w);
 }
 

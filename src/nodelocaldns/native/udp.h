@@ -20,6 +20,16 @@ typedef struct {
     _Atomic uint64_t packets, hits, handed, dropped, send_errors, recv_errors, batches;
 } nld_counters;
 
+/* Hits by the key dnsstats' fast counters use (entry stat | request size << 3 | DO << 1 | EDNS),
+ * with the time they took: a fixed open-addressing table written only by the worker (relaxed
+ * atomics, no lock), read by Python at scrape time. A key that finds no free slot makes the
+ * packet a miss, so Python's fast path answers and counts it: no hit is ever left uncounted. */
+#define NLD_STATS 8192 /* slots; filled to 3/4 at most */
+typedef struct {
+    _Atomic uint64_t key; /* 0: empty (a real key always carries a request size >= 17) */
+    _Atomic uint64_t hits, ns;
+} nld_stat_slot;
+
 typedef struct nld_worker {
     int fd;     /* borrowed: the Python socket outlives the worker */
     int stopfd; /* eventfd: wakes the worker's poll on stop */
@@ -31,8 +41,12 @@ typedef struct nld_worker {
     _Atomic size_t head, tail; /* SPSC: worker writes head, the one Python consumer writes tail */
     _Atomic int armed;         /* the consumer waits: the next push must write wakefd */
     _Atomic int stop;
+    _Atomic uint64_t pinned; /* bits of a double: the injected clock's time; 0: CLOCK_MONOTONIC */
     _Atomic int running;
     nld_counters c;
+    nld_stat_slot *stats;
+    size_t nstats; /* slots in use (worker-private) */
+    nld_stat_slot **hitslot; /* per batch: the slot of each hit, for the time share */
     pthread_t thread;
     int started;
     struct mmsghdr *in, *out;

@@ -1,7 +1,9 @@
 /* nodelocaldns._native.Worker: a started native UDP worker as seen from Python. */
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <math.h>
 #include <poll.h>
+#include <string.h>
 
 #include "pymod.h"
 #include "udp.h"
@@ -134,6 +136,44 @@ static PyObject *Worker_counters(WorkerObject *self, PyObject *Py_UNUSED(ignored
                          nld_ld(&c->batches));
 }
 
+static PyObject *Worker_pin(WorkerObject *self, PyObject *arg) {
+    uint64_t bits = 0;
+    if (arg != Py_None) {
+        double t = PyFloat_AsDouble(arg);
+        if (t == -1.0 && PyErr_Occurred())
+            return NULL;
+        if (!isfinite(t) || t == 0.0) {
+            PyErr_SetString(PyExc_ValueError, "pin() needs a finite, non-zero time or None");
+            return NULL;
+        }
+        memcpy(&bits, &t, sizeof(bits));
+    }
+    atomic_store_explicit(&self->w->pinned, bits, memory_order_relaxed);
+    Py_RETURN_NONE;
+}
+
+/* Racy by design: a slot read while the worker bumps it is at most one batch behind. */
+static PyObject *Worker_stats(WorkerObject *self, PyObject *Py_UNUSED(ignored)) {
+    PyObject *out = PyList_New(0);
+    if (out == NULL)
+        return NULL;
+    for (size_t i = 0; i < NLD_STATS; i++) {
+        nld_stat_slot *s = &self->w->stats[i];
+        uint64_t key = atomic_load_explicit(&s->key, memory_order_acquire);
+        uint64_t hits = nld_ld(&s->hits);
+        if (key == 0 || hits == 0)
+            continue;
+        PyObject *item = Py_BuildValue("(KKK)", key, hits, nld_ld(&s->ns));
+        if (item == NULL || PyList_Append(out, item) < 0) {
+            Py_XDECREF(item);
+            Py_DECREF(out);
+            return NULL;
+        }
+        Py_DECREF(item);
+    }
+    return out;
+}
+
 static PyObject *Worker_get_running(WorkerObject *self, void *Py_UNUSED(c)) {
     return PyBool_FromLong(atomic_load(&self->w->running));
 }
@@ -145,6 +185,10 @@ static PyMethodDef Worker_methods[] = {
     {"wait", (PyCFunction)Worker_wait, METH_VARARGS, "wait(timeout) -> bool: misses are waiting"},
     {"fileno", (PyCFunction)Worker_fileno, METH_NOARGS, "fileno() -> int: eventfd, readable on misses"},
     {"counters", (PyCFunction)Worker_counters, METH_NOARGS, "counters() -> dict[str, int]"},
+    {"pin", (PyCFunction)Worker_pin, METH_O,
+     "pin(now: float | None) -> None: answer as of ``now`` (an injected clock); None: CLOCK_MONOTONIC"},
+    {"stats", (PyCFunction)Worker_stats, METH_NOARGS,
+     "stats() -> list[(key, hits, ns)]: hits by entry stat | request size << 3 | DO << 1 | EDNS"},
     {NULL, NULL, 0, NULL},
 };
 

@@ -40,7 +40,6 @@ from pathlib import Path
 from typing import Any
 
 from nodelocaldns.node.peers import Peer, PeerRegistry
-from nodelocaldns.server.listener import UDPWorker
 from nodelocaldns.server.server import Server
 from nodelocaldns.server.shared_udp import SharedReader
 
@@ -176,10 +175,10 @@ class SocketShare:
 
     def _own_sockets(self) -> list[tuple[tuple[str, int], socket.socket]]:
         """This agent's UDP DNS sockets (the ones it binds itself), with their listener address."""
-        out = []
+        out: list[tuple[tuple[str, int], socket.socket]] = []
         for key, lst in list(self.server.listeners.items()):
-            if isinstance(lst.udp, UDPWorker) and not lst.udp.stopping:
-                out.append((key, lst.udp.sock))
+            if lst.udp is not None:  # UDPWorker's one socket, or every native worker's
+                out.extend((key, s) for s in lst.udp.shared_sockets())
         return out
 
     def _send_hello(self, link: _Link) -> None:
@@ -222,10 +221,10 @@ class SocketShare:
             return None
         k = (str(key[0]), int(key[1]))
         lst = self.server.listeners.get(k)
-        if lst is None or not isinstance(lst.udp, UDPWorker) or sock.type != socket.SOCK_DGRAM:
+        if lst is None or lst.udp is None or sock.type != socket.SOCK_DGRAM:
             return None
         try:
-            same = sock.getsockname() == lst.udp.sock.getsockname()
+            same = any(sock.getsockname() == own.getsockname() for own in lst.udp.shared_sockets())
         except OSError:
             return None
         return k if same else None

@@ -23,6 +23,7 @@ PLUGINS: tuple[str, ...] = (
     "loadbalance",
     "log",
     "loop",
+    "multisocket",
     "pprof",
     "prometheus",
     "ready",

@@ -91,6 +91,7 @@ class Instance:
                 safe = safe and ok
                 ahead.append(rt)
             block.metrics = block.metrics or rt.counts_requests
+            block.sockets = max(block.sockets, rt.num_sockets)
             gen.routes.extend(rt.routes)
             gen.lameduck = max(gen.lameduck, rt.lameduck)
         gen.runtimes.extend(block.runtimes)

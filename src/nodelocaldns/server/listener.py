@@ -19,7 +19,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any
+from typing import Any, Protocol
 
 from nodelocaldns.core.plugin import Next, Runtime
 from nodelocaldns.core.ratelimit import RateLimiter
@@ -59,6 +59,29 @@ class Block:
     transform: Callable[[bytes], bytes] | None = None
     udp_max: int = fastpath.NO_CAP
     skips: frozenset[int] = frozenset()
+    sockets: int = 0  # UDP sockets per listener address (multisocket); 0: the usable CPUs
+
+
+class NativeSide(Protocol):
+    """A listener's native UDP workers (server/native_udp.NativeUDPServer), as the listener uses them."""
+
+    def lookup(self, data: bytes, now: float, tcp: bool) -> tuple[bytes, int] | None: ...
+
+    def translate(self, k: int) -> tuple[int, ZoneAcc]: ...
+
+    def shared_sockets(self) -> list[socket.socket]: ...
+
+    @property
+    def dropped(self) -> int: ...
+
+    n_handed: int
+    n_finished: int
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+    def close(self) -> None: ...
 
 
 class Router:
@@ -109,7 +132,8 @@ class Listener:
         self.router = router
         self.stats = ServerStats(self.server, self.family)
         self.tasks: set[asyncio.Task[None]] = set()
-        self.udp: UDPWorker | None = None
+        self.udp: UDPWorker | NativeSide | None = None
+        self.native: NativeSide | None = None  # the native UDP workers, whose index TCP hits use too
         self.send_errors = 0
         self.fast_errors = 0
         self.tcp: asyncio.Server | None = None
@@ -148,6 +172,11 @@ class Listener:
     def fast(self, data: bytes, tcp: bool) -> bytes | None:
         """A fresh cache hit as final reply bytes (counted), or None: let the slow path decide."""
         t0 = _perf()
+        nat = self.native
+        if tcp and nat is not None:
+            got = nat.lookup(data, self.clock(), True)
+            if got is not None:
+                return self._native_tcp_hit(nat, got, data, t0)
         hit = fastpath.answer(data, self.clock(), self.router.memo, tcp)
         if hit is None:
             return None
@@ -161,6 +190,22 @@ class Listener:
             fc[k] = fc.get(k, 0) + 1
         else:
             self._record_slow_hit(acc, e, data, reply, bool(bits & 2), "tcp" if tcp else "udp", dt)
+        acc[2] += dt
+        return reply
+
+    def _native_tcp_hit(self, nat: NativeSide, got: tuple[bytes, int], data: bytes, t0: float) -> bytes:
+        """A TCP hit the native index answered: counted as Listener.fast counts its own."""
+        reply, raw = got
+        k, acc = nat.translate(raw)
+        k |= 4
+        dt = _perf() - t0
+        st = self.stats
+        if dt <= _B0:
+            st.fast_tcp[k] = st.fast_tcp.get(k, 0) + 1
+        else:
+            zone, _p, qtype, rcode, kind, do, qlen, _r = st.decode_fast(k)
+            st.record((zone, "tcp", qtype, do, qlen, len(reply), rcode, "cache", duration_bucket(dt)), 0.0)
+            st.hit_kinds[(zone, kind)] = st.hit_kinds.get((zone, kind), 0) + 1
         acc[2] += dt
         return reply
 
@@ -408,6 +453,10 @@ class UDPWorker:
     def close(self) -> None:
         self.stop()
         self.sock.close()
+
+    def shared_sockets(self) -> list[socket.socket]:
+        """The socket a peer agent may hold and read too (node/sockshare.py)."""
+        return [] if self.stopping else [self.sock]
 
     def send(self, out: bytes, addr: tuple[str, int]) -> None:
         with contextlib.suppress(OSError):

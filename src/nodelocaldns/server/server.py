@@ -30,16 +30,19 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
+from typing import Any, cast
 
+from nodelocaldns.core.cpus import usable_cpus
 from nodelocaldns.corefile.model import ServerBlock
 from nodelocaldns.corefile.parser import parse_corefile
 from nodelocaldns.errors import ConfigError, NodeLocalDNSError
+from nodelocaldns.native import native_available, native_status
 from nodelocaldns.plugins.reload.plugin import corefile_hash
 from nodelocaldns.server.config import Plan, plan
 from nodelocaldns.server.httpd import HTTPServers
 from nodelocaldns.server.instance import Generation, Instance
 from nodelocaldns.server.listener import Listener, Router, TCPConnection, UDPWorker
+from nodelocaldns.server.native_udp import NativeIndex, NativeUDPServer, signature
 from nodelocaldns.server.settings import DEFAULT, ServerConfig
 
 log = logging.getLogger("nodelocaldns")
@@ -82,6 +85,7 @@ class Server(Instance):
         config: ServerConfig = DEFAULT,
         on_fatal: Callable[[str], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        native: bool | None = None,
     ) -> None:
         super().__init__(text, filename, on_fatal=on_fatal, clock=clock)
         self.config = config
@@ -92,6 +96,12 @@ class Server(Instance):
         # its setup-error counter in the default registry, which CoreDNS's metrics plugin serves).
         self.extra_collectors: list[Callable[[], list[Any]]] = []
         self._hooks: dict[Phase, list[Hook]] = {}
+        # The native workers read CLOCK_MONOTONIC. Another (injected) clock keeps the Python path
+        # unless ``native=True``: then the workers are pinned to it (``sync_clock`` after it moves).
+        if native and not native_available():
+            raise RuntimeError(f"native hot path requested but unavailable: {native_status()}")
+        self.native = native_available() and clock is time.monotonic if native is None else native
+        self._indexes: dict[tuple[tuple[str, int], ...], NativeIndex] = {}
 
     # -- phases ----------------------------------------------------------------------------------
 
@@ -113,6 +123,9 @@ class Server(Instance):
 
     async def start(self) -> None:
         """Parse, build and bind everything. Raises ConfigError or OSError; nothing is left open."""
+        if not native_available():
+            log.warning("[WARNING] native hot path not in use (%s): serving on the pure-Python path",
+                        native_status())  # fmt: skip
         await self._enter(Phase.STARTING)
         try:
             prepared = await self.prepare(self.text)  # nothing serves yet: always a generation
@@ -223,15 +236,18 @@ class Server(Instance):
         cfg = self.config
         wanted = set(gen.plan.listeners)
         opened: list[Listener] = []
+        pending: dict[tuple[str, int], list[socket.socket]] = {}
         try:
             for key in wanted - set(self.listeners):
                 lst = Listener(key[0], key[1], Router({}), self.clock, cfg)
-                usock = _socket(key[0], key[1], socket.SOCK_DGRAM, cfg.tcp_backlog)
+                n = self._sockets_for(gen, key) if self.native else 1
+                socks = pending[key] = []
+                for _ in range(n):
+                    socks.append(self._udp_socket(key))
                 tsock = _socket(key[0], key[1], socket.SOCK_STREAM, cfg.tcp_backlog)
-                usock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, cfg.udp_rcvbuf)
-                usock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, cfg.udp_sndbuf)
-                usock.setblocking(True)
-                lst.udp = UDPWorker(lst, usock, loop)
+                if not self.native:
+                    socks[0].setblocking(True)
+                    lst.udp = UDPWorker(lst, socks[0], loop)
                 # create_server listen()s again with its own backlog (default 100).
                 lst.tcp = await loop.create_server(
                     partial(TCPConnection, lst), sock=tsock, backlog=cfg.tcp_backlog
@@ -240,13 +256,18 @@ class Server(Instance):
         except BaseException:
             for lst in opened:
                 _close(lst)
+            for socks in pending.values():
+                for us in socks:
+                    us.close()
             raise
         for lst in opened:
             self.listeners[(lst.host, lst.port)] = lst
-            assert lst.udp is not None
-            lst.udp.start()
+            if lst.udp is not None:
+                lst.udp.start()
         for key, zones in gen.plan.listeners.items():
             self.listeners[key].set_router(Router({z: gen.blocks[i] for z, i in zones}))
+        if self.native:
+            self._apply_native(gen, pending, loop)
         for key in set(self.listeners) - wanted:
             _close(self.listeners.pop(key))
         old = self.gen
@@ -257,6 +278,48 @@ class Server(Instance):
                 rt.close()
         for rt in gen.runtimes:
             rt.start(self.host)
+
+    def sync_clock(self) -> None:
+        """An injected clock moved: the native workers answer as of its new time."""
+        for lst in self.listeners.values():
+            if lst.native is not None:
+                cast(NativeUDPServer, lst.native).sync_clock()
+
+    def _sockets_for(self, gen: Generation, key: tuple[str, int]) -> int:
+        """multisocket's count for this address (the largest its blocks ask for), else the CPUs."""
+        n = max((gen.blocks[i].sockets for _z, i in gen.plan.listeners[key]), default=0)
+        return n or usable_cpus()
+
+    def _udp_socket(self, key: tuple[str, int]) -> socket.socket:
+        cfg = self.config
+        us = _socket(key[0], key[1], socket.SOCK_DGRAM, cfg.tcp_backlog)
+        us.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, cfg.udp_rcvbuf)
+        us.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, cfg.udp_sndbuf)
+        return us
+
+    def _apply_native(self, gen: Generation, pending: dict[tuple[str, int], list[socket.socket]],
+                      loop: asyncio.AbstractEventLoop) -> None:  # fmt: skip
+        """One native index per distinct zone table; start new listeners' workers, move the others."""
+        indexes: dict[tuple[tuple[str, int], ...], NativeIndex] = {}
+        for key in gen.plan.listeners:
+            lst = self.listeners[key]
+            sig = signature(lst.router)
+            nix = indexes.get(sig) or self._indexes.get(sig)
+            if nix is None:
+                nix = NativeIndex(lst.router)
+            indexes[sig] = nix
+            if key in pending:
+                nat = NativeUDPServer(lst, pending[key], loop, nix, partial(self._udp_socket, key))
+                lst.udp = lst.native = nat
+                nat.start()
+            elif lst.native is not None:
+                cur = cast(NativeUDPServer, lst.native)  # the only kind this server creates
+                cur.set_index(nix)
+                cur.resize(self._sockets_for(gen, key))
+        for sig, old in self._indexes.items():
+            if indexes.get(sig) is not old:
+                old.close()
+        self._indexes = indexes
 
     async def _apply_http(self, gen: Generation) -> None:
         wanted: dict[tuple[str, int], dict[str, Any]] = {}
@@ -319,6 +382,7 @@ def _close(lst: Listener) -> None:
     if lst.udp is not None:
         lst.udp.close()
         lst.udp = None
+        lst.native = None
     if lst.tcp is not None:
         lst.tcp.close()
         lst.tcp = None

@@ -1,9 +1,12 @@
-"""The cache fast path, three ways: the UDP thread, the reference function, the slow path.
+"""The cache fast path, three ways: the UDP path, the reference function, the slow path.
 
 A real in-process server (fake clock, real unbound upstream) is warmed through the slow path, then
-every packet is given to ``fastpath.answer`` (the reference), sent to the UDP socket (the inlined
-loop in UDPWorker.run) and to ``Listener.handle`` (the plugin chain), and all three must answer
-with the same bytes. Golden vectors pin the splice itself byte for byte.
+every packet is given to ``fastpath.answer`` (the reference), sent to the UDP socket and to
+``Listener.handle`` (the plugin chain), and all three must answer with the same bytes. Every
+server runs twice: with the Python UDP thread (the inlined loop in UDPWorker.run) and with the
+integrated native path (native workers pinned to the fake clock, the index mirrored from the
+cache, misses handed back to Python), where the native index's own answer must match as well.
+Golden vectors pin the splice itself byte for byte.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from nodelocaldns.native import native_available
 from nodelocaldns.plugins.cache import fastpath
 from nodelocaldns.plugins.cache.classify import classify
 from nodelocaldns.plugins.cache.entry import Entry
@@ -56,14 +60,21 @@ SETTINGS = settings(
 Env = Harness
 
 
+MODES = [
+    "python",
+    pytest.param("native", marks=pytest.mark.skipif(not native_available(), reason="no native extension")),
+]
+
+
 @contextlib.contextmanager
 def serving(
-    zones: dict[str, list[str]], extra: str = "", names: tuple[str, ...] = NAMES
+    zones: dict[str, list[str]], extra: str = "", names: tuple[str, ...] = NAMES, native: bool = False
 ) -> Iterator[Harness]:
     """An in-process server (``extra`` directives in its one block) over unbound, warmed for ``names``."""
     with unbound_server(zones) as up:
         text = f".:{{PORT}} {{\n    bind 127.0.0.1\n{extra}    cache 30\n    forward . {up.address}\n}}\n"
-        with inproc(text) as e:
+        with inproc(text, native=native) as e:
+            assert (e.lst.native is not None) == native
             # Warm every key a drawn packet can have (name, type, DO, CD) through the slow path.
             for name in names:
                 for qtype in TYPES:
@@ -73,10 +84,20 @@ def serving(
             yield e
 
 
-@pytest.fixture(scope="module")
-def env() -> Iterator[Env]:
-    with serving(ZONES) as e:
+@pytest.fixture(scope="module", params=MODES)
+def env(request: pytest.FixtureRequest) -> Iterator[Env]:
+    with serving(ZONES, native=request.param == "native") as e:
         yield e
+
+
+def native_answer(env: Env, data: bytes, tcp: bool = False) -> bytes | None:
+    """What the native index itself answers (None in Python mode, or when it is not a native hit)."""
+    nat = env.lst.native
+    return None if nat is None else nat.nix.index.answer(data, env.clock(), tcp)
+
+
+def fast_hits(env: Env) -> int:
+    return env.call(lambda: sum(n for _k, n in env.lst.stats.fast_items()))
 
 
 @st.composite
@@ -107,10 +128,13 @@ def packets(draw: st.DrawFn) -> bytes:
 @given(data=packets())
 def test_udp_path_reference_and_slow_path_agree(env: Env, data: bytes) -> None:
     ref = fastpath.answer(data, env.clock(), env.lst.router.memo, tcp=False)
+    nat = native_answer(env, data)
     got_udp = env.udp(data)
     got_slow = env.slow(data)
     if ref is not None:
         assert got_udp == ref[0]
+    if nat is not None:
+        assert nat == got_udp
     assert got_udp == got_slow
 
 
@@ -119,7 +143,11 @@ def test_udp_path_reference_and_slow_path_agree(env: Env, data: bytes) -> None:
 def test_tcp_path_is_the_reference(env: Env, data: bytes) -> None:
     ref = fastpath.answer(data, env.clock(), env.lst.router.memo, tcp=True)
     got = env.lst.fast(data, True)
-    assert got == (ref[0] if ref is not None else None)
+    if ref is not None or env.lst.native is None:
+        assert got == (ref[0] if ref is not None else None)
+    nat = native_answer(env, data, tcp=True)
+    if nat is not None:  # the index may hold keys the memo has not been taught (a fresh store)
+        assert got == nat
     if got is not None:
         assert got == env.slow(data, "tcp")  # TCP never truncates
 
@@ -131,12 +159,17 @@ def test_reference_never_raises_on_garbage(env: Env, data: bytes) -> None:
 
 
 def test_the_fast_path_served_the_warm_hits(env: Env) -> None:
-    """A warmed lowercase query is a reference hit, and the UDP thread counts it as a fast hit."""
+    """A warmed lowercase query is a reference hit, and the UDP path counts it as a fast hit
+    (natively answered in native mode: the worker counted it, not Python)."""
     data = query("a.cluster.local.", 1)
     assert fastpath.answer(data, env.clock(), env.lst.router.memo, tcp=False) is not None
-    before = sum(env.lst.stats.fast.values())
+    before, py_before = fast_hits(env), sum(env.lst.stats.fast.values())
     env.udp(data)
-    assert sum(env.lst.stats.fast.values()) == before + 1
+    assert fast_hits(env) == before + 1
+    if env.lst.native is not None:
+        assert native_answer(env, data) is not None
+        assert sum(env.lst.stats.fast.values()) == py_before
+        assert env.call(env.lst.native.counters)["hits"] >= 1
 
 
 # -- golden splice vectors ----------------------------------------------------------------------
@@ -225,7 +258,8 @@ def _install(env: Harness, stored: str, later: float) -> None:
     cache = env.lst.router.zones["."].cache
     assert cache is not None
     qkey, smap = _golden_entries(env.clock() - later, stored)
-    cache.store.maps[0].update(smap)
+    for k, e in smap.items():  # through the store, so the native index mirrors them
+        env.call(lambda k=k, e=e: cache.store.put(k, e, env.clock()))
     fastpath.remember(env.lst.router.memo, env.lst.router.routes, qkey, ".", cache.store.maps,
                       env.lst.stats.zone_acc("."), 10**6)  # fmt: skip
 
@@ -241,6 +275,8 @@ def test_golden_splices(env: Harness, stored: str, query_hex: str, later: float,
     assert env.udp(q) == expected
     assert env.lst.fast(q, True) == expected
     assert env.slow(q) == expected
+    if env.lst.native is not None:
+        assert native_answer(env, q) == expected
 
 
 @pytest.mark.parametrize(("stored", "query_hex", "reply_hex"), RECASED)
@@ -298,14 +334,17 @@ class ReplayRng:
         return self.gen.getrandbits(16)
 
 
-@pytest.fixture(scope="module")
-def lb_env() -> Iterator[tuple[Env, ReplayRng]]:
-    with serving(LB_ZONES, f"    bufsize {BUFSIZE}\n    loadbalance\n", LB_NAMES) as e:
+@pytest.fixture(scope="module", params=MODES)
+def lb_env(request: pytest.FixtureRequest) -> Iterator[tuple[Env, ReplayRng]]:
+    extra = f"    bufsize {BUFSIZE}\n    loadbalance\n"
+    with serving(LB_ZONES, extra, LB_NAMES, native=request.param == "native") as e:
         rng = ReplayRng()
         block = e.lst.router.zones["."]
         (lb,) = [rt for rt in block.runtimes if rt.name == "loadbalance"]
         lb.rng = rng  # type: ignore[attr-defined]
         assert block.fast and block.transform is not None and block.udp_max == BUFSIZE
+        if e.lst.native is not None:  # a shuffle the C code cannot do: this block stays on Python's
+            assert len(e.lst.native.nix.index) == 0
         yield e, rng
 
 
@@ -324,6 +363,30 @@ def lb_packets(draw: st.DrawFn) -> tuple[bytes, int]:
         size=draw(st.sampled_from((512, 600, 1099, 1100, 1101, 1232, 4096, 65535))),
     )
     return data, draw(st.integers(0, 2**32))
+
+
+@pytest.fixture(scope="module", params=MODES)
+def cap_env(request: pytest.FixtureRequest) -> Iterator[Env]:
+    """bufsize alone: the native index applies the cap itself."""
+    with serving(LB_ZONES, f"    bufsize {BUFSIZE}\n", LB_NAMES, native=request.param == "native") as e:
+        if e.lst.native is not None:
+            assert len(e.lst.native.nix.index) > 0
+        yield e
+
+
+@SETTINGS
+@given(p=lb_packets())
+def test_bufsize_block_udp_reference_native_and_slow_agree(cap_env: Env, p: tuple[bytes, int]) -> None:
+    env = cap_env
+    data, _seed = p
+    ref = fastpath.answer(data, env.clock(), env.lst.router.memo, tcp=False)
+    nat = native_answer(env, data)
+    got_udp = env.udp(data)
+    if ref is not None:
+        assert got_udp == ref[0]
+    if nat is not None:
+        assert nat == got_udp
+    assert got_udp == env.slow(data)
 
 
 @SETTINGS
@@ -363,13 +426,13 @@ def test_loadbalance_fast_hits_are_shuffled(lb_env: tuple[Env, ReplayRng]) -> No
     """The fast path serves the multi-address name and its order follows the draws."""
     env, rng = lb_env
     data = query("m.cluster.local.", 1)
-    before = sum(env.lst.stats.fast.values())
+    before = fast_hits(env)
     orders = set()
     for seed in range(12):
         rng.restart(seed)
         reply = dns.message.from_wire(env.udp(data))
         orders.add(tuple(rr.address for rrs in reply.answer for rr in rrs))
-    assert sum(env.lst.stats.fast.values()) == before + 12
+    assert fast_hits(env) == before + 12
     assert len(orders) > 3 and all(sorted(o) == [f"198.18.1.{i}" for i in range(1, 6)] for o in orders)
 
 

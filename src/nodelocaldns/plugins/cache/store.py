@@ -4,12 +4,25 @@ CoreDNS evicts an arbitrary entry from a full shard. We evict the oldest inserti
 dict keeps insertion order, costs less memory than an OrderedDict, and never throws out a
 just-stored answer. Expired entries are not
 swept in the background (like CoreDNS); they are replaced on the next miss or evicted.
+
+Mirrors (the listeners' native indexes, server/native_udp.py) see every change as it happens:
+the store stays the authority and a mirror never holds a key the store dropped.
 """
 
 from __future__ import annotations
 
+from typing import Protocol
+
 from nodelocaldns.plugins.cache.classify import DENIAL, SUCCESS
 from nodelocaldns.plugins.cache.entry import Entry
+
+
+class Mirror(Protocol):
+    """A copy of (part of) a store kept in step with it: told of every put and every removal."""
+
+    def put(self, key: bytes, entry: Entry) -> None: ...
+
+    def drop(self, key: bytes) -> None: ...
 
 
 class Store:
@@ -21,13 +34,25 @@ class Store:
     waits in ``shadow``, which the fast path never sees.
     """
 
-    __slots__ = ("maps", "caps", "evictions", "shadow")
+    __slots__ = ("maps", "caps", "evictions", "shadow", "mirrors")
 
     def __init__(self, success_cap: int, denial_cap: int) -> None:
         self.maps: tuple[dict[bytes, Entry], dict[bytes, Entry]] = ({}, {})
         self.caps = (success_cap, denial_cap)
         self.evictions = [0, 0]
         self.shadow: dict[bytes, Entry] = {}
+        self.mirrors: list[Mirror] = []
+
+    def attach(self, m: Mirror) -> None:
+        """Start mirroring into ``m``, beginning with everything stored now."""
+        self.mirrors.append(m)
+        for mp in self.maps:
+            for key, e in list(mp.items()):
+                m.put(key, e)
+
+    def detach(self, m: Mirror) -> None:
+        if m in self.mirrors:
+            self.mirrors.remove(m)
 
     def get(self, key: bytes) -> Entry | None:
         """Denial first, then success, as CoreDNS looks them up."""
@@ -45,18 +70,28 @@ class Store:
             if pos is not None and pos.ttl(now) > 0:
                 return
         other = self.maps[1 - kind]
+        mirrors = self.mirrors
         if key in other:
             del other[key]
+            for mi in mirrors:
+                mi.drop(key)
         if key in m:
             del m[key]  # re-insert at the end: a refreshed answer is the newest
             m[key] = entry
+            for mi in mirrors:
+                mi.put(key, entry)
             return
         if self.caps[kind] <= 0:
             return
         if len(m) >= self.caps[kind]:
-            del m[next(iter(m))]
+            old = next(iter(m))
+            del m[old]
             self.evictions[kind] += 1
+            for mi in mirrors:
+                mi.drop(old)
         m[key] = entry
+        for mi in mirrors:
+            mi.put(key, entry)
 
     def put_preferring(self, key: bytes, entry: Entry, now: float, answering: bool) -> None:
         """CoreDNS ResponseWriter.set under prefer_positive: an answer replaces the key's success
@@ -67,22 +102,41 @@ class Store:
             return
         if answering:
             self.shadow.pop(key, None)
-            self.maps[DENIAL].pop(key, None)
+            if self.maps[DENIAL].pop(key, None) is not None:
+                self._mirror(key)
             self._insert(self.maps[SUCCESS], SUCCESS, key, entry)
             return
         self._insert(self.shadow, SUCCESS, key, entry)
 
     def _insert(self, m: dict[bytes, Entry], kind: int, key: bytes, entry: Entry) -> None:
+        mirrored = m is not self.shadow  # the shadow is never served by a fast path
         if key in m:
             del m[key]
             m[key] = entry
+            if mirrored:
+                self._mirror(key)
             return
         if self.caps[kind] <= 0:
             return
         if len(m) >= self.caps[kind]:
-            del m[next(iter(m))]
+            old = next(iter(m))
+            del m[old]
             self.evictions[kind] += 1
+            if mirrored:
+                self._mirror(old)
         m[key] = entry
+        if mirrored:
+            self._mirror(key)
+
+    def _mirror(self, key: bytes) -> None:
+        """Tell the mirrors what ``key`` holds now. A key with a success and a denial side by side
+        (prefer_positive) is dropped from them: "not mine" there sends it to the chain, which picks."""
+        s, d = self.maps[SUCCESS].get(key), self.maps[DENIAL].get(key)
+        for mi in self.mirrors:
+            if (s is None) == (d is None):
+                mi.drop(key)
+            else:
+                mi.put(key, s or d)  # type: ignore[arg-type]
 
     def get_preferring(self, key: bytes, now: float, stale: float) -> Entry | None:
         """CoreDNS getIfNotStale under prefer_positive: the last answer while it is fresh or

@@ -77,6 +77,8 @@ def collect(host: Host) -> list[Any]:
         dsum = dict(stats.duration_sum)
         for zone, acc in list(stats.zones.items()):
             dsum[zone] = dsum.get(zone, 0.0) + acc[1] + acc[2]
+        for zone, seconds in stats.native_seconds().items():
+            dsum[zone] = dsum.get(zone, 0.0) + seconds
         for (zone, proto, t), v in agg.req.items():
             req.add_metric([server, zone, "", proto, fam_label, t], v)
         for zone, v in agg.do.items():

@@ -1,0 +1,355 @@
+"""A listener's UDP side on the native hot path (nodelocaldns._native, see native/README.md).
+
+Per listener address: N sockets bound with SO_REUSEPORT, each served by a GIL-free worker that
+answers fresh cache hits from a native index and hands everything else back to the event loop
+in batches (the worker's eventfd is registered with the loop: one wake-up per batch). A handed
+packet then takes exactly the Python UDP path: the cache's fast path (which also covers blocks
+the native code cannot serve, e.g. loadbalance's shuffle), else the plugin chain.
+
+The index mirrors the cache stores (plugins/cache/store.Mirror): the Python cache decides what is
+stored, evicted and counted; the index only ever holds what the store holds, for the blocks whose
+fast path the native code can apply exactly. Listeners with the same zone table share one index.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import select
+import socket
+import time
+from collections.abc import Callable
+from functools import partial
+from typing import TYPE_CHECKING, Any
+
+from nodelocaldns.metrics.dnsstats import ZONE_SHIFT, ZoneAcc
+from nodelocaldns.native import insert_entry, module, new_index
+from nodelocaldns.plugins.cache import fastpath
+from nodelocaldns.plugins.cache.entry import Entry
+
+if TYPE_CHECKING:
+    from nodelocaldns._native import Worker
+    from nodelocaldns.server.listener import Block, Listener, Router
+
+_LOW = (1 << ZONE_SHIFT) - 1
+BATCH = 32  # datagrams per recvmmsg
+# Misses a worker may queue for Python before it drops (and counts) them. Every slot holds a full
+# 4097-byte datagram, so a worker keeps ~1.1 MB resident once misses have cycled through the ring:
+# with one worker per CPU that is what a large node pays; Python cannot drain a deeper queue anyway.
+RING = 256
+PER_WAKE = 64  # misses handled per event-loop callback; more stay readable for the next one
+_UDP_BUF = 4097
+_DRAIN_MAX = 65536  # datagrams read after a worker stopped: bounded, whatever arrives (as UDPWorker)
+
+
+def _steer(s: socket.socket) -> bool:
+    host, port = s.getsockname()[:2]
+    if host in ("::", "0.0.0.0"):
+        host = "::1" if s.family == socket.AF_INET6 else "127.0.0.1"
+    try:
+        s.connect((host, port))
+        s.send(b"")
+    except OSError:
+        return False
+    return True
+
+
+class BlockMirror:
+    """One block's cache store, as far as the shared index serves it (plugins/cache/store.Mirror)."""
+
+    def __init__(self, nix: NativeIndex, block: Block) -> None:
+        self.nix = nix
+        self.block = block
+
+    def _zone(self, key: bytes) -> str | None:
+        """The zone the listeners route ``key``'s question to, if that is this block's."""
+        i = key.find(0)
+        if i < 0 or len(key) < i + 5:
+            return None
+        qtype = (key[i + 1] << 8) | key[i + 2]
+        if qtype in self.block.skips:
+            return None
+        try:
+            routed = self.nix.router.route(key[: i + 1], qtype)
+        except IndexError:  # not a name the fast path could ever look up
+            return None
+        if routed is None or routed[1] is not self.block:
+            return None
+        return routed[0]
+
+    def put(self, key: bytes, entry: Entry) -> None:
+        zone = self._zone(key)
+        if zone is None:
+            return
+        ix = self.nix.index
+        try:
+            ok = insert_entry(ix, key, entry, self.block.udp_max, self.nix.zone_bits[zone] | entry.sbase)
+        except ValueError:  # a key or entry the native code does not serve: Python's fast path does
+            ok = False
+        if not ok:  # index full: drop any older copy, so the index never serves a replaced answer
+            ix.remove(key)
+
+    def drop(self, key: bytes) -> None:
+        if self._zone(key) is not None:
+            self.nix.index.remove(key)
+
+
+class NativeIndex:
+    """The native index for one zone table (Router), mirroring every block it may answer for."""
+
+    def __init__(self, router: Router) -> None:
+        self.router = router
+        self.zones = list(router.zones)  # a hit's zone id is its position here + 1
+        self.zone_bits = {z: (i + 1) << ZONE_SHIFT for i, z in enumerate(self.zones)}
+        seen: dict[int, Block] = {}
+        for b in router.zones.values():
+            # The native code applies the bufsize cap and dns64's skips; not a reply transform.
+            if b.fast and b.cache is not None and b.transform is None:
+                seen[id(b)] = b
+        cap = sum(sum(max(c, 0) for c in b.cache.store.caps) for b in seen.values() if b.cache)
+        self.index = new_index(min(max(cap, 1), 1 << 26))
+        self.mirrors = [BlockMirror(self, b) for b in seen.values()]
+        for m in self.mirrors:
+            assert m.block.cache is not None
+            m.block.cache.store.attach(m)
+
+    def close(self) -> None:
+        for m in self.mirrors:
+            if m.block.cache is not None:
+                m.block.cache.store.detach(m)
+        self.mirrors = []
+        self.index.clear()
+
+
+def signature(router: Router) -> tuple[tuple[str, int], ...]:
+    """Routers with equal signatures route every name to the same block: they can share an index."""
+    return tuple(sorted((z, id(b)) for z, b in router.zones.items()))
+
+
+class NativeUDPServer:
+    """N sockets of one listener, one native worker each; the Python side of their misses."""
+
+    def __init__(self, listener: Listener, socks: list[socket.socket], loop: asyncio.AbstractEventLoop,
+                 nix: NativeIndex, open_socket: Callable[[], socket.socket] | None = None) -> None:  # fmt: skip
+        self.listener = listener
+        self.open_socket = open_socket
+        self.socks = socks
+        self.loop = loop
+        self.nix = nix
+        self.workers: list[tuple[Worker, socket.socket]] = []
+        self.folded: dict[int, list[int]] = {}  # stopped workers' hits, in the listener's key space
+        self.folded_counters: dict[str, int] = {}
+        self.started = False
+        self.stopping = False
+        # The bounded slow path (as UDPWorker): misses spawned minus finished stay under the cap,
+        # names the cache holds (expired: serve_stale, a refresh) may use a reserve above it.
+        self.n_handed = 0
+        self.n_finished = 0
+        self.shed = 0
+        self.cap = listener.max_pending
+        self.reserve = max(1, self.cap // 4)
+        listener.stats.native = self.items
+
+    def start(self) -> None:
+        self.started = True
+        for s in self.socks:
+            self._start(s)
+
+    def _start(self, s: socket.socket) -> None:
+        s.setblocking(False)  # Python's replies to misses must never block the event loop
+        w: Worker = module().serve_udp(s.fileno(), self.nix.index, BATCH, RING)
+        if self.listener.clock is not time.monotonic:
+            w.pin(self.listener.clock())
+        self.loop.add_reader(w.fileno(), self._ready, w, s)
+        self.workers.append((w, s))
+
+    def sync_clock(self) -> None:
+        if self.listener.clock is not time.monotonic:
+            for w, _s in self.workers:
+                w.pin(self.listener.clock())
+
+    def resize(self, n: int) -> None:
+        """A reload changed multisocket: open or close sockets (the first one always stays)."""
+        n = max(n, 1)
+        if self.stopping or not self.started or self.open_socket is None or n == len(self.socks):
+            return
+        while len(self.socks) < n:
+            s = self.open_socket()
+            self.socks.append(s)
+            self._start(s)
+        while len(self.socks) > n:
+            s = self.socks.pop()
+            i = next(j for j, (_w, ws) in enumerate(self.workers) if ws is s)
+            self._retire(*self.workers.pop(i), steer=True)
+            s.close()
+
+    def _retire(self, w: Worker, s: socket.socket, steer: bool = False) -> None:
+        """Stop one worker, keep its counts and answer what it still queued.
+
+        ``steer`` (the socket is going away): as UDPWorker.stop, the socket is first connected to
+        its own address, so the kernel hashes new datagrams to the other sockets of the
+        SO_REUSEPORT group (another agent's during a handover), and an empty datagram to itself
+        marks the end of what was queued here; Python reads up to that mark.
+        """
+        marked = steer and _steer(s)
+        self.loop.remove_reader(w.fileno())
+        w.stop()
+        for name, v in w.counters().items():
+            self.folded_counters[name] = self.folded_counters.get(name, 0) + v
+        for k, n, ns in self._translated(w.stats()):
+            f = self.folded.setdefault(k, [0, 0])
+            f[0] += n
+            f[1] += ns
+        rest = w.drain(1 << 30)
+        self._handle(rest, s, marked)
+        if marked and not any(not d for d, _a in rest):  # the worker stopped before the mark
+            self._drain_socket(s)
+
+    def _drain_socket(self, s: socket.socket) -> None:
+        deadline = time.monotonic() + 1.0
+        for _ in range(_DRAIN_MAX):
+            try:
+                data, addr = s.recvfrom(_UDP_BUF)
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    return
+                select.select([s], [], [], 0.05)
+                continue
+            except OSError as exc:
+                if exc.errno == errno.EBADF:
+                    return
+                continue  # an ICMP error reported on the connected socket: not a datagram
+            if not data:
+                return
+            self._handle([(data, addr)], s)
+
+    def _stop_workers(self, steer: bool = False) -> None:
+        for w, s in self.workers:
+            self._retire(w, s, steer)
+        self.workers = []
+
+    def set_index(self, nix: NativeIndex) -> None:
+        """A reload: the workers restart on the new generation's index (the sockets stay open)."""
+        if nix is self.nix:
+            return
+        self._stop_workers()
+        self.nix = nix
+        if not self.stopping and self.started:
+            for s in self.socks:
+                self._start(s)
+
+    def stop(self) -> None:
+        if self.stopping:
+            return
+        self.stopping = True
+        self._stop_workers(steer=True)
+
+    def close(self) -> None:
+        self.stop()
+        for s in self.socks:
+            s.close()
+
+    # -- misses ----------------------------------------------------------------------------------
+
+    def _ready(self, w: Worker, s: socket.socket) -> None:
+        self._handle(w.drain(PER_WAKE), s)
+
+    def _handle(
+        self, batch: list[tuple[bytes, tuple[Any, ...]]], s: socket.socket, marked: bool = False
+    ) -> None:
+        lst = self.listener
+        slow: list[tuple[bool, bytes, tuple[Any, ...]]] = []
+        for data, addr in batch:
+            if not data and marked:  # the end-of-queue mark (_retire)
+                continue
+            if len(data) >= _UDP_BUF and data[4:12] in (b"\x00\x01\x00\x00\x00\x00\x00\x00",
+                                                        b"\x00\x01\x00\x00\x00\x00\x00\x01"):  # fmt: skip
+                self._oversized(data, addr, s)
+                continue
+            try:
+                out = lst.fast(data, False)
+            except Exception as exc:  # as UDPWorker: a fast-path slip costs one slow answer
+                lst.fast_failed(exc)
+                out = None
+            if out is not None:
+                self._send(s, out, addr)
+            else:
+                slow.append((self._cached(data), data, addr))
+        slow.sort(key=lambda m: not m[0])  # cached names first: UDPWorker's lane 0 (stable)
+        for cached, data, addr in slow:
+            if self.n_handed - self.n_finished >= (self.cap + self.reserve if cached else self.cap):
+                self.shed += 1  # dropped, not answered: UDPWorker.shed says why
+                continue
+            self.n_handed += 1
+            lst.spawn(data, addr, "udp", partial(self._send, s, addr=addr), self._done)
+
+    def _done(self, _t: object = None) -> None:
+        self.n_finished += 1
+
+    def _cached(self, data: bytes) -> bool:
+        """Does the cache hold this question (a miss only because it expired)?"""
+        qend = data.find(0, 12) + 5
+        if qend < 17 or len(data) < qend:
+            return False
+        q = fastpath.question_key(data, qend)
+        route = self.listener.router.memo.get(q)
+        if route is None:
+            return False
+        do = data[11] == 1 and len(data) >= qend + 11 and data[qend + 7] & 0x80
+        key = fastpath.flagged(q, do, data[3] & 0x10)
+        return key in route[0] or key in route[1]
+
+    @property
+    def dropped(self) -> int:
+        """Misses dropped unanswered: the slow path at its cap, or a worker's ring full."""
+        return self.shed + self.counters().get("dropped", 0)
+
+    def shared_sockets(self) -> list[socket.socket]:
+        """The sockets a peer agent may hold and read too (node/sockshare.py)."""
+        return [] if self.stopping else list(self.socks)
+
+    def _send(self, s: socket.socket, out: bytes, addr: tuple[Any, ...]) -> None:
+        try:
+            s.sendto(out, addr)
+        except OSError:
+            self.listener.send_errors += 1
+
+    def _oversized(self, data: bytes, addr: tuple[Any, ...], s: socket.socket) -> None:
+        from nodelocaldns.dns import wire
+
+        self.listener._bad((addr[0], addr[1]), f"datagram of {_UDP_BUF} bytes or more")
+        out = wire.bare_reply(data, wire.FORMERR)  # as UDPWorker.oversized
+        if out is not None:
+            self._send(s, out, addr)
+
+    def lookup(self, data: bytes, now: float, tcp: bool) -> tuple[bytes, int] | None:
+        """The native index's answer to ``data`` and the key to count it under (TCP uses this)."""
+        return self.nix.index.lookup(data, now, tcp)
+
+    # -- metrics ---------------------------------------------------------------------------------
+
+    def translate(self, k: int) -> tuple[int, ZoneAcc]:
+        """A native counter key (index zone id) as the listener's own fast-path key, and its zone."""
+        acc = self.listener.stats.zone_acc(self.nix.zones[(k >> ZONE_SHIFT) - 1])
+        return (k & _LOW) | acc.bits, acc
+
+    def _translated(self, raw: list[tuple[int, int, int]]) -> list[tuple[int, int, int]]:
+        return [(self.translate(k)[0], n, ns) for k, n, ns in raw if k >> ZONE_SHIFT]
+
+    def items(self) -> list[tuple[int, int, int]]:
+        """Every native hit as (listener key, hits, nanoseconds), summed over the workers."""
+        out = {k: list(v) for k, v in self.folded.items()}
+        for w, _s in self.workers:
+            for k, n, ns in self._translated(w.stats()):
+                f = out.setdefault(k, [0, 0])
+                f[0] += n
+                f[1] += ns
+        return [(k, v[0], v[1]) for k, v in out.items()]
+
+    def counters(self) -> dict[str, int]:
+        """The workers' packet counters (packets, hits, handed, dropped, ...), summed."""
+        tot = dict(self.folded_counters)
+        for w, _s in self.workers:
+            for name, v in w.counters().items():
+                tot[name] = tot.get(name, 0) + v
+        return tot

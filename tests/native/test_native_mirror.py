@@ -1,0 +1,128 @@
+"""The native index as a mirror of the cache stores (server/native_udp.py, plugins/cache/store.py).
+
+After any sequence of stores, replacements, success/denial swaps and evictions, the index answers
+exactly the keys the owning block's store holds, with the bytes the Python fast path makes of
+that store's entry; a key stored by a block the zone table does not route it to, a qtype a block
+leaves to the chain (dns64) and a block with a reply transform never reach the index.
+"""
+
+from __future__ import annotations
+
+import struct
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from nodelocaldns import native
+from nodelocaldns.dns import wire
+from nodelocaldns.metrics.dnsstats import ZoneAcc
+from nodelocaldns.plugins.cache import fastpath
+from nodelocaldns.plugins.cache.classify import classify
+from nodelocaldns.plugins.cache.entry import Entry
+from nodelocaldns.plugins.cache.handler import CacheHandler
+from nodelocaldns.plugins.cache.setup import CacheConfig
+from nodelocaldns.server.listener import Block, Router
+from nodelocaldns.server.native_udp import NativeIndex
+from support.inproc import query
+
+pytestmark = pytest.mark.skipif(not native.native_available(), reason=native.native_status())
+
+NOW = 1000.0
+NAMES = [f"n{i}.example." for i in range(6)] + ["x.sub.example."]
+
+
+async def _chain(req: object) -> object:
+    raise AssertionError("never called")
+
+
+def _reply(name: str, qtype: int, nx: bool, ttl: int) -> bytes:
+    qn = wire.text_to_wire(name)
+    head = struct.pack("!HHHHHH", 0, 0x8183 if nx else 0x8180, 1, 0 if nx else 1, 1 if nx else 0, 0)
+    q = qn + struct.pack("!HH", qtype, 1)
+    if nx:
+        soa = b"\x02ns\x00\x04host\x00" + struct.pack("!IIIII", 1, 7200, 1800, 86400, ttl)
+        rr = b"\xc0\x0c" + struct.pack("!HHIH", 6, 1, ttl, len(soa)) + soa
+    elif qtype == 28:
+        rr = b"\xc0\x0c" + struct.pack("!HHIH", 28, 1, ttl, 16) + bytes(15) + b"\x01"
+    else:
+        rr = b"\xc0\x0c" + struct.pack("!HHIH", 1, 1, ttl, 4) + bytes((198, 18, 0, len(name)))
+    return head + q + rr
+
+
+def _block(zones: tuple[str, ...], caps: tuple[int, int], **kw: object) -> Block:
+    cache = CacheHandler(CacheConfig(), zones, lambda: NOW)
+    cache.store.caps = caps
+    return Block(zones, _chain, cache=cache, fast=True, **kw)  # type: ignore[arg-type]
+
+
+def _put(block: Block, name: str, qtype: int, nx: bool, do: bool, ttl: int) -> None:
+    assert block.cache is not None
+    reply = _reply(name, qtype, nx, ttl)
+    qname = wire.text_to_wire(name)
+    verdict = classify(reply, qname, qtype, CacheConfig())
+    key = fastpath.flagged(qname + struct.pack("!HH", qtype, 1), do, 0)
+    block.cache.store.put(key, Entry(reply, verdict, NOW, do, False, qtype), NOW)
+
+
+def _check(nix: NativeIndex, owner: dict[str, Block], now: float) -> None:
+    for name in NAMES:
+        for qtype in (1, 28):
+            for do in (False, True):
+                data = query(name, qtype, edns=do, do=do)
+                b = owner[name]
+                assert b.cache is not None
+                smap, dmap = b.cache.store.maps
+                memo = {fastpath.question_key(data, data.find(0, 12) + 5):
+                        (smap, dmap, 0, ZoneAcc([".", 0.0, 0.0]), None, fastpath.NO_CAP)}  # fmt: skip
+                ref = fastpath.answer(data, now, memo, tcp=False)
+                got = nix.index.answer(data, now)
+                if qtype in b.skips:
+                    assert got is None
+                else:
+                    assert got == (ref[0] if ref is not None else None), (name, qtype, do)
+
+
+ops = st.lists(
+    st.tuples(
+        st.sampled_from(NAMES),
+        st.sampled_from((1, 28)),
+        st.booleans(),
+        st.booleans(),
+        st.integers(2, 40),
+        st.booleans(),  # which block's store (a block the name is not routed to must never show)
+    ),
+    max_size=40,
+)
+
+
+@settings(max_examples=150, deadline=None, database=None)
+@given(seq=ops, later=st.sampled_from((0.0, 1.0, 2.5, 30.0)))
+def test_index_is_the_owning_store(seq: list[tuple[str, int, bool, bool, int, bool]], later: float) -> None:
+    root = _block((".",), (3, 2))
+    sub = _block(("sub.example.",), (2, 2), skips=frozenset({28}))
+    router = Router({".": root, "sub.example.": sub})
+    nix = NativeIndex(router)
+    owner = {n: sub if n.endswith("sub.example.") else root for n in NAMES}
+    for name, qtype, nx, do, ttl, other in seq:
+        target = owner[name] if not other else (root if owner[name] is sub else sub)
+        _put(target, name, qtype, nx, do, ttl)
+        _check(nix, owner, NOW + later)
+    held = sum(len(m) for b in (root, sub) if b.cache for m in b.cache.store.maps)
+    assert len(nix.index) <= held
+    nix.close()
+    assert len(nix.index) == 0 and root.cache is not None and not root.cache.store.mirrors
+
+
+def test_entries_stored_before_the_index_exist_are_mirrored_on_attach() -> None:
+    root = _block((".",), (8, 8))
+    _put(root, "n1.example.", 1, False, False, 30)
+    nix = NativeIndex(Router({".": root}))
+    assert nix.index.answer(query("n1.example.", 1), NOW) is not None
+
+
+def test_a_block_with_a_reply_transform_stays_on_the_python_path() -> None:
+    root = _block((".",), (8, 8), transform=lambda b: b)
+    nix = NativeIndex(Router({".": root}))
+    _put(root, "n1.example.", 1, False, False, 30)
+    assert len(nix.index) == 0 and not nix.mirrors
