@@ -23,7 +23,8 @@ from hypothesis import strategies as st
 
 from nodelocaldns import native
 from nodelocaldns.plugins.cache import fastpath
-from nodelocaldns.server.listener import Listener, Router, UDPWorker
+from nodelocaldns.server.listener import Listener, Router
+from nodelocaldns.server.udp import UDPWorker
 from support.cachefill import STORED, TABLE, Warm, warm
 
 pytestmark = pytest.mark.skipif(not native.native_available(), reason=native.native_status())

@@ -41,9 +41,11 @@ from nodelocaldns.plugins.reload.plugin import corefile_hash
 from nodelocaldns.server.config import Plan, plan
 from nodelocaldns.server.httpd import HTTPServers
 from nodelocaldns.server.instance import Generation, Instance
-from nodelocaldns.server.listener import Listener, Router, TCPConnection, UDPWorker
+from nodelocaldns.server.listener import Listener, Router
 from nodelocaldns.server.native_udp import NativeIndex, NativeUDPServer, signature
 from nodelocaldns.server.settings import DEFAULT, ServerConfig
+from nodelocaldns.server.tcp import TCPConnection
+from nodelocaldns.server.udp import UDPWorker
 
 log = logging.getLogger("nodelocaldns")
 

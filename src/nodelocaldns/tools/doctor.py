@@ -31,19 +31,16 @@ from nodelocaldns.node.rules import desired_rules
 from nodelocaldns.tools import doctor_probe as probe
 from nodelocaldns.tools.doctor_checks import (
     Check,
-    check_conntrack,
     check_duplicates,
-    check_http,
     check_interface,
-    check_listeners,
     check_local_routes,
-    check_lookups,
     check_policy_routing,
     check_rules,
     worst,
 )
 from nodelocaldns.tools.doctor_corefile import CorefileHints, corefile_hints
 from nodelocaldns.tools.doctor_facts import CacheProbe, LookupFacts, PolicyFacts, RulesetFacts, family_of
+from nodelocaldns.tools.doctor_serving import check_conntrack, check_http, check_listeners, check_lookups
 from nodelocaldns.tools.promtext import FetchError, Scrape, fetch
 
 DEFAULT_LOCAL_IP = "169.254.20.10"
