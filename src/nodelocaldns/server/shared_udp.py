@@ -22,12 +22,12 @@ from functools import partial
 
 from nodelocaldns.dns import wire
 from nodelocaldns.server.listener import Listener
+from nodelocaldns.server.udp import drain_queue
 
 log = logging.getLogger("nodelocaldns")
 
 _UDP_BUF = 4097  # as UDPWorker: a datagram that fills it was cut short
 _PER_WAKE = 64  # datagrams per loop callback; more stay readable for the next one
-_DRAIN_MAX = 65536
 RETIRE_TIMEOUT = 2.0  # a retired socket whose end mark never comes back is closed after this
 ANSWER_TIMEOUT = 10.0  # how long a socket no longer read stays open for slow-path answers in flight
 
@@ -102,17 +102,7 @@ class SharedReader:
                 self.handle(data, addr)
 
     def _drain_rest(self) -> None:
-        for _ in range(_DRAIN_MAX):
-            try:
-                data, addr = self.sock.recvfrom(_UDP_BUF, socket.MSG_DONTWAIT)
-            except BlockingIOError:
-                return
-            except OSError as exc:
-                if exc.errno == errno.EBADF:
-                    return
-                continue
-            if data:
-                self.handle(data, addr)
+        drain_queue(self.sock, self.handle)
 
     def handle(self, data: bytes, addr: tuple[str, int]) -> None:
         """The datagram's answer: a fresh hit at once, else the slow path (as UDPWorker)."""

@@ -18,6 +18,21 @@ from nodelocaldns.plugins.cache.fastpath import DO_FLAGS, EDNS, NOEDNS, OPT_HEAD
 from nodelocaldns.server.listener import _B0, _DRAIN_MAX, _UDP_BUF, Listener, _perf
 
 
+def drain_queue(sock: socket.socket, handle: Callable[[bytes, tuple[str, int]], None]) -> None:
+    """Hand every datagram still queued on ``sock`` to ``handle``, without blocking (bounded)."""
+    for _ in range(_DRAIN_MAX):
+        try:
+            data, addr = sock.recvfrom(_UDP_BUF, socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            return
+        except OSError as exc:
+            if exc.errno == errno.EBADF:
+                return
+            continue  # an ICMP error reported on the connected socket: not a datagram
+        if data:
+            handle(data, addr)
+
+
 class UDPWorker:
     """The UDP hot path: a thread blocked in recvfrom on the listener's socket.
 
@@ -86,17 +101,7 @@ class UDPWorker:
 
     def _drain_rest(self) -> None:
         """After the end-of-queue mark: what is still queued, without blocking, to the slow path."""
-        for _ in range(_DRAIN_MAX):
-            try:
-                data, addr = self.sock.recvfrom(_UDP_BUF, socket.MSG_DONTWAIT)
-            except BlockingIOError:
-                return
-            except OSError as exc:
-                if exc.errno == errno.EBADF:
-                    return
-                continue  # an ICMP error reported on the connected socket: not a datagram
-            if data:
-                self.to_slow(data, addr)
+        drain_queue(self.sock, self.to_slow)
 
     def close(self) -> None:
         self.stop()
