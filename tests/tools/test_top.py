@@ -187,14 +187,19 @@ def test_top_once_json_under_load(cache: Cache) -> None:
     assert res.returncode == 0, res.stderr
     doc = json.loads(res.stdout)
     block = next(b for b in doc["blocks"] if b["zone"] == "cluster.local.")
-    # only one name was asked in this block: every request but the first is a hit
-    assert block["total_hit_ratio"] == pytest.approx((block["total_requests"] - 1) / block["total_requests"])
+    # only one name was asked in this block: every request but the first is a hit. The counters are
+    # read while the loader runs, and its one query in flight may sit between two of them.
+    assert cache.upstream.query_count(CLUSTER_NAME) == 1
+    misses = block["total_cache_requests"] - block["total_cache_hits"]
+    assert abs(misses - 1) <= 1
+    assert block["total_hit_ratio"] == pytest.approx(block["total_cache_hits"] / block["total_cache_requests"])
+    assert abs(block["total_cache_requests"] - block["total_requests"]) <= 1
     assert block["hit_ratio"] == 1.0
     assert 0 < block["requests"] <= sent[0]
     assert block["total_requests"] <= sent[0]
     assert doc["qps"] == pytest.approx(doc["requests"] / doc["interval"])
     assert doc["qps"] > 10  # the loader sends ~300/s; even a slow machine gets far above 10
-    assert doc["rcodes"] == {"NOERROR": doc["requests"]}
+    assert set(doc["rcodes"]) == {"NOERROR"} and abs(doc["rcodes"]["NOERROR"] - doc["requests"]) <= 1
     assert doc["upstreams"][0]["requests"] == 0  # everything in the window came from the cache
 
 

@@ -56,6 +56,8 @@ class BlockRow:
     total_requests: float
     cache_requests: float = 0.0
     cache_hits: float = 0.0
+    total_cache_requests: float = 0.0
+    total_cache_hits: float = 0.0
     hit_ratio: float | None = None  # window
     total_hit_ratio: float | None = None
     entries: float | None = None
@@ -138,6 +140,8 @@ def summarize(prev: Scrape, cur: Scrape) -> View:
                 total_requests=req_now.get(group, 0.0),
                 cache_requests=creq_win.get(group, 0.0),
                 cache_hits=hits_win.get(group, 0.0),
+                total_cache_requests=creq_now.get(group, 0.0),
+                total_cache_hits=hits_now.get(group, 0.0),
                 hit_ratio=_ratio(hits_win.get(group, 0.0), creq_win.get(group, 0.0)),
                 total_hit_ratio=_ratio(hits_now.get(group, 0.0), creq_now.get(group, 0.0)),
                 entries=entries.get(group),
