@@ -12,6 +12,7 @@ import ipaddress
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import dns.edns
 import dns.name
@@ -294,31 +295,30 @@ class NameRule:
 
 
 @dataclass(frozen=True, slots=True)
-class TypeRule:
+class _QuestionFieldRule:
+    """``rewrite type`` / ``rewrite class``: one question field, from one value to another."""
+
+    FIELD: ClassVar[str]
     mode: str
     frm: int
     to: int
 
     def apply(self, state: State) -> Result:
-        if state.question.qtype != self.frm:
+        if getattr(state.question, self.FIELD) != self.frm:
             return IGNORED
-        state.question.qtype = self.to
+        setattr(state.question, self.FIELD, self.to)
         state.dirty = True
         return [], True
 
 
-@dataclass(frozen=True, slots=True)
-class ClassRule:
-    mode: str
-    frm: int
-    to: int
+class TypeRule(_QuestionFieldRule):
+    __slots__ = ()
+    FIELD = "qtype"
 
-    def apply(self, state: State) -> Result:
-        if state.question.qclass != self.frm:
-            return IGNORED
-        state.question.qclass = self.to
-        state.dirty = True
-        return [], True
+
+class ClassRule(_QuestionFieldRule):
+    __slots__ = ()
+    FIELD = "qclass"
 
 
 @dataclass(frozen=True, slots=True)
