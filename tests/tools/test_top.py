@@ -192,7 +192,9 @@ def test_top_once_json_under_load(cache: Cache) -> None:
     assert cache.upstream.query_count(CLUSTER_NAME) == 1
     misses = block["total_cache_requests"] - block["total_cache_hits"]
     assert abs(misses - 1) <= 1
-    assert block["total_hit_ratio"] == pytest.approx(block["total_cache_hits"] / block["total_cache_requests"])
+    assert block["total_hit_ratio"] == pytest.approx(
+        block["total_cache_hits"] / block["total_cache_requests"]
+    )
     assert abs(block["total_cache_requests"] - block["total_requests"]) <= 1
     assert block["hit_ratio"] == 1.0
     assert 0 < block["requests"] <= sent[0]
