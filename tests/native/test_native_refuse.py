@@ -16,6 +16,7 @@ import pytest
 from nodelocaldns import native
 from nodelocaldns.dns import wire
 from nodelocaldns.server.udp import refused_reply
+from support.cachefill import warm
 
 
 def _q(name: str, qid: int, *, edns: int = -1, payload: int = 1232, do: bool = False, cd: bool = False,
@@ -100,6 +101,33 @@ def test_a_full_native_ring_refuses_plain_queries_byte_for_byte_and_drops_the_re
             0,
         )
         assert [d for d, _a in worker.drain()] == fill
+    finally:
+        worker.stop()
+        sock.close()
+
+
+@pytest.mark.skipif(not native.native_available(), reason=native.native_status())
+def test_shed_refuses_names_the_index_does_not_hold_and_still_hands_over_the_ones_it_holds() -> None:
+    w = warm()
+    ix = native.new_index(256)
+    w.mirror(ix)  # stored at the fake clock's STORED: expired on CLOCK_MONOTONIC, so never a hit
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    worker = native.module().serve_udp(sock.fileno(), ix, batch=8, ring=64)
+    try:
+        worker.shed(True)
+        known, new = _q("example.org.", 1), _q("new.example.", 2)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as c:
+            c.settimeout(3)
+            c.sendto(known, sock.getsockname())
+            c.sendto(new, sock.getsockname())
+            assert c.recv(512) == wire.error_reply(new, wire.REFUSED, wire.parse_query(new))
+            assert worker.wait(1.0) and [d for d, _a in worker.drain()] == [known]  # serve_stale's
+            worker.shed(False)
+            c.sendto(new, sock.getsockname())
+            assert worker.wait(1.0) and [d for d, _a in worker.drain()] == [new]
+        c_ = worker.counters()
+        assert (c_["handed"], c_["refused"], c_["dropped"], c_["hits"]) == (2, 1, 0, 0)
     finally:
         worker.stop()
         sock.close()
