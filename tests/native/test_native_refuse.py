@@ -5,6 +5,7 @@ not a plain query. Real sockets on 127.0.0.1; the worker's ring is never drained
 
 from __future__ import annotations
 
+import random
 import socket
 import struct
 
@@ -128,6 +129,50 @@ def test_shed_refuses_names_the_index_does_not_hold_and_still_hands_over_the_one
             assert worker.wait(1.0) and [d for d, _a in worker.drain()] == [new]
         c_ = worker.counters()
         assert (c_["handed"], c_["refused"], c_["dropped"], c_["hits"]) == (2, 1, 0, 0)
+    finally:
+        worker.stop()
+        sock.close()
+
+
+@pytest.mark.skipif(not native.native_available(), reason=native.native_status())
+def test_the_native_refusal_matches_python_on_mutated_packets() -> None:
+    rng = random.Random(10)
+    seeds = PLAIN + NOT_PLAIN
+    pkts = []
+    for i in range(600):
+        p = bytearray(rng.choice(seeds))
+        for _ in range(rng.randint(1, 3)):
+            if len(p) <= 12:
+                break
+            at = rng.randrange(12, len(p)) if rng.random() < 0.7 else rng.randrange(2, 12)
+            if rng.random() < 0.8:
+                p[at] = rng.choice((0, 1, 0x29, 0x3F, 0x40, 0xC0, rng.randrange(256)))
+            elif rng.random() < 0.5:
+                del p[at:]
+            else:
+                p[at:at] = bytes(rng.randrange(256) for _ in range(rng.randint(1, 4)))
+        p[0:2] = struct.pack("!H", 1000 + i)
+        if len(p) >= 12:
+            pkts.append(bytes(p))
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    worker = native.module().serve_udp(sock.fileno(), native.new_index(16), batch=8, ring=2)
+    try:
+        worker.shed(True)  # every packet is refused or dropped, none queued
+        end = _q("end.example.", 999)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as c:
+            c.settimeout(3)
+            c.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+            got: dict[int, bytes] = {}
+            for k in range(0, len(pkts), 50):  # in steps: the loopback queues stay short
+                for p in pkts[k : k + 50]:
+                    c.sendto(p, sock.getsockname())
+                c.sendto(end, sock.getsockname())
+                while (r := c.recv(4096)) != wire.error_reply(end, wire.REFUSED, wire.parse_query(end)):
+                    got[struct.unpack_from("!H", r)[0]] = r
+        want = {struct.unpack_from("!H", p)[0]: r for p in pkts if (r := refused_reply(p)) is not None}
+        assert got == want
+        assert 50 < len(want) < len(pkts)  # both outcomes were exercised
     finally:
         worker.stop()
         sock.close()
