@@ -44,8 +44,8 @@ RING = 256
 # name the cache holds: started at once) waits for; the loop goes round again while more wait.
 PER_WAKE = 16
 # New names queued for the chain before the workers are told to refuse them (Worker.shed): a
-# REFUSED costs the worker well under a microsecond, the same from Python a slow-path read, a
-# parse and a send. At the loop's 5-8k new names per second here this is ~50 ms of waiting; the
+# REFUSED from the worker is a copy of the question into its batch's sendmmsg, the same from Python
+# a wake-up, a read out of the ring and a send of its own. At the loop's 5-8k new names per second here this is ~50 ms of waiting; the
 # workers take new names again once half of it has started.
 WAITING = 256
 _UDP_BUF = 4097
@@ -153,7 +153,7 @@ class NativeUDPServer:
         self.stopping = False
         # The bounded slow path (as UDPWorker): misses spawned minus finished stay under the cap,
         # names the cache holds (expired: serve_stale, a refresh) may use a reserve above it.
-        self.n_handed = 0  # queued in a lane or running in the chain, until it finished
+        self.n_handed = 0  # waiting or running in the chain, until it finished
         self.n_finished = 0
         self.refused_here = 0  # past the cap: answered REFUSED at once (refused_reply)
         self.shed = 0  # past the cap and not a plain query: dropped
@@ -165,7 +165,7 @@ class NativeUDPServer:
         # of ms of chain work, most of the serve_stale answers that took over 50 ms.
         self.waiting: deque[tuple[bytes, tuple[Any, ...], socket.socket]] = deque()
         self.scheduled = False
-        self.shedding = False  # the workers refuse new names themselves (lane 1 holds WAITING)
+        self.shedding = False  # the workers refuse new names themselves (WAITING of them wait)
         listener.stats.native = self.items
 
     def start(self) -> None:
