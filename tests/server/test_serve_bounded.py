@@ -191,12 +191,10 @@ class _Sampler(threading.Thread):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("side", [pytest.param("native", marks=needs_native), "python"])
+@needs_native  # the pure-Python path's REFUSED past the cap: the in-process test below
 def test_a_flood_of_unique_names_toward_a_blackholed_upstream_stays_bounded(
-    make_unbound: Callable[..., UpstreamServer], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, side: str
+    make_unbound: Callable[..., UpstreamServer], tmp_path: Path
 ) -> None:
-    if side == "python":
-        monkeypatch.setenv("NODELOCALDNS_NATIVE", "0")  # the server process inherits it
     names = [f"short{i}.cached.test." for i in range(CACHED // 2)] + [
         f"long{i}.cached.test." for i in range(CACHED // 2)
     ]
@@ -247,7 +245,7 @@ def test_a_flood_of_unique_names_toward_a_blackholed_upstream_stays_bounded(
     res = _dnsperf_summary(perf_text)
     answered = res.get("SERVFAIL", 0) + res.get("REFUSED", 0)
     figures = (
-        f"{side}: RSS idle {idle:.1f} MiB, peak {peak:.1f} MiB; within 50 ms: fresh hits {100 * within['fresh']:.2f}% "
+        f"RSS idle {idle:.1f} MiB, peak {peak:.1f} MiB; within 50 ms: fresh hits {100 * within['fresh']:.2f}% "
         f"of {n_lat['fresh']}, serve_stale {100 * within['stale']:.2f}% of {n_lat['stale']}; stale answered "
         f"{sampler.stale_answered}/{sampler.stale_asked}; dnsperf sent {res['sent']:.0f} lost {res['lost']:.0f} "
         f"SERVFAIL {res.get('SERVFAIL', 0):.0f} REFUSED {res.get('REFUSED', 0):.0f} max latency "
@@ -261,10 +259,7 @@ def test_a_flood_of_unique_names_toward_a_blackholed_upstream_stays_bounded(
     # max_concurrent, or REFUSED at once by the listener (its slow path full: the native worker, or
     # Python at its cap). Before the listener answered, half the flood was dropped here.
     assert set(res) - {"sent", "completed", "lost", "max_latency"} <= {"SERVFAIL", "REFUSED"}, figures
-    # The pure-Python UDP thread (GIL shared with the loop) can fall behind the socket, whose queue
-    # then overflows in the kernel: 0-5.5 % measured, where dropping at the cap lost half the flood.
-    share = 0.001 if side == "native" else 0.10
-    assert res["lost"] <= share * res["sent"] and answered >= (1 - share) * res["sent"], figures
+    assert res["lost"] <= 0.001 * res["sent"] and answered >= 0.999 * res["sent"], figures
     assert dropped == 0, figures  # dnsperf sends plain queries: every one gets an answer
     # 5 s of forward budget, plus the wait for the loop behind WAITING new names (dnsperf: -t 6).
     assert res["max_latency"] <= 6.0, figures
@@ -272,11 +267,10 @@ def test_a_flood_of_unique_names_toward_a_blackholed_upstream_stays_bounded(
     # Both are counted; forward's count also has the serve_stale refreshes it turned away.
     low = rejects + refused - sampler.stale_asked - 0.001 * res["sent"]
     assert low <= res.get("REFUSED", 0) <= rejects + refused, figures
-    # Fresh cached names are the native worker's, which never waits for Python: all of them in time
-    # (one miss allowed: a 2-core machine shared with dnsperf, this client and other jobs). The
-    # pure-Python UDP thread shares the GIL with the loop: 97-99 % measured.
-    late = n_lat["fresh"] * (1 - within["fresh"])
-    assert n_lat["fresh"] > 500 and (late <= 1 if side == "native" else within["fresh"] >= 0.95), figures
+    # Fresh cached names are the native worker's, which never waits for Python: 99.8-100 % in time
+    # measured; 99.5 % asserted, as the worker still needs a CPU on 2 cores shared with dnsperf,
+    # this client and other jobs (load average up to 8).
+    assert n_lat["fresh"] > 500 and within["fresh"] >= 0.995, figures
     # serve_stale answers come from the chain on the loop, which the flood keeps busy: every one is
     # answered, 93-99 % of them within 50 ms here (CPU share and collector pauses still reach them;
     # docs/node-agent.md, "Under a flood toward a dead upstream"). Before the bounds: 51-69 %.
