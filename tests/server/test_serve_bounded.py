@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import re
 import socket
 import struct
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -378,3 +380,18 @@ def test_tcp_past_the_slow_path_cap_is_read_later_never_dropped() -> None:
 
     with blackhole_udp() as hole:
         asyncio.run(run(hole))
+
+
+def test_the_serving_process_freezes_what_its_imports_built_and_collects_less_often() -> None:
+    """The collector's pauses stop the loop every serve_stale answer waits for (server/process.py)."""
+    code = (
+        "import gc, json\n"
+        "from nodelocaldns.server.process import run_async\n"
+        "async def main():\n"
+        "    print(json.dumps([gc.get_freeze_count(), gc.get_threshold()[0]]))\n"
+        "    return 0\n"
+        "raise SystemExit(run_async(main))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    frozen, threshold = json.loads(out.stdout)
+    assert frozen > 10_000 and threshold == 10_000
