@@ -168,7 +168,7 @@ def test_worker_answers_hits_natively_and_hands_misses_to_python(served: tuple[W
             # Python answers a miss on the same socket; the client sees one normal exchange.
             sock.sendto(dns.message.make_response(miss).to_wire(), addr)
             assert dns.message.from_wire(c.recv(512)).id == miss.id
-        assert srv.counters() | {"batches": 0} == {"packets": 3, "hits": 2, "handed": 1, "dropped": 0,
+        assert srv.counters() | {"batches": 0} == {"packets": 3, "hits": 2, "handed": 1, "refused": 0, "dropped": 0,
                                                   "send_errors": 0, "recv_errors": 0, "batches": 0}  # fmt: skip
     finally:
         srv.stop()
@@ -177,29 +177,31 @@ def test_worker_answers_hits_natively_and_hands_misses_to_python(served: tuple[W
 
 
 @needs_native
-def test_a_full_ring_counts_and_drops_instead_of_queueing(served: tuple[Warm, native.Index]) -> None:
+def test_a_full_ring_answers_refused_instead_of_queueing(served: tuple[Warm, native.Index]) -> None:
     _w, ix = served
     sock = udp_socket()
     worker = native.module().serve_udp(sock.fileno(), ix, batch=4, ring=4)
     try:
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as c:
+            c.settimeout(2)
             for i in range(10):
                 c.sendto(dns.message.make_query(f"m{i}.example.org.", "A").to_wire(), sock.getsockname())
-                time.sleep(0.01)  # keep the loopback queue short: the ring is what must drop
-        deadline = time.monotonic() + 5
-        while worker.counters()["packets"] < 10 and time.monotonic() < deadline:
-            time.sleep(0.01)
+                time.sleep(0.01)  # keep the loopback queue short: the ring is what must refuse
+            # Names the index does not hold fill 3 of the 4 slots: the last quarter is kept for names
+            # it holds (expired, or asked in another case), as UDPWorker's first lane.
+            refused = [dns.message.from_wire(c.recv(512)) for _ in range(7)]
+            assert [(r.rcode(), r.question[0].name.to_text()) for r in refused] == [
+                (dns.rcode.REFUSED, f"m{i}.example.org.") for i in range(3, 10)
+            ]
         c = worker.counters()
-        # Names the index does not hold fill 3 of the 4 slots: the last quarter is kept for names it
-        # holds (expired, or asked in another case), as UDPWorker's first lane.
-        assert (c["packets"], c["handed"], c["dropped"]) == (10, 3, 7)
+        assert (c["packets"], c["handed"], c["refused"], c["dropped"], c["hits"]) == (10, 3, 7, 0, 0)
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as c2:
             c2.sendto(dns.message.make_query("EXAMPLE.ORG.", "A").to_wire(), sock.getsockname())
             c2.sendto(dns.message.make_query("m11.example.org.", "A").to_wire(), sock.getsockname())
-        while worker.counters()["packets"] < 12 and time.monotonic() < deadline:
-            time.sleep(0.01)
+            c2.settimeout(2)
+            assert dns.message.from_wire(c2.recv(512)).rcode() == dns.rcode.REFUSED
         c = worker.counters()
-        assert (c["packets"], c["handed"], c["dropped"]) == (12, 4, 8)
+        assert (c["packets"], c["handed"], c["refused"], c["dropped"]) == (12, 4, 8, 0)
         assert worker.wait(1.0)
         got = worker.drain()
         assert [dns.message.from_wire(d).question[0].name.to_text() for d, _a in got] == [

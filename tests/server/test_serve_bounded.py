@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import re
 import socket
 import struct
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -26,10 +28,13 @@ import dns.query
 import dns.rcode
 import pytest
 
+from nodelocaldns import native
+from nodelocaldns.dns import wire
 from nodelocaldns.plugins.forward.handler import ForwardHandler
 from nodelocaldns.plugins.forward.setup import ForwardConfig, Upstream
 from nodelocaldns.server.chain import build_chain
 from nodelocaldns.server.listener import Block, Listener, Router
+from nodelocaldns.server.native_udp import NativeIndex, NativeUDPServer
 from nodelocaldns.server.settings import ServerConfig
 from nodelocaldns.server.tcp import TCPConnection
 from nodelocaldns.server.udp import UDPWorker
@@ -38,6 +43,8 @@ from support.ports import free_port
 from support.server import Served
 from support.server import serve as _serve
 from support.upstreams import UpstreamServer, bad_reply_server, blackhole_udp
+
+needs_native = pytest.mark.skipif(not native.native_available(), reason=native.native_status())
 
 
 @contextlib.contextmanager
@@ -159,7 +166,9 @@ class _Sampler(threading.Thread):
         super().__init__(daemon=True)
         self.port, self.names = port, names
         self.stop = threading.Event()
-        self.latencies: list[float] = []  # seconds; inf = no answer within 1 s, or not the cached one
+        # seconds by kind ("fresh": TTL 300, hits for the native worker or the UDP thread; "stale":
+        # expired after 3 s, serve_stale answers them through the chain); inf = no answer in 1 s
+        self.latencies: dict[str, list[float]] = {"fresh": [], "stale": []}
         self.stale_asked = self.stale_answered = 0
 
     def run(self) -> None:
@@ -175,14 +184,16 @@ class _Sampler(threading.Thread):
             except dns.exception.Timeout:
                 ok = False
             dt = time.monotonic() - t0
-            self.latencies.append(dt if ok else float("inf"))
-            if name.startswith("short"):
+            kind = "stale" if name.startswith("short") else "fresh"
+            self.latencies[kind].append(dt if ok else float("inf"))
+            if kind == "stale":
                 self.stale_asked += 1
                 self.stale_answered += ok
             time.sleep(max(0.0, 0.005 - dt))
 
 
 @pytest.mark.slow
+@needs_native  # the pure-Python path's REFUSED past the cap: the in-process test below
 def test_a_flood_of_unique_names_toward_a_blackholed_upstream_stays_bounded(
     make_unbound: Callable[..., UpstreamServer], tmp_path: Path
 ) -> None:
@@ -226,35 +237,47 @@ def test_a_flood_of_unique_names_toward_a_blackholed_upstream_stays_bounded(
             sampler.stop.set()
             sampler.join(5)
             assert hole.received > 0
-        lat = sampler.latencies
-        fast = sum(1 for x in lat if x <= 0.050) / len(lat)
-        print(f"RSS idle {idle:.1f} MiB, peak {peak:.1f} MiB; cached answered within 50 ms {100 * fast:.2f}%")
+        within = {k: sum(1 for x in v if x <= 0.050) / max(len(v), 1) for k, v in sampler.latencies.items()}
+        n_lat = {k: len(v) for k, v in sampler.latencies.items()}
         dropped = metric(mport, "nodelocaldns_dns_dropped_requests_total", proto="udp")
         rejects = metric(mport, "coredns_forward_max_concurrent_rejects_total")
+        refused = metric(mport, "nodelocaldns_dns_refused_requests_total", proto="udp")
         log = s.stderr()
     perf_text = (tmp_path / "dnsperf.out").read_text()
     res = _dnsperf_summary(perf_text)
+    answered = res.get("SERVFAIL", 0) + res.get("REFUSED", 0)
     figures = (
-        f"RSS idle {idle:.1f} MiB, peak {peak:.1f} MiB; cached answered within 50 ms {100 * fast:.2f}% "
-        f"of {len(lat)}; stale {sampler.stale_answered}/{sampler.stale_asked}; dnsperf sent {res['sent']:.0f} "
-        f"completed {res['completed']:.0f} lost {res['lost']:.0f} SERVFAIL {res.get('SERVFAIL', 0):.0f} "
-        f"REFUSED {res.get('REFUSED', 0):.0f} max latency {res['max_latency']:.3f} s; dropped by the listener {dropped:.0f}, "
-        f"max_concurrent rejects {rejects:.0f}"
+        f"RSS idle {idle:.1f} MiB, peak {peak:.1f} MiB; within 50 ms: fresh hits {100 * within['fresh']:.2f}% "
+        f"of {n_lat['fresh']}, serve_stale {100 * within['stale']:.2f}% of {n_lat['stale']}; stale answered "
+        f"{sampler.stale_answered}/{sampler.stale_asked}; dnsperf sent {res['sent']:.0f} lost {res['lost']:.0f} "
+        f"SERVFAIL {res.get('SERVFAIL', 0):.0f} REFUSED {res.get('REFUSED', 0):.0f} max latency "
+        f"{res['max_latency']:.3f} s; listener refused {refused:.0f} dropped {dropped:.0f}, max_concurrent "
+        f"rejects {rejects:.0f}"
     )
     print(figures)
     assert res["sent"] >= 0.9 * FLOOD_QPS * FLOOD_S, figures
     assert peak <= 2 * idle + 20, figures
-    # 97 %, not 100 %: on 2 shared cores dnsperf, the sampler and other jobs also need the CPU (the
-    # server before the caps: 96 % here, with RSS at 280 MiB and /metrics unanswered for seconds).
-    assert fast >= 0.97, figures
-    assert sampler.stale_asked > 100 and sampler.stale_answered == sampler.stale_asked, figures
-    # Every uncached query got SERVFAIL (upstream timeout) or REFUSED (forward's max_concurrent) within
-    # forward's 5 s budget, or was dropped by the listener at its slow-path cap and counted.
+    # Every uncached query is answered: SERVFAIL (upstream timeout), REFUSED by forward past
+    # max_concurrent, or REFUSED at once by the listener (its slow path full: the native worker, or
+    # Python at its cap). Before the listener answered, half the flood was dropped here.
     assert set(res) - {"sent", "completed", "lost", "max_latency"} <= {"SERVFAIL", "REFUSED"}, figures
-    # 5 s of forward budget, plus the wait for the loop behind up to slow_path_max queries.
+    assert res["lost"] <= 0.001 * res["sent"] and answered >= 0.999 * res["sent"], figures
+    assert dropped == 0, figures  # dnsperf sends plain queries: every one gets an answer
+    # 5 s of forward budget, plus the wait for the loop behind WAITING new names (dnsperf: -t 6).
     assert res["max_latency"] <= 6.0, figures
-    assert res["lost"] <= dropped + 0.005 * res["sent"], figures
-    assert rejects > 0 and res.get("REFUSED", 0) >= rejects - 0.005 * res["sent"], figures
+    assert rejects > 0 and refused > 0, figures
+    # Both are counted; forward's count also has the serve_stale refreshes it turned away.
+    low = rejects + refused - sampler.stale_asked - 0.001 * res["sent"]
+    assert low <= res.get("REFUSED", 0) <= rejects + refused, figures
+    # Fresh cached names are the native worker's, which never waits for Python: 99.8-100 % in time
+    # measured; 99.5 % asserted, as the worker still needs a CPU on 2 cores shared with dnsperf,
+    # this client and other jobs (load average up to 8).
+    assert n_lat["fresh"] > 500 and within["fresh"] >= 0.995, figures
+    # serve_stale answers come from the chain on the loop, which the flood keeps busy: every one is
+    # answered, 93-99 % of them within 50 ms here (CPU share and collector pauses still reach them;
+    # docs/node-agent.md, "Under a flood toward a dead upstream"). Before the bounds: 51-69 %.
+    assert sampler.stale_asked > 500 and sampler.stale_answered == sampler.stale_asked, figures
+    assert within["stale"] >= 0.90, figures
     assert "panic" not in log and "Traceback" not in log
 
 
@@ -288,30 +311,44 @@ def _queries(n: int, tag: str) -> list[bytes]:
     return [dns.message.make_query(f"{tag}{i}.flood.test.", "A").to_wire() for i in range(n)]
 
 
-def test_udp_packets_past_the_slow_path_cap_are_dropped_and_counted() -> None:
+@pytest.mark.parametrize("side", ["python", pytest.param("native", marks=needs_native)])
+def test_udp_packets_past_the_slow_path_cap_are_refused_at_once_and_counted(side: str) -> None:
     async def run(hole: Any) -> None:
         lst, usock, tsock = _listener_on_blackhole(hole.port, cap=8)
         tsock.close()
-        lst.udp = UDPWorker(lst, usock, asyncio.get_running_loop())
-        lst.udp.start()
+        loop = asyncio.get_running_loop()
+        if side == "python":
+            udp: Any = UDPWorker(lst, usock, loop)
+        else:
+            udp = NativeUDPServer(lst, [usock], loop, NativeIndex(lst.router))
+        lst.udp = udp
+        udp.start()
         try:
             with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as c:
                 c.setblocking(False)
-                for q in _queries(50, "u"):
+                queries = _queries(50, "u")
+                for q in queries:
                     c.sendto(q, ("127.0.0.1", lst.port))
+                c.sendto(b"\x00\x01\x81\x00" + b"\x00" * 8, ("127.0.0.1", lst.port))  # a response: dropped
                 await asyncio.sleep(0.3)
-                assert lst.udp.n_handed - lst.udp.n_finished == 8  # waiting on the upstream
+                assert udp.n_handed - udp.n_finished == 8  # waiting on the upstream
                 assert hole.received == 8
-                assert lst.dropped() == {"udp": 42}
-                await asyncio.sleep(0.6)  # forward's 0.5 s budget: the 8 get SERVFAIL, room again
-                assert lst.udp.n_handed == lst.udp.n_finished
+                assert (lst.refused(), lst.dropped()) == ({"udp": 42}, {"udp": 1})
                 got = []
                 with contextlib.suppress(BlockingIOError):
                     while True:
-                        got.append(dns.message.from_wire(c.recv(4096)).rcode())
-                assert got == [dns.rcode.SERVFAIL] * 8
+                        got.append(c.recv(4096))
+                # REFUSED at once, byte for byte what forward past max_concurrent gets from the server.
+                assert got == [wire.error_reply(q, wire.REFUSED, wire.parse_query(q)) for q in queries[8:]]
+                await asyncio.sleep(0.6)  # forward's 0.5 s budget: the 8 get SERVFAIL, room again
+                assert udp.n_handed == udp.n_finished
+                rcodes = []
+                with contextlib.suppress(BlockingIOError):
+                    while True:
+                        rcodes.append(dns.message.from_wire(c.recv(4096)).rcode())
+                assert rcodes == [dns.rcode.SERVFAIL] * 8
         finally:
-            lst.udp.close()
+            udp.close()
 
     with blackhole_udp() as hole:
         asyncio.run(run(hole))
@@ -343,3 +380,18 @@ def test_tcp_past_the_slow_path_cap_is_read_later_never_dropped() -> None:
 
     with blackhole_udp() as hole:
         asyncio.run(run(hole))
+
+
+def test_the_serving_process_freezes_what_its_imports_built_and_collects_less_often() -> None:
+    """The collector's pauses stop the loop every serve_stale answer waits for (server/process.py)."""
+    code = (
+        "import gc, json\n"
+        "from nodelocaldns.server.process import run_async\n"
+        "async def main():\n"
+        "    print(json.dumps([gc.get_freeze_count(), gc.get_threshold()[0]]))\n"
+        "    return 0\n"
+        "raise SystemExit(run_async(main))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    frozen, threshold = json.loads(out.stdout)
+    assert frozen > 10_000 and threshold == 10_000

@@ -56,6 +56,8 @@ class ListenerView(Protocol):
 
     def dropped(self) -> Mapping[str, int]: ...  # proto -> dropped at the slow path's cap
 
+    def refused(self) -> Mapping[str, int]: ...  # proto -> answered REFUSED at the slow path's cap
+
     def blocks(self) -> Mapping[str, BlockView]: ...  # zone -> block (one block may serve several)
 
 

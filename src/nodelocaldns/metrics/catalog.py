@@ -201,6 +201,12 @@ FAMILIES: tuple[Family, ...] = (
         ("server", "proto"),
         "Counter of requests dropped unanswered because the listener's slow path was at its in-flight cap.",
     ),
+    _F(
+        "nodelocaldns_dns_refused_requests_total",
+        "counter",
+        ("server", "proto"),
+        "Counter of requests answered REFUSED at once because the listener's slow path was at its in-flight cap.",
+    ),
     # plugin/reload
     _F("coredns_reload_failed_total", "counter", (), "Counter of the number of failed reload attempts."),
     _F(

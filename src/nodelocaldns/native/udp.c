@@ -1,6 +1,7 @@
 /* The native UDP worker loop: recvmmsg a batch, answer fresh hits from the index under one read
- * lock, sendmmsg the replies, push everything else into a bounded ring for Python (full: count
- * and drop), and wake the Python consumer once per batch through an eventfd. */
+ * lock, sendmmsg the replies, push everything else into a bounded ring for Python (full: REFUSED
+ * to a plain query, drop anything else; both counted), and wake the Python consumer once per batch
+ * through an eventfd. */
 #include <errno.h>
 #include <poll.h>
 #include <signal.h>
@@ -64,9 +65,13 @@ nld_worker *nld_worker_new(int fd, nld_index *ix, unsigned batch, size_t ring, i
 }
 
 /* The last quarter of the ring is kept for names the index holds (expired: serve_stale or a
- * refresh), as UDPWorker's first lane: a flood of names nobody asked before cannot crowd them out. */
+ * refresh), as UDPWorker's first lane: a flood of names nobody asked before cannot crowd them out.
+ * While Python says its queue is full (shed), such names are not pushed at all: the caller answers
+ * REFUSED at line rate, where Python would spend a slow-path wake-up on each. */
 static int push(nld_worker *w, const uint8_t *data, size_t len, const struct sockaddr_storage *a,
                 socklen_t alen, int known) {
+    if (!known && atomic_load_explicit(&w->shed, memory_order_relaxed))
+        return 0;
     size_t head = atomic_load_explicit(&w->head, memory_order_relaxed);
     size_t tail = atomic_load_explicit(&w->tail, memory_order_acquire);
     if (head - tail > w->ring_mask)
@@ -80,6 +85,52 @@ static int push(nld_worker *w, const uint8_t *data, size_t len, const struct soc
     memcpy(s->data, data, len);
     atomic_store_explicit(&w->head, head + 1, memory_order_release);
     return 1;
+}
+
+/* The ring is full: REFUSED, as the server answers past forward's max_concurrent (wire.error_reply:
+ * the client's ID, RD and CD, its question, its OPT echoed with its size and DO, nothing else).
+ * Only for a plain query (QR and opcode 0, one question of uncompressed labels, nothing after it
+ * but one OPT that ends the packet): anything else gets 0 and is dropped, as the slow path would
+ * FORMERR or drop it and a flood of those is not worth a reply. Writes at most 12 + 259 + 11. */
+static size_t refuse(const uint8_t *q, size_t n, uint8_t *out) {
+    static const uint8_t counts[7] = {0, 1, 0, 0, 0, 0, 0};
+    if (n < 17 || n >= NLD_UDP_BUF || (q[2] & 0xF8) || memcmp(q + 4, counts, 7) != 0 || q[11] > 1)
+        return 0;
+    size_t i = 12;
+    while (q[i] != 0) {
+        if (q[i] > 63 || i + q[i] + 1 >= n || i + q[i] + 1 - 12 > NLD_MAX_NAME - 1)
+            return 0;
+        i += (size_t)q[i] + 1;
+    }
+    size_t qend = i + 5;
+    int edns = q[11];
+    if (qend > n)
+        return 0;
+    if (edns) {
+        if (n < qend + NLD_OPT_LEN || q[qend] != 0 || q[qend + 1] != 0 || q[qend + 2] != 41 ||
+            n != qend + NLD_OPT_LEN + (((size_t)q[qend + 9] << 8) | q[qend + 10]))
+            return 0;
+    } else if (n != qend) {
+        return 0;
+    }
+    static const uint8_t head[6] = {0, 1, 0, 0, 0, 0};
+    out[0] = q[0];
+    out[1] = q[1];
+    out[2] = (uint8_t)(0x80 | (q[2] & 0x01));
+    out[3] = (uint8_t)((q[3] & 0x10) | 5);
+    memcpy(out + 4, head, 6);
+    out[10] = 0;
+    out[11] = (uint8_t)edns;
+    memcpy(out + 12, q + 12, qend - 12);
+    if (!edns)
+        return qend;
+    uint8_t *o = out + qend;
+    static const uint8_t opt[11] = {0, 0, 41, 0, 0, 0, 0, 0, 0, 0, 0};
+    memcpy(o, opt, NLD_OPT_LEN);
+    o[3] = q[qend + 3];
+    o[4] = q[qend + 4];
+    o[7] = q[qend + 7] & 0x80;
+    return qend + NLD_OPT_LEN;
 }
 
 /* The counter slot for key (claimed if new), or NULL when the table is at its 3/4 bound. */
@@ -153,7 +204,7 @@ static void *run(void *arg) {
         if (pin) /* an injected clock (tests, a server not on the monotonic clock) sets the time */
             memcpy(&now, &pin, sizeof(now));
         unsigned k = 0;
-        uint64_t handed = 0, dropped = 0, errs = 0;
+        uint64_t handed = 0, refused = 0, dropped = 0, errs = 0;
         nld_index_rdlock(w->ix);
         for (int i = 0; i < n; i++) {
             const uint8_t *pkt = w->iin[i].iov_base;
@@ -175,23 +226,38 @@ static void *run(void *arg) {
             } else if (push(w, pkt, len, &w->addrs[i], w->in[i].msg_hdr.msg_namelen, h.known)) {
                 handed++;
             } else {
-                dropped++;
+                uint8_t *o = w->outbuf + (size_t)k * NLD_OUT_CAP;
+                size_t rl = refuse(pkt, len, o);
+                if (rl) { /* sent with the hits: one sendmmsg, and the time share is the hits' only */
+                    w->iout[k].iov_base = o;
+                    w->iout[k].iov_len = rl;
+                    w->out[k].msg_hdr.msg_name = &w->addrs[i];
+                    w->out[k].msg_hdr.msg_namelen = w->in[i].msg_hdr.msg_namelen;
+                    w->hitslot[k] = NULL;
+                    k++;
+                    refused++;
+                } else {
+                    dropped++;
+                }
             }
         }
         nld_index_unlock(w->ix);
-        if (k) {
+        if (k > refused) {
             /* Each hit's duration is its share of the batch (what Python's per-hit timer sums to). */
             double spent = pin ? 0.0 : monotonic() - now;
-            uint64_t share = (uint64_t)(spent * 1e9) / k;
+            uint64_t share = (uint64_t)(spent * 1e9) / (k - refused);
             for (unsigned j = 0; j < k; j++) {
+                if (w->hitslot[j] == NULL) /* a REFUSED, not a hit */
+                    continue;
                 bump(&w->hitslot[j]->hits, 1);
                 bump(&w->hitslot[j]->ns, share);
             }
         }
         /* Counted before the write, like the Python path: a scrape after the answer sees it. */
         bump(&w->c.packets, (uint64_t)n);
-        bump(&w->c.hits, k);
+        bump(&w->c.hits, k - refused);
         bump(&w->c.handed, handed);
+        bump(&w->c.refused, refused);
         bump(&w->c.dropped, dropped);
         bump(&w->c.batches, 1);
         if (k)

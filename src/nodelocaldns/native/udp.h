@@ -17,7 +17,8 @@ typedef struct {
 
 /* Single writer (the worker thread) per counter: relaxed stores there, relaxed loads in Python. */
 typedef struct {
-    _Atomic uint64_t packets, hits, handed, dropped, send_errors, recv_errors, batches;
+    /* refused: answered REFUSED because the ring was full; dropped: not even that (not a plain query) */
+    _Atomic uint64_t packets, hits, handed, refused, dropped, send_errors, recv_errors, batches;
 } nld_counters;
 
 /* Hits by the key dnsstats' fast counters use (entry stat | request size << 3 | DO << 1 | EDNS),
@@ -41,6 +42,7 @@ typedef struct nld_worker {
     _Atomic size_t head, tail; /* SPSC: worker writes head, the one Python consumer writes tail */
     _Atomic int armed;         /* the consumer waits: the next push must write wakefd */
     _Atomic int stop;
+    _Atomic int shed; /* Python's queue is full: names the index does not hold get REFUSED here */
     _Atomic uint64_t pinned; /* bits of a double: the injected clock's time; 0: CLOCK_MONOTONIC */
     _Atomic int running;
     nld_counters c;

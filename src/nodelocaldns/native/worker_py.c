@@ -130,8 +130,9 @@ static PyObject *Worker_fileno(WorkerObject *self, PyObject *Py_UNUSED(ignored))
 
 static PyObject *Worker_counters(WorkerObject *self, PyObject *Py_UNUSED(ignored)) {
     nld_counters *c = &self->w->c;
-    return Py_BuildValue("{sKsKsKsKsKsKsK}", "packets", nld_ld(&c->packets), "hits", nld_ld(&c->hits),
-                         "handed", nld_ld(&c->handed), "dropped", nld_ld(&c->dropped), "send_errors",
+    return Py_BuildValue("{sKsKsKsKsKsKsKsK}", "packets", nld_ld(&c->packets), "hits", nld_ld(&c->hits),
+                         "handed", nld_ld(&c->handed), "refused", nld_ld(&c->refused), "dropped",
+                         nld_ld(&c->dropped), "send_errors",
                          nld_ld(&c->send_errors), "recv_errors", nld_ld(&c->recv_errors), "batches",
                          nld_ld(&c->batches));
 }
@@ -178,6 +179,14 @@ static PyObject *Worker_get_running(WorkerObject *self, void *Py_UNUSED(c)) {
     return PyBool_FromLong(atomic_load(&self->w->running));
 }
 
+static PyObject *Worker_shed(WorkerObject *self, PyObject *arg) {
+    int on = PyObject_IsTrue(arg);
+    if (on < 0)
+        return NULL;
+    atomic_store_explicit(&self->w->shed, on, memory_order_relaxed);
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef Worker_methods[] = {
     {"stop", (PyCFunction)Worker_stop, METH_NOARGS, "stop() -> None: end the thread and join it"},
     {"drain", (PyCFunction)(void (*)(void))Worker_drain, METH_VARARGS | METH_KEYWORDS,
@@ -187,6 +196,8 @@ static PyMethodDef Worker_methods[] = {
     {"counters", (PyCFunction)Worker_counters, METH_NOARGS, "counters() -> dict[str, int]"},
     {"pin", (PyCFunction)Worker_pin, METH_O,
      "pin(now: float | None) -> None: answer as of ``now`` (an injected clock); None: CLOCK_MONOTONIC"},
+    {"shed", (PyCFunction)Worker_shed, METH_O,
+     "shed(on: bool) -> None: on: REFUSED at once to names the index does not hold (Python is full)"},
     {"stats", (PyCFunction)Worker_stats, METH_NOARGS,
      "stats() -> list[(key, hits, ns)]: hits by entry stat | request size << 3 | DO << 1 | EDNS"},
     {NULL, NULL, 0, NULL},

@@ -65,6 +65,9 @@ class UDPSide(Protocol):
     @property
     def dropped(self) -> int: ...
 
+    @property
+    def refused(self) -> int: ...
+
     n_handed: int
     n_finished: int
 
@@ -95,6 +98,9 @@ class NativeSide(Protocol):
 
     @property
     def dropped(self) -> int: ...
+
+    @property
+    def refused(self) -> int: ...
 
     n_handed: int
     n_finished: int
@@ -260,6 +266,10 @@ class Listener:
         """proto -> queries dropped unanswered at the slow path's cap; TCP is slowed down instead."""
         udp = self.udp.dropped if self.udp is not None else 0
         return {"udp": udp}
+
+    def refused(self) -> dict[str, int]:
+        """proto -> queries answered REFUSED at once at the slow path's cap (UDP only, as dropped)."""
+        return {"udp": self.udp.refused if self.udp is not None else 0}
 
     def tcp_wake(self) -> None:
         """A TCP query finished: read the paused connections again while there is room."""

@@ -18,6 +18,7 @@ import errno
 import select
 import socket
 import time
+from collections import deque
 from collections.abc import Callable
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -26,6 +27,7 @@ from nodelocaldns.metrics.dnsstats import ZONE_SHIFT, ZoneAcc
 from nodelocaldns.native import insert_entry, module, new_index
 from nodelocaldns.plugins.cache import fastpath
 from nodelocaldns.plugins.cache.entry import Entry
+from nodelocaldns.server.udp import refused_reply
 
 if TYPE_CHECKING:
     from nodelocaldns._native import Worker
@@ -37,7 +39,15 @@ BATCH = 32  # datagrams per recvmmsg
 # 4097-byte datagram, so a worker keeps ~1.1 MB resident once misses have cycled through the ring:
 # with one worker per CPU that is what a large node pays; Python cannot drain a deeper queue anyway.
 RING = 256
-PER_WAKE = 64  # misses handled per event-loop callback; more stay readable for the next one
+# New names started per loop iteration. Each start runs the chain up to its first wait (~115 us
+# here), so this keeps one iteration near 2 ms of such work, which is what a serve_stale answer (a
+# name the cache holds: started at once) waits for; the loop goes round again while more wait.
+PER_WAKE = 16
+# New names queued for the chain before the workers are told to refuse them (Worker.shed): a
+# REFUSED from the worker is a copy of the question into its batch's sendmmsg, the same from Python
+# a wake-up, a read out of the ring and a send of its own. At the loop's 5-8k new names per second here this is ~50 ms of waiting; the
+# workers take new names again once half of it has started.
+WAITING = 256
 _UDP_BUF = 4097
 _DRAIN_MAX = 65536  # datagrams read after a worker stopped: bounded, whatever arrives (as UDPWorker)
 
@@ -143,11 +153,19 @@ class NativeUDPServer:
         self.stopping = False
         # The bounded slow path (as UDPWorker): misses spawned minus finished stay under the cap,
         # names the cache holds (expired: serve_stale, a refresh) may use a reserve above it.
-        self.n_handed = 0
+        self.n_handed = 0  # waiting or running in the chain, until it finished
         self.n_finished = 0
-        self.shed = 0
+        self.refused_here = 0  # past the cap: answered REFUSED at once (refused_reply)
+        self.shed = 0  # past the cap and not a plain query: dropped
         self.cap = listener.max_pending
         self.reserve = max(1, self.cap // 4)
+        # The whole ring is read at every wake-up: a name the cache holds is started at once, new
+        # names wait here (bounded: WAITING, then Worker.shed) and start PER_WAKE per iteration.
+        # In the ring's FIFO order a name the cache holds waited behind up to 192 new ones: tens
+        # of ms of chain work, most of the serve_stale answers that took over 50 ms.
+        self.waiting: deque[tuple[bytes, tuple[Any, ...], socket.socket]] = deque()
+        self.scheduled = False
+        self.shedding = False  # the workers refuse new names themselves (WAITING of them wait)
         listener.stats.native = self.items
 
     def start(self) -> None:
@@ -160,6 +178,7 @@ class NativeUDPServer:
         w: Worker = module().serve_udp(s.fileno(), self.nix.index, BATCH, RING)
         if self.listener.clock is not time.monotonic:
             w.pin(self.listener.clock())
+        w.shed(self.shedding)
         self.loop.add_reader(w.fileno(), self._ready, w, s)
         self.workers.append((w, s))
 
@@ -252,13 +271,12 @@ class NativeUDPServer:
     # -- misses ----------------------------------------------------------------------------------
 
     def _ready(self, w: Worker, s: socket.socket) -> None:
-        self._handle(w.drain(PER_WAKE), s)
+        self._handle(w.drain(RING), s)
 
     def _handle(
         self, batch: list[tuple[bytes, tuple[Any, ...]]], s: socket.socket, marked: bool = False
     ) -> None:
         lst = self.listener
-        slow: list[tuple[bool, bytes, tuple[Any, ...]]] = []
         for data, addr in batch:
             if not data and marked:  # the end-of-queue mark (_retire)
                 continue
@@ -273,15 +291,54 @@ class NativeUDPServer:
                 out = None
             if out is not None:
                 self._send(s, out, addr)
-            else:
-                slow.append((self._cached(data), data, addr))
-        slow.sort(key=lambda m: not m[0])  # cached names first: UDPWorker's lane 0 (stable)
-        for cached, data, addr in slow:
+                continue
+            cached = self._cached(data)
             if self.n_handed - self.n_finished >= (self.cap + self.reserve if cached else self.cap):
-                self.shed += 1  # dropped, not answered: UDPWorker.shed says why
+                self._refuse(data, addr, s)
                 continue
             self.n_handed += 1
-            lst.spawn(data, addr, "udp", partial(self._send, s, addr=addr), self._done)
+            if cached:  # started at once: its answer (serve_stale) waits for nothing but this
+                self._spawn(data, addr, s)
+            else:
+                self.waiting.append((data, addr, s))
+        if len(self.waiting) >= WAITING and not self.shedding:
+            self._shed(True)
+        if self.waiting and not self.scheduled:
+            self.scheduled = True
+            self.loop.call_soon(self._pump)
+
+    def _spawn(self, data: bytes, addr: tuple[Any, ...], s: socket.socket) -> None:
+        try:
+            self.listener.spawn(data, addr, "udp", partial(self._send, s, addr=addr), self._done)
+        except Exception as exc:  # counted done, so the cap and drain() stay right
+            self._done()
+            self.listener.fast_failed(exc)
+
+    def _pump(self) -> None:
+        """Start up to PER_WAKE waiting new names; come back next iteration for the rest."""
+        self.scheduled = False
+        waiting = self.waiting
+        for _ in range(min(PER_WAKE, len(waiting))):
+            self._spawn(*waiting.popleft())
+        if self.shedding and len(waiting) <= WAITING // 2:
+            self._shed(False)
+        if waiting and not self.scheduled:
+            self.scheduled = True
+            self.loop.call_soon(self._pump)
+
+    def _shed(self, on: bool) -> None:
+        self.shedding = on
+        for w, _s in self.workers:
+            w.shed(on)
+
+    def _refuse(self, data: bytes, addr: tuple[Any, ...], s: socket.socket) -> None:
+        """The slow path is at its cap: REFUSED at once (a plain query), else dropped; both counted."""
+        out = refused_reply(data)
+        if out is None:
+            self.shed += 1
+            return
+        self.refused_here += 1
+        self._send(s, out, addr)
 
     def _done(self, _t: object = None) -> None:
         self.n_finished += 1
@@ -301,8 +358,13 @@ class NativeUDPServer:
 
     @property
     def dropped(self) -> int:
-        """Misses dropped unanswered: the slow path at its cap, or a worker's ring full."""
+        """Misses dropped unanswered (not a plain query): the slow path at its cap, or a ring full."""
         return self.shed + self.counters().get("dropped", 0)
+
+    @property
+    def refused(self) -> int:
+        """Misses answered REFUSED at once: the slow path at its cap, or a worker's ring full."""
+        return self.refused_here + self.counters().get("refused", 0)
 
     def shared_sockets(self) -> list[socket.socket]:
         """The sockets a peer agent may hold and read too (node/sockshare.py)."""

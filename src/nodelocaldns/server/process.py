@@ -9,6 +9,7 @@ Corefile, the agent re-reads ``-conf``).
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import re
@@ -54,8 +55,24 @@ def setup_logging(quiet: bool = False) -> None:
     root.setLevel(logging.WARNING if quiet else logging.INFO)
 
 
+def tune_gc() -> None:
+    """Shorter and rarer collector pauses for a process that serves until it is stopped.
+
+    Under a flood toward a dead upstream (failed queries leave cyclic garbage: tasks, exceptions),
+    the default collector stopped the event loop for 250-320 ms per full collection, mostly walking
+    what the imports built (modules, classes, functions: never garbage), and for 5-60 ms in
+    hundreds of young collections: every serve_stale answer waits for those. Frozen, the imports
+    are never walked again; collecting every 10,000 (not 700) new objects costs a few MB of garbage
+    at most. Called before the first generation is built, so a reload's old one is still collected.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(10_000, 20, 20)
+
+
 def run_async(main: Callable[[], Coroutine[Any, Any, int]]) -> int:
     """Run on uvloop when it is installed (it roughly halves per-packet overhead), else asyncio."""
+    tune_gc()
     try:
         import uvloop
 

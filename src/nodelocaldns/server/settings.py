@@ -29,11 +29,12 @@ class ServerConfig:
     """Upper bound, in seconds, for answering in-flight queries after the listeners stop accepting."""
     slow_path_max: int = 4096
     """Queries per listener and transport between the receive path and a reply on the slow path
-    (waiting for the event loop, or in the plugin chain, e.g. on an upstream). Past it the UDP thread
-    drops the query and counts it (nodelocaldns_dns_dropped_requests_total); names the cache
-    holds (expired: serve_stale, refresh) have a quarter more room and go first. A TCP connection
-    stops being read until one finishes. Above forward's default max_concurrent (1000), so a hung
-    upstream is answered REFUSED past that cap before the listener drops anything; at ~5 KiB per
+    (waiting for the event loop, or in the plugin chain, e.g. on an upstream). Past it a UDP query
+    gets REFUSED at once (nodelocaldns_dns_refused_requests_total), or is dropped and counted if it
+    is not a plain query (nodelocaldns_dns_dropped_requests_total); names the cache holds (expired:
+    serve_stale, refresh) have a quarter more room and go first. A TCP connection stops being read
+    until one finishes. Above forward's default max_concurrent (1000), so a hung upstream is
+    answered REFUSED by forward past that cap before the listener's cap is reached; at ~5 KiB per
     query in flight it bounds the slow path's memory to ~20 MiB per listener and transport."""
     route_memo_max: int = 200_000
     """Entries in a listener's question -> cache memo (the fast path's route lookup); the memo is

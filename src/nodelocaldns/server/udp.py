@@ -18,6 +18,44 @@ from nodelocaldns.plugins.cache.fastpath import DO_FLAGS, EDNS, NOEDNS, OPT_HEAD
 from nodelocaldns.server.listener import _B0, _DRAIN_MAX, _UDP_BUF, Listener, _perf
 
 
+def refused_reply(data: bytes) -> bytes | None:
+    """REFUSED to a plain query the slow path has no room for; None: not a plain query (drop it).
+
+    The bytes the server writes past forward's ``max_concurrent`` (wire.error_reply: the client's
+    ID, RD and CD, its question, its OPT echoed with its size and DO), built without parsing; the
+    native worker's ``refuse`` (native/udp.c) is the same function for its full ring. Plain: QR and
+    opcode 0, one question of uncompressed labels, nothing after it but one OPT ending the packet.
+    """
+    n = len(data)
+    if n < 17 or n >= _UDP_BUF or data[2] & 0xF8 or data[4:11] != _ONE_Q or data[11] > 1:
+        return None
+    i = 12
+    while ln := data[i]:
+        if ln > 63 or i + ln + 1 >= n or i + ln - 11 > 254:  # labels; the name <= 255 bytes
+            return None
+        i += ln + 1
+    qend = i + 5
+    if qend > n:
+        return None
+    edns = data[11]
+    opt = b""
+    if edns:
+        if (
+            n < qend + 11
+            or data[qend : qend + 3] != OPT_HEAD
+            or n != qend + 11 + ((data[qend + 9] << 8) | data[qend + 10])
+        ):
+            return None
+        opt = OPT_HEAD + data[qend + 3 : qend + 5] + DO_FLAGS[1 if data[qend + 7] & 0x80 else 0]
+    elif n != qend:
+        return None
+    head = bytes((0x80 | (data[2] & 1), (data[3] & 0x10) | wire.REFUSED, 0, 1, 0, 0, 0, 0, 0, edns))
+    return data[:2] + head + data[12:qend] + opt
+
+
+_ONE_Q = b"\x00\x01\x00\x00\x00\x00\x00"  # QD=1, AN=NS=0, then AR's high byte
+
+
 def drain_queue(sock: socket.socket, handle: Callable[[bytes, tuple[str, int]], None]) -> None:
     """Hand every datagram still queued on ``sock`` to ``handle``, without blocking (bounded)."""
     for _ in range(_DRAIN_MAX):
@@ -59,7 +97,10 @@ class UDPWorker:
         # thread) minus finished (written only by the loop), so neither needs a lock.
         self.n_handed = 0
         self.n_finished = 0
-        self.dropped = 0  # the slow path was full: dropped unanswered (written only by this thread)
+        # The slow path was full (both written only by this thread): answered REFUSED, or dropped
+        # unanswered (not a plain query).
+        self.refused = 0
+        self.dropped = 0
         self.cap = listener.max_pending
         # Two lanes, drained in order: packets for a name the cache holds (expired: serve_stale or a
         # refresh) come before the rest, and may use a reserve above the cap, so a flood of names
@@ -158,10 +199,17 @@ class UDPWorker:
             self.shed(data, addr)
 
     def shed(self, data: bytes, addr: tuple[str, int]) -> None:
-        """The slow path is full: drop and count. Dropped, not answered: a REFUSED per packet from
-        this thread (measured) made it fall behind the socket at 15k qps, and the cached names it is
-        there for waited in the kernel's queue; a client retries a dropped query after its timeout."""
-        self.dropped += 1
+        """The slow path is full: REFUSED at once to a plain query, as forward past max_concurrent
+        answers; anything else is dropped. Both counted."""
+        out = refused_reply(data)
+        if out is None:
+            self.dropped += 1
+            return
+        self.refused += 1
+        try:
+            self.sock.sendto(out, addr)
+        except OSError:
+            self.listener.send_errors += 1
 
     def slow(self, data: bytes, addr: tuple[str, int]) -> None:
         try:

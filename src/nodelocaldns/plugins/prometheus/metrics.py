@@ -62,6 +62,7 @@ def collect(host: Host) -> list[Any]:
     wsize = histogram("coredns_dns_response_size_bytes")
     enabled = gauge("coredns_plugin_enabled")
     dropped = counter("nodelocaldns_dns_dropped_requests_total")
+    refused = counter("nodelocaldns_dns_refused_requests_total")
     panics = 0
     for lst in host.dns_listeners():
         server = lst.server
@@ -103,6 +104,8 @@ def collect(host: Host) -> list[Any]:
         panics += lst.panics
         for proto, n in lst.dropped().items():
             dropped.add_metric([server, proto], n)
+        for proto, n in lst.refused().items():
+            refused.add_metric([server, proto], n)
     total = counter("coredns_panics_total")
     total.add_metric([], panics)
-    return [build, req, do_req, resp, dur, rsize, wsize, enabled, total, dropped]
+    return [build, req, do_req, resp, dur, rsize, wsize, enabled, total, dropped, refused]
