@@ -19,7 +19,7 @@ import dns.flags
 import dns.message
 import dns.query
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from nodelocaldns.native import native_available
@@ -27,7 +27,9 @@ from nodelocaldns.plugins.cache import fastpath
 from nodelocaldns.plugins.cache.classify import classify
 from nodelocaldns.plugins.cache.entry import Entry
 from nodelocaldns.plugins.cache.setup import CacheConfig
+from nodelocaldns.plugins.loadbalance.runtime import LoadBalanceRuntime
 from support.inproc import Harness, inproc, query
+from support.lbref import draws_for, reference_could_send
 from support.upstreams import unbound_server
 
 ZONES = {
@@ -323,15 +325,46 @@ class ReplayRng:
     """A uint16 stream the test restarts before each path, so all three see the same draws."""
 
     def __init__(self) -> None:
-        self.seed = 0
-        self.gen = random.Random(0)
+        self.draws: Iterator[int] = iter(())
+        self.restart(0)
 
     def restart(self, seed: int) -> None:
-        self.seed = seed
-        self.gen = random.Random(seed)
+        gen = random.Random(seed)
+        self.draws = iter(lambda: gen.getrandbits(16), None)
+
+    def script(self, draws: list[int]) -> None:
+        """Exactly these draws (read back from a native reply: support/lbref)."""
+        self.draws = iter(draws)
 
     def __call__(self) -> int:
-        return self.gen.getrandbits(16)
+        return next(self.draws)
+
+
+def lb_runtime(env: Env) -> LoadBalanceRuntime:
+    (lb,) = [rt for rt in env.lst.router.zones["."].runtimes if isinstance(rt, LoadBalanceRuntime)]
+    return lb
+
+
+def unshuffled(env: Env, data: bytes, tcp: bool) -> bytes | None:
+    """The Python fast path's hit before loadbalance: what the reference shuffles."""
+    memo = {k: (*r[:4], None, r[5]) for k, r in env.lst.router.memo.items()}
+    hit = fastpath.answer(data, env.clock(), memo, tcp)
+    return None if hit is None else hit[0]
+
+
+def check_native_shuffle(env: Env, rng: ReplayRng, data: bytes, nat: bytes, got: bytes, tcp: bool) -> None:
+    """A native hit in a loadbalance block: a reply the reference could send, and the chain's
+    reply under the draws that order needs."""
+    event("native shuffle tcp" if tcp else "native shuffle udp")
+    plain = unshuffled(env, data, tcp)
+    assert plain is not None
+    lb = lb_runtime(env)
+    for reply in (nat, got):
+        assert reference_could_send(lb, plain, reply), (plain.hex(), reply.hex())
+    draws = draws_for(plain, got)
+    assert draws is not None
+    rng.script(draws)
+    assert env.slow(data, "tcp" if tcp else "udp") == got
 
 
 @pytest.fixture(scope="module", params=MODES)
@@ -343,15 +376,16 @@ def lb_env(request: pytest.FixtureRequest) -> Iterator[tuple[Env, ReplayRng]]:
         (lb,) = [rt for rt in block.runtimes if rt.name == "loadbalance"]
         lb.rng = rng  # type: ignore[attr-defined]
         assert block.fast and block.transform is not None and block.udp_max == BUFSIZE
-        if e.lst.native is not None:  # a shuffle the C code cannot do: this block stays on Python's
-            assert len(e.lst.native.nix.index) == 0
+        if e.lst.native is not None:  # round_robin alone: the native index shuffles
+            assert len(e.lst.native.nix.index) > 0 and block.shuffle is not None
         yield e, rng
 
 
 @st.composite
 def lb_packets(draw: st.DrawFn) -> tuple[bytes, int]:
     name = draw(st.sampled_from(LB_NAMES))
-    name = "".join(c.upper() if draw(st.booleans()) else c for c in name)
+    if draw(st.booleans()):  # else as stored: the case the native index answers
+        name = "".join(c.upper() if draw(st.booleans()) else c for c in name)
     flags = draw(st.sampled_from((0x0000, 0x0100))) | draw(st.sampled_from((0, 0x10, 0x20)))
     data = query(
         name,
@@ -395,10 +429,14 @@ def test_loadbalance_bufsize_block_udp_reference_and_slow_agree(lb_env: tuple[En
                                                                 p: tuple[bytes, int]) -> None:  # fmt: skip
     env, rng = lb_env
     data, seed = p
+    nat = native_answer(env, data)
     rng.restart(seed)
     ref = fastpath.answer(data, env.clock(), env.lst.router.memo, tcp=False)
     rng.restart(seed)
     got_udp = env.udp(data)
+    if nat is not None:  # the native worker shuffled with its own draws
+        check_native_shuffle(env, rng, data, nat, got_udp, False)
+        return
     rng.restart(seed)
     got_slow = env.slow(data)
     if ref is not None:
@@ -412,6 +450,12 @@ def test_loadbalance_bufsize_block_tcp_is_the_reference(lb_env: tuple[Env, Repla
                                                         p: tuple[bytes, int]) -> None:  # fmt: skip
     env, rng = lb_env
     data, seed = p
+    nat = native_answer(env, data, True)
+    if nat is not None:  # TCP asks the native index first
+        got = env.lst.fast(data, True)
+        assert got is not None
+        check_native_shuffle(env, rng, data, nat, got, True)
+        return
     rng.restart(seed)
     ref = fastpath.answer(data, env.clock(), env.lst.router.memo, tcp=True)
     rng.restart(seed)
