@@ -10,8 +10,15 @@ that order, run the real transform with those draws and compare bytes. A reply n
 
 from __future__ import annotations
 
+import random
+from collections.abc import Iterator
+
+from hypothesis import event
+
 from nodelocaldns.dns.message import RR, TYPE_A, TYPE_AAAA, TYPE_CNAME, TYPE_MX, decode
+from nodelocaldns.plugins.cache import fastpath
 from nodelocaldns.plugins.loadbalance.runtime import LoadBalanceRuntime
+from support.inproc import Harness
 
 
 def _walk(orig: list[RR], target: list[RR]) -> list[int] | None:
@@ -81,3 +88,54 @@ def reference_could_send(rt: LoadBalanceRuntime, plain: bytes, shuffled: bytes) 
     """Is ``shuffled`` byte for byte what the reference sends for ``plain`` under some draws?"""
     draws = draws_for(plain, shuffled)
     return draws is not None and replay(rt, plain, draws) == shuffled
+
+
+# -- a whole server with loadbalance (tests/plugins/cache/test_fastpath_differential.py) -----------
+
+
+class ReplayRng:
+    """A uint16 stream the test restarts before each path, so all three see the same draws."""
+
+    def __init__(self) -> None:
+        self.draws: Iterator[int] = iter(())
+        self.restart(0)
+
+    def restart(self, seed: int) -> None:
+        gen = random.Random(seed)
+        self.draws = iter(lambda: gen.getrandbits(16), None)
+
+    def script(self, draws: list[int]) -> None:
+        """Exactly these draws (read back from a native reply)."""
+        self.draws = iter(draws)
+
+    def __call__(self) -> int:
+        return next(self.draws)
+
+
+def lb_runtime(env: Harness) -> LoadBalanceRuntime:
+    (lb,) = [rt for rt in env.lst.router.zones["."].runtimes if isinstance(rt, LoadBalanceRuntime)]
+    return lb
+
+
+def unshuffled(env: Harness, data: bytes, tcp: bool) -> bytes | None:
+    """The Python fast path's hit before loadbalance: what the reference shuffles."""
+    memo = {k: (*r[:4], None, r[5]) for k, r in env.lst.router.memo.items()}
+    hit = fastpath.answer(data, env.clock(), memo, tcp)
+    return None if hit is None else hit[0]
+
+
+def check_native_shuffle(
+    env: Harness, rng: ReplayRng, data: bytes, nat: bytes, got: bytes, tcp: bool
+) -> None:
+    """A native hit in a loadbalance block (``nat`` from the index, ``got`` what the server sent):
+    replies the reference could send, and the chain's reply under the draws ``got``'s order needs."""
+    event("native shuffle tcp" if tcp else "native shuffle udp")
+    plain = unshuffled(env, data, tcp)
+    assert plain is not None
+    lb = lb_runtime(env)
+    for reply in (nat, got):
+        assert reference_could_send(lb, plain, reply), (plain.hex(), reply.hex())
+    draws = draws_for(plain, got)
+    assert draws is not None
+    rng.script(draws)
+    assert env.slow(data, "tcp" if tcp else "udp") == got

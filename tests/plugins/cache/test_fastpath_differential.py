@@ -12,14 +12,13 @@ Golden vectors pin the splice itself byte for byte.
 from __future__ import annotations
 
 import contextlib
-import random
 from collections.abc import Iterator
 
 import dns.flags
 import dns.message
 import dns.query
 import pytest
-from hypothesis import HealthCheck, event, given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from nodelocaldns.native import native_available
@@ -27,9 +26,8 @@ from nodelocaldns.plugins.cache import fastpath
 from nodelocaldns.plugins.cache.classify import classify
 from nodelocaldns.plugins.cache.entry import Entry
 from nodelocaldns.plugins.cache.setup import CacheConfig
-from nodelocaldns.plugins.loadbalance.runtime import LoadBalanceRuntime
 from support.inproc import Harness, inproc, query
-from support.lbref import draws_for, reference_could_send
+from support.lbref import ReplayRng, check_native_shuffle
 from support.upstreams import unbound_server
 
 ZONES = {
@@ -319,52 +317,6 @@ LB_ZONES = {
 }
 LB_NAMES = (*NAMES, "m.cluster.local.", "c.cluster.local.")
 BUFSIZE = 1100  # below big.cluster.local.'s TXT answer (~2.9 kB): the cap decides truncation
-
-
-class ReplayRng:
-    """A uint16 stream the test restarts before each path, so all three see the same draws."""
-
-    def __init__(self) -> None:
-        self.draws: Iterator[int] = iter(())
-        self.restart(0)
-
-    def restart(self, seed: int) -> None:
-        gen = random.Random(seed)
-        self.draws = iter(lambda: gen.getrandbits(16), None)
-
-    def script(self, draws: list[int]) -> None:
-        """Exactly these draws (read back from a native reply: support/lbref)."""
-        self.draws = iter(draws)
-
-    def __call__(self) -> int:
-        return next(self.draws)
-
-
-def lb_runtime(env: Env) -> LoadBalanceRuntime:
-    (lb,) = [rt for rt in env.lst.router.zones["."].runtimes if isinstance(rt, LoadBalanceRuntime)]
-    return lb
-
-
-def unshuffled(env: Env, data: bytes, tcp: bool) -> bytes | None:
-    """The Python fast path's hit before loadbalance: what the reference shuffles."""
-    memo = {k: (*r[:4], None, r[5]) for k, r in env.lst.router.memo.items()}
-    hit = fastpath.answer(data, env.clock(), memo, tcp)
-    return None if hit is None else hit[0]
-
-
-def check_native_shuffle(env: Env, rng: ReplayRng, data: bytes, nat: bytes, got: bytes, tcp: bool) -> None:
-    """A native hit in a loadbalance block: a reply the reference could send, and the chain's
-    reply under the draws that order needs."""
-    event("native shuffle tcp" if tcp else "native shuffle udp")
-    plain = unshuffled(env, data, tcp)
-    assert plain is not None
-    lb = lb_runtime(env)
-    for reply in (nat, got):
-        assert reference_could_send(lb, plain, reply), (plain.hex(), reply.hex())
-    draws = draws_for(plain, got)
-    assert draws is not None
-    rng.script(draws)
-    assert env.slow(data, "tcp" if tcp else "udp") == got
 
 
 @pytest.fixture(scope="module", params=MODES)
