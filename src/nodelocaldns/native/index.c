@@ -121,9 +121,14 @@ nld_entry *nld_entry_new(const uint8_t *key, size_t keylen, const uint8_t *heads
         *why = "stored time out of range";
         return NULL;
     }
-    size_t size = sizeof(nld_entry) + noffs * 2 + keylen + bodylen + qclen;
+    nld_lb *lb = NULL;
+    size_t lbsize = 0;
+    if ((fl & NLD_FL_SHUFFLE) && nld_lb_plan(key, keylen, heads, body, bodylen, &lb, &lbsize, why) < 0)
+        return NULL;
+    size_t size = sizeof(nld_entry) + lbsize + noffs * 2 + keylen + bodylen + qclen;
     nld_entry *e = malloc(size);
     if (e == NULL) {
+        free(lb);
         *why = "out of memory";
         return NULL;
     }
@@ -138,6 +143,13 @@ nld_entry *nld_entry_new(const uint8_t *key, size_t keylen, const uint8_t *heads
     memcpy(e->heads, heads, sizeof(e->heads));
     e->size = size;
     uint8_t *p = e->data;
+    e->lb = NULL;
+    if (lb != NULL) { /* first: data is aligned, and the plan's size is even (the offsets follow) */
+        memcpy(p, lb, lbsize);
+        e->lb = (const nld_lb *)p;
+        p += lbsize;
+        free(lb);
+    }
     if (noffs)
         memcpy(p, offs, noffs * 2);
     e->offs = (const uint16_t *)p;

@@ -17,6 +17,23 @@
 
 #define NLD_FL_KEEPTTL 1
 #define NLD_FL_AA 2
+#define NLD_FL_SHUFFLE 4 /* loadbalance round_robin: permute the entry's address/MX runs per reply */
+
+#define NLD_LB_RUNS 6         /* answer, authority, additional: an address run and an MX run each */
+#define NLD_LB_MAX_RECS 256   /* records in one run; more: refused (the Python fast path shuffles) */
+
+/* Where an entry's records move on a reply (nld_lb_plan): body offsets, fixed at insert time. */
+typedef struct {
+    uint16_t n;     /* records in the run (>= 2) */
+    uint16_t first; /* its n + 1 offsets (each record's start, then the run's end) in offs[] */
+} nld_lb_run;
+
+typedef struct nld_lb {
+    uint16_t opt_at; /* EDNS replies: the body offset the OPT goes to (bodylen: it stays last) */
+    uint16_t nruns;
+    nld_lb_run runs[NLD_LB_RUNS];
+    uint16_t offs[];
+} nld_lb;
 
 /* One cached answer, immutable once published: writers replace, never edit. */
 typedef struct nld_entry {
@@ -32,7 +49,8 @@ typedef struct nld_entry {
     const uint8_t *key;
     const uint8_t *body;  /* records with every TTL = orig */
     const uint8_t *qcased; /* the stored question when its name has capitals (Entry.q), else NULL */
-    uint8_t data[];       /* offs, then key, then body */
+    const nld_lb *lb;      /* NLD_FL_SHUFFLE with records to move: the plan, else NULL */
+    uint8_t data[];       /* lb plan, offs, then key, then body */
 } nld_entry;
 
 typedef struct {
@@ -92,5 +110,15 @@ const nld_entry *nld_index_get(const nld_index *ix, const uint8_t *key, size_t n
 int nld_match(const nld_index *ix, const uint8_t *q, size_t n, double now, int tcp, nld_hit *h);
 /* Write the h->len reply bytes for q into out. */
 void nld_render(const nld_hit *h, const uint8_t *q, uint8_t *out);
+
+/* loadbalance (lb.c). The plan for an NLD_FL_SHUFFLE entry: 1 = *out (malloc'd, *outsize bytes),
+ * 0 = nothing ever moves (serve it plain), -1 = refused (*why): the reference's order or its
+ * compression pointers would not survive moving wire slices. */
+int nld_lb_plan(const uint8_t *key, size_t keylen, const uint8_t *heads, const uint8_t *body,
+                size_t bodylen, nld_lb **out, size_t *outsize, const char **why);
+/* After nld_render of a hit whose entry has a plan: permute its runs in out (and move the OPT
+ * where the reference puts it). scratch: at least h->len bytes. */
+void nld_shuffle(const nld_hit *h, uint8_t *out, uint64_t *rng, uint8_t *scratch);
+uint16_t nld_rand16(uint64_t *state); /* per-caller PRNG (SplitMix64), seeded from getrandom */
 
 #endif
