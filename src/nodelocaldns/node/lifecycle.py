@@ -116,6 +116,7 @@ class NodeAgent:
             if self._metrics_server is not None:
                 await self._metrics_server.stop()
             self.net.close()
+            self.setup.close()
             if self.share is not None:
                 self.share.close()
             if self.handover is not None:

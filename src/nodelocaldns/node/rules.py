@@ -28,7 +28,10 @@ is bound to that exact address and port: iptables ``-m socket --nowildcard``, nf
 0`` (UDP) / ``socket transparent 0`` (TCP: nft's ``wildcard`` key gives up on the request socket of
 a half-open connection, so the handshake's last ACK would be tracked and DNAT'd). With the agent
 dead the packet is tracked again and kube-proxy's DNAT sends it to kube-dns. The kernel accepts
-the socket match only in PREROUTING/INPUT, so the OUTPUT rules stay unconditional; see
+the socket match only in PREROUTING/INPUT, and nft's ``socket`` in OUTPUT looks at the sender, so
+the host-network clients' rule (raw OUTPUT to a Service IP's DNS port) gets the other guard
+(``Rule.owner``): it lives in an nft table of the agent's own with ``flags owner``, which the
+kernel deletes the moment the agent's netlink socket closes (``node/owned.py``). See
 docs/node-agent.md, "Fail-safe rules", for what was measured on which path.
 """
 
@@ -38,7 +41,7 @@ import ipaddress
 import json
 import shlex
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from nodelocaldns.errors import ConfigError
@@ -46,6 +49,8 @@ from nodelocaldns.errors import ConfigError
 COMMENT_SKIP_CONNTRACK = "NodeLocal DNS Cache: skip conntrack"
 COMMENT_ALLOW_DNS = "NodeLocal DNS Cache: allow DNS traffic"
 NFT_TABLE = "nodelocaldns"
+OWNED_TABLE_PREFIX = "nodelocaldns-agent-"
+"""Each agent's own table (``flags owner``) is this prefix plus a random tag: peers never share one."""
 
 Direction = Literal["src", "dst"]
 Target = Literal["NOTRACK", "ACCEPT"]
@@ -53,26 +58,29 @@ Target = Literal["NOTRACK", "ACCEPT"]
 _COMMENT_FOR_TARGET: dict[str, str] = {"NOTRACK": COMMENT_SKIP_CONNTRACK, "ACCEPT": COMMENT_ALLOW_DNS}
 
 # node-cache's initIptables, one row per rule; "dns" is -dns.port, "health" is -health-port.
-# "guarded" rows get the socket match for a Service IP (see the module docstring): only the
-# PREROUTING NOTRACK, the one rule that takes a pod's query away from kube-proxy's DNAT. The INPUT
-# ACCEPT never sees a DNAT'd packet (its destination is no longer our IP), the ``src`` rules only
-# see our own replies, and the kernel refuses the match in OUTPUT.
-# (table, chain, proto, direction, port, target, guarded)
-_RULE_TABLE: tuple[tuple[str, str, str, Direction, str, Target, bool], ...] = (
-    ("raw", "PREROUTING", "tcp", "dst", "dns", "NOTRACK", True),
-    ("raw", "PREROUTING", "udp", "dst", "dns", "NOTRACK", True),
-    ("filter", "INPUT", "tcp", "dst", "dns", "ACCEPT", False),
-    ("filter", "INPUT", "udp", "dst", "dns", "ACCEPT", False),
-    ("raw", "OUTPUT", "tcp", "src", "dns", "NOTRACK", False),
-    ("raw", "OUTPUT", "udp", "src", "dns", "NOTRACK", False),
-    ("filter", "OUTPUT", "tcp", "src", "dns", "ACCEPT", False),
-    ("filter", "OUTPUT", "udp", "src", "dns", "ACCEPT", False),
+# Guarded rows yield to kube-proxy for a Service IP (see the module docstring) once the agent is
+# gone: "socket" rows match only while our listener is bound (the PREROUTING NOTRACK, the one rule
+# that takes a pod's query away from kube-proxy's DNAT), "owner" rows live in the agent's own nft
+# table that dies with it (host-network clients: the kernel refuses the socket match in OUTPUT). The
+# INPUT ACCEPT never sees a DNAT'd packet (its destination is no longer our IP) and the ``src`` rules
+# only see our own replies; the health-port rule has no kube-proxy path to yield to.
+# (table, chain, proto, direction, port, target, guard)
+Guard = Literal["", "socket", "owner"]
+_RULE_TABLE: tuple[tuple[str, str, str, Direction, str, Target, Guard], ...] = (
+    ("raw", "PREROUTING", "tcp", "dst", "dns", "NOTRACK", "socket"),
+    ("raw", "PREROUTING", "udp", "dst", "dns", "NOTRACK", "socket"),
+    ("filter", "INPUT", "tcp", "dst", "dns", "ACCEPT", ""),
+    ("filter", "INPUT", "udp", "dst", "dns", "ACCEPT", ""),
+    ("raw", "OUTPUT", "tcp", "src", "dns", "NOTRACK", ""),
+    ("raw", "OUTPUT", "udp", "src", "dns", "NOTRACK", ""),
+    ("filter", "OUTPUT", "tcp", "src", "dns", "ACCEPT", ""),
+    ("filter", "OUTPUT", "udp", "src", "dns", "ACCEPT", ""),
     # host-network clients (kubernetes/dns PR #319)
-    ("raw", "OUTPUT", "tcp", "dst", "dns", "NOTRACK", False),
-    ("raw", "OUTPUT", "udp", "dst", "dns", "NOTRACK", False),
+    ("raw", "OUTPUT", "tcp", "dst", "dns", "NOTRACK", "owner"),
+    ("raw", "OUTPUT", "udp", "dst", "dns", "NOTRACK", "owner"),
     # kubelet liveness probe to <localip>:health-port (PR #352)
-    ("raw", "OUTPUT", "tcp", "dst", "health", "NOTRACK", False),
-    ("raw", "OUTPUT", "tcp", "src", "health", "NOTRACK", False),
+    ("raw", "OUTPUT", "tcp", "dst", "health", "NOTRACK", ""),
+    ("raw", "OUTPUT", "tcp", "src", "health", "NOTRACK", ""),
 )
 RULES_PER_IP = len(_RULE_TABLE)
 
@@ -93,7 +101,8 @@ class Rule:
     ``direction`` says which end both the address and the port match: ``dst`` is ``-d IP --dport P``,
     ``src`` is ``-s IP --sport P``. ``ip`` is stored in canonical (compressed) form so parsed and
     rendered rules compare equal. ``socket`` adds the "a socket is bound to IP:port" match (raw
-    PREROUTING only, where the kernel allows it).
+    PREROUTING only, where the kernel allows it). ``owner`` says where the rule lives: in the
+    agent's own nft table (``node/owned.py``), not in the rules backend.
     """
 
     family: int
@@ -106,6 +115,7 @@ class Rule:
     target: Target
     comment: str
     socket: bool = False
+    owner: bool = False
 
     def __post_init__(self) -> None:
         addr = ipaddress.ip_address(self.ip)
@@ -119,6 +129,10 @@ class Rule:
             raise ValueError(f"unsupported target/port {self.target}/{self.port}")
         if self.socket and (self.table, self.chain, self.direction) != ("raw", "PREROUTING", "dst"):
             raise ValueError("the socket match only exists for raw PREROUTING destination rules")
+        if self.owner and (
+            (self.table, self.chain, self.direction) != ("raw", "OUTPUT", "dst") or self.socket
+        ):
+            raise ValueError("only raw OUTPUT destination rules live in the agent's own table")
         object.__setattr__(self, "ip", addr.compressed)
 
 
@@ -148,12 +162,19 @@ def has_kube_proxy_path(ip: str) -> bool:
 
 
 def desired_rules(
-    local_ips: Iterable[str], dns_port: int = 53, health_port: int = 8080, *, socket_guard: bool = True
+    local_ips: Iterable[str],
+    dns_port: int = 53,
+    health_port: int = 8080,
+    *,
+    socket_guard: bool = True,
+    owner_table: bool = False,
 ) -> list[Rule]:
     """node-cache's rule table for every local IP, in node-cache's order (IPs may mix families).
 
     ``socket_guard=False`` is the fallback for a kernel without the socket match: node-cache's
-    rules exactly, which black-hole a Service IP while the agent is down.
+    rules exactly, which black-hole a Service IP while the agent is down. ``owner_table`` marks the
+    host-network rules of a Service IP ``owner`` (they go to the agent's own table); off, they are
+    node-cache's unconditional rules in the backend.
     """
     for what, port in (("dns port", dns_port), ("health port", health_port)):
         if not 0 < port < 65536:
@@ -162,11 +183,14 @@ def desired_rules(
     for ip in parse_local_ips(local_ips):
         family = ipaddress.ip_address(ip).version
         guard_ip = socket_guard and has_kube_proxy_path(ip)
-        for table, chain, proto, direction, which, target, guarded in _RULE_TABLE:
+        for table, chain, proto, direction, which, target, guard in _RULE_TABLE:
             port = dns_port if which == "dns" else health_port
             comment = _COMMENT_FOR_TARGET[target]
-            socket = guarded and guard_ip
-            rules.append(Rule(family, table, chain, proto, direction, ip, port, target, comment, socket))
+            socket = guard == "socket" and guard_ip
+            owner = guard == "owner" and owner_table and has_kube_proxy_path(ip)
+            rules.append(
+                Rule(family, table, chain, proto, direction, ip, port, target, comment, socket, owner)
+            )
     return rules
 
 
@@ -356,6 +380,18 @@ def nft_script(rules: Sequence[Rule], table: str = NFT_TABLE) -> str:
         out.append("\t}")
     out.append("}")
     return "\n".join(out) + "\n"
+
+
+def nft_owned_script(rules: Sequence[Rule], table: str) -> str:
+    """Replace the agent's own table ``inet <table>`` with ``rules``, atomically, ``flags owner``.
+
+    Run through the agent's own netlink socket (``node/owned.py``): the kernel ties the table to
+    that socket and deletes it when the socket closes, SIGKILL included.
+    """
+    body = nft_script([replace(r, owner=False) for r in rules], table).splitlines()
+    # nft_script's definition line is the third; the flag goes first in the new definition.
+    head = [f"table inet {table} {{ flags owner; }}", f"delete table inet {table}", body[2], "\tflags owner"]
+    return "\n".join(head + body[3:]) + "\n"
 
 
 def nft_delete_script(table: str = NFT_TABLE) -> str:
