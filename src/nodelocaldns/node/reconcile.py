@@ -255,7 +255,10 @@ class Reconciler:
         for rule in rep.added:
             self.log.info("Added back nodelocaldns rule - %s", format_rule_go(rule))
         for rule in rep.removed:
-            self.log.info("Deleted duplicate nodelocaldns rule - %s", format_rule_go(rule))
+            if rule in self.rules:
+                self.log.info("Deleted duplicate nodelocaldns rule - %s", format_rule_go(rule))
+            else:  # our rule in a form this run does not use (an earlier version's, or a peer's)
+                self.log.info("Deleted superseded nodelocaldns rule - %s", format_rule_go(rule))
         if rep.dropped_foreign:
             self.log.warning(
                 "Replaced %d unrecognised entries in the nodelocaldns table", rep.dropped_foreign
