@@ -24,6 +24,7 @@ from nodelocaldns.node.rules import (
     format_rule_go,
     iptables_restore_text,
     nft_delete_script,
+    nft_owned_script,
     nft_rule_text,
     nft_script,
     parse_iptables_save,
@@ -478,3 +479,26 @@ def test_capability_parsing() -> None:
     assert "NET_ADMIN" in str(info.value) and info.value.kind == "privileges"
     with pytest.raises(ValueError):
         effective_capabilities("Name:\tx\n")
+
+
+def test_owned_table_script_golden() -> None:
+    owned = [r for r in desired_rules(["10.96.0.10"], owner_table=True) if r.owner]
+    assert nft_owned_script(owned, "nodelocaldns-agent-1a2b") == (
+        "table inet nodelocaldns-agent-1a2b { flags owner; }\n"
+        "delete table inet nodelocaldns-agent-1a2b\n"
+        "table inet nodelocaldns-agent-1a2b {\n"
+        "\tflags owner\n"
+        "\tchain raw_output {\n"
+        "\t\ttype filter hook output priority raw; policy accept;\n"
+        '\t\tip daddr 10.96.0.10 tcp dport 53 counter notrack' + NFT_SKIP + '\n'
+        '\t\tip daddr 10.96.0.10 udp dport 53 counter notrack' + NFT_SKIP + '\n'
+        "\t}\n"
+        "}\n"
+    )  # fmt: skip
+    assert nft_owned_script([], "t").endswith("table inet t {\n\tflags owner\n}\n")
+
+
+def test_only_raw_output_destination_rules_can_live_in_the_owned_table() -> None:
+    rule = desired_rules(["10.96.0.10"])[0]  # raw PREROUTING
+    with pytest.raises(ValueError, match="own table"):
+        replace(rule, socket=False, owner=True)
