@@ -147,6 +147,8 @@ class NodeAgent:
         server.extra_ready_checks.append(self.setup.ready_check)
         if self._metrics_server is not None:  # node-cache registers the counter only once it serves it
             server.extra_collectors.append(self.metrics.collect)
+        if p.setup_interface or p.setup_iptables:  # the node's DNS networking is ours: handovers too
+            server.tcp_migrate.ensure("the node agent hands TCP over to its peers")
         server.add_hook(Phase.DRAINING, self.setup.delete_rules)
         server.add_hook(Phase.CLOSED, self.setup.remove_interface)
         try:
