@@ -182,3 +182,14 @@ def test_shared_backend_keeps_a_rule_in_the_other_guard_form_only_when_it_is_not
     # the same rule for another address, or another port, is somebody else's
     other = tuple(desired_rules(["10.96.0.11"], socket_guard=False))
     assert plan_tick(owned_obs(OwnedState(OWNED), BACKEND + other)) == []
+
+
+def test_start_up_leftovers_include_the_backend_copy_of_an_owned_rule() -> None:
+    from nodelocaldns.node.leftovers import ours_in_other_backend, stale_rules
+
+    desired = SVC_RULES
+    # in the backend we use: an earlier version's unconditional host-network rule is stale
+    assert stale_rules(BACKEND + UNCONDITIONAL, desired, {SVC}) == list(UNCONDITIONAL)
+    assert stale_rules(BACKEND, desired, {SVC}) == []
+    # in another backend: ours in either form
+    assert ours_in_other_backend(BACKEND + UNCONDITIONAL, desired) == list(BACKEND + UNCONDITIONAL)
