@@ -14,6 +14,13 @@ from nodelocaldns.errors import ConfigError, SetupError
 from nodelocaldns.node.command import CommandResult
 from nodelocaldns.node.factory import kube_proxy_uses_nftables
 from nodelocaldns.node.iptables import choose_variant, classify_failure
+from nodelocaldns.node.nftrules import (
+    nft_delete_script,
+    nft_owned_script,
+    nft_rule_text,
+    nft_script,
+    parse_nft_json,
+)
 from nodelocaldns.node.privileges import effective_capabilities, has_capability, require_net_admin
 from nodelocaldns.node.rules import (
     COMMENT_ALLOW_DNS,
@@ -23,12 +30,7 @@ from nodelocaldns.node.rules import (
     desired_rules,
     format_rule_go,
     iptables_restore_text,
-    nft_delete_script,
-    nft_owned_script,
-    nft_rule_text,
-    nft_script,
     parse_iptables_save,
-    parse_nft_json,
     restore_text,
     to_iptables_args,
 )

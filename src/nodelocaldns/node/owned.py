@@ -25,13 +25,8 @@ from collections.abc import Sequence
 from dataclasses import replace
 
 from nodelocaldns.errors import SetupError
-from nodelocaldns.node.rules import (
-    OWNED_TABLE_PREFIX,
-    Rule,
-    nft_chain_name,
-    nft_owned_script,
-    parse_nft_json,
-)
+from nodelocaldns.node.nftrules import OWNED_TABLE_PREFIX, nft_chain_name, nft_owned_script, parse_nft_json
+from nodelocaldns.node.rules import Rule
 
 log = logging.getLogger("nodelocaldns.node")
 

@@ -25,7 +25,8 @@ from pyroute2 import IPRoute
 
 from nodelocaldns.node.factory import kube_proxy_uses_nftables
 from nodelocaldns.node.iptables import choose_variant
-from nodelocaldns.node.rules import NFT_TABLE, OWNED_TABLE_PREFIX, Rule, parse_iptables_save, parse_nft_json
+from nodelocaldns.node.nftrules import OWNED_TABLE_PREFIX, parse_nft_json
+from nodelocaldns.node.rules import NFT_TABLE, Rule, parse_iptables_save
 from nodelocaldns.tools.doctor_facts import (
     FR_ACT_TO_TBL,
     RT_TABLE_LOCAL,
