@@ -148,6 +148,7 @@ def test_connections_queued_at_a_killed_server_are_answered_by_its_peer(
                 for s in socks:
                     s.close()
             assert second.poll() is None
+    print(f"\ntcp_migrate_req={int(migrate)}: {answered} of {n} answered, {reset} reset")
     if migrate:
         assert (answered, reset) == (n, 0)
     else:
@@ -191,5 +192,6 @@ def test_a_sigterm_takeover_under_new_tcp_connections_resets_none(tmp_path: Path
             for t in threads:
                 t.join(30)
             assert second.poll() is None
+    print(f"\nSIGTERM takeover: {results['answered']} connections answered, {results['failed']} failed")
     assert results["failed"] == 0, errors[:5]
     assert results["answered"] > 200, results
