@@ -150,6 +150,9 @@ OWNED_CASES: list[tuple[str, Observed, list[Action]]] = [
      [WriteOwnedTable(OWNED, recreate=True)]),
     ("the table holds other rules: rewrite it", owned_obs(OwnedState(OWNED[:1])), [WriteOwnedTable(OWNED)]),
     ("the table could not be read: leave it", owned_obs(None), []),
+    ("the backend could not be read: leave the table too", Observed(
+        SVC_SPEC, SVC_LINK, BACKEND, None, owned=OWNED, owned_state=OwnedState((), present=False)
+    ), []),
     ("the interface could not be read: hold", owned_obs(OwnedState((), present=False), link=None), [HoldRules()]),
     ("shared backend: an earlier version's unconditional copies go", owned_obs(
         OwnedState(OWNED), BACKEND + UNCONDITIONAL + UNCONDITIONAL[:1]

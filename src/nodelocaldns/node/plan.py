@@ -12,7 +12,8 @@ observes (netlink, ``iptables-save``/``nft list``), calls it, and carries the ac
   a rule that now lives in the agent's own table); one that owns its table (nft) also drops what is
   not wanted.
 * The agent's own table (``owned.py``, the host-network rules that die with the agent): written
-  whole when it is gone or holds anything else, under the same interface condition as the rules.
+  whole when it is gone or holds anything else, under the same interface condition as the rules,
+  and only in a tick whose backend rules could be read (no host-network half without the rest).
 """
 
 from __future__ import annotations
@@ -201,7 +202,9 @@ def plan_tick(observed: Observed) -> list[Action]:
             if fix is not None:
                 actions.append(fix)
         owned = observed.owned_state
-        if observed.owned and owned is not None:
+        # The owned table follows the backend: no write while the backend's rules cannot be read.
+        backend_read = not observed.rules or observed.rule_state is not None
+        if observed.owned and owned is not None and backend_read:
             if not owned.present or Counter(owned.rules) != Counter(unique(observed.owned)):
                 actions.append(WriteOwnedTable(tuple(unique(observed.owned)), recreate=not owned.present))
     return actions

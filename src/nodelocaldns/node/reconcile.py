@@ -221,7 +221,9 @@ class Reconciler:
                     self._rules_failed(e, errors)
                 else:
                     self._note_rules(rules)
-            written = await self._write_owned(actions, errors)
+            # The owned table follows the backend: not written in a tick whose backend rules failed.
+            backend_ok = rules is not None or self.backend is None or not self.rules
+            written = await self._write_owned(actions, errors) if backend_ok else None
             return ReconcileReport(iface, rules, tuple(errors), written)
 
     async def _write_owned(
