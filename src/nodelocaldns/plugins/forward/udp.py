@@ -30,6 +30,8 @@ from nodelocaldns.plugins.forward.matching import go_addr, op_error, upstream_er
 from nodelocaldns.plugins.forward.metrics import ForwardCounters
 
 _MIN_BUF = 4096  # what a reply read asks for at least (as the fresh-socket exchange did)
+# Datagrams read per wake-up of one socket; a flood of junk toward one port cannot hold the loop.
+_READS_PER_WAKE = 16
 
 
 class _Sock:
@@ -187,9 +189,9 @@ class UDPPool:
         return s
 
     def _readable(self, s: _Sock) -> None:
-        """Read everything queued on ``s``: the reply completes its query, the rest is dropped."""
+        """Read what is queued on ``s`` (bounded): the reply completes its query, the rest is dropped."""
         sock = s.sock
-        while True:
+        for _ in range(_READS_PER_WAKE):
             try:
                 data = sock.recv(s.bufsize)
             except (BlockingIOError, InterruptedError):
@@ -197,6 +199,8 @@ class UDPPool:
             except OSError as e:  # an ICMP error for what this socket sent (port unreachable, ...)
                 if s.fut is not None:
                     self._fail(s, upstream_error(e, "read", "udp", s.local, self.addr, "read"))
+                    return
+                if s.fd < 0:
                     return
                 continue  # about an earlier query of an idle socket: nothing waits for it
             fut = s.fut
@@ -207,6 +211,8 @@ class UDPPool:
                 self._release(s)
                 if not fut.done():
                     fut.set_result(data)
+                if s.fd < 0:  # not kept (max_idle_conns, closed pool)
+                    return
                 continue  # anything after the reply is stale: drain it now, while idle
             matching.wrong_reply(data, s.qid, s.question)
 
