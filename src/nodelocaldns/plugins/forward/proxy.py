@@ -92,8 +92,9 @@ class Proxy:
 
     async def exchange(
         self, query: bytes, question: bytes, proto: str, timeout: float, bufsize: int
-    ) -> bytes:
-        """Send ``query`` (any ID) and return the matching reply with the ID the caller sent."""
+    ) -> tuple[bytes, int, wire.Records]:
+        """Send ``query`` (any ID); the matching reply with the ID the caller sent, its first
+        record's offset and its records (wire.scan_reply: the one walk the reply gets)."""
         qid = new_id()
         msg = with_id(query, qid)
         if proto == "udp" and self.tls is None:
@@ -101,11 +102,11 @@ class Proxy:
         else:
             reply = await self._tcp(msg, qid, question, timeout)
         try:
-            reply = wire.check_reply(reply)
+            reply, body, recs = wire.scan_reply(reply)
         except WireError as e:
             self.counters.bad_replies[self.addr] = self.counters.bad_replies.get(self.addr, 0) + 1
             raise BadReply(f"dns: bad reply from {self.addr}: {e}", self.addr) from None
-        return query[:2] + reply[2:]
+        return query[:2] + reply[2:], body, recs
 
     def _udp_pool(self) -> UDPPool:
         """This upstream's UDP pool on the running loop (a new loop, as in tests, gets its own)."""
