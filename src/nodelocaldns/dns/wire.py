@@ -395,8 +395,7 @@ _RDATA_NAMES: dict[int, tuple[tuple[int, ...], int]] = {
 }
 
 
-# A reply's records as walked once: (start, ttl offset, rtype, end) each, OPT included.
-Records = tuple[tuple[int, int, int, int], ...]
+Records = tuple[tuple[int, int, int, int], ...]  # (start, ttl offset, rtype, end) per record, OPT too
 
 
 def check_reply(msg: bytes) -> bytes:
@@ -411,27 +410,22 @@ def scan_reply(msg: bytes) -> tuple[bytes, int, Records]:
     compression pointer does not point backwards into the message, rdata longer than what is left,
     counts that promise more records than there are, and names in NS/CNAME/PTR/DNAME/MX/SRV/SOA
     rdata that leave their rdata. Bytes after the last counted record are cut off (CoreDNS repacks
-    the message, which drops them too). The records are what the cache's classify walks: forward
-    hands them on with the reply, so an upstream answer is parsed once.
+    the message, which drops them too). The records go on with the reply to the cache's classify.
     """
     if len(msg) < HEADER_LEN:
         raise WireError("reply shorter than a DNS header")
     _qid, _flags, qd, an, ns, ar = _HDR.unpack_from(msg)
-    off = HEADER_LEN
-    n = len(msg)
+    off, n = HEADER_LEN, len(msg)
     for _ in range(qd):
         off = read_name(msg, off)[1] + 4
         if off > n:
             raise WireError("question runs past end of message")
-    body = off
-    recs: list[tuple[int, int, int, int]] = []
+    body, recs = off, []
     for _ in range(an + ns + ar):
-        start = off
-        off = read_name(msg, off)[1]
+        start, off = off, read_name(msg, off)[1]
         if off + 10 > n:
             raise WireError("record runs past end of message")
         rtype, _rclass, _ttl, rdlen = _RR_FIXED.unpack_from(msg, off)
-        ttl_off = off + 4
         rstart = off + 10
         off = rstart + rdlen
         if off > n:
@@ -439,7 +433,7 @@ def scan_reply(msg: bytes) -> tuple[bytes, int, Records]:
         layout = _RDATA_NAMES.get(rtype)
         if layout is not None and rdlen:  # empty rdata is a valid (update-style) record for miekg too
             _check_rdata_names(msg, rstart, off, layout)
-        recs.append((start, ttl_off, rtype, off))
+        recs.append((start, rstart - 6, rtype, off))
     return (msg if off == n else msg[:off]), body, tuple(recs)
 
 
