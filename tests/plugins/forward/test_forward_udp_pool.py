@@ -19,7 +19,7 @@ import pytest
 
 from nodelocaldns.core.request import Reply, Request
 from nodelocaldns.dns import wire
-from nodelocaldns.plugins.forward import matching
+from nodelocaldns.plugins.forward import matching, udp
 from nodelocaldns.plugins.forward.handler import ForwardHandler
 from nodelocaldns.plugins.forward.metrics import ForwardCounters
 from nodelocaldns.plugins.forward.setup import ForwardConfig, parse_upstream
@@ -318,3 +318,36 @@ def test_no_sockets_leak_from_a_burst_in_the_serve_process(make_unbound: MakeUnb
         while udp_sockets(s.proc.pid) - base and time.monotonic() < deadline:
             time.sleep(0.1)  # idle past `expire`: the sweep closes them
         assert udp_sockets(s.proc.pid) - base == set()
+
+
+def test_deadlines_of_answered_queries_wake_the_loop_once_per_tick(
+    make_unbound: MakeUnbound, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    up = make_unbound(ZONES)
+    fires = [0]
+    real_fire = udp.Deadlines._fire
+
+    def counting(self: udp.Deadlines) -> None:
+        fires[0] += 1
+        real_fire(self)
+
+    monkeypatch.setattr(udp.Deadlines, "_fire", counting)
+
+    async def main() -> None:
+        h, _ = handler(up.address, read_timeout=0.1, timeout=0.1)
+        try:
+            t0 = time.monotonic()
+            n = 0
+            while time.monotonic() - t0 < 0.5:  # answered queries whose deadlines pass meanwhile
+                assert (await h.serve(request(), no_next)).wire is not None
+                n += 1
+            await asyncio.sleep(0.15)  # the last deadlines pass too
+            pool = h.proxies[0]._udp
+            assert pool is not None and len(pool.deadlines) == 0
+            elapsed = time.monotonic() - t0
+            assert n > 2 * elapsed / udp._TICK  # far more deadlines than ticks passed
+            assert fires[0] <= elapsed / udp._TICK + 2
+        finally:
+            h.close()
+
+    asyncio.run(main())

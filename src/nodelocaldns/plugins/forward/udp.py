@@ -32,6 +32,9 @@ from nodelocaldns.plugins.forward.metrics import ForwardCounters
 _MIN_BUF = 4096  # what a reply read asks for at least (as the fresh-socket exchange did)
 # Datagrams read per wake-up of one socket; a flood of junk toward one port cannot hold the loop.
 _READS_PER_WAKE = 16
+# Deadlines are checked at most this often: under load a deadline (mostly of an answered query)
+# passes every few hundred microseconds, and a timeout may run this much late instead.
+_TICK = 0.02
 
 
 class _Sock:
@@ -56,7 +59,8 @@ class Deadlines:
     """Every pending query's deadline in one heap, behind one loop timer (not one per query).
 
     Entries are dropped lazily: a query that finished leaves its entry until that deadline passes,
-    when ``expired`` sees the socket has moved on (another generation, or idle).
+    when ``expired`` sees the socket has moved on (another generation, or idle). The timer wakes
+    at most once per ``_TICK``, so a timeout fires up to that much after its deadline.
     """
 
     def __init__(self, loop: asyncio.AbstractEventLoop, expired: Callable[[_Sock, int], None]) -> None:
@@ -87,8 +91,8 @@ class Deadlines:
             _when, _n, s, gen = heapq.heappop(heap)
             if s.gen == gen and s.fut is not None:
                 self.expired(s, gen)
-        if heap:
-            self._arm(heap[0][0])
+        if heap:  # at most one wake-up per tick, however many deadlines fall inside it
+            self._arm(max(heap[0][0], now + _TICK))
 
     def __len__(self) -> int:
         return len(self.heap)
