@@ -205,7 +205,11 @@ def test_watch_reports_initial_state_once_then_changes(tmp_path: Path) -> None:
             await quiet_ticks()
             assert len(seen) == 2
 
-            shutil.rmtree(volume.path)
+            # Renamed away first: rmtree alone is not atomic, and a tick in between rightly
+            # reports the directory as it then is (there, and empty).
+            gone = tmp_path / "gone"
+            volume.path.rename(gone)
+            shutil.rmtree(gone)
             await wait_for(lambda: len(seen) == 3)
             assert not seen[2].exists
 

@@ -330,6 +330,12 @@ class Listener:
             log.exception("[ERROR] plugin panic while serving %s", req.qname)
             reply = Reply(None, wire.SERVFAIL, error=e)
         out = self.finalize(reply, req)
+        # Only a name the cache now holds is worth a memo entry: unique names that failed (a flood
+        # toward a dead upstream) would otherwise fill the memo with routes to nothing. Noted
+        # before the reply goes out, so the client's next query already finds it on the fast path.
+        if qkey and cache is not None and cache.covers(q.qname) and cache.store.get(req.key) is not None:
+            fastpath.remember(router.memo, router.routes, qkey, zone, cache.store.maps, self.stats.zone_acc(zone),
+                              self.memo_max, block.transform, block.udp_max)  # fmt: skip
         send(out)
         if block.metrics:
             dt = _perf() - start
@@ -347,11 +353,6 @@ class Listener:
                 ),
                 dt,
             )
-        # Only a name the cache now holds is worth a memo entry: unique names that failed (a flood
-        # toward a dead upstream) would otherwise fill the memo with routes to nothing.
-        if qkey and cache is not None and cache.covers(q.qname) and cache.store.get(req.key) is not None:
-            fastpath.remember(router.memo, router.routes, qkey, zone, cache.store.maps, self.stats.zone_acc(zone),
-                              self.memo_max, block.transform, block.udp_max)  # fmt: skip
 
     def finalize(self, reply: Reply, req: Request) -> bytes:
         if reply.wire is None:
