@@ -32,7 +32,7 @@ class CachedAnswer(Protocol):
     fl: int
     q: bytes | None  # the stored question when its name has capitals
 
-    def body_with_ttl(self, ttl: int) -> bytes: ...
+    def body_with_ttl(self, ttl: int) -> bytes | None: ...
 
 
 def _load() -> tuple[ModuleType | None, str]:
@@ -78,9 +78,10 @@ def insert_entry(index: Index, key: bytes, e: CachedAnswer, cap: int = 65535, st
     the block's UDP size cap (bufsize), ``stat`` the zone | stat id bits its hits are counted under.
     """
     flags = e.fl & (module().FLAG_KEEPTTL | module().FLAG_AA)
-    return index.insert(
-        key, b"".join(e.heads), e.body_with_ttl(e.orig), e.offs, e.stored, e.orig, flags, e.q, cap, stat
-    )
+    body = e.body_with_ttl(e.orig)
+    if body is None:  # a mirrored entry whose own index no longer holds it
+        return False
+    return index.insert(key, b"".join(e.heads), body, e.offs, e.stored, e.orig, flags, e.q, cap, stat)
 
 
 class NativeUDP:

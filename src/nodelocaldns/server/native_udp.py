@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 from nodelocaldns.metrics.dnsstats import ZONE_SHIFT, ZoneAcc
 from nodelocaldns.native import insert_entry, module, new_index
 from nodelocaldns.plugins.cache import fastpath
-from nodelocaldns.plugins.cache.entry import Entry
+from nodelocaldns.plugins.cache.entry import Cached, Entry
 from nodelocaldns.server.udp import refused_reply
 
 if TYPE_CHECKING:
@@ -87,10 +87,12 @@ class BlockMirror:
             return None
         return routed[0]
 
-    def put(self, key: bytes, entry: Entry) -> None:
+    def put(self, key: bytes, entry: Cached) -> Cached | None:
+        """Copy ``entry`` into the index; a full Entry comes back as a Mirrored: from now on the
+        index holds the only copy of its bytes (native/README.md, Memory)."""
         zone = self._zone(key)
         if zone is None:
-            return
+            return None
         ix = self.nix.index
         try:
             ok = insert_entry(ix, key, entry, self.block.udp_max, self.nix.zone_bits[zone] | entry.sbase)
@@ -98,6 +100,8 @@ class BlockMirror:
             ok = False
         if not ok:  # index full: drop any older copy, so the index never serves a replaced answer
             ix.remove(key)
+            return None
+        return entry.mirrored(ix, key) if isinstance(entry, Entry) else None
 
     def drop(self, key: bytes) -> None:
         if self._zone(key) is not None:
@@ -124,11 +128,12 @@ class NativeIndex:
             m.block.cache.store.attach(m)
 
     def close(self) -> None:
+        """Stop mirroring. The index is not cleared: the stores' Mirrored entries still read their
+        bytes from it, and it is freed with the last of them (the old generation's caches)."""
         for m in self.mirrors:
             if m.block.cache is not None:
                 m.block.cache.store.detach(m)
         self.mirrors = []
-        self.index.clear()
 
 
 def signature(router: Router) -> tuple[tuple[str, int], ...]:
