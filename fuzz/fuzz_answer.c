@@ -39,6 +39,25 @@ static nld_entry *make(const uint8_t *key, size_t keylen, const uint8_t *body, s
     uint8_t heads[NLD_HEADS * NLD_HEAD_LEN];
     for (size_t i = 0; i < sizeof(heads); i++)
         heads[i] = (uint8_t)(seed * 31 + i);
+    if (seed & 1) {
+        /* Heads as the cache makes them (entry.head_index: RD, AD if asked, +1 additional record
+         * for the OPT), which the index keeps as one header; the others are kept whole. */
+        heads[0] &= 0xFE;
+        heads[1] &= (seed & 2) ? 0xFF : 0xDF;
+        for (unsigned idx = 1; idx < NLD_HEADS; idx++) {
+            uint8_t *h = heads + idx * NLD_HEAD_LEN;
+            memcpy(h, heads, NLD_HEAD_LEN);
+            if (idx & 1)
+                h[0] |= 0x01;
+            if ((idx & 2) && (seed & 4))
+                h[1] |= 0x20;
+            if (idx & 4) {
+                unsigned ar = ((unsigned)h[8] << 8 | h[9]) + 1;
+                h[8] = (uint8_t)(ar >> 8);
+                h[9] = (uint8_t)ar;
+            }
+        }
+    }
     const char *why = NULL;
     nld_entry *e = nld_entry_new(key, keylen, heads, sizeof(heads), body, bodylen, offs, noffs, stored, orig,
                                  fl, qcased, qclen, &why);
