@@ -3,6 +3,11 @@
  *
  * Input: ctl(1) orig(2) now(2) bodylen/2(1) noffs(1) body offs(noffs) | query (the rest).
  * ctl bit 0 keepttl, bit 1 tcp, bits 2-3 how many extra keys to churn, bits 4-7 seed for heads.
+ * An odd seed (ctl bit 4) makes a loadbalance entry (NLD_FL_SHUFFLE): its heads carry the
+ * records the body holds, split into sections by orig's low bits, and every shuffled reply is
+ * checked against the plain one: same bytes outside the runs, each run a permutation of its
+ * records, the OPT moved whole. Seed bit 1: a loadbalance entry's heads kept whole (the plan then
+ * follows them), else heads as the cache makes them, kept as one header (bits 2-3: AD).
  * Build and run: `make fuzz` (FUZZ_SECONDS=60 by default).
  */
 #include <assert.h>
@@ -33,23 +38,70 @@ static size_t query_key(const uint8_t *q, size_t n, uint8_t *key) {
     return len;
 }
 
+/* Records in body as a plain walk sees them (names: labels, then a zero or a pointer), and
+ * their TTL offsets (at most 256) in ttls when not NULL. */
+static size_t count_records(const uint8_t *b, size_t n, uint16_t *ttls) {
+    size_t off = 0, k = 0;
+    while (off < n && k < 256) {
+        while (off < n && b[off] != 0 && (b[off] & 0xC0) != 0xC0)
+            off += 1 + (size_t)b[off];
+        if (off >= n)
+            return k;
+        off += b[off] == 0 ? 1 : 2;
+        if (off + 10 > n)
+            return k;
+        if (ttls != NULL)
+            ttls[k] = (uint16_t)(off + 4);
+        off += 10 + (((size_t)b[off + 8] << 8) | b[off + 9]);
+        if (off > n)
+            return k;
+        k++;
+    }
+    return k;
+}
+
+/* Heads as the cache writes them: QR|AA|RA (+RD, AD), rcode, QD=1, the sections, +1 AR for OPT. */
+static void lb_heads(uint8_t *heads, const uint8_t *body, size_t bodylen, uint32_t orig) {
+    size_t t = count_records(body, bodylen, NULL);
+    size_t ns = (orig & 3) < t ? (orig & 3) : t;
+    size_t ar = ((orig >> 2) & 3) < t - ns ? ((orig >> 2) & 3) : t - ns;
+    size_t an = t - ns - ar;
+    for (unsigned i = 0; i < NLD_HEADS; i++) {
+        uint8_t *h = heads + i * NLD_HEAD_LEN;
+        h[0] = (uint8_t)(0x84 | (i & 1));
+        h[1] = (uint8_t)(0x80 | ((i & 2) ? 0x20 : 0) | ((orig >> 4) & 1 ? 3 : 0));
+        h[2] = 0;
+        h[3] = 1;
+        h[4] = (uint8_t)(an >> 8);
+        h[5] = (uint8_t)an;
+        h[6] = (uint8_t)(ns >> 8);
+        h[7] = (uint8_t)ns;
+        h[8] = (uint8_t)((ar + (i >= 4)) >> 8);
+        h[9] = (uint8_t)(ar + (i >= 4));
+    }
+}
+
 static nld_entry *make(const uint8_t *key, size_t keylen, const uint8_t *body, size_t bodylen,
                        const uint16_t *offs, size_t noffs, double stored, uint32_t orig, unsigned fl,
                        uint8_t seed, const uint8_t *qcased, size_t qclen) {
     uint8_t heads[NLD_HEADS * NLD_HEAD_LEN];
     for (size_t i = 0; i < sizeof(heads); i++)
         heads[i] = (uint8_t)(seed * 31 + i);
-    if (seed & 1) {
+    if (fl & NLD_FL_SHUFFLE) {
+        lb_heads(heads, body, bodylen, orig);
+        if (seed & 2) /* AD without AD asked: heads that follow no head_index rule, kept whole */
+            heads[NLD_HEAD_LEN + 1] |= 0x20;
+    } else if (seed & 2) {
         /* Heads as the cache makes them (entry.head_index: RD, AD if asked, +1 additional record
          * for the OPT), which the index keeps as one header; the others are kept whole. */
         heads[0] &= 0xFE;
-        heads[1] &= (seed & 2) ? 0xFF : 0xDF;
+        heads[1] &= (seed & 4) ? 0xFF : 0xDF;
         for (unsigned idx = 1; idx < NLD_HEADS; idx++) {
             uint8_t *h = heads + idx * NLD_HEAD_LEN;
             memcpy(h, heads, NLD_HEAD_LEN);
             if (idx & 1)
                 h[0] |= 0x01;
-            if ((idx & 2) && (seed & 4))
+            if ((idx & 2) && (seed & 8))
                 h[1] |= 0x20;
             if (idx & 4) {
                 unsigned ar = ((unsigned)h[8] << 8 | h[9]) + 1;
@@ -62,8 +114,74 @@ static nld_entry *make(const uint8_t *key, size_t keylen, const uint8_t *body, s
     nld_entry *e = nld_entry_new(key, keylen, heads, sizeof(heads), body, bodylen, offs, noffs, stored, orig,
                                  fl, qcased, qclen, &why);
     assert(e != NULL || why != NULL);
+    if (e != NULL) { /* the compact layout: everything found from the lengths, inside the entry */
+        const nld_lb *lb = nld_e_lb(e);
+        const uint8_t *end = (const uint8_t *)e + e->size;
+        assert(memcmp(nld_e_key(e), key, keylen) == 0 && memcmp(nld_e_body(e), body, bodylen) == 0);
+        assert(nld_e_body(e) + bodylen + e->qclen <= end);
+        if (lb != NULL) {
+            assert((fl & NLD_FL_SHUFFLE) && ((uintptr_t)lb & 1) == 0);
+            size_t nrec = 0;
+            for (unsigned k = 0; k < lb->nruns; k++)
+                nrec += lb->runs[k].n + 1u;
+            assert((const uint8_t *)(lb->offs + nrec) == end);
+        }
+        for (unsigned idx = 0; idx < NLD_HEADS; idx++) {
+            uint8_t h[NLD_HEAD_LEN];
+            nld_e_head(e, idx, h);
+            assert(memcmp(h, heads + idx * NLD_HEAD_LEN, NLD_HEAD_LEN) == 0);
+        }
+    }
     return e;
 }
+
+/* The length of the record at p (a walk nld_lb_plan accepted, so it is well formed). */
+static size_t record_len(const uint8_t *p) {
+    size_t off = 0;
+    while (p[off] != 0 && (p[off] & 0xC0) != 0xC0)
+        off += 1 + (size_t)p[off];
+    off += p[off] == 0 ? 1 : 2;
+    return off + 10 + (((size_t)p[off + 8] << 8) | p[off + 9]);
+}
+
+/* shuf is plain with each run permuted and (EDNS) the OPT moved in front of body[opt_at]. */
+static void check_shuffled(const nld_hit *h, const uint8_t *plain, const uint8_t *shuf) {
+    const nld_entry *e = h->e;
+    const nld_lb *lb = nld_e_lb(e);
+    size_t base = h->qend, bl = e->bodylen;
+    assert(memcmp(plain, shuf, base) == 0);
+    uint8_t *undo = malloc(h->len);
+    assert(undo != NULL);
+    memcpy(undo, shuf, h->len);
+    if (h->edns && lb->opt_at < bl) {
+        assert(memcmp(shuf + base + lb->opt_at, plain + base + bl, NLD_OPT_LEN) == 0);
+        memmove(undo + base + lb->opt_at, shuf + base + lb->opt_at + NLD_OPT_LEN, bl - lb->opt_at);
+        memcpy(undo + base + bl, plain + base + bl, NLD_OPT_LEN);
+    }
+    for (unsigned k = 0; k < lb->nruns; k++) {
+        const uint16_t *o = lb->offs + lb->runs[k].first;
+        unsigned n = lb->runs[k].n;
+        assert(n >= 2 && n <= NLD_LB_MAX_RECS && o[0] < o[n] && o[n] <= bl);
+        uint8_t used[NLD_LB_MAX_RECS] = {0};
+        size_t pos = o[0];
+        for (unsigned i = 0; i < n; i++) { /* each record of the shuffled run is one of the plain run */
+            size_t len = record_len(undo + base + pos);
+            unsigned j = 0;
+            while (j < n && (used[j] || (size_t)(o[j + 1] - o[j]) != len ||
+                             memcmp(plain + base + o[j], undo + base + pos, len) != 0))
+                j++;
+            assert(j < n);
+            used[j] = 1;
+            pos += len;
+        }
+        assert(pos == o[n]);
+        memcpy(undo + base + o[0], plain + base + o[0], (size_t)(o[n] - o[0]));
+    }
+    assert(memcmp(undo, plain, h->len) == 0); /* nothing else moved */
+    free(undo);
+}
+
+static uint64_t rng = 0x853c49e6748fea9bULL;
 
 static void check_reply(const nld_index *ix, const uint8_t *q, size_t n, double now, int tcp) {
     nld_hit h;
@@ -78,6 +196,17 @@ static void check_reply(const nld_index *ix, const uint8_t *q, size_t n, double 
     assert(memcmp(out + 12, q + 12, h.qend - 12) == 0);
     if (h.edns) /* the OPT echoes the client's size, never above the entry's bufsize cap */
         assert((((unsigned)out[h.len - 8] << 8) | out[h.len - 7]) <= h.e->cap);
+    if (nld_e_lb(h.e) != NULL) {
+        uint8_t *shuf = malloc(h.len), *scratch = malloc(h.len);
+        assert(shuf != NULL && scratch != NULL);
+        for (int round = 0; round < 3; round++) {
+            nld_render(&h, q, shuf);
+            nld_shuffle(&h, shuf, &rng, scratch);
+            check_shuffled(&h, out, shuf);
+        }
+        free(shuf);
+        free(scratch);
+    }
     free(out);
 }
 
@@ -113,7 +242,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     size_t qclen = (ctl & 8) && zk != NULL ? (size_t)(zk - key) + 5 : 0;
     if (qclen > n - 12 || n < 12)
         qclen = 0;
-    nld_entry *e = make(key, keylen, body, bodylen, offs, noffs, 1000.0, orig, ctl & 1, ctl >> 4,
+    unsigned fl = (ctl & 1) | ((ctl & 0x10) ? NLD_FL_SHUFFLE : 0);
+    if (fl & NLD_FL_SHUFFLE) /* the cache patches exactly the TTL fields (a shuffle moves them) */
+        noffs = count_records(body, bodylen, offs);
+    nld_entry *e = make(key, keylen, body, bodylen, offs, noffs, 1000.0, orig, fl, ctl >> 4,
                         qclen ? q + 12 : NULL, qclen);
     int present = 0;
     if (e != NULL && (orig & 1)) /* odd TTLs: a bufsize block's cap, 512..4111 */

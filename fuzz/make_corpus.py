@@ -33,10 +33,39 @@ def body_for(name: str, n: int) -> tuple[bytes, list[int]]:
     return body, offs
 
 
-def seed(ctl: int, query: bytes, body: bytes, offs: list[int]) -> bytes:
+def seed(ctl: int, query: bytes, body: bytes, offs: list[int], orig: int = 30) -> bytes:
     body = body[: len(body) & ~1][:510]
-    head = bytes((ctl,)) + struct.pack("!HH", 30, 12800 + 64 * 3) + bytes((len(body) // 2, len(offs)))
+    head = bytes((ctl,)) + struct.pack("!HH", orig, 12800 + 64 * 3) + bytes((len(body) // 2, len(offs)))
     return head + body + bytes(o % 256 for o in offs) + query
+
+
+def lb_seeds() -> list[bytes]:
+    """loadbalance entries (ctl bit 4): an even body length (the layout halves it), and orig's
+    low bits saying how many of the records are authority (bits 0-1) and additional (bits 2-3)."""
+    out = []
+    shapes: list[tuple[str, str, list[tuple[str, str, str]], list[tuple[str, str, str]], int]] = [
+        ("m.example.org.", "A", [("m.example.org.", "A", f"192.0.2.{i}") for i in range(1, 5)], [], 64),
+        ("m.example.org.", "A", [("m.example.org.", "A", f"192.0.2.{i}") for i in range(1, 3)], [], 64),
+        ("c.example.org.", "AAAA", [("c.example.org.", "CNAME", "m.example.org."),
+                                    *[("m.example.org.", "AAAA", f"2001:db8::{i}") for i in range(1, 4)]], [], 64),
+        ("m.example.org.", "A", [("m.example.org.", "A", "192.0.2.1"), ("m.example.org.", "A", "192.0.2.2")],
+         [("nss.example.org.", "A", "192.0.2.9")], 64 + 4),
+        ("example.org.", "MX", [("example.org.", "MX", "10 a.example.org."), ("example.org.", "MX", "20 b.example.org.")],
+         [("a.example.org.", "A", "192.0.2.7"), ("a.example.org.", "A", "192.0.2.8")], 64 + 8),
+    ]  # fmt: skip
+    for name, qtype, answer, additional, orig in shapes:
+        q = dns.message.make_query(name, qtype)
+        r = dns.message.make_response(q)
+        for sec, recs in ((r.answer, answer), (r.additional, additional)):
+            for owner, t, text in recs:
+                sec.append(dns.rrset.from_text(owner, 30, "IN", t, text))
+        w = r.to_wire()
+        body = w[w.index(0, 12) + 5 :]
+        assert len(body) % 2 == 0, name  # the layout halves the body length
+        for ctl in (0x10, 0x12, 0x30 | 0x08):
+            for query in (q.to_wire(), dns.message.make_query(name, qtype, use_edns=0).to_wire()):
+                out.append(seed(ctl, query, body, [], orig))
+    return out
 
 
 def main() -> None:
@@ -59,6 +88,8 @@ def main() -> None:
         for ctl in (0x00, 0x13 + 4 * i):
             data = seed(ctl & 0xFF, query, body, offs)
             (OUT / hashlib.sha1(data).hexdigest()[:16]).write_bytes(data)
+    for data in lb_seeds():
+        (OUT / hashlib.sha1(data).hexdigest()[:16]).write_bytes(data)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 /* ThreadSanitizer stress for the index's locking: two readers answer packets (as UDP workers do,
  * one read lock per batch) while a writer inserts, replaces, removes and clears (as the Python
- * cache does). Run by `make fuzz` for a few seconds; any data race or a torn reply fails it.
+ * cache does). Every other entry is a loadbalance one the readers shuffle with their own PRNG.
+ * Run by `make fuzz` for a few seconds; any data race or a torn reply fails it.
  */
 #include <assert.h>
 #include <pthread.h>
@@ -30,9 +31,41 @@ static nld_entry *entry(uint8_t fill, size_t bodylen) {
     return e;
 }
 
+/* n A records owned by the question, rdata fill fill fill i: shuffled per reply. */
+static nld_entry *lb_entry(uint8_t fill, unsigned n) {
+    uint8_t heads[NLD_HEADS * NLD_HEAD_LEN], body[16 * 16];
+    uint16_t offs[16];
+    for (unsigned i = 0; i < NLD_HEADS; i++) {
+        uint8_t h[NLD_HEAD_LEN] = {0x84, 0x80, 0, 1, 0, (uint8_t)n, 0, 0, 0, (uint8_t)(i >= 4)};
+        memcpy(heads + i * NLD_HEAD_LEN, h, NLD_HEAD_LEN);
+    }
+    for (unsigned i = 0; i < n; i++) {
+        uint8_t r[16] = {0xC0, 12, 0, 1, 0, 1, 0, 0, 0, 100, 0, 4, fill, fill, fill, (uint8_t)i};
+        memcpy(body + 16 * i, r, 16);
+        offs[i] = (uint16_t)(16 * i + 6);
+    }
+    const char *why = NULL;
+    nld_entry *e = nld_entry_new(KEY, sizeof(KEY), heads, sizeof(heads), body, 16 * n, offs, n, 0.0, 100,
+                                 NLD_FL_SHUFFLE, NULL, 0, &why);
+    assert(e != NULL && nld_e_lb(e) != NULL);
+    return e;
+}
+
+static void check_lb(const uint8_t *out, size_t len) {
+    size_t qend = sizeof(QUERY);
+    unsigned n = out[7], seen = 0;
+    assert(len == qend + 16 * n);
+    for (unsigned i = 0; i < n; i++) {
+        const uint8_t *r = out + qend + 16 * i;
+        assert(r[0] == 0xC0 && r[12] == out[qend + 12] && r[13] == r[12] && r[15] < n);
+        seen |= 1u << r[15];
+    }
+    assert(seen == (1u << n) - 1); /* each record once */
+}
+
 static void *reader(void *arg) {
-    (void)arg;
-    uint8_t out[NLD_REPLY_MAX];
+    uint64_t rng = (uint64_t)(uintptr_t)arg;
+    uint8_t out[NLD_REPLY_MAX], scratch[NLD_REPLY_MAX];
     unsigned long hits = 0;
     while (!atomic_load(&done)) {
         nld_index_rdlock(&ix);
@@ -40,6 +73,12 @@ static void *reader(void *arg) {
             nld_hit h;
             if (nld_match(&ix, QUERY, sizeof(QUERY), 5.0, 0, &h)) {
                 nld_render(&h, QUERY, out);
+                if (nld_e_lb(h.e) != NULL) {
+                    nld_shuffle(&h, out, &rng, scratch);
+                    check_lb(out, h.len);
+                    hits++;
+                    continue;
+                }
                 /* One entry's bytes, never a mix: head and body carry the same fill byte. */
                 uint8_t fill = out[2];
                 size_t qend = sizeof(QUERY);
@@ -59,13 +98,13 @@ int main(int argc, char **argv) {
         return 1;
     pthread_t r[2];
     for (int i = 0; i < 2; i++)
-        pthread_create(&r[i], NULL, reader, NULL);
+        pthread_create(&r[i], NULL, reader, (void *)(uintptr_t)(i + 1));
     struct timespec t0, t;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     unsigned long writes = 0;
     do {
         uint8_t fill = (uint8_t)(writes % 200 + 1);
-        nld_index_insert(&ix, entry(fill, 8 + writes % 200));
+        nld_index_insert(&ix, writes % 2 ? lb_entry(fill, 2 + writes % 14) : entry(fill, 8 + writes % 200));
         if (writes % 7 == 0)
             nld_index_remove(&ix, KEY, sizeof(KEY));
         if (writes % 101 == 0)

@@ -3,7 +3,8 @@
 After any sequence of stores, replacements, success/denial swaps and evictions, the index answers
 exactly the keys the owning block's store holds, with the bytes the Python fast path makes of
 that store's entry; a key stored by a block the zone table does not route it to, a qtype a block
-leaves to the chain (dns64) and a block with a reply transform never reach the index.
+leaves to the chain (dns64) and a block with a reply transform never reach the index, unless that
+transform is loadbalance's round_robin alone, which the index applies itself (test_native_lb.py).
 """
 
 from __future__ import annotations
@@ -131,3 +132,14 @@ def test_a_block_with_a_reply_transform_stays_on_the_python_path() -> None:
     nix = NativeIndex(Router({".": root}))
     _put(root, "n1.example.", 1, False, False, 30)
     assert len(nix.index) == 0 and not nix.mirrors
+
+
+def test_a_round_robin_block_is_mirrored_with_the_shuffle() -> None:
+    from nodelocaldns.plugins.loadbalance.runtime import LoadBalanceRuntime
+    from nodelocaldns.plugins.loadbalance.setup import LoadBalanceConfig
+
+    rt = LoadBalanceRuntime(LoadBalanceConfig(), lambda: NOW)
+    root = _block((".",), (8, 8), transform=rt.transform, shuffle=rt.native_shuffle)
+    nix = NativeIndex(Router({".": root}))
+    _put(root, "n1.example.", 1, False, False, 30)
+    assert len(nix.index) == 1 and nix.index.answer(query("n1.example.", 1), NOW) is not None

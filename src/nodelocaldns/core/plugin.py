@@ -121,6 +121,9 @@ class Runtime:
     # cache's fast path applies itself so that its hits stay the chain's bytes (issue 8):
     # a pure function of the final reply (loadbalance's shuffle; the same function the handler runs),
     reply_transform: Callable[[bytes], bytes] | None = None
+    # which the native index may replace with its own round_robin shuffle for the replies this
+    # accepts (loadbalance's plain round_robin: native/lb.c; any other transform keeps Python's),
+    native_shuffle: Callable[[bytes], bool] | None = None
     # the largest EDNS UDP size a query keeps (bufsize lowers larger ones: the OPT echo and the limit),
     fast_path_udp_max: int = 65535
     # and question types the fast path must leave to the chain (dns64 rewrites AAAA answers).

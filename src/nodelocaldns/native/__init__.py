@@ -70,14 +70,18 @@ def new_index(capacity: int, max_bytes: int = 0) -> Index:
     return idx
 
 
-def insert_entry(index: Index, key: bytes, e: CachedAnswer, cap: int = 65535, stat: int = 0) -> bool:
+def insert_entry(
+    index: Index, key: bytes, e: CachedAnswer, cap: int = 65535, stat: int = 0, shuffle: bool = False
+) -> bool:
     """Mirror one Python cache entry (the authority) into the index; False when the index is full.
 
     The body goes in with every TTL at the original value, whatever second the entry's memo is
     at: the native side computes the remaining TTL itself from ``stored`` and ``orig``. ``cap`` is
     the block's UDP size cap (bufsize), ``stat`` the zone | stat id bits its hits are counted under.
+    ``shuffle``: loadbalance's round_robin on every hit (native/lb.c); a ValueError when the entry
+    cannot be shuffled as wire slices (the caller leaves it to Python's fast path).
     """
-    flags = e.fl & (module().FLAG_KEEPTTL | module().FLAG_AA)
+    flags = e.fl & (module().FLAG_KEEPTTL | module().FLAG_AA) | (module().FLAG_SHUFFLE if shuffle else 0)
     body = e.body_with_ttl(e.orig)
     if body is None:  # a mirrored entry whose own index no longer holds it
         return False

@@ -158,7 +158,7 @@ nld_entry *nld_entry_new(const uint8_t *key, size_t keylen, const uint8_t *heads
         *why = "stored time out of range";
         return NULL;
     }
-    if (fl & ~(unsigned)(NLD_FL_KEEPTTL | NLD_FL_AA)) {
+    if (fl & ~(unsigned)(NLD_FL_KEEPTTL | NLD_FL_AA | NLD_FL_SHUFFLE)) {
         *why = "unknown entry flags";
         return NULL;
     }
@@ -166,10 +166,17 @@ nld_entry *nld_entry_new(const uint8_t *key, size_t keylen, const uint8_t *heads
     int adq = (heads[2 * NLD_HEAD_LEN + 1] & 0x20) != 0;
     heads_expand(heads, adq, derived);
     int compact = memcmp(derived, heads, sizeof(derived)) == 0;
-    size_t size = offsetof(nld_entry, data) + noffs * 2 + keylen + bodylen + qclen +
-                  (compact ? 0 : sizeof(derived));
+    nld_lb *lb = NULL;
+    size_t lbsize = 0;
+    if ((fl & NLD_FL_SHUFFLE) && nld_lb_plan(key, keylen, heads, body, bodylen, &lb, &lbsize, why) < 0)
+        return NULL;
+    /* The plan goes last (nld_e_lb), at an even offset: its fields are uint16. */
+    size_t at = noffs * 2 + keylen + bodylen + qclen + (compact ? 0 : sizeof(derived));
+    size_t lbat = (at + 1) & ~(size_t)1;
+    size_t size = offsetof(nld_entry, data) + (lb != NULL ? lbat + lbsize : at);
     nld_entry *e = malloc(size);
     if (e == NULL) {
+        free(lb);
         *why = "out of memory";
         return NULL;
     }
@@ -179,7 +186,7 @@ nld_entry *nld_entry_new(const uint8_t *key, size_t keylen, const uint8_t *heads
     e->bodylen = (uint16_t)bodylen;
     e->noffs = (uint16_t)noffs;
     e->qclen = (uint16_t)qclen;
-    e->fl = (uint8_t)(fl | (adq ? NLD_FL_ADQ : 0) | (compact ? 0 : NLD_FL_HEADS));
+    e->fl = (uint8_t)(fl | (adq ? NLD_FL_ADQ : 0) | (compact ? 0 : NLD_FL_HEADS) | (lb != NULL ? NLD_FL_LB : 0));
     e->pad_ = 0;
     e->cap = 65535;
     e->stat = 0;
@@ -200,6 +207,12 @@ nld_entry *nld_entry_new(const uint8_t *key, size_t keylen, const uint8_t *heads
     }
     if (!compact)
         memcpy(p, heads, sizeof(derived));
+    if (lb != NULL) {
+        if (lbat != at)
+            e->data[at] = 0;
+        memcpy(e->data + lbat, lb, lbsize);
+        free(lb);
+    }
     return e;
 }
 

@@ -1,7 +1,23 @@
 /* nodelocaldns._native: the Index type (driven by the Python cache) and the module itself. */
+#include <string.h>
+#include <sys/random.h>
+
 #include "pymod.h"
 
-#include <string.h>
+/* nld_render, then loadbalance's shuffle when the entry has one. -1: no memory (exception set). */
+static int render(IndexObject *self, const nld_hit *h, const uint8_t *q, uint8_t *out) {
+    nld_render(h, q, out);
+    if (nld_e_lb(h->e) == NULL)
+        return 0;
+    uint8_t *scratch = PyMem_RawMalloc(h->len);
+    if (scratch == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    nld_shuffle(h, out, &self->rng, scratch);
+    PyMem_RawFree(scratch);
+    return 0;
+}
 
 static int Index_init(IndexObject *self, PyObject *args, PyObject *kw) {
     static char *names[] = {"capacity", "max_bytes", NULL};
@@ -22,6 +38,8 @@ static int Index_init(IndexObject *self, PyObject *args, PyObject *kw) {
         PyErr_SetFromErrno(PyExc_OSError);
         return -1;
     }
+    if (getrandom(&self->rng, sizeof(self->rng), GRND_NONBLOCK) != (ssize_t)sizeof(self->rng))
+        self->rng = (uint64_t)(uintptr_t)self ^ 0x2545F4914F6CDD1DULL; /* no entropy yet: still a shuffle */
     self->ready = 1;
     return 0;
 }
@@ -129,8 +147,8 @@ static PyObject *Index_answer(IndexObject *self, PyObject *args, PyObject *kw) {
     nld_index_rdlock(&self->ix);
     if (nld_match(&self->ix, q.buf, (size_t)q.len, now, tcp, &h)) {
         out = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)h.len);
-        if (out != NULL)
-            nld_render(&h, q.buf, (uint8_t *)PyBytes_AS_STRING(out));
+        if (out != NULL && render(self, &h, q.buf, (uint8_t *)PyBytes_AS_STRING(out)) < 0)
+            Py_CLEAR(out);
     } else {
         out = Py_NewRef(Py_None);
     }
@@ -153,10 +171,10 @@ static PyObject *Index_lookup(IndexObject *self, PyObject *args, PyObject *kw) {
     if (nld_match(&self->ix, q.buf, (size_t)q.len, now, tcp, &h)) {
         uint64_t key = h.e->stat | ((uint64_t)q.len << 3) | ((uint64_t)h.do_bit << 1) | (uint64_t)(h.edns ? 1 : 0);
         PyObject *b = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)h.len);
-        if (b != NULL) {
-            nld_render(&h, q.buf, (uint8_t *)PyBytes_AS_STRING(b));
+        if (b != NULL && render(self, &h, q.buf, (uint8_t *)PyBytes_AS_STRING(b)) < 0)
+            Py_CLEAR(b);
+        if (b != NULL)
             out = Py_BuildValue("(NK)", b, (unsigned long long)key);
-        }
     } else {
         out = Py_NewRef(Py_None);
     }
@@ -294,7 +312,8 @@ PyMODINIT_FUNC PyInit__native(void) {
         PyModule_AddIntConstant(m, "HEADS_LEN", NLD_HEADS * NLD_HEAD_LEN) < 0 ||
         PyModule_AddIntConstant(m, "UDP_BUF", NLD_UDP_BUF) < 0 ||
         PyModule_AddIntConstant(m, "FLAG_KEEPTTL", NLD_FL_KEEPTTL) < 0 ||
-        PyModule_AddIntConstant(m, "FLAG_AA", NLD_FL_AA) < 0) {
+        PyModule_AddIntConstant(m, "FLAG_AA", NLD_FL_AA) < 0 ||
+        PyModule_AddIntConstant(m, "FLAG_SHUFFLE", NLD_FL_SHUFFLE) < 0) {
         Py_DECREF(m);
         return NULL;
     }

@@ -17,6 +17,23 @@
 
 #define NLD_FL_KEEPTTL 1
 #define NLD_FL_AA 2
+#define NLD_FL_SHUFFLE 4 /* loadbalance round_robin: permute the entry's address/MX runs per reply */
+
+#define NLD_LB_RUNS 6         /* answer, authority, additional: an address run and an MX run each */
+#define NLD_LB_MAX_RECS 256   /* records in one run; more: refused (the Python fast path shuffles) */
+
+/* Where an entry's records move on a reply (nld_lb_plan): body offsets, fixed at insert time. */
+typedef struct {
+    uint16_t n;     /* records in the run (>= 2) */
+    uint16_t first; /* its n + 1 offsets (each record's start, then the run's end) in offs[] */
+} nld_lb_run;
+
+typedef struct nld_lb {
+    uint16_t opt_at; /* EDNS replies: the body offset the OPT goes to (bodylen: it stays last) */
+    uint16_t nruns;
+    nld_lb_run runs[NLD_LB_RUNS];
+    uint16_t offs[];
+} nld_lb;
 
 /* One cached answer, immutable once published: writers replace, never edit.
  *
@@ -26,6 +43,7 @@
  * the OPT), which every entry the cache makes does; other heads are kept whole (NLD_FL_HEADS). */
 #define NLD_FL_ADQ 0x40   /* internal: AD is set for a client asking with AD (heads[2] has it) */
 #define NLD_FL_HEADS 0x80 /* internal: the 8 heads are stored whole after the cased question */
+#define NLD_FL_LB 0x20    /* internal: a loadbalance plan (nld_lb) follows everything else */
 typedef struct nld_entry {
     double stored;  /* monotonic seconds at store time (Entry.stored) */
     uint64_t stat;  /* zone id | stat id, as dnsstats packs them; the worker counts hits under it */
@@ -37,7 +55,8 @@ typedef struct nld_entry {
     uint8_t head[NLD_HEAD_LEN]; /* heads[0]: no RD, no AD asked, no OPT */
     uint8_t fl;
     uint8_t pad_;
-    uint8_t data[]; /* TTL offsets (uint16, aligned), key, body (every TTL = orig), cased question */
+    uint8_t data[]; /* TTL offsets (uint16, aligned), key, body (every TTL = orig), cased question,
+                     * the 8 heads (NLD_FL_HEADS), the lb plan at an even offset (NLD_FL_LB) */
 } nld_entry;
 
 static inline const uint16_t *nld_e_offs(const nld_entry *e) { return (const uint16_t *)(const void *)e->data; }
@@ -45,6 +64,15 @@ static inline const uint8_t *nld_e_key(const nld_entry *e) { return e->data + 2u
 static inline const uint8_t *nld_e_body(const nld_entry *e) { return nld_e_key(e) + e->keylen; }
 static inline const uint8_t *nld_e_qcased(const nld_entry *e) {
     return e->qclen ? nld_e_body(e) + e->bodylen : NULL;
+}
+/* The loadbalance plan of an NLD_FL_SHUFFLE entry with records to move, else NULL. Last in
+ * data[], so the other accessors (the hot path's) never pay for it. */
+static inline const nld_lb *nld_e_lb(const nld_entry *e) {
+    if (!(e->fl & NLD_FL_LB))
+        return NULL;
+    size_t at = 2u * e->noffs + e->keylen + e->bodylen + e->qclen +
+                ((e->fl & NLD_FL_HEADS) ? (size_t)NLD_HEADS * NLD_HEAD_LEN : 0);
+    return (const nld_lb *)(const void *)(e->data + ((at + 1) & ~(size_t)1));
 }
 /* The 10 header bytes after the ID for head index idx (RD | AD asked << 1 | OPT << 2). */
 void nld_e_head(const nld_entry *e, unsigned idx, uint8_t out[NLD_HEAD_LEN]);
@@ -106,5 +134,15 @@ const nld_entry *nld_index_get(const nld_index *ix, const uint8_t *key, size_t n
 int nld_match(const nld_index *ix, const uint8_t *q, size_t n, double now, int tcp, nld_hit *h);
 /* Write the h->len reply bytes for q into out. */
 void nld_render(const nld_hit *h, const uint8_t *q, uint8_t *out);
+
+/* loadbalance (lb.c). The plan for an NLD_FL_SHUFFLE entry: 1 = *out (malloc'd, *outsize bytes),
+ * 0 = nothing ever moves (serve it plain), -1 = refused (*why): the reference's order or its
+ * compression pointers would not survive moving wire slices. */
+int nld_lb_plan(const uint8_t *key, size_t keylen, const uint8_t *heads, const uint8_t *body,
+                size_t bodylen, nld_lb **out, size_t *outsize, const char **why);
+/* After nld_render of a hit whose entry has a plan: permute its runs in out (and move the OPT
+ * where the reference puts it). scratch: at least h->len bytes. */
+void nld_shuffle(const nld_hit *h, uint8_t *out, uint64_t *rng, uint8_t *scratch);
+uint16_t nld_rand16(uint64_t *state); /* per-caller PRNG (SplitMix64), seeded from getrandom */
 
 #endif

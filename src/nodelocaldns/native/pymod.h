@@ -10,6 +10,7 @@
 typedef struct {
     PyObject_HEAD nld_index ix;
     int ready;
+    uint64_t rng; /* loadbalance draws for answer()/lookup() (callers hold the GIL) */
 } IndexObject;
 
 extern PyTypeObject IndexType;

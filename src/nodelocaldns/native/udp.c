@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/random.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -46,9 +47,12 @@ nld_worker *nld_worker_new(int fd, nld_index *ix, unsigned batch, size_t ring, i
     w->outbuf = malloc((size_t)batch * NLD_OUT_CAP); /* virtual until a big reply touches it */
     w->stats = calloc(NLD_STATS, sizeof(nld_stat_slot));
     w->hitslot = calloc(batch, sizeof(nld_stat_slot *));
+    w->scratch = malloc(NLD_OUT_CAP); /* virtual until a shuffled reply touches it */
+    if (getrandom(&w->rng, sizeof(w->rng), GRND_NONBLOCK) != (ssize_t)sizeof(w->rng))
+        w->rng = (uint64_t)(uintptr_t)w ^ 0x2545F4914F6CDD1DULL; /* no entropy yet: still a shuffle */
     atomic_init(&w->armed, 1);
     if (w->stopfd < 0 || w->wakefd < 0 || !w->ring || !w->in || !w->out || !w->iin || !w->iout ||
-        !w->addrs || !w->inbuf || !w->outbuf || !w->stats || !w->hitslot) {
+        !w->addrs || !w->inbuf || !w->outbuf || !w->stats || !w->hitslot || !w->scratch) {
         *err = errno ? errno : ENOMEM;
         nld_worker_free(w);
         return NULL;
@@ -217,6 +221,8 @@ static void *run(void *arg) {
                                        (uint64_t)(h.edns ? 1 : 0))) != NULL) {
                 uint8_t *o = w->outbuf + (size_t)k * NLD_OUT_CAP;
                 nld_render(&h, pkt, o);
+                if (nld_e_lb(h.e) != NULL)
+                    nld_shuffle(&h, o, &w->rng, w->scratch);
                 w->iout[k].iov_base = o;
                 w->iout[k].iov_len = h.len;
                 w->out[k].msg_hdr.msg_name = &w->addrs[i];
@@ -320,6 +326,7 @@ void nld_worker_free(nld_worker *w) {
     free(w->outbuf);
     free(w->stats);
     free(w->hitslot);
+    free(w->scratch);
     free(w);
 }
 

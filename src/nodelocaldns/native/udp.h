@@ -55,6 +55,8 @@ typedef struct nld_worker {
     struct iovec *iin, *iout;
     struct sockaddr_storage *addrs;
     uint8_t *inbuf, *outbuf;
+    uint8_t *scratch; /* loadbalance: one run's records while they are permuted */
+    uint64_t rng;     /* loadbalance draws, this worker's alone */
 } nld_worker;
 
 #define NLD_OUT_CAP 65536 /* a UDP reply never exceeds the client's 16-bit EDNS size */

@@ -96,7 +96,10 @@ class Instance:
             gen.lameduck = max(gen.lameduck, rt.lameduck)
         gen.runtimes.extend(block.runtimes)
         if block.cache is not None:
-            block.transform = _compose([rt.reply_transform for rt in reversed(ahead) if rt.reply_transform])
+            shaping = [rt for rt in reversed(ahead) if rt.reply_transform]
+            block.transform = _compose([rt.reply_transform for rt in shaping if rt.reply_transform])
+            if len(shaping) == 1:
+                block.shuffle = shaping[0].native_shuffle
             block.udp_max = min((rt.fast_path_udp_max for rt in ahead), default=block.udp_max)
             block.skips = frozenset().union(*(rt.fast_path_skips for rt in ahead))
         block.chain = build_chain([h for rt in block.runtimes for h in rt.handlers])

@@ -52,6 +52,7 @@ class Block:
     metrics: bool = False  # count requests for coredns_dns_* (a block with prometheus)
     # What the plugins ahead of the cache make of a hit (core.plugin.Runtime): the fast path does it too.
     transform: Callable[[bytes], bytes] | None = None
+    shuffle: Callable[[bytes], bool] | None = None  # transform is round_robin alone: the native index's
     udp_max: int = fastpath.NO_CAP
     skips: frozenset[int] = frozenset()
     sockets: int = 0  # UDP sockets per listener address (multisocket); 0: the usable CPUs

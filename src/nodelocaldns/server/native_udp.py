@@ -4,7 +4,7 @@ Per listener address: N sockets bound with SO_REUSEPORT, each served by a GIL-fr
 answers fresh cache hits from a native index and hands everything else back to the event loop
 in batches (the worker's eventfd is registered with the loop: one wake-up per batch). A handed
 packet then takes exactly the Python UDP path: the cache's fast path (which also covers blocks
-the native code cannot serve, e.g. loadbalance's shuffle), else the plugin chain.
+the native code cannot serve, e.g. loadbalance's prefer), else the plugin chain.
 
 The index mirrors the cache stores (plugins/cache/store.Mirror): the Python cache decides what is
 stored, evicted and counted; the index only ever holds what the store holds, for the blocks whose
@@ -49,6 +49,7 @@ PER_WAKE = 16
 # workers take new names again once half of it has started.
 WAITING = 256
 _UDP_BUF = 4097
+_OPT = b"\x00\x00\x29\x04\xd0\x00\x00\x00\x00\x00\x00"  # what a hit's OPT looks like (size 1232)
 _DRAIN_MAX = 65536  # datagrams read after a worker stopped: bounded, whatever arrives (as UDPWorker)
 
 
@@ -94,14 +95,30 @@ class BlockMirror:
         if zone is None:
             return None
         ix = self.nix.index
+        shuffle = self.block.shuffle is not None
         try:
-            ok = insert_entry(ix, key, entry, self.block.udp_max, self.nix.zone_bits[zone] | entry.sbase)
+            ok = (not shuffle or self._shuffles(key, entry)) and insert_entry(
+                ix, key, entry, self.block.udp_max, self.nix.zone_bits[zone] | entry.sbase, shuffle
+            )
         except ValueError:  # a key or entry the native code does not serve: Python's fast path does
             ok = False
         if not ok:  # index full: drop any older copy, so the index never serves a replaced answer
             ix.remove(key)
             return None
         return entry.mirrored(ix, key) if isinstance(entry, Entry) else None
+
+    def _shuffles(self, key: bytes, entry: Cached) -> bool:
+        """Would loadbalance's reference send this entry's hits as the native shuffle does? Its
+        replies with and without an OPT (the OPT is one more record in the additional section)."""
+        check = self.block.shuffle
+        assert check is not None
+        question = entry.q or key[: key.find(0) + 5]
+        body = entry.body_with_ttl(entry.orig)
+        if body is None:  # a mirrored entry its index no longer holds: nothing to insert
+            return False
+        return check(b"\0\0" + entry.heads[0] + question + body) and check(
+            b"\0\0" + entry.heads[4] + question + body + _OPT
+        )
 
     def drop(self, key: bytes) -> None:
         if self._zone(key) is not None:
@@ -117,8 +134,9 @@ class NativeIndex:
         self.zone_bits = {z: (i + 1) << ZONE_SHIFT for i, z in enumerate(self.zones)}
         seen: dict[int, Block] = {}
         for b in router.zones.values():
-            # The native code applies the bufsize cap and dns64's skips; not a reply transform.
-            if b.fast and b.cache is not None and b.transform is None:
+            # The native code applies the bufsize cap, dns64's skips and round_robin; no other
+            # reply transform.
+            if b.fast and b.cache is not None and (b.transform is None or b.shuffle is not None):
                 seen[id(b)] = b
         cap = sum(sum(max(c, 0) for c in b.cache.store.caps) for b in seen.values() if b.cache)
         self.index = new_index(min(max(cap, 1), 1 << 26))

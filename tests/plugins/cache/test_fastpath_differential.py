@@ -12,7 +12,6 @@ Golden vectors pin the splice itself byte for byte.
 from __future__ import annotations
 
 import contextlib
-import random
 from collections.abc import Iterator
 
 import dns.flags
@@ -28,6 +27,7 @@ from nodelocaldns.plugins.cache.classify import classify
 from nodelocaldns.plugins.cache.entry import Entry
 from nodelocaldns.plugins.cache.setup import CacheConfig
 from support.inproc import Harness, inproc, query
+from support.lbref import ReplayRng, check_native_shuffle
 from support.upstreams import unbound_server
 
 ZONES = {
@@ -319,21 +319,6 @@ LB_NAMES = (*NAMES, "m.cluster.local.", "c.cluster.local.")
 BUFSIZE = 1100  # below big.cluster.local.'s TXT answer (~2.9 kB): the cap decides truncation
 
 
-class ReplayRng:
-    """A uint16 stream the test restarts before each path, so all three see the same draws."""
-
-    def __init__(self) -> None:
-        self.seed = 0
-        self.gen = random.Random(0)
-
-    def restart(self, seed: int) -> None:
-        self.seed = seed
-        self.gen = random.Random(seed)
-
-    def __call__(self) -> int:
-        return self.gen.getrandbits(16)
-
-
 @pytest.fixture(scope="module", params=MODES)
 def lb_env(request: pytest.FixtureRequest) -> Iterator[tuple[Env, ReplayRng]]:
     extra = f"    bufsize {BUFSIZE}\n    loadbalance\n"
@@ -343,15 +328,16 @@ def lb_env(request: pytest.FixtureRequest) -> Iterator[tuple[Env, ReplayRng]]:
         (lb,) = [rt for rt in block.runtimes if rt.name == "loadbalance"]
         lb.rng = rng  # type: ignore[attr-defined]
         assert block.fast and block.transform is not None and block.udp_max == BUFSIZE
-        if e.lst.native is not None:  # a shuffle the C code cannot do: this block stays on Python's
-            assert len(e.lst.native.nix.index) == 0
+        if e.lst.native is not None:  # round_robin alone: the native index shuffles
+            assert len(e.lst.native.nix.index) > 0 and block.shuffle is not None
         yield e, rng
 
 
 @st.composite
 def lb_packets(draw: st.DrawFn) -> tuple[bytes, int]:
     name = draw(st.sampled_from(LB_NAMES))
-    name = "".join(c.upper() if draw(st.booleans()) else c for c in name)
+    if draw(st.booleans()):  # else as stored: the case the native index answers
+        name = "".join(c.upper() if draw(st.booleans()) else c for c in name)
     flags = draw(st.sampled_from((0x0000, 0x0100))) | draw(st.sampled_from((0, 0x10, 0x20)))
     data = query(
         name,
@@ -395,10 +381,14 @@ def test_loadbalance_bufsize_block_udp_reference_and_slow_agree(lb_env: tuple[En
                                                                 p: tuple[bytes, int]) -> None:  # fmt: skip
     env, rng = lb_env
     data, seed = p
+    nat = native_answer(env, data)
     rng.restart(seed)
     ref = fastpath.answer(data, env.clock(), env.lst.router.memo, tcp=False)
     rng.restart(seed)
     got_udp = env.udp(data)
+    if nat is not None:  # the native worker shuffled with its own draws
+        check_native_shuffle(env, rng, data, nat, got_udp, False)
+        return
     rng.restart(seed)
     got_slow = env.slow(data)
     if ref is not None:
@@ -412,6 +402,12 @@ def test_loadbalance_bufsize_block_tcp_is_the_reference(lb_env: tuple[Env, Repla
                                                         p: tuple[bytes, int]) -> None:  # fmt: skip
     env, rng = lb_env
     data, seed = p
+    nat = native_answer(env, data, True)
+    if nat is not None:  # TCP asks the native index first
+        got = env.lst.fast(data, True)
+        assert got is not None
+        check_native_shuffle(env, rng, data, nat, got, True)
+        return
     rng.restart(seed)
     ref = fastpath.answer(data, env.clock(), env.lst.router.memo, tcp=True)
     rng.restart(seed)

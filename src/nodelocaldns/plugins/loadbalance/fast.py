@@ -12,7 +12,7 @@ every client that asks alike within one TTL second, so a hit costs a dict lookup
 
 from __future__ import annotations
 
-from nodelocaldns.dns.message import TYPE_A, TYPE_AAAA
+from nodelocaldns.dns.message import TYPE_A, TYPE_AAAA, decode, encode
 from nodelocaldns.dns.wire import TYPE_AXFR, TYPE_IXFR, skip_name
 from nodelocaldns.errors import WireError
 from nodelocaldns.plugins.loadbalance.shuffle import Rng
@@ -86,3 +86,24 @@ def round_robin(reply: bytes, rng: Rng) -> bytes | None:
             if p != j:
                 recs[j], recs[p] = recs[p], recs[j]
     return reply[:qend] + b"".join(recs) + reply[end:]
+
+
+def native_ok(reply: bytes) -> bool:
+    """May the native index shuffle this reply by moving wire slices (native/lb.c)?
+
+    True when ``shuffle.apply`` returns it untouched without decoding it, or when its encoder
+    writes these very bytes back. Then every order of the address and MX records encodes as the
+    same records moved whole (native/lb.c refuses the rest: a section out of the reference's order,
+    a pointer into records that move), so the native reply is one this module could send.
+    """
+    if len(reply) < 12:
+        return False
+    if reply[3] & 0xF:
+        return True
+    an, ns, ar = (reply[6] << 8) | reply[7], (reply[8] << 8) | reply[9], (reply[10] << 8) | reply[11]
+    if an <= 1 and ns <= 1 and ar <= 1:
+        return True
+    try:
+        return encode(decode(reply)) == reply
+    except WireError:
+        return False

@@ -37,6 +37,9 @@ class LoadBalanceRuntime(Runtime):
         self.plain = cfg.policy != WEIGHTED and not cfg.prefer
         self.handlers = (LoadBalanceHandler(self),)
         self.reply_transform = self.transform
+        # round_robin alone the native index can do itself, for replies fast.native_ok accepts
+        # (prefer and weighted stay on Python's fast path).
+        self.native_shuffle = fast.native_ok if self.plain else None
         if cfg.policy == WEIGHTED:
             self.source = WeightsSource(cfg.weight_file, cfg.reload)
             self._load_at_start()
