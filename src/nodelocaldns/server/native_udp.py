@@ -35,9 +35,9 @@ if TYPE_CHECKING:
 
 _LOW = (1 << ZONE_SHIFT) - 1
 BATCH = 32  # datagrams per recvmmsg
-# Misses a worker may queue for Python before it drops (and counts) them. Every slot holds a full
-# 4097-byte datagram, so a worker keeps ~1.1 MB resident once misses have cycled through the ring:
-# with one worker per CPU that is what a large node pays; Python cannot drain a deeper queue anyway.
+# Misses a worker may queue for Python before it drops (and counts) them. A slot holds a query of up
+# to 512 bytes (longer ones get their own copy), so a worker keeps ~170 KB resident once misses have
+# cycled through the ring; Python cannot drain a deeper queue anyway.
 RING = 256
 # New names started per loop iteration. Each start runs the chain up to its first wait (~115 us
 # here), so this keeps one iteration near 2 ms of such work, which is what a serve_stale answer (a
