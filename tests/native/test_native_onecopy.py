@@ -83,8 +83,18 @@ def test_the_index_is_the_only_holder_of_a_mirrored_entrys_bytes() -> None:
     assert not [r for r in gc.get_referents(held) if isinstance(r, bytes) and body in r]
     assert not hasattr(held, "memo") and not hasattr(held, "__dict__")
     assert nix.index.body(key) == body
-    # The Python object is smaller than the one it replaced, bytes aside.
+    # The Python object is smaller than the one it replaced, bytes aside: eight slots, the index
+    # being its class's (one type per index) and no prefetch hit count.
     assert Mirrored.__basicsize__ < Entry.__basicsize__
+    assert type(held).__basicsize__ == object.__basicsize__ + 8 * 8 and type(held).src is nix.index
+    # Another generation's index (a reload) gets its own type; the old entries keep reading theirs.
+    m2, _p2, nix2 = _twins()
+    key2 = _put(m2, "a.example.")
+    assert m2.cache is not None
+    held2 = m2.cache.store.get(key2)
+    assert isinstance(held2, Mirrored) and type(held2).src is nix2.index and type(held2) is not type(held)
+    nix2.index.clear()
+    assert held.body_with_ttl(30) == body and held2.body_with_ttl(30) is None
 
 
 @pytest.mark.parametrize("later", [0.0, 0.5, 1.0, 7.25, 29.9, 30.0, 45.0])

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 from nodelocaldns.metrics.dnsstats import ZONE_SHIFT, ZoneAcc
 from nodelocaldns.native import insert_entry, module, new_index
 from nodelocaldns.plugins.cache import fastpath
-from nodelocaldns.plugins.cache.entry import Cached, Entry
+from nodelocaldns.plugins.cache.entry import Cached, Entry, Mirrored
 from nodelocaldns.server.udp import refused_reply
 
 if TYPE_CHECKING:
@@ -105,7 +105,7 @@ class BlockMirror:
         if not ok:  # index full: drop any older copy, so the index never serves a replaced answer
             ix.remove(key)
             return None
-        return entry.mirrored(ix, key) if isinstance(entry, Entry) else None
+        return entry.mirrored(self.nix.mirrored, key) if isinstance(entry, Entry) else None
 
     def _shuffles(self, key: bytes, entry: Cached) -> bool:
         """Would loadbalance's reference send this entry's hits as the native shuffle does? Its
@@ -140,6 +140,7 @@ class NativeIndex:
                 seen[id(b)] = b
         cap = sum(sum(max(c, 0) for c in b.cache.store.caps) for b in seen.values() if b.cache)
         self.index = new_index(min(max(cap, 1), 1 << 26))
+        self.mirrored = Mirrored.bound(self.index)  # what the stores keep for the entries it holds
         self.mirrors = [BlockMirror(self, b) for b in seen.values()]
         for m in self.mirrors:
             assert m.block.cache is not None

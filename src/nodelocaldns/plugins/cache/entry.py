@@ -15,7 +15,7 @@ index) reads them back with ``Index.body``. Without the extension every entry st
 from __future__ import annotations
 
 import struct
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, ClassVar, Protocol
 
 from nodelocaldns.dns import message, wire
 from nodelocaldns.metrics.dnsstats import stat_base, stats_of
@@ -220,11 +220,12 @@ class Entry(Cached):
             _TTL.pack_into(b, off, v)
         return bytes(b)
 
-    def mirrored(self, src: BodySource, key: bytes) -> Mirrored:
-        """This entry without its bytes, once ``src`` (a native index) holds them under ``key``."""
-        m = Mirrored.__new__(Mirrored)
+    def mirrored(self, kind: type[Mirrored], key: bytes) -> Mirrored:
+        """This entry without its bytes, once ``kind.src`` (a native index, ``Mirrored.bound``)
+        holds them under ``key``."""
+        m = kind.__new__(kind)
         m.heads, m.offs, m.stored, m.orig, m.sbase = self.heads, self.offs, self.stored, self.orig, self.sbase
-        m.fl, m.q, m.hits, m.src, m.key = self.fl, self.q, self.hits, src, key
+        m.fl, m.q, m.key = self.fl, self.q, key
         return m
 
 
@@ -243,11 +244,19 @@ class Mirrored(Cached):
     Prefetch never meets one (a prefetching cache has no fast path, so nothing is mirrored).
     """
 
-    __slots__ = ("heads", "offs", "stored", "orig", "sbase", "fl", "q", "hits", "src", "key")
+    # ~80k of these in four full caches: every slot is 8 bytes each. The index is the class's
+    # (``bound``: one subclass per index), and prefetch's hit count is never kept (see above).
+    __slots__ = ("heads", "offs", "stored", "orig", "sbase", "fl", "q", "key")
     memo_until = float("-inf")  # the fast paths' "memo still valid" test fails: they call body()
     last_hit = 0.0
-    src: BodySource
+    hits = 0
+    src: ClassVar[BodySource]
     key: bytes
+
+    @classmethod
+    def bound(cls, src: BodySource) -> type[Mirrored]:
+        """The Mirrored type whose entries read their bytes from ``src``."""
+        return type("Mirrored", (cls,), {"__slots__": (), "src": src, "__doc__": cls.__doc__})
 
     def body(self, now: float) -> bytes | None:
         keep = self.fl & _KEEPTTL
@@ -283,7 +292,7 @@ class Mirrored(Cached):
             return None
         e = Entry.__new__(Entry)
         e.heads, e.offs, e.stored, e.orig, e.sbase = self.heads, self.offs, self.stored, self.orig, self.sbase
-        e.fl, e.q, e.hits, e.last_hit, e.memo = self.fl, self.q, self.hits, self.stored, memo
+        e.fl, e.q, e.hits, e.last_hit, e.memo = self.fl, self.q, 0, self.stored, memo
         e.memo_until = self.stored + (self.orig if self.fl & _KEEPTTL else 1)
         e.tail = e.tail_edns = b""
         return e
