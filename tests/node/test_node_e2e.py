@@ -40,7 +40,16 @@ import dns.rcode
 import pytest
 
 from support.addon import ADDON_COREFILE
-from support.agent_ns import Dig, NsUnbound, dig, kube_proxy_dnat, local_addresses, ns_unbound, wait_until
+from support.agent_ns import (
+    Dig,
+    NsUnbound,
+    dig,
+    kube_proxy_dnat,
+    local_addresses,
+    ns_unbound,
+    owned_rule_lines,
+    wait_until,
+)
 from support.configmap import ConfigMapDir
 from support.netns import (
     add_bridge,
@@ -135,14 +144,15 @@ def topo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Topology]:
 
 
 def rule_lines(node: str) -> list[str]:
-    """Our rules as iptables-save / nft print them (read without the agent's own parser)."""
+    """Our rules as iptables-save / nft print them (read without the agent's own parser), the agents'
+    own tables (the host-network rules of the kube-dns ClusterIP) included."""
     lines: list[str] = []
     for tool in ("iptables-nft-save", "ip6tables-nft-save", "iptables-legacy-save", "ip6tables-legacy-save"):
         out = ns_exec(node, tool, check=False).stdout
         lines += [line for line in out.splitlines() if "NodeLocal DNS Cache" in line]
     nft = ns_exec(node, "nft", "list", "table", "inet", "nodelocaldns", check=False).stdout
     lines += [line.strip() for line in nft.splitlines() if "NodeLocal DNS Cache" in line]
-    return lines
+    return lines + owned_rule_lines(node)
 
 
 def scrub(node: str) -> None:
@@ -331,7 +341,8 @@ def test_pods_are_served_by_the_agent_without_conntrack_and_sigterm_cleans_up(to
         assert f"health {LINK_LOCAL}:8080" in conf and conf.startswith("cluster.local:53 {")
         assert local_addresses(node) == {f"{LINK_LOCAL}/32", f"{KUBE_DNS}/32"}
         lines = rule_lines(node)
-        assert len(lines) == 24 and all("-A " in line for line in lines)
+        # the kube-dns ClusterIP's two host-network rules are in the agent's own nft table
+        assert len(lines) == 24 and sum("-A " in line for line in lines) == 22
         assert http_get(node, f"http://{LINK_LOCAL}:8080/health") == (200, "OK")
         log = agent.log()
         for expected in (
@@ -369,7 +380,8 @@ def test_pods_are_served_by_the_agent_without_conntrack_and_sigterm_cleans_up(to
         assert rule_lines(node) == []
         assert local_addresses(node) == set()
         assert not agent.pidfile.exists()
-        assert "Deleted 24 nodelocaldns rules (iptables-nft)" in log
+        assert "Deleted 22 nodelocaldns rules (iptables-nft)" in log
+        assert "Deleted 2 nodelocaldns rules (table inet nodelocaldns-agent-" in log
     # After the agent: pods reach kube-dns through kube-proxy again.
     assert dig(pod, KUBE_DNS, CLUSTER_NAME) == Dig("NOERROR", ("198.18.0.1",))
     assert kube_dns.count(CLUSTER_NAME, client=POD_IP) == 2
@@ -495,7 +507,8 @@ def test_nftables_backend(topo: Topology) -> None:
     ) as agent:
         assert local_addresses(node) == {f"{LINK_LOCAL}/32", f"{KUBE_DNS}/32"}
         table = ns_exec(node, "nft", "list", "table", "inet", "nodelocaldns").stdout
-        assert table.count("NodeLocal DNS Cache") == 24 and table.count(" notrack ") == 16
+        # less the kube-dns ClusterIP's two host-network rules, which are in the agent's own table
+        assert table.count("NodeLocal DNS Cache") == 22 and table.count(" notrack ") == 14
         assert not any("-A " in line for line in rule_lines(node))  # nothing in the iptables tables
         for server in (LINK_LOCAL, KUBE_DNS):
             assert dig(pod, server, CLUSTER_NAME, tcp=server == KUBE_DNS).status == "NOERROR"
@@ -524,7 +537,7 @@ def test_ipv6_and_ipv4_in_one_process(topo: Topology) -> None:
     with run_agent(topo, "-rules-backend", "iptables", localip=f"{LINK_LOCAL},{LOCAL6},{KUBE_DNS}") as agent:
         assert local_addresses(node) == {f"{LINK_LOCAL}/32", f"{LOCAL6}/128", f"{KUBE_DNS}/32"}
         v6_rules = ns_exec(node, "ip6tables-nft-save").stdout.count("NodeLocal DNS Cache")
-        assert v6_rules == 12 and len(rule_lines(node)) == 36
+        assert v6_rules == 10 and len(rule_lines(node)) == 36  # 2 host-network rules in the agent's table
         assert f"bind {LINK_LOCAL} {LOCAL6} {KUBE_DNS}\n" in agent.conf.read_text()
         for tcp in (False, True):
             assert dig(pod, LOCAL6, CLUSTER_NAME, tcp=tcp) == Dig("NOERROR", ("198.18.0.1",))
@@ -542,12 +555,13 @@ def test_skipteardown_leaves_both_and_the_next_run_adopts_them(topo: Topology) -
     with run_agent(topo, "-skipteardown") as first:
         assert first.stop() == 0
         assert "Skipping teardown (-skipteardown)" in first.log()
-        assert len(rule_lines(node)) == 24
+        # all but the host-network rules of the ClusterIP, whose table the kernel deleted with the agent
+        assert len(rule_lines(node)) == 22
         assert local_addresses(node) == {f"{LINK_LOCAL}/32", f"{KUBE_DNS}/32"}
         # What an older run with another -localip would have left: NOTRACK for an address nobody holds.
         stale = "-p udp -d 198.18.0.99 --dport 53 -j NOTRACK -m comment --comment 'NodeLocal DNS Cache: skip conntrack'"
         ns_exec(node, "sh", "-c", f"iptables -t raw -I PREROUTING 1 {stale}")
-        assert len(rule_lines(node)) == 25
+        assert len(rule_lines(node)) == 23
 
         # The next agent (same node) adopts what it finds: no duplicate, and the stale rule is gone.
         with run_agent(topo) as second:

@@ -8,7 +8,10 @@ shows a node address (forwarded) or nothing (cached), and leaves no conntrack en
 
 Measured here: with the agent SIGKILLed (no teardown, its rules stay) the next pod query to the
 ClusterIP is answered by kube-dns; with the agent back, the next query after its listeners bind
-is the agent's again. The figures are printed (``-s``) and recorded in docs/node-agent.md.
+is the agent's again. The same for a host-network client (a process in the node namespace, bound
+to an address of its own so unbound's log tells it apart), whose NOTRACK rule lives in the
+agent's own nft table and dies with it. The figures are printed (``-s``) and recorded in
+docs/node-agent.md.
 """
 
 from __future__ import annotations
@@ -53,6 +56,8 @@ ZONES = {
     "cluster.local.": [*CLUSTER_ZONES.get("cluster.local.", []), f"{NAME} 30 IN AAAA fd00:96::1"],
 }
 SYNC = 1.0
+HOST_CLIENT = {4: "198.18.3.1", 6: "fd00:3::1"}  # a host-network client's own source address
+OWNED_PREFIX = "nodelocaldns-agent-"
 
 
 @dataclass
@@ -64,8 +69,11 @@ class Node:
 
     def pod_queries_seen(self) -> int:
         """Queries kube-dns got straight from the pod (through DNAT, not through the agent)."""
+        return self.queries_from(POD_IP, POD_IP6)
+
+    def queries_from(self, *clients: str) -> int:
         text = self.unbound_log.read_text(errors="replace") if self.unbound_log.exists() else ""
-        return sum(1 for q in parse_unbound_log(text) if q.client in (POD_IP, POD_IP6))
+        return sum(1 for q in parse_unbound_log(text) if q.client in clients)
 
 
 def dnat(node: str, tool: str) -> None:
@@ -101,6 +109,8 @@ def node_ns(tmp: Path, variant: str) -> Iterator[Node]:
         ns_exec(node, "ip", "link", "set", "kdns0", "up")
         ns_exec(node, "ip", "addr", "add", f"{ENDPOINTS[4]}/32", "dev", "kdns0")
         ns_exec(node, "ip", "-6", "addr", "add", f"{ENDPOINTS[6]}/128", "dev", "kdns0", "nodad")
+        ns_exec(node, "ip", "addr", "add", f"{HOST_CLIENT[4]}/32", "dev", "kdns0")
+        ns_exec(node, "ip", "-6", "addr", "add", f"{HOST_CLIENT[6]}/128", "dev", "kdns0", "nodad")
         ns_exec(node, "ip", "route", "add", "198.18.0.0/24", "dev", "vnode")
         dnat(node, "iptables-legacy" if variant == "legacy" else "iptables-nft")
         enable_conntrack(node)
@@ -142,14 +152,41 @@ def ask(node: Node, fam: int, *, tcp: bool = False, timeout: float = 1.0) -> boo
     return run_in_netns(node.pod, q)
 
 
-def pod_flows(node: str) -> list[str]:
+def ask_from_host(node: Node, fam: int, *, tcp: bool = False, timeout: float = 1.0) -> bool:
+    """One query from a host-network client (the node namespace) to the ClusterIP."""
+
+    def q() -> bool:
+        msg = dns.message.make_query(NAME, QTYPE[fam])
+        try:
+            send = dns.query.tcp if tcp else dns.query.udp
+            reply = send(msg, CLUSTER_IPS[fam], timeout=timeout, source=HOST_CLIENT[fam])
+        except (dns.exception.DNSException, OSError):
+            return False
+        return reply.rcode() == dns.rcode.NOERROR and bool(reply.answer)
+
+    return run_in_netns(node.node, q)
+
+
+def pod_flows(node: str, clients: tuple[str, ...] = (POD_IP, POD_IP6)) -> list[str]:
     out = ns_exec(node, "conntrack", "-L", "-f", "ipv4", check=False).stdout
     out += ns_exec(node, "conntrack", "-L", "-f", "ipv6", check=False).stdout
-    return [
-        ln
-        for ln in out.splitlines()
-        if "dport=53 " in ln and (f"src={POD_IP} " in ln or f"src={POD_IP6} " in ln)
-    ]
+    return [ln for ln in out.splitlines() if "dport=53 " in ln and any(f"src={c} " in ln for c in clients)]
+
+
+def host_flows(node: str) -> list[str]:
+    return pod_flows(node, tuple(HOST_CLIENT.values()))
+
+
+def owned_tables(node: str) -> dict[str, list[str]]:
+    """The agents' own tables (``flags owner``) and our rules in each, as nft prints them (text:
+    nft 1.0.6 cannot print an owner table's flags in JSON)."""
+    out = ns_exec(node, "nft", "list", "tables", check=False).stdout
+    names = [ln.split()[2] for ln in out.splitlines() if ln.startswith(f"table inet {OWNED_PREFIX}")]
+    tables = {}
+    for name in names:
+        text = ns_exec(node, "nft", "list", "table", "inet", name, check=False).stdout
+        tables[name] = [ln.strip() for ln in text.splitlines() if "NodeLocal DNS" in ln]
+    return tables
 
 
 def flush(node: str) -> None:
@@ -230,6 +267,19 @@ def served_by_kube_dns(node: Node, fam: int, *, tcp: bool = False, timeout: floa
     return ask(node, fam, tcp=tcp, timeout=timeout) and node.pod_queries_seen() > before
 
 
+def host_served_by_agent(node: Node, fam: int, *, tcp: bool = False) -> bool:
+    flush(node.node)
+    before = node.queries_from(*HOST_CLIENT.values())
+    ok = ask_from_host(node, fam, tcp=tcp)
+    return ok and node.queries_from(*HOST_CLIENT.values()) == before and not host_flows(node.node)
+
+
+def host_served_by_kube_dns(node: Node, fam: int, *, tcp: bool = False, timeout: float = 1.0) -> bool:
+    before = node.queries_from(*HOST_CLIENT.values())
+    ok = ask_from_host(node, fam, tcp=tcp, timeout=timeout)
+    return ok and node.queries_from(*HOST_CLIENT.values()) > before
+
+
 CASES = [("iptables", "legacy"), ("iptables", "nft"), ("nftables", "nft")]
 
 
@@ -268,6 +318,74 @@ def test_sigkill_hands_the_cluster_ip_to_kube_proxy_and_a_restart_takes_it_back(
               f"restart: pidfile after {up:.2f} s, agent answering {back * 1000:.0f} ms later")  # fmt: skip
 
 
+def plant_unconditional_host_rule(node: str, backend: str, variant: str) -> str:
+    """The host-network NOTRACK rule as an earlier version (or node-cache) put it in the backend:
+    unconditional, so it would outlive a SIGKILL. Returns what to look for in the listing."""
+    if backend == "nftables":
+        ns_exec(node, "nft", "add", "rule", "inet", "nodelocaldns", "raw_output", "ip", "daddr", CLUSTER_IPS[4],
+                "udp", "dport", "53", "counter", "notrack", "comment", '"NodeLocal DNS Cache: skip conntrack"')  # fmt: skip
+        # the PREROUTING copy has a socket match, the INPUT one accepts
+        return f"ip daddr {CLUSTER_IPS[4]} udp dport 53 counter packets"
+    ns_exec(node, f"iptables-{variant}", "-t", "raw", "-I", "OUTPUT", "1", "-p", "udp", "-d", CLUSTER_IPS[4],
+            "--dport", "53", "-j", "NOTRACK", "-m", "comment", "--comment", "NodeLocal DNS Cache: skip conntrack")  # fmt: skip
+    return f"-A OUTPUT -d {CLUSTER_IPS[4]}/32 -p udp"
+
+
+@pytest.mark.parametrize(("backend", "variant"), CASES, ids=["iptables-legacy", "iptables-nft", "nftables"])
+def test_sigkill_hands_host_network_dns_to_kube_proxy_and_a_restart_takes_it_back(
+    tmp_path: Path, backend: str, variant: str
+) -> None:
+    kind = "nft" if backend == "nftables" else f"iptables-{variant}"
+    with node_ns(tmp_path, variant) as node:
+        with agent(node, backend, "run1") as first:
+            tables = owned_tables(node.node)
+            assert len(tables) == 1, tables
+            (own,) = tables.values()
+            assert len(own) == 4, own  # raw OUTPUT tcp+udp to each ClusterIP's :53
+            assert len(rule_lines(node.node)[kind]) == 32  # the rest of node-cache's 36
+            for fam in (4, 6):
+                wait_until(lambda f=fam: host_served_by_agent(node, f), 5 * SYNC, f"host client on IPv{fam}")
+                assert host_served_by_agent(node, fam, tcp=True), f"host TCP IPv{fam} not served by the agent"
+            # An earlier version's unconditional copy in the backend is removed within a sync interval.
+            planted = plant_unconditional_host_rule(node.node, backend, variant)
+            wait_until(
+                lambda: not any(planted in ln and "accept" not in ln for ln in rule_lines(node.node)[kind]),
+                3 * SYNC,
+                "the old rule gone",
+            )
+            first.kill()
+            killed = time.monotonic()
+            first.wait()  # a dying process holds its sockets (and its table) until its exit completes
+            exited = time.monotonic() - killed
+            # the kernel deleted the agent's own table with its netlink socket; nothing else changed
+            assert host_served_by_kube_dns(node, 4, timeout=1.0), (
+                "IPv4 host client not answered after SIGKILL"
+            )
+            answered = time.monotonic() - killed
+            assert owned_tables(node.node) == {}
+            assert len(rule_lines(node.node)[kind]) == 32
+            for fam in (4, 6):
+                assert host_served_by_kube_dns(node, fam, timeout=1.0), f"IPv{fam} host fail-safe (UDP)"
+                assert host_served_by_kube_dns(node, fam, tcp=True, timeout=1.0), (
+                    f"IPv{fam} host fail-safe (TCP)"
+                )
+            assert host_flows(node.node), "fail-safe traffic goes through conntrack and DNAT"
+        started = time.monotonic()
+        with agent(node, backend, "run2") as second:
+            up = time.monotonic() - started
+            back = wait_until(lambda: host_served_by_agent(node, 4), SYNC, "host traffic back at the agent")
+            for fam in (4, 6):
+                assert host_served_by_agent(node, fam) and host_served_by_agent(node, fam, tcp=True)
+            assert len(owned_tables(node.node)) == 1
+            second.send_signal(signal.SIGTERM)
+            assert second.wait(30) == 0
+            log = second.log.read_text()  # type: ignore[attr-defined]
+            assert "Deleted 4 nodelocaldns rules (table inet nodelocaldns-agent-" in log, log
+            assert owned_tables(node.node) == {} and not any(rule_lines(node.node).values())
+    print(f"\n{backend}/{variant}: host-network client answered by kube-dns {answered * 1000:.1f} ms after "
+          f"SIGKILL (exit took {exited * 1000:.1f} ms); restart: pidfile after {up:.2f} s, host client at the agent {back * 1000:.0f} ms later")  # fmt: skip
+
+
 OTHER_IP = "198.18.0.99"  # another instance's address: rules for it are never ours to remove
 
 
@@ -303,18 +421,19 @@ def test_rules_an_unclean_exit_left_in_the_other_backend_are_removed_at_start(
     first_kind = "nft" if first == "nftables" else f"iptables-{first_variant}"
     with node_ns(tmp_path, first_variant) as node:
         with agent(node, first, "a") as a:
-            assert len(rule_lines(node.node)[first_kind]) == 36  # 12 per address, 3 addresses
+            # 12 per address, 3 addresses, less the host-network rules in the agent's own table
+            assert len(rule_lines(node.node)[first_kind]) == 32
             a.kill()
             a.wait()
         foreign = plant_foreign(node.node, first, first_variant)
         with agent(node, second, "b") as b:
             lines = rule_lines(node.node)
             log = b.log.read_text()  # type: ignore[attr-defined]
-            assert len(lines[second_kind]) == 36, log
+            assert len(lines[second_kind]) == 32, log
             # what is left in the first backend is exactly what was not ours
             left = lines[first_kind]
             assert left and all(any(f in ln for f in foreign) for ln in left), left
-            assert f"Deleted 36 nodelocaldns rules an earlier run left in {first_kind}" in log, log
+            assert f"Deleted 32 nodelocaldns rules an earlier run left in {first_kind}" in log, log
             if first == "iptables":
                 assert iptables_lines(node.node, first_variant, "--comment operator"), (
                     "an operator's rule was removed"
@@ -337,7 +456,8 @@ def test_without_the_socket_match_the_agent_falls_back_to_node_caches_rules(tmp_
             log = a.log.read_text()  # type: ignore[attr-defined]
             assert "cannot match on sockets" in log, log
             lines = rule_lines(node.node)["iptables-nft"]
-            assert len(lines) == 36 and not any("socket" in ln for ln in lines), lines
+            assert len(lines) == 32 and not any("socket" in ln for ln in lines), lines
+            assert [len(t) for t in owned_tables(node.node).values()] == [4]  # that needs no xt_socket
             metrics = run_in_netns(node.node, lambda: _get("http://127.0.0.1:9353/metrics"))
             assert 'coredns_nodecache_setup_errors_total{errortype="socket_match"} 1.0' in metrics
             assert served_by_agent(node, 4)

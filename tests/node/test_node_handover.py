@@ -23,6 +23,7 @@ from nodelocaldns.native import native_available
 from support.agent_ns import (
     KUBE_DNS,
     LINK_LOCAL,
+    NODE_IP,
     Container,
     NodeAndPod,
     dig,
@@ -35,7 +36,7 @@ from support.agent_ns import (
 )
 from support.agent_render import RENDER_ARGS, Rendered, _cli, kubelet_env
 from support.load import Load, query_file
-from support.netns import netns_available
+from support.netns import netns_available, ns_exec
 
 pytestmark = [
     pytest.mark.root,
@@ -121,6 +122,23 @@ def loads(topo: NodeAndPod, tmp: Path, seconds: float) -> list[Load]:
     return [Load(ip, 53, queries, seconds=seconds, qps=QPS, ns=topo.pod) for ip in (LINK_LOCAL, KUBE_DNS)]
 
 
+def owned_tables(node: str) -> list[str]:
+    """The agents' own nft tables (one per live agent, deleted by the kernel with it)."""
+    out = ns_exec(node, "nft", "list", "tables", check=False).stdout
+    return [ln.split()[2] for ln in out.splitlines() if ln.startswith("table inet nodelocaldns-agent-")]
+
+
+def host_query_stays_local(topo: NodeAndPod) -> bool:
+    """A host-network client's query to the ClusterIP is answered and skips conntrack: NOTRACKed by
+    an agent's own table, not DNAT'd by kube-proxy to the kube-dns stand-in."""
+    ns_exec(topo.node, "conntrack", "-F", check=False)
+    out = ns_exec(
+        topo.node, "dig", f"@{KUBE_DNS}", "-b", NODE_IP, NAMES[0], "+time=2", "+tries=1", check=False
+    )
+    flows = ns_exec(topo.node, "conntrack", "-L", "-p", "udp", "--dport", "53", check=False).stdout
+    return "status: NOERROR" in out.stdout and f"src={NODE_IP} dst={KUBE_DNS} " not in flows
+
+
 def warm(topo: NodeAndPod) -> None:
     for ip in (LINK_LOCAL, KUBE_DNS):
         for n in NAMES:
@@ -141,8 +159,10 @@ def test_handover_under_load_loses_no_query_and_the_last_one_out_tears_down(
                 time.sleep(1.5)
                 with agent(topo, r, "new", scrub=False) as new:
                     wait_serving(new, r)
+                    assert len(owned_tables(topo.node)) == 2  # each agent holds its own
                     time.sleep(1.5)  # both serve: the kernel spreads the flows over both
                     assert old.stop(signal.SIGTERM) == 0
+                    assert len(owned_tables(topo.node)) == 1 and host_query_stays_local(topo)
                     results = [ld.result() for ld in running]
                     sampler.__exit__()
                     assert "Agent pid" in old.log() and "handing over to it" in old.log(), old.log()
@@ -248,6 +268,7 @@ def test_redundant_mode_a_sigkill_of_either_agent_loses_no_query(
         wait_serving(a, r)
         wait_serving(b, r)
         warm(topo)
+        assert len(owned_tables(topo.node)) == 2 and host_query_stays_local(topo)
         killed, survivor = (a, b) if victim == 0 else (b, a)
         # Both UDP sockets of each agent, and the two of its peer's it reads.
         wait_until(lambda: dns_sockets(survivor) == 2 * OWN, 10, "the peer's sockets shared")
@@ -265,6 +286,8 @@ def test_redundant_mode_a_sigkill_of_either_agent_loses_no_query(
             for ld in running:
                 ld.kill()
         assert survivor.proc.poll() is None
+        # The killed agent's own table went with it; the survivor's keeps host-network DNS local.
+        assert len(owned_tables(topo.node)) == 1 and host_query_stays_local(topo)
         assert "is gone: answering what its sockets still hold" in survivor.log(), survivor.log()
         assert dns_sockets(survivor) == OWN  # the dead peer's copies are closed
         assert len(rule_lines(topo.node)) == RULES and local_addresses(topo.node) == ADDRESSES

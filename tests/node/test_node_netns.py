@@ -31,9 +31,10 @@ from nodelocaldns.node.iptables import IptablesBackend, detect_variant
 from nodelocaldns.node.netsetup import NetSetup, SyncLoop
 from nodelocaldns.node.networker import NetWorker
 from nodelocaldns.node.nft import NftBackend
+from nodelocaldns.node.nftrules import nft_script
 from nodelocaldns.node.plan import InterfaceSpec
 from nodelocaldns.node.reconcile import Reconciler, ReconcileReport
-from nodelocaldns.node.rules import COMMENT_ALLOW_DNS, COMMENT_SKIP_CONNTRACK, Rule, desired_rules, nft_script
+from nodelocaldns.node.rules import COMMENT_ALLOW_DNS, COMMENT_SKIP_CONNTRACK, Rule, desired_rules
 from nodelocaldns.node.setup_metrics import SetupMetrics
 from support.netns import (
     add_bridge,

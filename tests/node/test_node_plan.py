@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from nodelocaldns.node.plan import (
@@ -16,8 +18,10 @@ from nodelocaldns.node.plan import (
     InterfaceSpec,
     LinkState,
     Observed,
+    OwnedState,
     RuleState,
     SetLinkUp,
+    WriteOwnedTable,
     plan_tick,
 )
 from nodelocaldns.node.rules import Rule, desired_rules
@@ -115,3 +119,80 @@ def test_wanted_rules_are_deduplicated_and_addresses_canonical() -> None:
     spec = InterfaceSpec("nodelocaldns", ("fd00:0d15:0:0::10", IP6))
     got = plan_tick(obs(LinkState(7, "bridge", {}), RuleState(()), spec=spec, wanted=RULES + RULES))
     assert got == [AddAddress(IP6), FixRules(RULES, RULES, ())]
+
+
+# ---------------------------------------------------------------- the agent's own table
+
+SVC = "10.96.0.10"
+SVC_RULES = tuple(desired_rules([SVC], owner_table=True))
+BACKEND = tuple(r for r in SVC_RULES if not r.owner)
+OWNED = tuple(r for r in SVC_RULES if r.owner)
+UNCONDITIONAL = tuple(replace(r, owner=False) for r in OWNED)  # an earlier version's copies
+SVC_SPEC = InterfaceSpec("nodelocaldns", (SVC,))
+SVC_LINK = LinkState(7, "bridge", {SVC: 0})
+
+
+def owned_obs(
+    state: OwnedState | None,
+    backend: tuple[Rule, ...] = BACKEND,
+    *,
+    link: LinkState | None = SVC_LINK,
+    exclusive: bool = False,
+) -> Observed:
+    return Observed(
+        SVC_SPEC, link, BACKEND, RuleState(backend), exclusive_table=exclusive, owned=OWNED, owned_state=state
+    )
+
+
+OWNED_CASES: list[tuple[str, Observed, list[Action]]] = [
+    ("only the host-network rules are owner rules", owned_obs(OwnedState(OWNED)), []),
+    ("the table is gone: recreate it", owned_obs(OwnedState((), present=False)),
+     [WriteOwnedTable(OWNED, recreate=True)]),
+    ("the table holds other rules: rewrite it", owned_obs(OwnedState(OWNED[:1])), [WriteOwnedTable(OWNED)]),
+    ("the table could not be read: leave it", owned_obs(None), []),
+    ("the backend could not be read: leave the table too", Observed(
+        SVC_SPEC, SVC_LINK, BACKEND, None, owned=OWNED, owned_state=OwnedState((), present=False)
+    ), []),
+    ("the interface could not be read: hold", owned_obs(OwnedState((), present=False), link=None), [HoldRules()]),
+    ("shared backend: an earlier version's unconditional copies go", owned_obs(
+        OwnedState(OWNED), BACKEND + UNCONDITIONAL + UNCONDITIONAL[:1]
+    ), [FixRules(BACKEND, (), UNCONDITIONAL + UNCONDITIONAL[:1])]),
+    ("own backend table: the same copies go with the rewrite", owned_obs(
+        OwnedState(OWNED), BACKEND + UNCONDITIONAL, exclusive=True
+    ), [FixRules(BACKEND, (), UNCONDITIONAL)]),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("observed", "want"), [c[1:] for c in OWNED_CASES], ids=[c[0] for c in OWNED_CASES])
+def test_plan_tick_owned_table(observed: Observed, want: list[Action]) -> None:
+    assert plan_tick(observed) == want
+
+
+def test_owner_rules_are_the_host_network_dns_rules_of_service_ips_only() -> None:
+    assert [(r.proto, r.chain, r.direction, r.port) for r in OWNED] == [
+        ("tcp", "OUTPUT", "dst", 53),
+        ("udp", "OUTPUT", "dst", 53),
+    ]
+    assert not any(r.owner for r in desired_rules([IP4, "fe80::a"], owner_table=True))  # link-local
+    assert not any(r.owner for r in desired_rules([SVC]))
+
+
+def test_shared_backend_keeps_a_rule_in_the_other_guard_form_only_when_it_is_not_ours() -> None:
+    unguarded = tuple(desired_rules([SVC], socket_guard=False))
+    # our PREROUTING rule without the socket match is superseded by the guarded one
+    fix = plan_tick(owned_obs(OwnedState(OWNED), BACKEND + unguarded[:1]))
+    assert fix == [FixRules(BACKEND, (), unguarded[:1])]
+    # the same rule for another address, or another port, is somebody else's
+    other = tuple(desired_rules(["10.96.0.11"], socket_guard=False))
+    assert plan_tick(owned_obs(OwnedState(OWNED), BACKEND + other)) == []
+
+
+def test_start_up_leftovers_include_the_backend_copy_of_an_owned_rule() -> None:
+    from nodelocaldns.node.leftovers import ours_in_other_backend, stale_rules
+
+    desired = SVC_RULES
+    # in the backend we use: an earlier version's unconditional host-network rule is stale
+    assert stale_rules(BACKEND + UNCONDITIONAL, desired, {SVC}) == list(UNCONDITIONAL)
+    assert stale_rules(BACKEND, desired, {SVC}) == []
+    # in another backend: ours in either form
+    assert ours_in_other_backend(BACKEND + UNCONDITIONAL, desired) == list(BACKEND + UNCONDITIONAL)

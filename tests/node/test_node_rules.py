@@ -14,6 +14,13 @@ from nodelocaldns.errors import ConfigError, SetupError
 from nodelocaldns.node.command import CommandResult
 from nodelocaldns.node.factory import kube_proxy_uses_nftables
 from nodelocaldns.node.iptables import choose_variant, classify_failure
+from nodelocaldns.node.nftrules import (
+    nft_delete_script,
+    nft_owned_script,
+    nft_rule_text,
+    nft_script,
+    parse_nft_json,
+)
 from nodelocaldns.node.privileges import effective_capabilities, has_capability, require_net_admin
 from nodelocaldns.node.rules import (
     COMMENT_ALLOW_DNS,
@@ -23,11 +30,7 @@ from nodelocaldns.node.rules import (
     desired_rules,
     format_rule_go,
     iptables_restore_text,
-    nft_delete_script,
-    nft_rule_text,
-    nft_script,
     parse_iptables_save,
-    parse_nft_json,
     restore_text,
     to_iptables_args,
 )
@@ -478,3 +481,26 @@ def test_capability_parsing() -> None:
     assert "NET_ADMIN" in str(info.value) and info.value.kind == "privileges"
     with pytest.raises(ValueError):
         effective_capabilities("Name:\tx\n")
+
+
+def test_owned_table_script_golden() -> None:
+    owned = [r for r in desired_rules(["10.96.0.10"], owner_table=True) if r.owner]
+    assert nft_owned_script(owned, "nodelocaldns-agent-1a2b") == (
+        "table inet nodelocaldns-agent-1a2b { flags owner; }\n"
+        "delete table inet nodelocaldns-agent-1a2b\n"
+        "table inet nodelocaldns-agent-1a2b {\n"
+        "\tflags owner\n"
+        "\tchain raw_output {\n"
+        "\t\ttype filter hook output priority raw; policy accept;\n"
+        '\t\tip daddr 10.96.0.10 tcp dport 53 counter notrack' + NFT_SKIP + '\n'
+        '\t\tip daddr 10.96.0.10 udp dport 53 counter notrack' + NFT_SKIP + '\n'
+        "\t}\n"
+        "}\n"
+    )  # fmt: skip
+    assert nft_owned_script([], "t").endswith("table inet t {\n\tflags owner\n}\n")
+
+
+def test_only_raw_output_destination_rules_can_live_in_the_owned_table() -> None:
+    rule = desired_rules(["10.96.0.10"])[0]  # raw PREROUTING
+    with pytest.raises(ValueError, match="own table"):
+        replace(rule, socket=False, owner=True)

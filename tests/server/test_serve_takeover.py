@@ -8,10 +8,11 @@ kernel already queued to its socket (server/listener.py ``UDPWorker.stop``). dns
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -26,6 +27,22 @@ NAMES = [f"h{i}.handover.test." for i in range(50)]
 ZONES = {"handover.test.": [f"{n} 300 IN A 198.18.5.{i + 1}" for i, n in enumerate(NAMES)]}
 
 pytestmark = pytest.mark.skipif(shutil.which("dnsperf") is None, reason="needs dnsperf")
+
+MIGRATE = Path("/proc/sys/net/ipv4/tcp_migrate_req")
+
+
+@pytest.fixture(autouse=True)
+def _host_sysctl_restored() -> Iterator[None]:
+    """The second serve sets net.ipv4.tcp_migrate_req=1 when it finds its TCP port shared
+    (server/tcp_migrate.py). These tests run on the host's loopback: put its value back."""
+    try:
+        before = MIGRATE.read_text()
+    except OSError:
+        before = None
+    yield
+    if before is not None:
+        with contextlib.suppress(OSError):
+            MIGRATE.write_text(before)
 
 
 def corefile(up: UpstreamServer, hport: int, rport: int, mport: int) -> str:

@@ -204,7 +204,24 @@ def rule_lines(node: str) -> list[str]:
         lines += [line for line in out.splitlines() if RULE_COMMENT in line]
     nft = ns_exec(node, "nft", "list", "table", "inet", "nodelocaldns", check=False).stdout
     lines += [line.strip() for line in nft.splitlines() if RULE_COMMENT in line]
-    return lines
+    return lines + owned_rule_lines(node)
+
+
+def owned_rule_lines(node: str) -> list[str]:
+    """The rules in the agents' own tables (``inet nodelocaldns-agent-*``, one per live agent), each
+    once: two peers during a handover hold the same rules, and either copy does the job. Counters
+    are cut off so the two copies compare equal."""
+    found: set[str] = set()
+    tables = ns_exec(node, "nft", "list", "tables", check=False).stdout
+    for line in tables.splitlines():
+        if line.startswith("table inet nodelocaldns-agent-"):
+            text = ns_exec(node, "nft", "list", "table", "inet", line.split()[2], check=False).stdout
+            found |= {
+                re.sub(r" counter packets \d+ bytes \d+", " counter", ln.strip())
+                for ln in text.splitlines()
+                if RULE_COMMENT in ln
+            }
+    return sorted(found)
 
 
 def local_addresses(node: str) -> set[str]:

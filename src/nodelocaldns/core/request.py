@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from nodelocaldns.dns.wire import Query, name_to_text
+from nodelocaldns.dns.wire import Query, Records, name_to_text
 
 
 @dataclass(slots=True)
@@ -52,3 +52,6 @@ class Reply:
     plugin: str = ""
     error: BaseException | None = None
     final: bool = False
+    # The walk of ``wire`` by the plugin that wrote it (dns.wire.scan_reply: wire, first record
+    # offset, records), so the cache need not walk it again; trusted only while scan[0] is wire.
+    scan: tuple[bytes, int, Records] | None = None

@@ -395,37 +395,46 @@ _RDATA_NAMES: dict[int, tuple[tuple[int, ...], int]] = {
 }
 
 
+Records = tuple[tuple[int, int, int, int], ...]  # (start, ttl offset, rtype, end) per record, OPT too
+
+
 def check_reply(msg: bytes) -> bytes:
-    """``msg`` if every section unpacks as its header says, else WireError.
+    """``msg`` if every section unpacks as its header says, else WireError (see scan_reply)."""
+    return scan_reply(msg)[0]
+
+
+def scan_reply(msg: bytes) -> tuple[bytes, int, Records]:
+    """``(msg, offset of the first record, its records)`` if every section unpacks, else WireError.
 
     What miekg/dns's Unpack rejects, we reject: a message cut short, a name that runs out or whose
     compression pointer does not point backwards into the message, rdata longer than what is left,
     counts that promise more records than there are, and names in NS/CNAME/PTR/DNAME/MX/SRV/SOA
     rdata that leave their rdata. Bytes after the last counted record are cut off (CoreDNS repacks
-    the message, which drops them too).
+    the message, which drops them too). The records go on with the reply to the cache's classify.
     """
     if len(msg) < HEADER_LEN:
         raise WireError("reply shorter than a DNS header")
     _qid, _flags, qd, an, ns, ar = _HDR.unpack_from(msg)
-    off = HEADER_LEN
-    n = len(msg)
+    off, n = HEADER_LEN, len(msg)
     for _ in range(qd):
         off = read_name(msg, off)[1] + 4
         if off > n:
             raise WireError("question runs past end of message")
+    body, recs = off, []
     for _ in range(an + ns + ar):
-        off = read_name(msg, off)[1]
+        start, off = off, read_name(msg, off)[1]
         if off + 10 > n:
             raise WireError("record runs past end of message")
         rtype, _rclass, _ttl, rdlen = _RR_FIXED.unpack_from(msg, off)
-        start = off + 10
-        off = start + rdlen
+        rstart = off + 10
+        off = rstart + rdlen
         if off > n:
             raise WireError("rdata runs past end of message")
         layout = _RDATA_NAMES.get(rtype)
         if layout is not None and rdlen:  # empty rdata is a valid (update-style) record for miekg too
-            _check_rdata_names(msg, start, off, layout)
-    return msg if off == n else msg[:off]
+            _check_rdata_names(msg, rstart, off, layout)
+        recs.append((start, rstart - 6, rtype, off))
+    return (msg if off == n else msg[:off]), body, tuple(recs)
 
 
 def _check_rdata_names(msg: bytes, start: int, end: int, layout: tuple[tuple[int, ...], int]) -> None:

@@ -7,9 +7,13 @@ A SIGKILLed or OOM-killed run never tears down. Three kinds of leftovers then ma
   rule for the kube-dns ClusterIP after a switch to IPVS mode bypasses kube-proxy's DNAT with nobody
   listening (rules for our addresses with other ports, a second DaemonSet's ``-health-port``, stay);
 * in the backend we use, our rule for one of our addresses in the *other* fail-safe form (guarded vs
-  unguarded, after an upgrade or on a host that lost the socket match);
+  unguarded, after an upgrade or on a host that lost the socket match), or a rule that this run
+  keeps in its own nft table (``owned.py``: an earlier version's unconditional host-network rule);
 * in every other backend (``iptables-legacy``, ``iptables-nft``, the nft table ``inet nodelocaldns``),
   after ``-rules-backend`` changed: our rules for our addresses and ports, in either form.
+
+The agents' own tables (``inet nodelocaldns-agent-*``) are never touched here: the kernel lets only
+their owner change them, and deletes each with its owner.
 
 "Ours" is always the exact spec (``rules.parse_iptables_save`` / ``parse_nft_json``): a rule that
 merely carries our comment, or is for somebody else's address, is never touched.
@@ -33,12 +37,13 @@ ALL_BACKENDS: tuple[str, ...] = ("iptables-legacy", "iptables-nft", "nft")
 
 
 def _unguarded(rule: Rule) -> Rule:
-    return replace(rule, socket=False)
+    return replace(rule, socket=False, owner=False)
 
 
 def stale_rules(owned: Sequence[Rule], desired: Sequence[Rule], our_ips: Collection[str]) -> list[Rule]:
-    """Leftovers in the backend we use: other addresses, or ours in the other guard form."""
-    want = set(desired)
+    """Leftovers in the backend we use: other addresses, or ours in the other guard form (a rule
+    ``desired`` keeps in the agent's own table is never wanted in the backend)."""
+    want = {r for r in desired if not r.owner}
     want_any_form = {_unguarded(r) for r in desired}
     return [
         r

@@ -116,6 +116,7 @@ class NodeAgent:
             if self._metrics_server is not None:
                 await self._metrics_server.stop()
             self.net.close()
+            self.setup.close()
             if self.share is not None:
                 self.share.close()
             if self.handover is not None:
@@ -146,6 +147,8 @@ class NodeAgent:
         server.extra_ready_checks.append(self.setup.ready_check)
         if self._metrics_server is not None:  # node-cache registers the counter only once it serves it
             server.extra_collectors.append(self.metrics.collect)
+        if p.setup_interface or p.setup_iptables:  # the node's DNS networking is ours: handovers too
+            server.tcp_migrate.ensure("the node agent hands TCP over to its peers")
         server.add_hook(Phase.DRAINING, self.setup.delete_rules)
         server.add_hook(Phase.CLOSED, self.setup.remove_interface)
         try:

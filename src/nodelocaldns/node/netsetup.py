@@ -28,9 +28,10 @@ from nodelocaldns.node.failsafe import rules_for
 from nodelocaldns.node.flags import NodeCacheParams
 from nodelocaldns.node.leftovers import remove_from_other_backends, stale_rules
 from nodelocaldns.node.networker import NetWorker
+from nodelocaldns.node.owned import OwnedTable, open_owned_table
 from nodelocaldns.node.plan import InterfaceSpec
 from nodelocaldns.node.reconcile import Reconciler, ReconcileReport
-from nodelocaldns.node.rules import Rule, desired_rules, format_rule_go
+from nodelocaldns.node.rules import Rule, desired_rules, format_rule_go, has_kube_proxy_path
 from nodelocaldns.node.setup_metrics import SetupMetrics
 
 log = logging.getLogger("nodelocaldns.node")
@@ -103,6 +104,7 @@ class NetSetup:
             None, self.iface, metrics, params.sync_interval, rules=self.rules, logger=log
         )
         self.sync: SyncLoop | None = None
+        self.owned: OwnedTable | None = None
         # /ready (when the Corefile has `ready`) waits for the first complete network setup.
         self._complete = not (params.setup_interface or params.setup_iptables)
         self._problem = "node network setup in progress"
@@ -115,13 +117,26 @@ class NetSetup:
         if p.setup_iptables:
             self.backend = await self._net(select_backend(p.rules_backend))
             log.info("Using %s for the nodelocaldns rules", self.backend.name)
-            # The fail-safe (socket-matching) variant where the backend and kernel can run it.
+            # The fail-safe variant where the backend and kernel can run it: socket-matching rules,
+            # and the host-network rules in a table of this process's own (owned.py).
             ips = [ip.compressed for ip in p.local_ips]
+            why: str | None = None
+            if any(has_kube_proxy_path(ip) for ip in ips):
+                self.owned, why = await self._net(_open_owned())
+                if self.owned is not None:
+                    log.info("Host-network DNS rules go to the table inet %s of this agent", self.owned.name)
             self.rules = tuple(
-                await self._net(rules_for(self.backend, ips, p.dns_port, p.health_port, self.metrics, log))
-            )
+                await self._net(
+                    rules_for(
+                        self.backend, ips, p.dns_port, p.health_port, self.metrics, log,
+                        owned_unavailable=why or None,
+                    )
+                )
+            )  # fmt: skip
             self.reconciler.backend = self.backend
-            self.reconciler.rules = self.rules
+            self.reconciler.rules = tuple(r for r in self.rules if not r.owner)
+            self.reconciler.owned = self.owned
+            self.reconciler.owned_rules = tuple(r for r in self.rules if r.owner)
         await self._remove_stale_rules()
         # The addresses must exist before the listeners bind to them; the rules wait for the server.
         return await self._net(self.reconciler.reconcile_once(with_rules=False))
@@ -216,6 +231,17 @@ class NetSetup:
 
     async def _net(self, coro: Coroutine[Any, Any, T]) -> T:
         return await self.net.call(coro)
+
+    def close(self) -> None:
+        """Free the agent's own table's netlink context: the kernel deletes the table with it. Run
+        at exit, after the teardown (or instead of it, when a peer keeps serving: its own table
+        holds the same rules)."""
+        if self.owned is not None:
+            self.owned.close()
+
+
+async def _open_owned() -> tuple[OwnedTable | None, str]:
+    return open_owned_table()
 
 
 async def _wait(stop: asyncio.Event, seconds: float) -> bool:

@@ -1,7 +1,7 @@
 """Native nftables backend: our rules in our own ``inet nodelocaldns`` table.
 
 The table belongs to us alone, so the whole desired state is written as one ``nft -f -``
-transaction that replaces the table (``rules.nft_script``): atomic, never a duplicate, no xtables
+transaction that replaces the table (``nftrules.nft_script``): atomic, never a duplicate, no xtables
 lock. A tick first reads the table back with ``nft -j list table`` and writes nothing when it
 already holds exactly the desired rules, so the steady state is one read per tick.
 
@@ -17,8 +17,9 @@ from collections.abc import Mapping, Sequence
 from nodelocaldns.errors import SetupError
 from nodelocaldns.node.backend import EnsureReport, ensure_rules
 from nodelocaldns.node.command import run_command
+from nodelocaldns.node.nftrules import nft_delete_script, nft_script, parse_nft_json
 from nodelocaldns.node.plan import FixRules, RuleState
-from nodelocaldns.node.rules import NFT_TABLE, Rule, nft_delete_script, nft_script, parse_nft_json
+from nodelocaldns.node.rules import NFT_TABLE, Rule
 
 # One rule with both socket keys the table uses, in a chain on the hook they are used in.
 _SOCKET_PROBE = (

@@ -8,7 +8,12 @@ observes (netlink, ``iptables-save``/``nft list``), calls it, and carries the ac
   the node's DNS. (When an interface action fails while being carried out, the rule actions after it
   are skipped the same way.) Rules already in place are left alone either way.
 * Rules: every wanted rule exactly once. A backend that shares its tables (iptables) only removes
-  extra copies of our own rules; one that owns its table (nft) also drops what is not wanted.
+  extra copies of our own rules and our rules in a form this run does not use (guarded vs not, or
+  a rule that now lives in the agent's own table); one that owns its table (nft) also drops what is
+  not wanted.
+* The agent's own table (``owned.py``, the host-network rules that die with the agent): written
+  whole when it is gone or holds anything else, under the same interface condition as the rules,
+  and only in a tick whose backend rules could be read (no host-network half without the rest).
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from __future__ import annotations
 import ipaddress
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from nodelocaldns.node.rules import Rule, unique
 
@@ -57,6 +62,14 @@ class RuleState:
 
 
 @dataclass(frozen=True, slots=True)
+class OwnedState:
+    """The agent's own table as read back: ``present`` False once it is gone."""
+
+    rules: tuple[Rule, ...]
+    present: bool = True
+
+
+@dataclass(frozen=True, slots=True)
 class Observed:
     """Everything one tick looked at (``None`` = not managed, or the observation failed)."""
 
@@ -69,6 +82,10 @@ class Observed:
     """The backend owns its whole table (nft), so anything in it that is not wanted goes."""
     with_rules: bool = True
     """False on the start-up pass: interface only, the rules wait for the DNS server."""
+    owned: tuple[Rule, ...] = ()
+    """The rules wanted in the agent's own table; empty when there is none."""
+    owned_state: OwnedState | None = None
+    """None when not read (not managed, or the read failed)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,11 +116,19 @@ class FixRules:
 
 
 @dataclass(frozen=True, slots=True)
+class WriteOwnedTable:
+    """Replace the agent's own table with ``rules`` (``recreate``: it was gone)."""
+
+    rules: tuple[Rule, ...]
+    recreate: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class HoldRules:
     """Rules are wanted but the interface is not in place: add none this tick."""
 
 
-Action = CreateLink | AddAddress | SetLinkUp | FixRules | HoldRules
+Action = CreateLink | AddAddress | SetLinkUp | FixRules | WriteOwnedTable | HoldRules
 INTERFACE_ACTIONS = (CreateLink, AddAddress, SetLinkUp)
 
 
@@ -127,7 +152,15 @@ def plan_interface(spec: InterfaceSpec, link: LinkState) -> list[Action]:
     return actions
 
 
-def plan_rules(wanted: Sequence[Rule], state: RuleState, *, exclusive: bool) -> FixRules | None:
+def _plain(rule: Rule) -> Rule:
+    return replace(rule, socket=False, owner=False)
+
+
+def plan_rules(
+    wanted: Sequence[Rule], state: RuleState, *, exclusive: bool, elsewhere: Sequence[Rule] = ()
+) -> FixRules | None:
+    """``elsewhere``: rules this run keeps outside the backend (the agent's own table); a copy of
+    one in the backend is an earlier version's and goes, like our rules in the other guard form."""
     want = unique(wanted)
     have = Counter(state.owned)
     if exclusive:
@@ -138,9 +171,12 @@ def plan_rules(wanted: Sequence[Rule], state: RuleState, *, exclusive: bool) -> 
         return FixRules(tuple(want), add, remove, state.unreadable)
     add = tuple(r for r in want if have[r] == 0)
     extra = tuple(r for r in want for _ in range(have[r] - 1))
-    if not add and not extra:
+    forms = {_plain(r) for r in (*want, *elsewhere)}
+    wanted_set = set(want)
+    superseded = tuple(r for r in state.owned if r not in wanted_set and _plain(r) in forms)
+    if not add and not extra and not superseded:
         return None
-    return FixRules(tuple(want), add, extra)
+    return FixRules(tuple(want), add, extra + superseded)
 
 
 def plan_tick(observed: Observed) -> list[Action]:
@@ -152,11 +188,23 @@ def plan_tick(observed: Observed) -> list[Action]:
             interface_ok = False
         else:
             actions += plan_interface(observed.interface, observed.link)
-    if observed.with_rules and observed.rules:
+    if observed.with_rules and (observed.rules or observed.owned):
         if not interface_ok:
             actions.append(HoldRules())
-        elif observed.rule_state is not None:
-            fix = plan_rules(observed.rules, observed.rule_state, exclusive=observed.exclusive_table)
+            return actions
+        if observed.rules and observed.rule_state is not None:
+            fix = plan_rules(
+                observed.rules,
+                observed.rule_state,
+                exclusive=observed.exclusive_table,
+                elsewhere=observed.owned,
+            )
             if fix is not None:
                 actions.append(fix)
+        owned = observed.owned_state
+        # The owned table follows the backend: no write while the backend's rules cannot be read.
+        backend_read = not observed.rules or observed.rule_state is not None
+        if observed.owned and owned is not None and backend_read:
+            if not owned.present or Counter(owned.rules) != Counter(unique(observed.owned)):
+                actions.append(WriteOwnedTable(tuple(unique(observed.owned)), recreate=not owned.present))
     return actions

@@ -17,6 +17,10 @@ node-cache 1.26.8 the same way). ``delete_rules`` and ``remove_interface`` are i
 the agent to run around the server's drain. Any of them closes the reconciler, so a tick that races
 with shutdown cannot put rules back (#358).
 
+The host-network rules of a Service IP live in the agent's own nft table (``owned.py``) when the
+host has one: observed, planned and written in the same tick, after the backend's rules, and
+deleted with them.
+
 ``teardown(only_added=True)`` undoes only what this reconciler itself put in place: the link if it
 created it, the addresses it added, the rules it inserted. That is the clean-up after a start-up
 that failed (port 53 taken): an address or rule that was there before belongs to someone else
@@ -28,7 +32,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from nodelocaldns.errors import SetupError
 from nodelocaldns.node.backend import EnsureReport, RulesBackend
@@ -39,13 +43,16 @@ from nodelocaldns.node.interface import (
     observe_link,
     remove_interface,
 )
+from nodelocaldns.node.owned import OwnedTable
 from nodelocaldns.node.plan import (
     INTERFACE_ACTIONS,
     FixRules,
     InterfaceSpec,
     LinkState,
     Observed,
+    OwnedState,
     RuleState,
+    WriteOwnedTable,
     plan_tick,
 )
 from nodelocaldns.node.rules import Rule, format_rule_go, unique
@@ -59,6 +66,8 @@ class ReconcileReport:
     interface: InterfaceReport | None
     rules: EnsureReport | None
     errors: tuple[SetupError, ...] = ()
+    owned_written: tuple[Rule, ...] | None = None
+    """What this tick wrote into the agent's own table (None: nothing written)."""
 
     @property
     def ok(self) -> bool:
@@ -67,7 +76,8 @@ class ReconcileReport:
     @property
     def changed(self) -> bool:
         iface = self.interface is not None and (self.interface.created or bool(self.interface.added))
-        return iface or (self.rules is not None and self.rules.changed)
+        owned = self.owned_written is not None
+        return iface or owned or (self.rules is not None and self.rules.changed)
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,8 +103,12 @@ class Reconciler:
         *,
         rules: Sequence[Rule] = (),
         logger: logging.Logger | None = None,
+        owned: OwnedTable | None = None,
+        owned_rules: Sequence[Rule] = (),
     ) -> None:
         self.backend = backend
+        self.owned = owned
+        self.owned_rules = tuple(owned_rules)
         self.interface = interface
         self.metrics = metrics
         self.interval = interval
@@ -149,6 +163,15 @@ class Reconciler:
                 state = await backend.observe(self.rules)
             except SetupError as e:
                 self._rules_failed(e, errors)
+        owned = self.owned if self.owned_rules else None
+        owned_state: OwnedState | None = None
+        if with_rules and owned is not None and (self.interface is None or link is not None):
+            try:
+                held = owned.read()
+            except SetupError as e:
+                self._rules_failed(e, errors)
+            else:
+                owned_state = OwnedState(held or (), present=held is not None)
         return Observed(
             self.interface,
             link,
@@ -156,6 +179,8 @@ class Reconciler:
             state,
             exclusive_table=backend is not None and backend.exclusive,
             with_rules=with_rules,
+            owned=self.owned_rules if owned is not None else (),
+            owned_state=owned_state,
         )
 
     async def reconcile_once(self, *, with_rules: bool = True) -> ReconcileReport:
@@ -181,7 +206,7 @@ class Reconciler:
                 else:
                     self._note_interface(spec, iface)
             if not interface_ok:
-                if with_rules and self.backend is not None and self.rules:
+                if with_rules and (self.backend is not None and self.rules or self.owned_rules):
                     self.log.warning("Not adding nodelocaldns rules while the interface is not in place")
                 return ReconcileReport(iface, None, tuple(errors))
             if observed.rule_state is not None and self.backend is not None:
@@ -196,7 +221,28 @@ class Reconciler:
                     self._rules_failed(e, errors)
                 else:
                     self._note_rules(rules)
-            return ReconcileReport(iface, rules, tuple(errors))
+            # The owned table follows the backend: not written in a tick whose backend rules failed.
+            backend_ok = rules is not None or self.backend is None or not self.rules
+            written = await self._write_owned(actions, errors) if backend_ok else None
+            return ReconcileReport(iface, rules, tuple(errors), written)
+
+    async def _write_owned(
+        self, actions: Sequence[object], errors: list[SetupError]
+    ) -> tuple[Rule, ...] | None:
+        write = next((a for a in actions if isinstance(a, WriteOwnedTable)), None)
+        if write is None or self.owned is None:
+            return None
+        try:
+            self.owned.write(write.rules)
+        except SetupError as e:
+            self._rules_failed(e, errors)
+            return None
+        if write.recreate:
+            for rule in write.rules:
+                self.log.info("Added back nodelocaldns rule - %s", format_rule_go(rule))
+        else:
+            self.log.info("Rewrote the nodelocaldns table inet %s: it held other rules", self.owned.name)
+        return write.rules
 
     def _note_interface(self, spec: InterfaceSpec, rep: InterfaceReport) -> None:
         self.created_link = self.created_link or rep.created
@@ -211,7 +257,10 @@ class Reconciler:
         for rule in rep.added:
             self.log.info("Added back nodelocaldns rule - %s", format_rule_go(rule))
         for rule in rep.removed:
-            self.log.info("Deleted duplicate nodelocaldns rule - %s", format_rule_go(rule))
+            if rule in self.rules:
+                self.log.info("Deleted duplicate nodelocaldns rule - %s", format_rule_go(rule))
+            else:  # our rule in a form this run does not use (an earlier version's, or a peer's)
+                self.log.info("Deleted superseded nodelocaldns rule - %s", format_rule_go(rule))
         if rep.dropped_foreign:
             self.log.warning(
                 "Replaced %d unrecognised entries in the nodelocaldns table", rep.dropped_foreign
@@ -223,7 +272,25 @@ class Reconciler:
         """Remove every copy of our rules. Closes the reconciler: no later tick puts them back (#358)."""
         async with self._lock:
             self._closed = True
-            return await self._delete_rules(list(self.rules), [])
+            return await self._delete_rules(self._all_forms(), [])
+
+    def _all_forms(self) -> list[Rule]:
+        """Our backend rules plus the backend form of the owned ones: an earlier version (a peer
+        during an upgrade) put those in the backend, and the last one out leaves no rule behind."""
+        return list(self.rules) + [replace(r, owner=False) for r in self.owned_rules]
+
+    def _delete_owned(self, errors: list[SetupError]) -> int:
+        if self.owned is None:
+            return 0
+        try:
+            n = self.owned.delete()
+        except SetupError as e:
+            self.log.error("Failed deleting the nodelocaldns table inet %s, error - %s", self.owned.name, e)
+            self._fail(e, errors)
+            return 0
+        if n:
+            self.log.info("Deleted %d nodelocaldns rules (table inet %s)", n, self.owned.name)
+        return n
 
     async def remove_interface(self) -> RemovalReport | None:
         """Remove our addresses / the dummy link. Closes the reconciler."""
@@ -240,7 +307,7 @@ class Reconciler:
         async with self._lock:
             self._closed = True
             errors: list[SetupError] = []
-            rules = [r for r in self.rules if r in self.added_rules] if only_added else list(self.rules)
+            rules = [r for r in self.rules if r in self.added_rules] if only_added else self._all_forms()
             deleted = await self._delete_rules(rules, errors)
             removal: RemovalReport | None = None
             if self.interface is not None:
@@ -248,16 +315,17 @@ class Reconciler:
             return TeardownReport(deleted, removal, tuple(errors))
 
     async def _delete_rules(self, rules: list[Rule], errors: list[SetupError]) -> int:
+        owned = self._delete_owned(errors)  # first: it is the host-network half of the NOTRACK rules
         if self.backend is None or not rules:
-            return 0
+            return owned
         try:
             deleted = await self.backend.delete(rules)
         except SetupError as e:
             self.log.error("Failed deleting iptables rules, error - %s", e)
             self._fail(e, errors)
-            return 0
+            return owned
         self.log.info("Deleted %d nodelocaldns rules (%s)", deleted, self.backend.name)
-        return deleted
+        return deleted + owned
 
     async def _remove_interface(
         self, spec: InterfaceSpec, only_added: bool, errors: list[SetupError]

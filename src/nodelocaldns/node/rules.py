@@ -11,8 +11,8 @@ Two renderings exist:
   ``iptables`` (``-p tcp -d IP --dport P -j NOTRACK -m comment --comment ...``), inserted with
   ``-I CHAIN 1`` like ``EnsureRule(Prepend)``; ``parse_iptables_save`` reads the normalised form
   ``iptables-save`` prints back (``-d IP/32 -p tcp -m tcp --dport P -m comment ... -j NOTRACK``).
-* nftables (``nft_script``): one ``inet`` table owning four base chains. The ``notrack`` chains sit at
-  ``priority raw`` (-300), before conntrack (-200) and before any DNAT (kube-proxy's ``dstnat``), so
+* nftables (``nftrules.nft_script``): one ``inet`` table owning four base chains. The ``notrack``
+  chains sit at ``priority raw`` (-300), before conntrack (-200) and any DNAT (kube-proxy's ``dstnat``), so
   they do what the iptables raw rules do. The ``accept`` chains are kept for parity and for their
   counters, but an ``accept`` only ends evaluation of *its own* base chain: every other base chain
   on the same hook (an iptables-nft ``filter`` table, a host firewall table) still runs and its
@@ -28,18 +28,20 @@ is bound to that exact address and port: iptables ``-m socket --nowildcard``, nf
 0`` (UDP) / ``socket transparent 0`` (TCP: nft's ``wildcard`` key gives up on the request socket of
 a half-open connection, so the handshake's last ACK would be tracked and DNAT'd). With the agent
 dead the packet is tracked again and kube-proxy's DNAT sends it to kube-dns. The kernel accepts
-the socket match only in PREROUTING/INPUT, so the OUTPUT rules stay unconditional; see
+the socket match only in PREROUTING/INPUT, and nft's ``socket`` in OUTPUT looks at the sender, so
+the host-network clients' rule (raw OUTPUT to a Service IP's DNS port) gets the other guard
+(``Rule.owner``): it lives in an nft table of the agent's own with ``flags owner``, which the
+kernel deletes the moment the agent's netlink socket closes (``node/owned.py``). See
 docs/node-agent.md, "Fail-safe rules", for what was measured on which path.
 """
 
 from __future__ import annotations
 
 import ipaddress
-import json
 import shlex
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 from nodelocaldns.errors import ConfigError
 
@@ -53,32 +55,33 @@ Target = Literal["NOTRACK", "ACCEPT"]
 _COMMENT_FOR_TARGET: dict[str, str] = {"NOTRACK": COMMENT_SKIP_CONNTRACK, "ACCEPT": COMMENT_ALLOW_DNS}
 
 # node-cache's initIptables, one row per rule; "dns" is -dns.port, "health" is -health-port.
-# "guarded" rows get the socket match for a Service IP (see the module docstring): only the
-# PREROUTING NOTRACK, the one rule that takes a pod's query away from kube-proxy's DNAT. The INPUT
-# ACCEPT never sees a DNAT'd packet (its destination is no longer our IP), the ``src`` rules only
-# see our own replies, and the kernel refuses the match in OUTPUT.
-# (table, chain, proto, direction, port, target, guarded)
-_RULE_TABLE: tuple[tuple[str, str, str, Direction, str, Target, bool], ...] = (
-    ("raw", "PREROUTING", "tcp", "dst", "dns", "NOTRACK", True),
-    ("raw", "PREROUTING", "udp", "dst", "dns", "NOTRACK", True),
-    ("filter", "INPUT", "tcp", "dst", "dns", "ACCEPT", False),
-    ("filter", "INPUT", "udp", "dst", "dns", "ACCEPT", False),
-    ("raw", "OUTPUT", "tcp", "src", "dns", "NOTRACK", False),
-    ("raw", "OUTPUT", "udp", "src", "dns", "NOTRACK", False),
-    ("filter", "OUTPUT", "tcp", "src", "dns", "ACCEPT", False),
-    ("filter", "OUTPUT", "udp", "src", "dns", "ACCEPT", False),
+# Guarded rows yield to kube-proxy for a Service IP once the agent is gone (module docstring):
+# "socket" rows match only while our listener is bound, "owner" rows live in the agent's own table.
+# The INPUT ACCEPT never sees a DNAT'd packet, the ``src`` rules only see our own replies, and the
+# health port has no kube-proxy path to yield to.
+# (table, chain, proto, direction, port, target, guard)
+Guard = Literal["", "socket", "owner"]
+_RULE_TABLE: tuple[tuple[str, str, str, Direction, str, Target, Guard], ...] = (
+    ("raw", "PREROUTING", "tcp", "dst", "dns", "NOTRACK", "socket"),
+    ("raw", "PREROUTING", "udp", "dst", "dns", "NOTRACK", "socket"),
+    ("filter", "INPUT", "tcp", "dst", "dns", "ACCEPT", ""),
+    ("filter", "INPUT", "udp", "dst", "dns", "ACCEPT", ""),
+    ("raw", "OUTPUT", "tcp", "src", "dns", "NOTRACK", ""),
+    ("raw", "OUTPUT", "udp", "src", "dns", "NOTRACK", ""),
+    ("filter", "OUTPUT", "tcp", "src", "dns", "ACCEPT", ""),
+    ("filter", "OUTPUT", "udp", "src", "dns", "ACCEPT", ""),
     # host-network clients (kubernetes/dns PR #319)
-    ("raw", "OUTPUT", "tcp", "dst", "dns", "NOTRACK", False),
-    ("raw", "OUTPUT", "udp", "dst", "dns", "NOTRACK", False),
+    ("raw", "OUTPUT", "tcp", "dst", "dns", "NOTRACK", "owner"),
+    ("raw", "OUTPUT", "udp", "dst", "dns", "NOTRACK", "owner"),
     # kubelet liveness probe to <localip>:health-port (PR #352)
-    ("raw", "OUTPUT", "tcp", "dst", "health", "NOTRACK", False),
-    ("raw", "OUTPUT", "tcp", "src", "health", "NOTRACK", False),
+    ("raw", "OUTPUT", "tcp", "dst", "health", "NOTRACK", ""),
+    ("raw", "OUTPUT", "tcp", "src", "health", "NOTRACK", ""),
 )
 RULES_PER_IP = len(_RULE_TABLE)
 
 # Section order in restore input and chain order in the nft table; also the only places rules may live.
 _TABLES: tuple[str, ...] = ("raw", "filter")
-_CHAINS: tuple[tuple[str, str], ...] = (
+CHAINS: tuple[tuple[str, str], ...] = (
     ("raw", "PREROUTING"),
     ("raw", "OUTPUT"),
     ("filter", "INPUT"),
@@ -93,7 +96,8 @@ class Rule:
     ``direction`` says which end both the address and the port match: ``dst`` is ``-d IP --dport P``,
     ``src`` is ``-s IP --sport P``. ``ip`` is stored in canonical (compressed) form so parsed and
     rendered rules compare equal. ``socket`` adds the "a socket is bound to IP:port" match (raw
-    PREROUTING only, where the kernel allows it).
+    PREROUTING only, where the kernel allows it). ``owner`` says where the rule lives: in the
+    agent's own nft table (``node/owned.py``), not in the rules backend.
     """
 
     family: int
@@ -106,12 +110,13 @@ class Rule:
     target: Target
     comment: str
     socket: bool = False
+    owner: bool = False
 
     def __post_init__(self) -> None:
         addr = ipaddress.ip_address(self.ip)
         if addr.version != self.family:
             raise ValueError(f"rule family {self.family} does not match address {self.ip}")
-        if (self.table, self.chain) not in _CHAINS:
+        if (self.table, self.chain) not in CHAINS:
             raise ValueError(f"unsupported chain {self.table}/{self.chain}")
         if self.proto not in ("tcp", "udp") or self.direction not in ("src", "dst"):
             raise ValueError(f"unsupported match {self.proto}/{self.direction}")
@@ -119,6 +124,10 @@ class Rule:
             raise ValueError(f"unsupported target/port {self.target}/{self.port}")
         if self.socket and (self.table, self.chain, self.direction) != ("raw", "PREROUTING", "dst"):
             raise ValueError("the socket match only exists for raw PREROUTING destination rules")
+        if self.owner and (
+            (self.table, self.chain, self.direction) != ("raw", "OUTPUT", "dst") or self.socket
+        ):
+            raise ValueError("only raw OUTPUT destination rules live in the agent's own table")
         object.__setattr__(self, "ip", addr.compressed)
 
 
@@ -148,12 +157,15 @@ def has_kube_proxy_path(ip: str) -> bool:
 
 
 def desired_rules(
-    local_ips: Iterable[str], dns_port: int = 53, health_port: int = 8080, *, socket_guard: bool = True
-) -> list[Rule]:
+    local_ips: Iterable[str], dns_port: int = 53, health_port: int = 8080, *, socket_guard: bool = True,
+    owner_table: bool = False,
+) -> list[Rule]:  # fmt: skip
     """node-cache's rule table for every local IP, in node-cache's order (IPs may mix families).
 
     ``socket_guard=False`` is the fallback for a kernel without the socket match: node-cache's
-    rules exactly, which black-hole a Service IP while the agent is down.
+    rules exactly, which black-hole a Service IP while the agent is down. ``owner_table`` marks the
+    host-network rules of a Service IP ``owner`` (they go to the agent's own table); off, they are
+    node-cache's unconditional rules in the backend.
     """
     for what, port in (("dns port", dns_port), ("health port", health_port)):
         if not 0 < port < 65536:
@@ -162,11 +174,14 @@ def desired_rules(
     for ip in parse_local_ips(local_ips):
         family = ipaddress.ip_address(ip).version
         guard_ip = socket_guard and has_kube_proxy_path(ip)
-        for table, chain, proto, direction, which, target, guarded in _RULE_TABLE:
+        for table, chain, proto, direction, which, target, guard in _RULE_TABLE:
             port = dns_port if which == "dns" else health_port
             comment = _COMMENT_FOR_TARGET[target]
-            socket = guarded and guard_ip
-            rules.append(Rule(family, table, chain, proto, direction, ip, port, target, comment, socket))
+            socket = guard == "socket" and guard_ip
+            owner = guard == "owner" and owner_table and has_kube_proxy_path(ip)
+            rules.append(
+                Rule(family, table, chain, proto, direction, ip, port, target, comment, socket, owner)
+            )
     return rules
 
 
@@ -309,138 +324,6 @@ def _parse_save_rule(table: str, line: str, family: int) -> Rule | None:
             target=target,  # type: ignore[arg-type]  # checked against _COMMENT_FOR_TARGET above
             comment=fields.get("--comment", ""),
             socket="socket" in fields,
-        )
-    except ValueError:
-        return None
-
-
-# ---------------------------------------------------------------- nftables
-
-
-def nft_chain_name(table: str, chain: str) -> str:
-    """Our nft base chain for an iptables (table, chain): ``raw_prerouting`` etc."""
-    return f"{table}_{chain.lower()}"
-
-
-# Which nft socket key says "a socket of ours is there": see the module docstring for TCP.
-_NFT_SOCKET_KEY: dict[str, str] = {"udp": "wildcard", "tcp": "transparent"}
-
-
-def nft_rule_text(rule: Rule) -> str:
-    l3 = "ip" if rule.family == 4 else "ip6"
-    addr = "daddr" if rule.direction == "dst" else "saddr"
-    port = "dport" if rule.direction == "dst" else "sport"
-    verdict = "notrack" if rule.target == "NOTRACK" else "accept"
-    socket = f" socket {_NFT_SOCKET_KEY[rule.proto]} 0" if rule.socket else ""
-    return (
-        f"{l3} {addr} {rule.ip} {rule.proto} {port} {rule.port}{socket} "
-        f'counter {verdict} comment "{rule.comment}"'
-    )
-
-
-def nft_script(rules: Sequence[Rule], table: str = NFT_TABLE) -> str:
-    """One ``nft -f`` transaction that replaces table ``inet <table>`` with exactly ``rules``.
-
-    ``table`` + ``delete table`` makes the delete valid whether or not the table exists, and the
-    new definition follows in the same transaction: the kernel swaps old for new atomically, so
-    there is never a moment without rules and never a second copy of one.
-    """
-    out = [f"table inet {table}", f"delete table inet {table}", f"table inet {table} {{"]
-    for tbl, chain in _CHAINS:
-        body = [r for r in unique(rules) if (r.table, r.chain) == (tbl, chain)]
-        if not body:
-            continue
-        out.append(f"\tchain {nft_chain_name(tbl, chain)} {{")
-        out.append(f"\t\ttype filter hook {chain.lower()} priority {tbl}; policy accept;")
-        out += [f"\t\t{nft_rule_text(r)}" for r in body]
-        out.append("\t}")
-    out.append("}")
-    return "\n".join(out) + "\n"
-
-
-def nft_delete_script(table: str = NFT_TABLE) -> str:
-    """Remove our table; valid (a no-op) when it does not exist."""
-    return f"table inet {table}\ndelete table inet {table}\n"
-
-
-@dataclass(frozen=True, slots=True)
-class NftScan:
-    """Our rules found in ``nft -j list table`` output, plus rules we could not read back."""
-
-    owned: tuple[Rule, ...]
-    foreign: tuple[str, ...]
-
-
-_NFT_CHAINS = {nft_chain_name(t, c): (t, c) for t, c in _CHAINS}
-
-
-def parse_nft_json(text: str) -> NftScan:
-    """Read our table back from ``nft -j list table inet <table>``."""
-    owned: list[Rule] = []
-    foreign: list[str] = []
-    for item in json.loads(text).get("nftables", []):
-        rule = item.get("rule")
-        if rule is None:
-            continue
-        parsed = _parse_nft_rule(rule)
-        if parsed is None:
-            foreign.append(json.dumps(rule, sort_keys=True))
-        else:
-            owned.append(parsed)
-    return NftScan(tuple(owned), tuple(foreign))
-
-
-_NFT_FIELD_DIRECTION: dict[str, Direction] = {"saddr": "src", "sport": "src", "daddr": "dst", "dport": "dst"}
-
-
-def _parse_nft_rule(rule: dict[str, Any]) -> Rule | None:
-    """A rule iff it is exactly ``<l3> <addr> IP <proto> <port> N [counter] <verdict>`` in one of
-    our chains, address and port on the same end; anything else is not ours."""
-    where = _NFT_CHAINS.get(rule.get("chain", ""))
-    if where is None:
-        return None
-    found: dict[str, Any] = {}
-    directions: set[Direction] = set()
-    for expr in rule.get("expr", []):
-        if "counter" in expr:
-            continue
-        if "notrack" in expr or "accept" in expr:
-            if "target" in found:
-                return None
-            found["target"] = "NOTRACK" if "notrack" in expr else "ACCEPT"
-            continue
-        match = expr.get("match")
-        if match and "socket" in match.get("left", {}) and "socket" not in found:
-            if match.get("op") != "==" or match.get("right") != 0:
-                return None
-            found["socket"] = match["left"]["socket"].get("key")
-            continue
-        if not match or match.get("op") != "==" or "payload" not in match.get("left", {}):
-            return None
-        payload = match["left"]["payload"]
-        proto, field, right = payload.get("protocol"), payload.get("field"), match.get("right")
-        if proto in ("ip", "ip6") and field in ("saddr", "daddr") and "ip" not in found:
-            found["family"], found["ip"] = (4 if proto == "ip" else 6), str(right)
-        elif proto in ("tcp", "udp") and field in ("sport", "dport") and "port" not in found:
-            if not isinstance(right, int):
-                return None
-            found["proto"], found["port"] = proto, right
-        else:
-            return None
-        directions.add(_NFT_FIELD_DIRECTION[field])
-    socket_key = found.pop("socket", None)
-    if len(directions) != 1 or found.keys() != {"family", "ip", "proto", "port", "target"}:
-        return None
-    if socket_key is not None and socket_key != _NFT_SOCKET_KEY[found["proto"]]:
-        return None
-    try:
-        return Rule(
-            table=where[0],
-            chain=where[1],
-            direction=directions.pop(),
-            comment=str(rule.get("comment", "")),
-            socket=socket_key is not None,
-            **found,
         )
     except ValueError:
         return None

@@ -45,6 +45,7 @@ from nodelocaldns.server.listener import Listener, Router
 from nodelocaldns.server.native_udp import NativeIndex, NativeUDPServer, signature
 from nodelocaldns.server.settings import DEFAULT, ServerConfig
 from nodelocaldns.server.tcp import TCPConnection
+from nodelocaldns.server.tcp_migrate import TCPMigrate
 from nodelocaldns.server.udp import UDPWorker
 
 log = logging.getLogger("nodelocaldns")
@@ -104,6 +105,7 @@ class Server(Instance):
             raise RuntimeError(f"native hot path requested but unavailable: {native_status()}")
         self.native = native_available() and clock is time.monotonic if native is None else native
         self._indexes: dict[tuple[tuple[str, int], ...], NativeIndex] = {}
+        self.tcp_migrate = TCPMigrate()
 
     # -- phases ----------------------------------------------------------------------------------
 
@@ -139,6 +141,7 @@ class Server(Instance):
             raise
         self.reload_state.hash = prepared.hash
         self.ready = True
+        self._migrate_tcp("a second server joined")
         await self._enter(Phase.SERVING)
 
     async def shutdown(self, *, lameduck: bool = True, drain: float | None = None) -> None:
@@ -152,6 +155,7 @@ class Server(Instance):
             log.info("[INFO] Going into lameduck mode for %gs", gen.lameduck)
             await asyncio.sleep(gen.lameduck)
         await self._enter(Phase.DRAINING)
+        self._migrate_tcp("handing over")
         for lst in self.listeners.values():
             if lst.udp is not None:
                 lst.udp.stop()
@@ -163,6 +167,14 @@ class Server(Instance):
             await lst.drain(max(deadline - time.monotonic(), 0.0))
         await self._close_all(gen)
         await self._enter(Phase.CLOSED)
+
+    def _migrate_tcp(self, moment: str) -> None:
+        """A TCP port shared with another server: its queue must migrate, not reset, at a close."""
+        keys = [(lst.host, lst.port) for lst in self.listeners.values() if lst.tcp is not None]
+        try:
+            self.tcp_migrate.if_shared(keys, moment)
+        except Exception:  # a /proc format surprise must not stop a start or a shutdown
+            log.exception("[ERROR] checking net.ipv4.tcp_migrate_req failed")
 
     async def _close_all(self, gen: Generation | None) -> None:
         for lst in self.listeners.values():

@@ -15,6 +15,7 @@ import struct
 import subprocess
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Any, Literal
 
 import dns.exception
@@ -24,7 +25,8 @@ from pyroute2 import IPRoute
 
 from nodelocaldns.node.factory import kube_proxy_uses_nftables
 from nodelocaldns.node.iptables import choose_variant
-from nodelocaldns.node.rules import NFT_TABLE, Rule, parse_iptables_save, parse_nft_json
+from nodelocaldns.node.nftrules import OWNED_TABLE_PREFIX, parse_nft_json
+from nodelocaldns.node.rules import NFT_TABLE, Rule, parse_iptables_save
 from nodelocaldns.tools.doctor_facts import (
     FR_ACT_TO_TBL,
     RT_TABLE_LOCAL,
@@ -225,12 +227,37 @@ def read_rulesets(families: Sequence[int], nft_table: str = NFT_TABLE) -> Rulese
     else:
         backends.append(BackendRules("nft", (), err.strip() or f"nft exited {rc}"))
     rc, tables, _ = _run(["nft", "list", "tables"])
+    if rc == 0:
+        backends = _with_owned_tables(backends, tables)
     node_uses = ""
     if rc == 0 and kube_proxy_uses_nftables(tables):
         node_uses = "nft"
     elif "KUBE-" in saves["nft"] or "KUBE-" in saves["legacy"]:
         node_uses = f"iptables-{choose_variant(saves['nft'], saves['legacy'])}"
     return RulesetFacts(tuple(backends), node_uses)
+
+
+def _with_owned_tables(backends: list[BackendRules], tables: str) -> list[BackendRules]:
+    """The host-network rules of a Service IP live in each live agent's own table (``inet
+    nodelocaldns-agent-*``, deleted by the kernel with its agent), not in the backend: they count
+    for every backend that holds our other rules, once, however many agents hold a copy."""
+    owned: set[Rule] = set()
+    for line in tables.splitlines():
+        if not line.startswith(f"table inet {OWNED_TABLE_PREFIX}"):
+            continue
+        # the chain, not the table: nft 1.0.6 cuts an owner table's JSON short at its flags
+        rc, out, _ = _run(["nft", "-j", "list", "chain", "inet", line.split()[2], "raw_output"])
+        if rc == 0:
+            owned.update(parse_nft_json(out).owned)
+    if not owned:
+        return backends
+    out_backends = []
+    for b in backends:
+        if b.rules:
+            extra = tuple(r for r in sorted(owned, key=repr) if r not in b.rules)
+            b = replace(b, rules=b.rules + extra)
+        out_backends.append(b)
+    return out_backends
 
 
 # ---------------------------------------------------------------- DNS

@@ -63,13 +63,23 @@ def _chain_ends_in_qtype(
     return False
 
 
-def classify(reply: bytes, qname: bytes, qtype: int, cfg: CacheConfig) -> Verdict:
-    """Type the reply and compute its cache TTL. Raises WireError on a malformed reply."""
+def classify(
+    reply: bytes, qname: bytes, qtype: int, cfg: CacheConfig, scan: tuple[int, wire.Records] | None = None
+) -> Verdict:
+    """Type the reply and compute its cache TTL. Raises WireError on a malformed reply.
+
+    ``scan``: the reply's first record offset and records, when its writer walked it already
+    (forward's wire.scan_reply of a one-question reply); else they are walked here.
+    """
     _id, flags, qd, an, ns, ar = struct.unpack_from("!HHHHHH", reply)
-    off = wire.question_end(reply) if qd else wire.HEADER_LEN
-    body_start = off
-    allrecs: list[tuple[int, int, int, int]] = []
-    wire.walk_records(reply, off, an + ns + ar, allrecs)
+    allrecs: list[tuple[int, int, int, int]] | wire.Records
+    if scan is not None:
+        body_start, allrecs = scan
+    else:
+        off = wire.question_end(reply) if qd else wire.HEADER_LEN
+        body_start = off
+        allrecs = []
+        wire.walk_records(reply, off, an + ns + ar, allrecs)
     opt_idx = [i for i, r in enumerate(allrecs) if r[2] == wire.TYPE_OPT]
     if opt_idx and opt_idx != [len(allrecs) - 1]:
         return Verdict(None, 0, RType.OTHERERROR, (), body_start, "OPT record is not last")

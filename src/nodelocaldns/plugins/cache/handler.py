@@ -96,7 +96,9 @@ class CacheHandler:
             if not _matches(reply.wire, q):
                 c.drops += 1
                 return reply
-            verdict = classify(reply.wire, q.qname, q.qtype, self.cfg)
+            scan = reply.scan
+            walked = scan[1:] if scan is not None and scan[0] is reply.wire else None
+            verdict = classify(reply.wire, q.qname, q.qtype, self.cfg, walked)
         except WireError:
             c.drops += 1
             return reply

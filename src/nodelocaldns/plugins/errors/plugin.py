@@ -1,7 +1,7 @@
 """``errors``: log errors returned by later plugins, CoreDNS format, with optional consolidation.
 
 ``[ERROR] plugin/errors: 2 example.org. A: read udp 10.0.0.1:40000->10.0.0.10:53: i/o timeout``
-(Go's net.OpError text, built in plugins/forward/proxy.py). Error logs are rate-limited per distinct
+(Go's net.OpError text, built in plugins/forward/matching.py). Error logs are rate-limited per distinct
 pattern so a dead upstream cannot flood the node's logs.
 """
 

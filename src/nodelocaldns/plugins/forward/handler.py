@@ -120,11 +120,13 @@ class ForwardHandler:
             remaining = deadline - loop.time()
             t0 = time.perf_counter()
             try:
-                reply = await p.exchange(
+                reply, body, recs = await p.exchange(
                     req.data, question, proto, min(cfg.read_timeout, remaining), req.q.udp_size
                 )
                 if proto == "udp" and reply[2] & 0x02 and cfg.prefer_udp:
-                    reply = await p.exchange(req.data, question, "tcp", min(cfg.read_timeout, remaining), 0)
+                    reply, body, recs = await p.exchange(
+                        req.data, question, "tcp", min(cfg.read_timeout, remaining), 0
+                    )
             except ResourceExhausted as e:
                 # Ours, not the upstream's: no health check (its probe would need a socket too),
                 # no other upstream (same shortage); fail now and free what this query holds.
@@ -146,7 +148,7 @@ class ForwardHandler:
                     continue  # the next upstream; after the last one its reply stands
             if rc in cfg.next_rcodes and self.next_is_forward:
                 return await next_(req)
-            return Reply(reply, rc, self.name)
+            return Reply(reply, rc, self.name, scan=(reply, body, recs))
         if err is None:
             err = NoHealthyUpstream("no healthy proxies")
         return Reply(None, wire.SERVFAIL, error=err)

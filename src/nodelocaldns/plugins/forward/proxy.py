@@ -1,18 +1,16 @@
-"""One upstream: UDP, TCP and TLS exchanges, a pool of reused connections, and health state.
+"""One upstream: UDP, TCP and TLS exchanges, pools of reused sockets and connections, health state.
 
-Every UDP exchange uses a fresh socket (so a fresh kernel-chosen source port) and a fresh random
-ID; replies whose ID or question do not match are dropped and the read continues until the
-deadline, so a spoofed or stale datagram cannot complete a query. A matching reply that does not
-unpack is an upstream error (BadReply), never passed on. Running out of descriptors, buffers or
-memory on the way is ResourceExhausted: an upstream error, not a plugin bug.
+UDP goes over pooled connected sockets (udp.py: one query per socket at a time, a fresh random
+ID per query, matched on ID, question and source). Replies whose ID or question do not match are
+dropped and the read goes on until the deadline, so a spoofed or stale datagram cannot complete
+a query. A matching reply that does not unpack is an upstream error (BadReply), never passed on.
+Running out of descriptors, buffers or memory on the way is ResourceExhausted: an upstream
+error, not a plugin bug.
 """
 
 from __future__ import annotations
 
 import asyncio
-import errno
-import logging
-import os
 import socket
 import ssl
 import struct
@@ -21,78 +19,24 @@ from collections import deque
 from collections.abc import Callable
 
 from nodelocaldns.dns import wire
-from nodelocaldns.dns.hexdump import hexdump
-from nodelocaldns.errors import BadReply, ResourceExhausted, UpstreamError, WireError
+from nodelocaldns.errors import BadReply, UpstreamError, WireError
 from nodelocaldns.plugins.forward import tlsconfig
+from nodelocaldns.plugins.forward.matching import (
+    go_addr,
+    go_syscall_error,
+    new_id,
+    op_error,
+    reply_matches,
+    upstream_error,
+    with_id,
+    wrong_reply,
+)
 from nodelocaldns.plugins.forward.metrics import ForwardCounters
 from nodelocaldns.plugins.forward.setup import Upstream
+from nodelocaldns.plugins.forward.udp import UDPPool
 
+__all__ = ["Proxy", "reply_matches", "with_id"]  # the matching helpers tests use through here
 _LEN = struct.Struct("!H")
-log = logging.getLogger("nodelocaldns")
-# What the kernel says when this process, not the upstream, is out of something.
-EXHAUSTED = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
-
-
-def go_addr(sockaddr: object) -> str:
-    """A socket address as Go's net.Addr String() prints it: ``1.2.3.4:53``, ``[::1]:53``."""
-    if not isinstance(sockaddr, tuple) or len(sockaddr) < 2:
-        return "?"
-    host, port = str(sockaddr[0]), sockaddr[1]
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-def go_syscall_error(call: str, e: OSError) -> str:
-    """Go's os.SyscallError text, ``read: connection refused``: Go's errno strings are lower case."""
-    text = e.strerror or str(e)
-    return f"{call}: {text[:1].lower()}{text[1:]}"
-
-
-def op_error(op: str, net: str, local: str | None, remote: str, err: str) -> str:
-    """Go's net.OpError.Error(): ``read udp LOCAL->REMOTE: err``, or ``dial tcp REMOTE: err`` with no local.
-
-    Operators grep upstream failures for ``->``, so the local half is kept whenever the socket has one.
-    """
-    where = f"{local}->{remote}" if local else remote
-    return f"{op} {net} {where}: {err}"
-
-
-def upstream_error(e: OSError, op: str, net: str, local: str | None, remote: str, call: str) -> UpstreamError:
-    """The UpstreamError for an OSError of ``call``; ResourceExhausted when the shortage is ours."""
-    text = op_error(op, net, local, remote, go_syscall_error(call, e))
-    if e.errno in EXHAUSTED:
-        return ResourceExhausted(text, remote)
-    return UpstreamError(text, remote)
-
-
-def new_id() -> int:
-    return int.from_bytes(os.urandom(2), "big")
-
-
-def with_id(query: bytes, qid: int) -> bytes:
-    return _LEN.pack(qid) + query[2:]
-
-
-def reply_matches(reply: bytes, qid: int, question: bytes) -> bool:
-    """QR set, same ID, and the same question (name compared case-insensitively)."""
-    if len(reply) < wire.HEADER_LEN + len(question) or not reply[2] & 0x80:
-        return False
-    if _LEN.unpack_from(reply)[0] != qid or reply[4:6] != b"\x00\x01":
-        return False
-    got = reply[wire.HEADER_LEN : wire.HEADER_LEN + len(question)]
-    return got == question or got.lower() == question.lower()
-
-
-def wrong_reply(data: bytes, qid: int, question: bytes) -> None:
-    """With ``debug``: CoreDNS's hexdump of a reply with our ID but another question (dropped)."""
-    if len(data) < 2 or _LEN.unpack_from(data)[0] != qid or not log.isEnabledFor(logging.DEBUG):
-        return
-    try:
-        qname, off = wire.read_name(question, 0)
-        qtype = _LEN.unpack_from(question, off)[0]
-        name = wire.name_to_text(qname)
-    except (WireError, struct.error):
-        return
-    log.debug("[DEBUG] Wrong reply for id: %d, %s %d\n%s", qid, name, qtype, hexdump(data))
 
 
 class _Conn:
@@ -138,6 +82,7 @@ class Proxy:
         self.fails = 0
         self.counters = counters
         self._pool: deque[_Conn] = deque()
+        self._udp: UDPPool | None = None
         self._probe: asyncio.Task[None] | None = None
         self._closed = False
         counters.bad_replies.setdefault(self.addr, 0)
@@ -147,56 +92,32 @@ class Proxy:
 
     async def exchange(
         self, query: bytes, question: bytes, proto: str, timeout: float, bufsize: int
-    ) -> bytes:
-        """Send ``query`` (any ID) and return the matching reply with the ID the caller sent."""
+    ) -> tuple[bytes, int, wire.Records]:
+        """Send ``query`` (any ID); the matching reply with the ID the caller sent, its first
+        record's offset and its records (wire.scan_reply: the one walk the reply gets)."""
         qid = new_id()
         msg = with_id(query, qid)
         if proto == "udp" and self.tls is None:
-            reply = await self._udp(msg, qid, question, timeout, bufsize)
+            reply = await self._udp_pool().exchange(msg, qid, question, timeout, bufsize)
         else:
             reply = await self._tcp(msg, qid, question, timeout)
         try:
-            reply = wire.check_reply(reply)
+            reply, body, recs = wire.scan_reply(reply)
         except WireError as e:
             self.counters.bad_replies[self.addr] = self.counters.bad_replies.get(self.addr, 0) + 1
             raise BadReply(f"dns: bad reply from {self.addr}: {e}", self.addr) from None
-        return query[:2] + reply[2:]
+        return query[:2] + reply[2:], body, recs
 
-    async def _udp(self, msg: bytes, qid: int, question: bytes, timeout: float, bufsize: int) -> bytes:
+    def _udp_pool(self) -> UDPPool:
+        """This upstream's UDP pool on the running loop (a new loop, as in tests, gets its own)."""
         loop = asyncio.get_running_loop()
-        try:
-            sock = socket.socket(self.family, socket.SOCK_DGRAM)
-        except OSError as e:
-            raise upstream_error(e, "dial", "udp", None, self.addr, "socket") from None
-        sock.setblocking(False)
-        try:
-            try:
-                sock.connect((self.up.host, self.up.port))
-            except OSError as e:
-                raise upstream_error(e, "dial", "udp", None, self.addr, "connect") from None
-            local = go_addr(sock.getsockname())
-            try:
-                sock.send(msg)
-            except OSError as e:
-                raise upstream_error(e, "write", "udp", local, self.addr, "write") from None
-            timed_out = op_error("read", "udp", local, self.addr, "i/o timeout")
-            deadline = loop.time() + timeout
-            while True:
-                remaining = deadline - loop.time()
-                if remaining <= 0:
-                    raise UpstreamError(timed_out, self.addr)
-                try:
-                    async with asyncio.timeout(remaining):
-                        data = await loop.sock_recv(sock, max(bufsize, 512, 4096))
-                except TimeoutError:
-                    raise UpstreamError(timed_out, self.addr) from None
-                except OSError as e:
-                    raise upstream_error(e, "read", "udp", local, self.addr, "read") from None
-                if reply_matches(data, qid, question):
-                    return data
-                wrong_reply(data, qid, question)
-        finally:
-            sock.close()
+        pool = self._udp
+        if pool is None or pool.loop is not loop:
+            if pool is not None:
+                pool.close()
+            pool = self._udp = UDPPool(loop, self.up.host, self.up.port, self.addr, self.counters, self.clock,
+                                       self.expire, self.max_age, self.max_idle_conns)  # fmt: skip
+        return pool
 
     async def _tcp(self, msg: bytes, qid: int, question: bytes, timeout: float) -> bytes:
         conn = self._take()
@@ -306,6 +227,8 @@ class Proxy:
 
     def close(self) -> None:
         self._closed = True
+        if self._udp is not None:
+            self._udp.close()
         while self._pool:
             self._pool.popleft().close()
         if self._probe is not None:
