@@ -6,7 +6,8 @@
  * An odd seed (ctl bit 4) makes a loadbalance entry (NLD_FL_SHUFFLE): its heads carry the
  * records the body holds, split into sections by orig's low bits, and every shuffled reply is
  * checked against the plain one: same bytes outside the runs, each run a permutation of its
- * records, the OPT moved whole.
+ * records, the OPT moved whole. Seed bit 1: a loadbalance entry's heads kept whole (the plan then
+ * follows them), else heads as the cache makes them, kept as one header (bits 2-3: AD).
  * Build and run: `make fuzz` (FUZZ_SECONDS=60 by default).
  */
 #include <assert.h>
@@ -86,12 +87,51 @@ static nld_entry *make(const uint8_t *key, size_t keylen, const uint8_t *body, s
     uint8_t heads[NLD_HEADS * NLD_HEAD_LEN];
     for (size_t i = 0; i < sizeof(heads); i++)
         heads[i] = (uint8_t)(seed * 31 + i);
-    if (fl & NLD_FL_SHUFFLE)
+    if (fl & NLD_FL_SHUFFLE) {
         lb_heads(heads, body, bodylen, orig);
+        if (seed & 2) /* AD without AD asked: heads that follow no head_index rule, kept whole */
+            heads[NLD_HEAD_LEN + 1] |= 0x20;
+    } else if (seed & 2) {
+        /* Heads as the cache makes them (entry.head_index: RD, AD if asked, +1 additional record
+         * for the OPT), which the index keeps as one header; the others are kept whole. */
+        heads[0] &= 0xFE;
+        heads[1] &= (seed & 4) ? 0xFF : 0xDF;
+        for (unsigned idx = 1; idx < NLD_HEADS; idx++) {
+            uint8_t *h = heads + idx * NLD_HEAD_LEN;
+            memcpy(h, heads, NLD_HEAD_LEN);
+            if (idx & 1)
+                h[0] |= 0x01;
+            if ((idx & 2) && (seed & 8))
+                h[1] |= 0x20;
+            if (idx & 4) {
+                unsigned ar = ((unsigned)h[8] << 8 | h[9]) + 1;
+                h[8] = (uint8_t)(ar >> 8);
+                h[9] = (uint8_t)ar;
+            }
+        }
+    }
     const char *why = NULL;
     nld_entry *e = nld_entry_new(key, keylen, heads, sizeof(heads), body, bodylen, offs, noffs, stored, orig,
                                  fl, qcased, qclen, &why);
     assert(e != NULL || why != NULL);
+    if (e != NULL) { /* the compact layout: everything found from the lengths, inside the entry */
+        const nld_lb *lb = nld_e_lb(e);
+        const uint8_t *end = (const uint8_t *)e + e->size;
+        assert(memcmp(nld_e_key(e), key, keylen) == 0 && memcmp(nld_e_body(e), body, bodylen) == 0);
+        assert(nld_e_body(e) + bodylen + e->qclen <= end);
+        if (lb != NULL) {
+            assert((fl & NLD_FL_SHUFFLE) && ((uintptr_t)lb & 1) == 0);
+            size_t nrec = 0;
+            for (unsigned k = 0; k < lb->nruns; k++)
+                nrec += lb->runs[k].n + 1u;
+            assert((const uint8_t *)(lb->offs + nrec) == end);
+        }
+        for (unsigned idx = 0; idx < NLD_HEADS; idx++) {
+            uint8_t h[NLD_HEAD_LEN];
+            nld_e_head(e, idx, h);
+            assert(memcmp(h, heads + idx * NLD_HEAD_LEN, NLD_HEAD_LEN) == 0);
+        }
+    }
     return e;
 }
 
@@ -107,7 +147,7 @@ static size_t record_len(const uint8_t *p) {
 /* shuf is plain with each run permuted and (EDNS) the OPT moved in front of body[opt_at]. */
 static void check_shuffled(const nld_hit *h, const uint8_t *plain, const uint8_t *shuf) {
     const nld_entry *e = h->e;
-    const nld_lb *lb = e->lb;
+    const nld_lb *lb = nld_e_lb(e);
     size_t base = h->qend, bl = e->bodylen;
     assert(memcmp(plain, shuf, base) == 0);
     uint8_t *undo = malloc(h->len);
@@ -156,7 +196,7 @@ static void check_reply(const nld_index *ix, const uint8_t *q, size_t n, double 
     assert(memcmp(out + 12, q + 12, h.qend - 12) == 0);
     if (h.edns) /* the OPT echoes the client's size, never above the entry's bufsize cap */
         assert((((unsigned)out[h.len - 8] << 8) | out[h.len - 7]) <= h.e->cap);
-    if (h.e->lb != NULL) {
+    if (nld_e_lb(h.e) != NULL) {
         uint8_t *shuf = malloc(h.len), *scratch = malloc(h.len);
         assert(shuf != NULL && scratch != NULL);
         for (int round = 0; round < 3; round++) {

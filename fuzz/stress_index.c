@@ -47,7 +47,7 @@ static nld_entry *lb_entry(uint8_t fill, unsigned n) {
     const char *why = NULL;
     nld_entry *e = nld_entry_new(KEY, sizeof(KEY), heads, sizeof(heads), body, 16 * n, offs, n, 0.0, 100,
                                  NLD_FL_SHUFFLE, NULL, 0, &why);
-    assert(e != NULL && e->lb != NULL);
+    assert(e != NULL && nld_e_lb(e) != NULL);
     return e;
 }
 
@@ -73,7 +73,7 @@ static void *reader(void *arg) {
             nld_hit h;
             if (nld_match(&ix, QUERY, sizeof(QUERY), 5.0, 0, &h)) {
                 nld_render(&h, QUERY, out);
-                if (h.e->lb != NULL) {
+                if (nld_e_lb(h.e) != NULL) {
                     nld_shuffle(&h, out, &rng, scratch);
                     check_lb(out, h.len);
                     hits++;

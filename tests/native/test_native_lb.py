@@ -10,6 +10,8 @@ replies every record reaches every place of its run.
 
 from __future__ import annotations
 
+import gc
+import itertools
 import struct
 from collections import Counter
 
@@ -25,7 +27,7 @@ from nodelocaldns.dns import message, wire
 from nodelocaldns.metrics.dnsstats import ZoneAcc
 from nodelocaldns.plugins.cache import fastpath
 from nodelocaldns.plugins.cache.classify import classify
-from nodelocaldns.plugins.cache.entry import Entry
+from nodelocaldns.plugins.cache.entry import Entry, Mirrored
 from nodelocaldns.plugins.cache.handler import CacheHandler
 from nodelocaldns.plugins.cache.setup import CacheConfig
 from nodelocaldns.plugins.loadbalance import fast
@@ -284,3 +286,67 @@ def test_replies_the_reference_leaves_alone_are_served_plain() -> None:
     store(block, reply, QNAME, 1)
     data = query(QNAME, 1, edns=True)
     assert nix.index.answer(data, NOW) == plain_hit(block, data)
+
+
+# loadbalance on compact, one-copy entries (issue 9): a shuffled entry keeps its plan last in the
+# native entry (after the cased question and any whole heads); its Python side is a Mirrored.
+
+
+def test_a_shuffled_entry_is_mirrored_and_python_reads_the_plain_bytes() -> None:
+    block, nix, rt = lb_block()
+    reply = _reply([(QNAME, "A", f"192.0.2.{i}") for i in range(1, 4)])
+    key = store(block, reply, QNAME, 1)
+    assert block.cache is not None
+    held = block.cache.store.get(key)
+    assert isinstance(held, Mirrored)
+    body = reply[reply.find(0, 12) + 5 :]
+    assert not [r for r in gc.get_referents(held) if isinstance(r, bytes) and body in r]
+    assert held.body_with_ttl(30) == body == nix.index.body(key)  # never a shuffled copy
+    data = query(QNAME, 1)
+    plain = plain_hit(block, data)  # the Python fast path, reading through Index.body
+    assert plain is not None and plain[plain.find(0, 12) + 5 :] == body
+    orders = set()
+    for _ in range(80):
+        got = nix.index.answer(data, NOW) or b""
+        check_one(rt, plain, got)
+        orders.add(got)
+    assert len(orders) == 6
+
+
+def _heads(n: int, whole: bool) -> bytes:
+    """Eight heads for n answers; ``whole``: AD without AD asked, so no head_index rule holds."""
+    out = b""
+    for idx in range(8):
+        flags = 0x8180 | (idx & 1) << 8 | (0x20 if whole and idx == 1 else 0)
+        out += struct.pack("!HHHHH", flags, 1, n, 0, 1 if idx >= 4 else 0)
+    return out
+
+
+@pytest.mark.parametrize("whole", [False, True])
+@pytest.mark.parametrize("name", ["m.example.", "Mx.Example.", "Mxy.Example."])
+def test_the_plan_follows_the_cased_question_and_whole_heads(name: str, whole: bool) -> None:
+    n = 3
+    qname = b"".join(bytes([len(x)]) + x.encode() for x in name.rstrip(".").split(".")) + b"\x00"
+    key = qname.lower() + b"\x00\x01\x00\x01"
+    recs = [b"\xc0\x0c" + struct.pack("!HHIH", 1, 1, 30, 4) + bytes((192, 0, 2, i)) for i in range(n)]
+    body, offs = b"".join(recs), [16 * i + 6 for i in range(n)]
+    q = qname + b"\x00\x01\x00\x01" if name != name.lower() else None
+    ix, plain_ix = native.new_index(4), native.new_index(4)
+    mod = native.module()
+    assert ix.insert(key, _heads(n, whole), body, offs, NOW, 30, mod.FLAG_SHUFFLE, q)
+    assert plain_ix.insert(key, _heads(n, whole), body, offs, NOW, 30, 0, q)
+    # The plan (28 bytes + 2 per run and per record) and at most one byte to align it: nothing else.
+    assert ix.bytes - plain_ix.bytes - (28 + 2 * (n + 1)) in (0, 1)
+    assert ix.body(key) == body
+    want = {b"".join(p) for p in itertools.permutations(recs)}
+    for rd in (0, 0x0100):
+        data = query(name, 1, flags=rd)
+        plain = plain_ix.answer(data, NOW)
+        head = 0x8180 | rd | (0x20 if whole and rd else 0)  # heads[1]: RD (and the odd AD)
+        assert plain is not None and plain[2:4] == struct.pack("!H", head)
+        seen = set()
+        for _ in range(60):
+            got = ix.answer(data, NOW)
+            assert got is not None and got[: -16 * n] == plain[: -16 * n]
+            seen.add(got[-16 * n :])
+        assert seen == want

@@ -32,7 +32,7 @@ class CachedAnswer(Protocol):
     fl: int
     q: bytes | None  # the stored question when its name has capitals
 
-    def body_with_ttl(self, ttl: int) -> bytes: ...
+    def body_with_ttl(self, ttl: int) -> bytes | None: ...
 
 
 def _load() -> tuple[ModuleType | None, str]:
@@ -82,9 +82,10 @@ def insert_entry(
     cannot be shuffled as wire slices (the caller leaves it to Python's fast path).
     """
     flags = e.fl & (module().FLAG_KEEPTTL | module().FLAG_AA) | (module().FLAG_SHUFFLE if shuffle else 0)
-    return index.insert(
-        key, b"".join(e.heads), e.body_with_ttl(e.orig), e.offs, e.stored, e.orig, flags, e.q, cap, stat
-    )
+    body = e.body_with_ttl(e.orig)
+    if body is None:  # a mirrored entry whose own index no longer holds it
+        return False
+    return index.insert(key, b"".join(e.heads), body, e.offs, e.stored, e.orig, flags, e.q, cap, stat)
 
 
 class NativeUDP:

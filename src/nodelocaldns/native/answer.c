@@ -77,7 +77,8 @@ int nld_match(const nld_index *ix, const uint8_t *q, size_t n, double now, int t
     h->known = 1;
     /* Owner names keep their stored case and the body points into the question: only a client
      * that wrote the name exactly as stored is spliced (fastpath.answer); the chain does the rest. */
-    if (e->qcased == NULL ? memcmp(q + 12, key, qlen) != 0 : memcmp(q + 12, e->qcased, qlen) != 0)
+    const uint8_t *qc = nld_e_qcased(e);
+    if (qc == NULL ? memcmp(q + 12, key, qlen) != 0 : memcmp(q + 12, qc, qlen) != 0)
         return 0;
     if (!fresh_ttl(e, now, &h->ttl))
         return 0;
@@ -101,15 +102,16 @@ void nld_render(const nld_hit *h, const uint8_t *q, uint8_t *out) {
     out[0] = q[0];
     out[1] = q[1];
     unsigned idx = (q[2] & 1u) | ((q[3] & 0x20u) >> 4) | (h->edns ? 4u : 0u);
-    memcpy(out + 2, e->heads[idx], NLD_HEAD_LEN);
+    nld_e_head(e, idx, out + 2);
     memcpy(out + 12, q + 12, qlen); /* the client's question, its case kept */
     uint8_t *body = out + 12 + qlen;
-    memcpy(body, e->body, e->bodylen);
+    memcpy(body, nld_e_body(e), e->bodylen);
     if (h->ttl != e->orig) {
         uint8_t t[4] = {(uint8_t)(h->ttl >> 24), (uint8_t)(h->ttl >> 16), (uint8_t)(h->ttl >> 8),
                         (uint8_t)h->ttl};
+        const uint16_t *offs = nld_e_offs(e);
         for (size_t i = 0; i < e->noffs; i++)
-            memcpy(body + e->offs[i], t, 4);
+            memcpy(body + offs[i], t, 4);
     }
     if (h->edns) {
         /* Name ".", type OPT, the client's size echoed (capped), ext-rcode/version 0, only DO, no rdata. */

@@ -7,6 +7,7 @@
  * copy from freed memory without an epoch/RCU reclamation scheme; the rwlock keeps that simple.
  */
 #include <errno.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
@@ -18,7 +19,9 @@ int nld_index_init(nld_index *ix, size_t capacity, size_t max_bytes) {
     if (capacity < 1 || capacity > ((size_t)1 << 26))
         return EINVAL;
     size_t n = 16;
-    while (n < capacity * 2) /* load factor <= 1/2: short linear probes */
+    /* Load factor <= 3/4 when full (linear probing stays short; backward-shift deletion keeps it
+     * free of tombstones): 16 bytes of slot per entry, not 32, for caches that are always full. */
+    while (n < capacity + capacity / 3)
         n <<= 1;
     ix->slots = calloc(n, sizeof(nld_slot));
     if (ix->slots == NULL)
@@ -81,6 +84,40 @@ int nld_key_valid(const uint8_t *key, size_t n) {
     return rest == 5 && key[n - 1] >= 1 && key[n - 1] <= 3;
 }
 
+/* The eight heads as entry.Entry builds them from heads[0] and whether AD answers an AD query. */
+static void heads_expand(const uint8_t head0[NLD_HEAD_LEN], int adq, uint8_t out[NLD_HEADS][NLD_HEAD_LEN]) {
+    for (unsigned idx = 0; idx < NLD_HEADS; idx++) {
+        memcpy(out[idx], head0, NLD_HEAD_LEN);
+        if (idx & 1)
+            out[idx][0] |= 0x01; /* RD */
+        if ((idx & 2) && adq)
+            out[idx][1] |= 0x20; /* AD */
+        if (idx & 4) {
+            unsigned ar = ((unsigned)out[idx][8] << 8 | out[idx][9]) + 1;
+            out[idx][8] = (uint8_t)(ar >> 8);
+            out[idx][9] = (uint8_t)ar;
+        }
+    }
+}
+
+void nld_e_head(const nld_entry *e, unsigned idx, uint8_t out[NLD_HEAD_LEN]) {
+    idx &= NLD_HEADS - 1;
+    if (e->fl & NLD_FL_HEADS) {
+        memcpy(out, nld_e_body(e) + e->bodylen + e->qclen + idx * NLD_HEAD_LEN, NLD_HEAD_LEN);
+        return;
+    }
+    memcpy(out, e->head, NLD_HEAD_LEN);
+    if (idx & 1)
+        out[0] |= 0x01;
+    if ((idx & 2) && (e->fl & NLD_FL_ADQ))
+        out[1] |= 0x20;
+    if (idx & 4) {
+        unsigned ar = ((unsigned)out[8] << 8 | out[9]) + 1;
+        out[8] = (uint8_t)(ar >> 8);
+        out[9] = (uint8_t)ar;
+    }
+}
+
 nld_entry *nld_entry_new(const uint8_t *key, size_t keylen, const uint8_t *heads, size_t headslen,
                          const uint8_t *body, size_t bodylen, const uint16_t *offs, size_t noffs,
                          double stored, uint32_t orig, unsigned fl, const uint8_t *qcased,
@@ -121,11 +158,22 @@ nld_entry *nld_entry_new(const uint8_t *key, size_t keylen, const uint8_t *heads
         *why = "stored time out of range";
         return NULL;
     }
+    if (fl & ~(unsigned)(NLD_FL_KEEPTTL | NLD_FL_AA | NLD_FL_SHUFFLE)) {
+        *why = "unknown entry flags";
+        return NULL;
+    }
+    uint8_t derived[NLD_HEADS][NLD_HEAD_LEN];
+    int adq = (heads[2 * NLD_HEAD_LEN + 1] & 0x20) != 0;
+    heads_expand(heads, adq, derived);
+    int compact = memcmp(derived, heads, sizeof(derived)) == 0;
     nld_lb *lb = NULL;
     size_t lbsize = 0;
     if ((fl & NLD_FL_SHUFFLE) && nld_lb_plan(key, keylen, heads, body, bodylen, &lb, &lbsize, why) < 0)
         return NULL;
-    size_t size = sizeof(nld_entry) + lbsize + noffs * 2 + keylen + bodylen + qclen;
+    /* The plan goes last (nld_e_lb), at an even offset: its fields are uint16. */
+    size_t at = noffs * 2 + keylen + bodylen + qclen + (compact ? 0 : sizeof(derived));
+    size_t lbat = (at + 1) & ~(size_t)1;
+    size_t size = offsetof(nld_entry, data) + (lb != NULL ? lbat + lbsize : at);
     nld_entry *e = malloc(size);
     if (e == NULL) {
         free(lb);
@@ -137,34 +185,33 @@ nld_entry *nld_entry_new(const uint8_t *key, size_t keylen, const uint8_t *heads
     e->keylen = (uint16_t)keylen;
     e->bodylen = (uint16_t)bodylen;
     e->noffs = (uint16_t)noffs;
-    e->fl = (uint8_t)fl;
+    e->qclen = (uint16_t)qclen;
+    e->fl = (uint8_t)(fl | (adq ? NLD_FL_ADQ : 0) | (compact ? 0 : NLD_FL_HEADS) | (lb != NULL ? NLD_FL_LB : 0));
+    e->pad_ = 0;
     e->cap = 65535;
     e->stat = 0;
-    memcpy(e->heads, heads, sizeof(e->heads));
-    e->size = size;
+    memcpy(e->head, heads, NLD_HEAD_LEN);
+    e->size = (uint32_t)size;
     uint8_t *p = e->data;
-    e->lb = NULL;
-    if (lb != NULL) { /* first: data is aligned, and the plan's size is even (the offsets follow) */
-        memcpy(p, lb, lbsize);
-        e->lb = (const nld_lb *)p;
-        p += lbsize;
-        free(lb);
-    }
     if (noffs)
         memcpy(p, offs, noffs * 2);
-    e->offs = (const uint16_t *)p;
     p += noffs * 2;
     memcpy(p, key, keylen);
-    e->key = p;
     p += keylen;
     if (bodylen)
         memcpy(p, body, bodylen);
-    e->body = p;
     p += bodylen;
-    e->qcased = NULL;
     if (qclen) {
         memcpy(p, qcased, qclen);
-        e->qcased = p;
+        p += qclen;
+    }
+    if (!compact)
+        memcpy(p, heads, sizeof(derived));
+    if (lb != NULL) {
+        if (lbat != at)
+            e->data[at] = 0;
+        memcpy(e->data + lbat, lb, lbsize);
+        free(lb);
     }
     return e;
 }
@@ -176,7 +223,7 @@ static size_t find(const nld_index *ix, uint64_t h, const uint8_t *key, size_t n
         const nld_slot *s = &ix->slots[i];
         if (s->e == NULL)
             return i;
-        if (s->hash == h && s->e->keylen == n && memcmp(s->e->key, key, n) == 0)
+        if (s->hash == h && s->e->keylen == n && memcmp(nld_e_key(s->e), key, n) == 0)
             return i;
         i = (i + 1) & ix->mask;
     }
@@ -190,11 +237,12 @@ const nld_entry *nld_index_get(const nld_index *ix, const uint8_t *key, size_t n
 }
 
 int nld_index_insert(nld_index *ix, nld_entry *e) {
-    uint64_t h = nld_siphash13(ix->k0, ix->k1, e->key, e->keylen);
+    const uint8_t *ek = nld_e_key(e);
+    uint64_t h = nld_siphash13(ix->k0, ix->k1, ek, e->keylen);
     nld_entry *old = NULL;
     int rc = 0;
     pthread_rwlock_wrlock(&ix->lock);
-    size_t i = find(ix, h, e->key, e->keylen);
+    size_t i = find(ix, h, ek, e->keylen);
     old = ix->slots[i].e;
     size_t bytes = ix->bytes - (old ? old->size : 0) + e->size;
     if ((old == NULL && ix->count >= ix->capacity) || (ix->max_bytes && bytes > ix->max_bytes)) {

@@ -241,7 +241,7 @@ uint16_t nld_rand16(uint64_t *s) {
 
 void nld_shuffle(const nld_hit *h, uint8_t *out, uint64_t *rng, uint8_t *scratch) {
     const nld_entry *e = h->e;
-    const nld_lb *lb = e->lb;
+    const nld_lb *lb = nld_e_lb(e);
     uint8_t *body = out + h->qend;
     for (unsigned k = 0; k < lb->nruns; k++) {
         const uint16_t *o = lb->offs + lb->runs[k].first;

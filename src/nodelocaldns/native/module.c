@@ -1,4 +1,5 @@
 /* nodelocaldns._native: the Index type (driven by the Python cache) and the module itself. */
+#include <string.h>
 #include <sys/random.h>
 
 #include "pymod.h"
@@ -6,7 +7,7 @@
 /* nld_render, then loadbalance's shuffle when the entry has one. -1: no memory (exception set). */
 static int render(IndexObject *self, const nld_hit *h, const uint8_t *q, uint8_t *out) {
     nld_render(h, q, out);
-    if (h->e->lb == NULL)
+    if (nld_e_lb(h->e) == NULL)
         return 0;
     uint8_t *scratch = PyMem_RawMalloc(h->len);
     if (scratch == NULL) {
@@ -182,6 +183,52 @@ static PyObject *Index_lookup(IndexObject *self, PyObject *args, PyObject *kw) {
     return out;
 }
 
+/* The records section of key's entry with every TTL set to ttl (< 0: as stored, the original),
+ * or None when the index holds no such entry, or (stored given) holds a different one. This is
+ * how a mirrored Python entry (plugins/cache/entry.Mirrored) reads its bytes: the index holds
+ * the only copy. */
+static PyObject *Index_body(IndexObject *self, PyObject *args, PyObject *kw) {
+    static char *names[] = {"key", "ttl", "stored", NULL};
+    Py_buffer key;
+    long long ttl = -1;
+    PyObject *stored_obj = Py_None;
+    if (!ready(self) || !PyArg_ParseTupleAndKeywords(args, kw, "y*|LO", names, &key, &ttl, &stored_obj))
+        return NULL;
+    double stored = 0.0;
+    int check = stored_obj != Py_None;
+    if (check) {
+        stored = PyFloat_AsDouble(stored_obj);
+        if (stored == -1.0 && PyErr_Occurred()) {
+            PyBuffer_Release(&key);
+            return NULL;
+        }
+    }
+    if (ttl > 0xFFFFFFFFLL) {
+        PyBuffer_Release(&key);
+        PyErr_SetString(PyExc_ValueError, "ttl must fit 32 bits");
+        return NULL;
+    }
+    PyObject *out = NULL;
+    nld_index_rdlock(&self->ix);
+    const nld_entry *e = nld_index_get(&self->ix, key.buf, (size_t)key.len);
+    if (e == NULL || (check && e->stored != stored)) {
+        out = Py_NewRef(Py_None);
+    } else {
+        out = PyBytes_FromStringAndSize((const char *)nld_e_body(e), (Py_ssize_t)e->bodylen);
+        if (out != NULL && ttl >= 0 && (uint32_t)ttl != e->orig) {
+            uint8_t *b = (uint8_t *)PyBytes_AS_STRING(out);
+            uint32_t v = (uint32_t)ttl;
+            uint8_t t[4] = {(uint8_t)(v >> 24), (uint8_t)(v >> 16), (uint8_t)(v >> 8), (uint8_t)v};
+            const uint16_t *offs = nld_e_offs(e);
+            for (size_t i = 0; i < e->noffs; i++)
+                memcpy(b + offs[i], t, 4);
+        }
+    }
+    nld_index_unlock(&self->ix);
+    PyBuffer_Release(&key);
+    return out;
+}
+
 static Py_ssize_t Index_len(IndexObject *self) {
     if (!ready(self))
         return -1;
@@ -208,6 +255,9 @@ static PyMethodDef Index_methods[] = {
      "insert(key, heads, body, offs, stored, orig, flags=0, q=None, cap=65535, stat=0) -> bool: publish one "
      "entry (False: full)"},
     {"remove", (PyCFunction)Index_remove, METH_O, "remove(key) -> bool"},
+    {"body", (PyCFunction)(void (*)(void))Index_body, METH_VARARGS | METH_KEYWORDS,
+     "body(key, ttl=-1, stored=None) -> bytes | None: the entry's records with every TTL = ttl "
+     "(-1: the original); None if absent or (stored given) another entry"},
     {"clear", (PyCFunction)Index_clear, METH_NOARGS, "clear() -> None"},
     {"answer", (PyCFunction)(void (*)(void))Index_answer, METH_VARARGS | METH_KEYWORDS,
      "answer(query, now, tcp=False) -> bytes | None: the fast-path reply for a fresh hit"},

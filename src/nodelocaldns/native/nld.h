@@ -35,23 +35,47 @@ typedef struct nld_lb {
     uint16_t offs[];
 } nld_lb;
 
-/* One cached answer, immutable once published: writers replace, never edit. */
+/* One cached answer, immutable once published: writers replace, never edit.
+ *
+ * Compact on purpose (four full caches hold ~80k): everything variable-length lives in data[],
+ * found from the lengths (nld_e_* below), and the eight header variants are one stored header
+ * plus a bit whenever they follow entry.head_index (RD, AD-if-asked, +1 additional record for
+ * the OPT), which every entry the cache makes does; other heads are kept whole (NLD_FL_HEADS). */
+#define NLD_FL_ADQ 0x40   /* internal: AD is set for a client asking with AD (heads[2] has it) */
+#define NLD_FL_HEADS 0x80 /* internal: the 8 heads are stored whole after the cased question */
+#define NLD_FL_LB 0x20    /* internal: a loadbalance plan (nld_lb) follows everything else */
 typedef struct nld_entry {
     double stored;  /* monotonic seconds at store time (Entry.stored) */
-    uint32_t orig;  /* the item TTL every record carries (Entry.orig) */
-    uint16_t keylen, bodylen, noffs;
-    uint8_t fl;
-    uint16_t cap;   /* the block's UDP size cap (bufsize: fast_path_udp_max); 65535: none */
     uint64_t stat;  /* zone id | stat id, as dnsstats packs them; the worker counts hits under it */
-    uint8_t heads[NLD_HEADS][NLD_HEAD_LEN];
-    size_t size;          /* bytes charged to the index budget */
-    const uint16_t *offs; /* TTL field offsets into body */
-    const uint8_t *key;
-    const uint8_t *body;  /* records with every TTL = orig */
-    const uint8_t *qcased; /* the stored question when its name has capitals (Entry.q), else NULL */
-    const nld_lb *lb;      /* NLD_FL_SHUFFLE with records to move: the plan, else NULL */
-    uint8_t data[];       /* lb plan, offs, then key, then body */
+    uint32_t orig;  /* the item TTL every record carries (Entry.orig) */
+    uint32_t size;  /* bytes charged to the index budget */
+    uint16_t keylen, bodylen, noffs;
+    uint16_t cap;   /* the block's UDP size cap (bufsize: fast_path_udp_max); 65535: none */
+    uint16_t qclen; /* length of the stored question when its name has capitals (Entry.q), else 0 */
+    uint8_t head[NLD_HEAD_LEN]; /* heads[0]: no RD, no AD asked, no OPT */
+    uint8_t fl;
+    uint8_t pad_;
+    uint8_t data[]; /* TTL offsets (uint16, aligned), key, body (every TTL = orig), cased question,
+                     * the 8 heads (NLD_FL_HEADS), the lb plan at an even offset (NLD_FL_LB) */
 } nld_entry;
+
+static inline const uint16_t *nld_e_offs(const nld_entry *e) { return (const uint16_t *)(const void *)e->data; }
+static inline const uint8_t *nld_e_key(const nld_entry *e) { return e->data + 2u * e->noffs; }
+static inline const uint8_t *nld_e_body(const nld_entry *e) { return nld_e_key(e) + e->keylen; }
+static inline const uint8_t *nld_e_qcased(const nld_entry *e) {
+    return e->qclen ? nld_e_body(e) + e->bodylen : NULL;
+}
+/* The loadbalance plan of an NLD_FL_SHUFFLE entry with records to move, else NULL. Last in
+ * data[], so the other accessors (the hot path's) never pay for it. */
+static inline const nld_lb *nld_e_lb(const nld_entry *e) {
+    if (!(e->fl & NLD_FL_LB))
+        return NULL;
+    size_t at = 2u * e->noffs + e->keylen + e->bodylen + e->qclen +
+                ((e->fl & NLD_FL_HEADS) ? (size_t)NLD_HEADS * NLD_HEAD_LEN : 0);
+    return (const nld_lb *)(const void *)(e->data + ((at + 1) & ~(size_t)1));
+}
+/* The 10 header bytes after the ID for head index idx (RD | AD asked << 1 | OPT << 2). */
+void nld_e_head(const nld_entry *e, unsigned idx, uint8_t out[NLD_HEAD_LEN]);
 
 typedef struct {
     uint64_t hash;

@@ -83,10 +83,13 @@ static int push(nld_worker *w, const uint8_t *data, size_t len, const struct soc
     if (!known && head - tail >= (w->ring_mask + 1) - (w->ring_mask + 1) / 4)
         return 0;
     nld_ring_slot *s = &w->ring[head & w->ring_mask];
+    s->big = NULL;
+    if (len > NLD_RING_INLINE && (s->big = malloc(len)) == NULL)
+        return 0; /* as a full ring: REFUSED or dropped, counted */
     s->len = (uint16_t)len;
     s->alen = alen;
     memcpy(&s->addr, a, alen <= sizeof(s->addr) ? alen : sizeof(s->addr));
-    memcpy(s->data, data, len);
+    memcpy(s->big != NULL ? s->big : s->data, data, len);
     atomic_store_explicit(&w->head, head + 1, memory_order_release);
     return 1;
 }
@@ -221,7 +224,7 @@ static void *run(void *arg) {
                                        (uint64_t)(h.edns ? 1 : 0))) != NULL) {
                 uint8_t *o = w->outbuf + (size_t)k * NLD_OUT_CAP;
                 nld_render(&h, pkt, o);
-                if (h.e->lb != NULL)
+                if (nld_e_lb(h.e) != NULL)
                     nld_shuffle(&h, o, &w->rng, w->scratch);
                 w->iout[k].iov_base = o;
                 w->iout[k].iov_len = h.len;
@@ -316,6 +319,9 @@ void nld_worker_free(nld_worker *w) {
         close(w->stopfd);
     if (w->wakefd >= 0)
         close(w->wakefd);
+    if (w->ring != NULL) /* the thread is joined: what Python never drained */
+        for (size_t t = atomic_load(&w->tail), h = atomic_load(&w->head); t != h; t++)
+            free(w->ring[t & w->ring_mask].big);
     free(w->ring);
     free(w->in);
     free(w->out);
@@ -338,6 +344,9 @@ const nld_ring_slot *nld_worker_peek(nld_worker *w) {
 
 void nld_worker_release(nld_worker *w) {
     size_t tail = atomic_load_explicit(&w->tail, memory_order_relaxed);
+    nld_ring_slot *s = &w->ring[tail & w->ring_mask];
+    free(s->big); /* before the slot goes back to the worker */
+    s->big = NULL;
     atomic_store_explicit(&w->tail, tail + 1, memory_order_release);
 }
 

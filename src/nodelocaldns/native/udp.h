@@ -7,13 +7,20 @@
 
 #include "nld.h"
 
-/* One packet handed to Python: what recvmmsg read and who sent it. */
+/* One packet handed to Python: what recvmmsg read and who sent it. A query fits in the slot
+ * (every slot is written as misses cycle through the ring, so a 4 KB slot each would keep ~1 MB
+ * per worker resident); a longer datagram (up to the 4097-byte buffer) gets its own malloc'd copy,
+ * which the consumer frees when it releases the slot. */
+#define NLD_RING_INLINE 512
 typedef struct {
     uint16_t len;
     socklen_t alen;
+    uint8_t *big; /* len > NLD_RING_INLINE: the bytes (the consumer frees them), else NULL */
     struct sockaddr_storage addr;
-    uint8_t data[NLD_UDP_BUF];
+    uint8_t data[NLD_RING_INLINE];
 } nld_ring_slot;
+
+static inline const uint8_t *nld_ring_data(const nld_ring_slot *s) { return s->big != NULL ? s->big : s->data; }
 
 /* Single writer (the worker thread) per counter: relaxed stores there, relaxed loads in Python. */
 typedef struct {

@@ -97,7 +97,7 @@ static PyObject *Worker_drain(WorkerObject *self, PyObject *args, PyObject *kw) 
         return NULL;
     const nld_ring_slot *s;
     while (PyList_GET_SIZE(out) < max && (s = nld_worker_peek(self->w)) != NULL) {
-        PyObject *item = Py_BuildValue("(y#N)", (const char *)s->data, (Py_ssize_t)s->len, address(&s->addr));
+        PyObject *item = Py_BuildValue("(y#N)", (const char *)nld_ring_data(s), (Py_ssize_t)s->len, address(&s->addr));
         nld_worker_release(self->w);
         if (item == NULL || PyList_Append(out, item) < 0) {
             Py_XDECREF(item);

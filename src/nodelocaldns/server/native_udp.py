@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 from nodelocaldns.metrics.dnsstats import ZONE_SHIFT, ZoneAcc
 from nodelocaldns.native import insert_entry, module, new_index
 from nodelocaldns.plugins.cache import fastpath
-from nodelocaldns.plugins.cache.entry import Entry
+from nodelocaldns.plugins.cache.entry import Cached, Entry, Mirrored
 from nodelocaldns.server.udp import refused_reply
 
 if TYPE_CHECKING:
@@ -35,9 +35,9 @@ if TYPE_CHECKING:
 
 _LOW = (1 << ZONE_SHIFT) - 1
 BATCH = 32  # datagrams per recvmmsg
-# Misses a worker may queue for Python before it drops (and counts) them. Every slot holds a full
-# 4097-byte datagram, so a worker keeps ~1.1 MB resident once misses have cycled through the ring:
-# with one worker per CPU that is what a large node pays; Python cannot drain a deeper queue anyway.
+# Misses a worker may queue for Python before it drops (and counts) them. A slot holds a query of up
+# to 512 bytes (longer ones get their own copy), so a worker keeps ~170 KB resident once misses have
+# cycled through the ring; Python cannot drain a deeper queue anyway.
 RING = 256
 # New names started per loop iteration. Each start runs the chain up to its first wait (~115 us
 # here), so this keeps one iteration near 2 ms of such work, which is what a serve_stale answer (a
@@ -88,10 +88,12 @@ class BlockMirror:
             return None
         return routed[0]
 
-    def put(self, key: bytes, entry: Entry) -> None:
+    def put(self, key: bytes, entry: Cached) -> Cached | None:
+        """Copy ``entry`` into the index; a full Entry comes back as a Mirrored: from now on the
+        index holds the only copy of its bytes (native/README.md, Memory)."""
         zone = self._zone(key)
         if zone is None:
-            return
+            return None
         ix = self.nix.index
         shuffle = self.block.shuffle is not None
         try:
@@ -102,14 +104,18 @@ class BlockMirror:
             ok = False
         if not ok:  # index full: drop any older copy, so the index never serves a replaced answer
             ix.remove(key)
+            return None
+        return entry.mirrored(self.nix.mirrored, key) if isinstance(entry, Entry) else None
 
-    def _shuffles(self, key: bytes, entry: Entry) -> bool:
+    def _shuffles(self, key: bytes, entry: Cached) -> bool:
         """Would loadbalance's reference send this entry's hits as the native shuffle does? Its
         replies with and without an OPT (the OPT is one more record in the additional section)."""
         check = self.block.shuffle
         assert check is not None
         question = entry.q or key[: key.find(0) + 5]
         body = entry.body_with_ttl(entry.orig)
+        if body is None:  # a mirrored entry its index no longer holds: nothing to insert
+            return False
         return check(b"\0\0" + entry.heads[0] + question + body) and check(
             b"\0\0" + entry.heads[4] + question + body + _OPT
         )
@@ -134,17 +140,19 @@ class NativeIndex:
                 seen[id(b)] = b
         cap = sum(sum(max(c, 0) for c in b.cache.store.caps) for b in seen.values() if b.cache)
         self.index = new_index(min(max(cap, 1), 1 << 26))
+        self.mirrored = Mirrored.bound(self.index)  # what the stores keep for the entries it holds
         self.mirrors = [BlockMirror(self, b) for b in seen.values()]
         for m in self.mirrors:
             assert m.block.cache is not None
             m.block.cache.store.attach(m)
 
     def close(self) -> None:
+        """Stop mirroring. The index is not cleared: the stores' Mirrored entries still read their
+        bytes from it, and it is freed with the last of them (the old generation's caches)."""
         for m in self.mirrors:
             if m.block.cache is not None:
                 m.block.cache.store.detach(m)
         self.mirrors = []
-        self.index.clear()
 
 
 def signature(router: Router) -> tuple[tuple[str, int], ...]:

@@ -328,23 +328,24 @@ class UDPWorker:
                     slow(data, addr)
                     continue
                 now = clock()
-                if now >= e.memo_until and e.body(now) is None:
+                body = e.memo if now < e.memo_until else e.body(now)
+                if body is None:
                     self.to_slow_cached(data, addr)  # expired: serve_stale or a refresh
                     continue
                 if raw and data[2:4] == b"\x01\x00":
                     if edns:
                         t = e.tail_edns
                         if not t:
-                            t = e.tail_edns = e.heads[5] + q + e.memo
+                            t = e.tail_edns = e.heads[5] + q + body
                         reply = data[:2] + t + opt
                     else:
                         t = e.tail
                         if not t:
-                            t = e.tail = e.heads[1] + q + e.memo
+                            t = e.tail = e.heads[1] + q + body
                         reply = data[:2] + t
                 else:
                     head = e.heads[(data[2] & 1) | ((data[3] & 0x20) >> 4) | edns]
-                    reply = b"".join((data[:2], head, data[12:qend], e.memo, opt if edns else b""))
+                    reply = b"".join((data[:2], head, data[12:qend], body, opt if edns else b""))
                 if len(reply) > 512 and len(reply) > limit:
                     slow(data, addr)
                     continue

@@ -5,11 +5,17 @@ The records section is kept as segments split at every TTL field, so the TTL for
 join enough. The join is memoised until the TTL next changes, so a hit normally costs a few slices.
 Header variants (RD as the client sent it, AD allowed or not, OPT present or not) are precomputed
 and interned: many entries share the same ten bytes.
+
+An entry the native index mirrors (server/native_udp.py) is replaced in the store by a
+``Mirrored``: the same metadata, no bytes. The index holds the only copy of its records, which
+the native workers serve; the rare Python use (a case-changed client, serve_stale, TCP past the
+index) reads them back with ``Index.body``. Without the extension every entry stays an ``Entry``.
 """
 
 from __future__ import annotations
 
 import struct
+from typing import TYPE_CHECKING, ClassVar, Protocol
 
 from nodelocaldns.dns import message, wire
 from nodelocaldns.metrics.dnsstats import stat_base, stats_of
@@ -48,7 +54,91 @@ def head_index(flags_hi: int, flags_lo: int, opt: bool) -> int:
 _KEEPTTL, _AA, _REFRESHING = 1, 2, 4
 
 
-class Entry:
+class Cached:
+    """What every cached reply offers the store, the handler and the fast paths."""
+
+    if not TYPE_CHECKING:  # no __dict__ for the subclasses; mypy would refuse the fields below
+        __slots__ = ()
+    heads: tuple[bytes, ...]
+    offs: tuple[int, ...]
+    stored: float
+    orig: int
+    sbase: int
+    fl: int
+    hits: int
+    last_hit: float
+    memo_until: float
+    memo: bytes  # Entry only: read it only while now < memo_until (never true for a Mirrored)
+    tail: bytes  # UDPWorker's rendered-tail memos (Entry; a Mirrored reads b"" and keeps nothing)
+    tail_edns: bytes
+    q: bytes | None
+
+    # What the packed stat id knows, for the slow path and metrics.
+    @property
+    def _stat(self) -> tuple[int, int, int, int]:
+        return stats_of(self.sbase)
+
+    @property
+    def qtype(self) -> int:
+        return self._stat[0]
+
+    @property
+    def rcode(self) -> int:
+        return self._stat[1]
+
+    @property
+    def kind(self) -> int:
+        return self._stat[2]
+
+    @property
+    def size(self) -> int:
+        return self._stat[3]
+
+    @property
+    def expires(self) -> float:
+        return self.stored + self.orig
+
+    @property
+    def refreshing(self) -> bool:
+        return bool(self.fl & _REFRESHING)
+
+    @refreshing.setter
+    def refreshing(self, value: bool) -> None:
+        self.fl = self.fl | _REFRESHING if value else self.fl & ~_REFRESHING
+
+    def ttl(self, now: float) -> int:
+        """Seconds left (CoreDNS: origTTL - floor(elapsed)); <= 0 means expired."""
+        return self.orig - int(now - self.stored)
+
+    def body(self, now: float) -> bytes | None:
+        """The records section with TTLs for ``now``, or None once expired."""
+        raise NotImplementedError
+
+    def body_with_ttl(self, ttl: int) -> bytes | None:
+        """The records section with every TTL set to ``ttl`` (None: a mirrored entry's index lost it)."""
+        raise NotImplementedError
+
+    def render(self, data: bytes, q: wire.Query, body: bytes, limit: int, aa: bool = True) -> bytes:
+        """The reply to ``data``: client ID, RD/CD, question case and OPT; truncated to ``limit``."""
+        opt = wire.client_opt(q)
+        head = self.heads[head_index(data[2], data[3], False)]
+        if not aa and not self.fl & _AA:
+            head = struct.pack("!H", struct.unpack_from("!H", head)[0] & ~wire.FLAG_AA) + head[2:]
+        question = data[wire.HEADER_LEN : q.question_end]
+        stored = self.q or question[:-4].lower() + question[-4:]
+        if stored == question:
+            reply = data[:2] + head + question + body
+        else:
+            # The client wrote the name in another case: expand the names against the stored
+            # question and compress them again against the client's (case-sensitively, as
+            # miekg/dns does), so every owner keeps its stored case.
+            m = message.decode(data[:2] + head + stored + body)
+            m.question = question
+            reply = message.encode(m)
+        return wire.truncate(reply, limit, opt)
+
+
+class Entry(Cached):
     """One cached reply. Slots are few on purpose: four full caches hold ~80k of these."""
 
     __slots__ = ("heads", "memo", "offs", "memo_until", "stored", "orig", "sbase", "tail", "tail_edns", "fl",
@@ -107,43 +197,6 @@ class Entry:
         self.last_hit = now
         self.tail = self.tail_edns = b""
 
-    # What the packed stat id knows, for the slow path and metrics.
-    @property
-    def _stat(self) -> tuple[int, int, int, int]:
-        return stats_of(self.sbase)
-
-    @property
-    def qtype(self) -> int:
-        return self._stat[0]
-
-    @property
-    def rcode(self) -> int:
-        return self._stat[1]
-
-    @property
-    def kind(self) -> int:
-        return self._stat[2]
-
-    @property
-    def size(self) -> int:
-        return self._stat[3]
-
-    @property
-    def expires(self) -> float:
-        return self.stored + self.orig
-
-    @property
-    def refreshing(self) -> bool:
-        return bool(self.fl & _REFRESHING)
-
-    @refreshing.setter
-    def refreshing(self, value: bool) -> None:
-        self.fl = self.fl | _REFRESHING if value else self.fl & ~_REFRESHING
-
-    def ttl(self, now: float) -> int:
-        """Seconds left (CoreDNS: origTTL - floor(elapsed)); <= 0 means expired."""
-        return self.orig - int(now - self.stored)
-
     def body(self, now: float) -> bytes | None:
         """The records section with TTLs for ``now``, or None once expired."""
         if now < self.memo_until:
@@ -167,21 +220,79 @@ class Entry:
             _TTL.pack_into(b, off, v)
         return bytes(b)
 
-    def render(self, data: bytes, q: wire.Query, body: bytes, limit: int, aa: bool = True) -> bytes:
-        """The reply to ``data``: client ID, RD/CD, question case and OPT; truncated to ``limit``."""
-        opt = wire.client_opt(q)
-        head = self.heads[head_index(data[2], data[3], False)]
-        if not aa and not self.fl & _AA:
-            head = struct.pack("!H", struct.unpack_from("!H", head)[0] & ~wire.FLAG_AA) + head[2:]
-        question = data[wire.HEADER_LEN : q.question_end]
-        stored = self.q or question[:-4].lower() + question[-4:]
-        if stored == question:
-            reply = data[:2] + head + question + body
+    def mirrored(self, kind: type[Mirrored], key: bytes) -> Mirrored:
+        """This entry without its bytes, once ``kind.src`` (a native index, ``Mirrored.bound``)
+        holds them under ``key``."""
+        m = kind.__new__(kind)
+        m.heads, m.offs, m.stored, m.orig, m.sbase = self.heads, self.offs, self.stored, self.orig, self.sbase
+        m.fl, m.q, m.key = self.fl, self.q, key
+        return m
+
+
+class BodySource(Protocol):
+    """Where a mirrored entry's records live (nodelocaldns._native.Index)."""
+
+    def body(self, key: bytes, ttl: int = -1, stored: float | None = None) -> bytes | None: ...
+
+
+class Mirrored(Cached):
+    """A cached reply whose records only the native index holds (``src`` under ``key``).
+
+    Every TTL decision is made here, from the same metadata as ``Entry``; the bytes are read
+    back (with the TTL patched in C) only when Python itself answers from it. ``stored`` doubles
+    as the identity check: the index returns nothing if it holds another entry for ``key``.
+    Prefetch never meets one (a prefetching cache has no fast path, so nothing is mirrored).
+    """
+
+    # ~80k of these in four full caches: every slot is 8 bytes each. The index is the class's
+    # (``bound``: one subclass per index), and prefetch's hit count is never kept (see above).
+    __slots__ = ("heads", "offs", "stored", "orig", "sbase", "fl", "q", "key")
+    memo_until = float("-inf")  # the fast paths' "memo still valid" test fails: they call body()
+    last_hit = 0.0
+    hits = 0
+    src: ClassVar[BodySource]
+    key: bytes
+
+    @classmethod
+    def bound(cls, src: BodySource) -> type[Mirrored]:
+        """The Mirrored type whose entries read their bytes from ``src``."""
+        return type("Mirrored", (cls,), {"__slots__": (), "src": src, "__doc__": cls.__doc__})
+
+    def body(self, now: float) -> bytes | None:
+        keep = self.fl & _KEEPTTL
+        if now < self.stored + (self.orig if keep else 1):  # as Entry's memo: served as stored
+            ttl = self.orig
         else:
-            # The client wrote the name in another case: expand the names against the stored
-            # question and compress them again against the client's (case-sensitively, as
-            # miekg/dns does), so every owner keeps its stored case.
-            m = message.decode(data[:2] + head + stored + body)
-            m.question = question
-            reply = message.encode(m)
-        return wire.truncate(reply, limit, opt)
+            ttl = self.orig - int(now - self.stored)
+            if ttl <= 0:
+                return None
+            if keep:
+                ttl = self.orig
+        return self.src.body(self.key, ttl, self.stored)
+
+    def body_with_ttl(self, ttl: int) -> bytes | None:
+        return self.src.body(self.key, max(ttl, 0), self.stored)
+
+    # UDPWorker (the pure-Python path, where nothing is mirrored) memoises rendered tails on an
+    # Entry; here there is nothing to keep them in, so they read empty and writes are dropped.
+    @property
+    def tail(self) -> bytes:
+        return b""
+
+    @tail.setter
+    def tail(self, _v: bytes) -> None:
+        pass
+
+    tail_edns = tail
+
+    def materialize(self) -> Entry | None:
+        """A full ``Entry`` with its own copy of the bytes (before the index forgets them)."""
+        memo = self.src.body(self.key, self.orig, self.stored)
+        if memo is None:
+            return None
+        e = Entry.__new__(Entry)
+        e.heads, e.offs, e.stored, e.orig, e.sbase = self.heads, self.offs, self.stored, self.orig, self.sbase
+        e.fl, e.q, e.hits, e.last_hit, e.memo = self.fl, self.q, 0, self.stored, memo
+        e.memo_until = self.stored + (self.orig if self.fl & _KEEPTTL else 1)
+        e.tail = e.tail_edns = b""
+        return e

@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from nodelocaldns.dns import wire
-from nodelocaldns.plugins.cache.entry import Entry
+from nodelocaldns.plugins.cache.entry import Cached
 
 NOEDNS = b"\x00\x01\x00\x00\x00\x00\x00\x00"  # QD=1, AN=NS=AR=0
 EDNS = b"\x00\x01\x00\x00\x00\x00\x00\x01"  # QD=1, AR=1 (the OPT)
@@ -30,9 +30,9 @@ _SIZE = struct.Struct("!H")
 # (success map, denial map, zone bits, zone accumulator, reply transform, UDP size cap): one
 # shared tuple per (listener, zone). The last two are what plugins ahead of the cache do to a hit
 # (core.plugin.Runtime.reply_transform, fast_path_udp_max): None and 65535 in a plain block.
-Route = tuple[dict[bytes, Entry], dict[bytes, Entry], int, Any, Callable[[bytes], bytes] | None, int]
+Route = tuple[dict[bytes, Cached], dict[bytes, Cached], int, Any, Callable[[bytes], bytes] | None, int]
 NO_CAP = 65535
-Hit = tuple[bytes, Entry, Route, int]  # reply, entry, route, counter bits (DO: 2, EDNS: 1)
+Hit = tuple[bytes, Cached, Route, int]  # reply, entry, route, counter bits (DO: 2, EDNS: 1)
 
 
 # -- the key codec: the one cache-key rule ---------------------------------------------------------
@@ -125,10 +125,11 @@ def answer(data: bytes, now: float, memo: Mapping[bytes, Route], tcp: bool) -> H
             return None
     elif e.q != client:
         return None
-    if now >= e.memo_until and e.body(now) is None:
+    body = e.memo if now < e.memo_until else e.body(now)
+    if body is None:
         return None
     head = e.heads[(data[2] & 1) | ((data[3] & 0x20) >> 4) | edns]
-    reply = b"".join((data[:2], head, data[12:qend], e.memo, opt))
+    reply = b"".join((data[:2], head, data[12:qend], body, opt))
     if not tcp and len(reply) > 512 and len(reply) > limit:
         return None  # needs truncation: the slow path's
     if transform is not None:

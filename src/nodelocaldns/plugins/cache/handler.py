@@ -19,7 +19,7 @@ from nodelocaldns.core.zones import in_zones
 from nodelocaldns.dns import wire
 from nodelocaldns.errors import WireError
 from nodelocaldns.plugins.cache.classify import DENIAL, SUCCESS, RType, Verdict, classify
-from nodelocaldns.plugins.cache.entry import Entry
+from nodelocaldns.plugins.cache.entry import Cached, Entry
 from nodelocaldns.plugins.cache.fastpath import key_of
 from nodelocaldns.plugins.cache.metrics import CacheCounters, CacheStats
 from nodelocaldns.plugins.cache.setup import CacheConfig, effective_capacity
@@ -119,7 +119,7 @@ class CacheHandler:
         return Reply(out, entry.rcode, reply.plugin, final=True)
 
     def _maybe_prefetch(
-        self, e: Entry, req: Request, key: bytes, now: float, next_: Next, c: CacheCounters
+        self, e: Cached, req: Request, key: bytes, now: float, next_: Next, c: CacheCounters
     ) -> None:
         amount = self.cfg.prefetch_amount
         if amount == 0:
@@ -151,7 +151,7 @@ class CacheHandler:
             self._retry_after[key] = self.clock() + self.cfg.stale_recheck
 
     def _refresh(
-        self, e: Entry, req: Request, key: bytes, next_: Next, c: CacheCounters, stale: bool = False
+        self, e: Cached, req: Request, key: bytes, next_: Next, c: CacheCounters, stale: bool = False
     ) -> None:
         e.refreshing = True
         hits = e.hits
@@ -184,14 +184,13 @@ class CacheHandler:
         t.add_done_callback(self._tasks.discard)
 
     async def _serve_stale(
-        self, e: Entry, req: Request, key: bytes, now: float, next_: Next, c: CacheCounters
+        self, e: Cached, req: Request, key: bytes, now: float, next_: Next, c: CacheCounters
     ) -> Reply:
-        stale = Reply(
-            e.render(req.data, req.q, e.body_with_ttl(self.cfg.stale_response_ttl), req.size_limit),
-            e.rcode,
-            "cache",
-            final=True,
-        )
+        old = e.body_with_ttl(self.cfg.stale_response_ttl)
+        if old is None:  # a mirrored entry whose index went away with its generation: a miss
+            c.misses += 1
+            return self._store(await next_(req), req, key, c)
+        stale = Reply(e.render(req.data, req.q, old, req.size_limit), e.rcode, "cache", final=True)
         if not self.cfg.stale_verify:
             c.served_stale += 1
             if not e.refreshing and self._may_refresh_stale(key, now):
@@ -210,7 +209,7 @@ class CacheHandler:
                 e.refreshing = False
 
     async def _verify(
-        self, e: Entry, stale: Reply, req: Request, key: bytes, next_: Next, c: CacheCounters
+        self, e: Cached, stale: Reply, req: Request, key: bytes, next_: Next, c: CacheCounters
     ) -> Reply:
         task = asyncio.ensure_future(next_(req))
         timeout = self.cfg.stale_verify_timeout
@@ -237,7 +236,7 @@ class CacheHandler:
         return stale
 
     def _verified_late(
-        self, t: asyncio.Future[Reply], e: Entry, req: Request, key: bytes, c: CacheCounters
+        self, t: asyncio.Future[Reply], e: Cached, req: Request, key: bytes, c: CacheCounters
     ) -> None:
         self._late.pop(key, None)
         done = not t.cancelled() and t.exception() is None

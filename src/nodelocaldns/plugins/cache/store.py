@@ -6,7 +6,9 @@ just-stored answer. Expired entries are not
 swept in the background (like CoreDNS); they are replaced on the next miss or evicted.
 
 Mirrors (the listeners' native indexes, server/native_udp.py) see every change as it happens:
-the store stays the authority and a mirror never holds a key the store dropped.
+the store stays the authority and a mirror never holds a key the store dropped. A mirror that
+took an entry's bytes hands back a ``Mirrored`` (the same metadata, no bytes), which replaces the
+entry here: each answer's bytes are kept once, in the index.
 """
 
 from __future__ import annotations
@@ -14,13 +16,15 @@ from __future__ import annotations
 from typing import Protocol
 
 from nodelocaldns.plugins.cache.classify import DENIAL, SUCCESS
-from nodelocaldns.plugins.cache.entry import Entry
+from nodelocaldns.plugins.cache.entry import Cached, Mirrored
 
 
 class Mirror(Protocol):
     """A copy of (part of) a store kept in step with it: told of every put and every removal."""
 
-    def put(self, key: bytes, entry: Entry) -> None: ...
+    def put(self, key: bytes, entry: Cached) -> Cached | None:
+        """Copy ``entry``; return what the store keeps instead (a Mirrored) if this copy is now
+        the one holding its bytes, else None."""
 
     def drop(self, key: bytes) -> None: ...
 
@@ -37,10 +41,10 @@ class Store:
     __slots__ = ("maps", "caps", "evictions", "shadow", "mirrors")
 
     def __init__(self, success_cap: int, denial_cap: int) -> None:
-        self.maps: tuple[dict[bytes, Entry], dict[bytes, Entry]] = ({}, {})
+        self.maps: tuple[dict[bytes, Cached], dict[bytes, Cached]] = ({}, {})
         self.caps = (success_cap, denial_cap)
         self.evictions = [0, 0]
-        self.shadow: dict[bytes, Entry] = {}
+        self.shadow: dict[bytes, Cached] = {}
         self.mirrors: list[Mirror] = []
 
     def attach(self, m: Mirror) -> None:
@@ -48,20 +52,22 @@ class Store:
         self.mirrors.append(m)
         for mp in self.maps:
             for key, e in list(mp.items()):
-                m.put(key, e)
+                r = m.put(key, e)
+                if r is not None:
+                    mp[key] = r
 
     def detach(self, m: Mirror) -> None:
         if m in self.mirrors:
             self.mirrors.remove(m)
 
-    def get(self, key: bytes) -> Entry | None:
+    def get(self, key: bytes) -> Cached | None:
         """Denial first, then success, as CoreDNS looks them up."""
         e = self.maps[DENIAL].get(key)
         if e is None:
             return self.maps[SUCCESS].get(key)
         return e
 
-    def put(self, key: bytes, entry: Entry, now: float) -> None:
+    def put(self, key: bytes, entry: Cached, now: float) -> None:
         kind = entry.kind
         m = self.maps[kind]
         if kind == DENIAL and entry.rcode == 2:
@@ -78,8 +84,7 @@ class Store:
         if key in m:
             del m[key]  # re-insert at the end: a refreshed answer is the newest
             m[key] = entry
-            for mi in mirrors:
-                mi.put(key, entry)
+            self._publish(m, key, entry)
             return
         if self.caps[kind] <= 0:
             return
@@ -90,10 +95,17 @@ class Store:
             for mi in mirrors:
                 mi.drop(old)
         m[key] = entry
-        for mi in mirrors:
-            mi.put(key, entry)
+        self._publish(m, key, entry)
 
-    def put_preferring(self, key: bytes, entry: Entry, now: float, answering: bool) -> None:
+    def _publish(self, m: dict[bytes, Cached], key: bytes, entry: Cached) -> None:
+        """Tell the mirrors of ``m[key]``; the first to keep its bytes turns it into a Mirrored
+        (any further mirror copies from that one)."""
+        for mi in self.mirrors:
+            r = mi.put(key, entry)
+            if r is not None:
+                m[key] = entry = r
+
+    def put_preferring(self, key: bytes, entry: Cached, now: float, answering: bool) -> None:
         """CoreDNS ResponseWriter.set under prefer_positive: an answer replaces the key's success
         and removes its denial; a success non-answer is kept next to the last answer (its
         last-known-good); a denial leaves the success side alone."""
@@ -108,7 +120,7 @@ class Store:
             return
         self._insert(self.shadow, SUCCESS, key, entry)
 
-    def _insert(self, m: dict[bytes, Entry], kind: int, key: bytes, entry: Entry) -> None:
+    def _insert(self, m: dict[bytes, Cached], kind: int, key: bytes, entry: Cached) -> None:
         mirrored = m is not self.shadow  # the shadow is never served by a fast path
         if key in m:
             del m[key]
@@ -132,17 +144,28 @@ class Store:
         """Tell the mirrors what ``key`` holds now. A key with a success and a denial side by side
         (prefer_positive) is dropped from them: "not mine" there sends it to the chain, which picks."""
         s, d = self.maps[SUCCESS].get(key), self.maps[DENIAL].get(key)
-        for mi in self.mirrors:
-            if (s is None) == (d is None):
+        if (s is None) == (d is None):
+            if s is not None:
+                # Both stay here but leave the mirrors: whichever has its bytes there only gets
+                # its own copy back first.
+                for mp in self.maps:
+                    e = mp[key]
+                    if isinstance(e, Mirrored):
+                        full = e.materialize()
+                        if full is None:
+                            del mp[key]
+                        else:
+                            mp[key] = full
+            for mi in self.mirrors:
                 mi.drop(key)
-            else:
-                mi.put(key, s or d)  # type: ignore[arg-type]
+            return
+        self._publish(self.maps[SUCCESS] if s is not None else self.maps[DENIAL], key, s or d)  # type: ignore[arg-type]
 
-    def get_preferring(self, key: bytes, now: float, stale: float) -> Entry | None:
+    def get_preferring(self, key: bytes, now: float, stale: float) -> Cached | None:
         """CoreDNS getIfNotStale under prefer_positive: the last answer while it is fresh or
         within the serve_stale window, then the denial, then the newest success (a non-answer)."""
 
-        def usable(e: Entry | None) -> bool:
+        def usable(e: Cached | None) -> bool:
             return e is not None and (e.ttl(now) > 0 or -e.ttl(now) < int(stale))
 
         answer = self.maps[SUCCESS].get(key)

@@ -2,15 +2,28 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nodelocaldns.core.plugin import BlockInfo, Handlers, Host, Plugin, Runtime, register
-from nodelocaldns.plugins.rewrite import handler, setup
+
+if TYPE_CHECKING:
+    from nodelocaldns.corefile.model import Directive
+
+# setup and handler (the rule engine and its message codec, ~1.3 MiB) load with the first
+# Corefile that says ``rewrite``: a server without one never pays for them.
+
+
+def _parse(d: Directive) -> Any:
+    from nodelocaldns.plugins.rewrite import setup
+
+    return setup.parse(d)
 
 
 def _factory(host: Host, block: BlockInfo, cfgs: list[Any]) -> Runtime:
+    from nodelocaldns.plugins.rewrite import handler, setup
+
     return Handlers(handler.RewriteHandler(setup.RewriteConfig(tuple(cfgs))))
 
 
 # After cache: the cache stores the reverted reply, so a hit needs nothing from rewrite.
-PLUGIN = register(Plugin("rewrite", setup.parse, _factory, repeatable=True))
+PLUGIN = register(Plugin("rewrite", _parse, _factory, repeatable=True))
