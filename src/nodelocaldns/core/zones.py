@@ -5,7 +5,10 @@ from __future__ import annotations
 
 def in_zones(qname: bytes, zones: tuple[bytes, ...]) -> bool:
     """``qname`` and ``zones`` are lowercased wire names; a match must end on a label boundary."""
-    return any(z == b"\x00" or qname.endswith(z) and _boundary(qname, len(qname) - len(z)) for z in zones)
+    for z in zones:  # a loop, not any(<generator>): this runs several times per miss
+        if z == b"\x00" or qname.endswith(z) and _boundary(qname, len(qname) - len(z)):
+            return True
+    return False
 
 
 def _boundary(name: bytes, at: int) -> bool:

@@ -416,13 +416,22 @@ def scan_reply(msg: bytes) -> tuple[bytes, int, Records]:
         raise WireError("reply shorter than a DNS header")
     _qid, _flags, qd, an, ns, ar = _HDR.unpack_from(msg)
     off, n = HEADER_LEN, len(msg)
-    for _ in range(qd):
-        off = read_name(msg, off)[1] + 4
+    to_question = b""
+    for i in range(qd):
+        qname, off = read_name(msg, off)
+        if i == 0 and off == HEADER_LEN + len(qname):
+            # An owner pointing at this uncompressed name (most do) decodes as it did: skip it.
+            to_question = b"\xc0\x0c"
+        off += 4
         if off > n:
             raise WireError("question runs past end of message")
     body, recs = off, []
     for _ in range(an + ns + ar):
-        start, off = off, read_name(msg, off)[1]
+        start = off
+        if to_question and msg[off : off + 2] == to_question:
+            off += 2
+        else:
+            off = read_name(msg, off)[1]
         if off + 10 > n:
             raise WireError("record runs past end of message")
         rtype, _rclass, _ttl, rdlen = _RR_FIXED.unpack_from(msg, off)

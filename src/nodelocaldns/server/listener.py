@@ -257,7 +257,7 @@ class Listener:
         send: Callable[[bytes], None],
         done: Callable[[object], None] | None = None,
     ) -> None:
-        t = asyncio.ensure_future(self.handle(data, remote, proto, send))
+        t = asyncio.get_running_loop().create_task(self.handle(data, remote, proto, send))
         self.tasks.add(t)
         t.add_done_callback(self.tasks.discard)
         if done is not None:

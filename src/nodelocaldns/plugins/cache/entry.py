@@ -22,6 +22,7 @@ from nodelocaldns.metrics.dnsstats import stat_base, stats_of
 from nodelocaldns.plugins.cache.classify import Verdict
 
 _TTL = struct.Struct("!I")
+_HDR = struct.Struct("!HHHHHH")
 _interned: dict[bytes, bytes] = {}
 _interned_heads: dict[tuple[bytes, ...], tuple[bytes, ...]] = {}
 
@@ -43,6 +44,31 @@ def _intern(b: bytes) -> bytes:
         if len(_interned) > 4096:
             _interned.clear()
         _interned[b] = got = b
+    return got
+
+
+_heads_by: dict[tuple[int, bool, bool, int, int, int], tuple[bytes, ...]] = {}
+
+
+def _heads(base: int, ad_stored: bool, do: bool, an: int, ns: int, n_ar: int) -> tuple[bytes, ...]:
+    """Entry.heads for these flags and counts, built once per combination (every miss needs one)."""
+    hk = (base, ad_stored, do, an, ns, n_ar)
+    got = _heads_by.get(hk)
+    if got is not None:
+        return got
+    heads = []
+    for idx in range(8):
+        f = base | (wire.FLAG_RD if idx & 1 else 0)
+        # RFC 6840 5.7-5.8: AD only to clients that asked with DO or AD.
+        if ad_stored and (do or idx & 2):
+            f |= wire.FLAG_AD
+        extra = 1 if idx & 4 else 0
+        heads.append(_intern(struct.pack("!HHHHH", f, 1, an, ns, n_ar + extra)))
+    t = tuple(heads)
+    got = _interned_heads.setdefault(t, t)
+    if len(_heads_by) > 4096:
+        _heads_by.clear()
+    _heads_by[hk] = got
     return got
 
 
@@ -155,7 +181,7 @@ class Entry(Cached):
         keepttl: bool = False,
     ) -> None:
         assert verdict.kind is not None
-        _id, flags, qd, an, ns, ar = struct.unpack_from("!HHHHHH", reply)
+        _id, flags, qd, an, ns, ar = _HDR.unpack_from(reply)
         recs = verdict.records
         n_ar = len(recs) - an - ns
         start = verdict.body_start
@@ -177,16 +203,7 @@ class Entry(Cached):
         rcode = flags & 0xF
         ad_stored = bool(flags & wire.FLAG_AD)
         base = wire.FLAG_QR | wire.FLAG_AA | (flags & wire.FLAG_RA) | (wire.FLAG_CD if cd else 0) | rcode
-        heads = []
-        for idx in range(8):
-            f = base | (wire.FLAG_RD if idx & 1 else 0)
-            # RFC 6840 5.7-5.8: AD only to clients that asked with DO or AD.
-            if ad_stored and (do or idx & 2):
-                f |= wire.FLAG_AD
-            extra = 1 if idx & 4 else 0
-            heads.append(_intern(struct.pack("!HHHHH", f, 1, an, ns, n_ar + extra)))
-        t = tuple(heads)
-        self.heads = _interned_heads.setdefault(t, t)
+        self.heads = _heads(base, ad_stored, do, an, ns, n_ar)
         size = start + len(body)
         self.sbase = stat_base(qtype, rcode, verdict.kind, size)
         self.orig = verdict.ttl

@@ -288,6 +288,11 @@ def _refreshed(reply: Reply) -> bool:
 def _matches(reply: bytes, q: wire.Query) -> bool:
     if len(reply) < wire.HEADER_LEN or not reply[2] & 0x80 or reply[4:6] != b"\x00\x01":
         return False
+    # The common reply repeats the question uncompressed: compare bytes, no name decoding. (Label
+    # lengths are below 0x41, so lower() leaves them alone: equal bytes are the same labels.)
+    end = wire.HEADER_LEN + len(q.qname)
+    if reply[wire.HEADER_LEN : end].lower() == q.qname:
+        return reply[end : end + 4] == _QT.pack(q.qtype, q.qclass)
     name, off = wire.read_name(reply, wire.HEADER_LEN)
     if off + 4 > len(reply):
         return False

@@ -141,7 +141,8 @@ class ForwardHandler:
                     continue
                 break  # every upstream down: one attempt per query
             rc = wire.rcode_of(reply)
-            self.counters.observe(p.addr, wire.RCODE_NAMES.get(rc, str(rc)), time.perf_counter() - t0)
+            name = wire.RCODE_NAMES.get(rc)  # str(rc) only for an rcode without a name
+            self.counters.observe(p.addr, str(rc) if name is None else name, time.perf_counter() - t0)
             if rc in cfg.failover_rcodes:
                 failovers += 1
                 if failovers < n:
