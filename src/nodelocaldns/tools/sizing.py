@@ -3,9 +3,11 @@
 Measured on the addon Corefile (four server blocks, a success and a denial cache each):
 
 * ``IDLE_RSS``: VmRSS of ``nodelocaldns serve`` with the addon Corefile bound to a loopback address,
-  after start-up and one query, before any cache fill: 30,768 KiB (three runs: 30,740-30,792 KiB).
+  after start-up and one query, before any cache fill: 33,824 KiB (three runs: 33,776-33,872 KiB).
 * ``BYTES_PER_ENTRY``: ``make bench`` fills all eight caches (79,872 entries in coredns_cache_entries)
-  and reports VmRSS 68.4 MiB (bench/results/latest.md); (68.4 MiB - IDLE_RSS) / 79,872 = 504 bytes.
+  and reports VmRSS 71.8 MiB (bench/results/latest.md); (71.8 MiB - IDLE_RSS) / 79,872 = 509 bytes.
+  That VmRSS also carries what the bench's hit and miss runs before the fill left behind (the
+  native workers' rings, the forward socket pool), so the per-entry figure errs on the safe side.
 * ``HEADROOM``: what the addon's 128Mi limit leaves above a full default cache (about 60 MiB), kept
   for bursts of in-flight queries and TCP connections whatever the cache size.
 
@@ -17,8 +19,8 @@ from __future__ import annotations
 from nodelocaldns.plugins.cache.setup import DEFAULT_CAPACITY, effective_capacity
 
 MiB = 1024 * 1024
-IDLE_RSS = 30_768 * 1024
-BYTES_PER_ENTRY = 504
+IDLE_RSS = 33_824 * 1024
+BYTES_PER_ENTRY = 509
 CACHE_KINDS = 2  # success and denial
 CACHE_BLOCKS = 4  # cluster domain, in-addr.arpa, ip6.arpa, "."
 DEFAULT_LIMIT = 128 * MiB
