@@ -9,6 +9,9 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
+# Re-exported: callers spell them wire.name_to_text / wire.text_to_wire.
+from nodelocaldns.dns.nametext import name_to_text as name_to_text
+from nodelocaldns.dns.nametext import text_to_wire as text_to_wire
 from nodelocaldns.errors import ShortHeader, WireError
 
 HEADER_LEN = 12
@@ -127,44 +130,6 @@ def read_name(msg: bytes, off: int) -> tuple[bytes, int]:
         if len(out) > 254:  # the root label still has to fit within 255
             raise WireError("name longer than 255 octets")
     return bytes(out), end
-
-
-# miekg/dns isDomainNameLabelSpecial: the bytes it prints as backslash + byte ($ is not one).
-_SPECIAL = frozenset(b".'@;()\"\\ ")
-_LABEL_TEXT = tuple(
-    "\\" + chr(b) if b in _SPECIAL else (chr(b) if 0x20 < b < 0x7F else f"\\{b:03d}") for b in range(256)
-)
-
-
-def name_to_text(wire_name: bytes) -> str:
-    """Presentation form of an uncompressed wire name as miekg/dns prints it ("." for the root).
-
-    CoreDNS logs and matches names in this form: ``sp\\ ace`` for a space, ``\\DDD`` for bytes
-    outside printable ASCII.
-    """
-    labels = []
-    off = 0
-    while wire_name[off]:
-        length = wire_name[off]
-        labels.append("".join([_LABEL_TEXT[b] for b in wire_name[off + 1 : off + 1 + length]]))
-        off += 1 + length
-    return ".".join(labels) + "." if labels else "."
-
-
-def text_to_wire(name: str) -> bytes:
-    """Wire form of a plain (no escapes) domain name, lowercased."""
-    name = name.lower().rstrip(".")
-    if not name:
-        return b"\x00"
-    out = bytearray()
-    for label in name.split("."):
-        raw = label.encode("ascii")
-        if not raw or len(raw) > 63:
-            raise WireError(f"bad label in {name!r}")
-        out.append(len(raw))
-        out += raw
-    out.append(0)
-    return bytes(out)
 
 
 def parse_query(data: bytes) -> Query:
