@@ -88,29 +88,12 @@ class TCPSide(Protocol):
     def resume(self) -> None: ...
 
 
-class NativeSide(Protocol):
+class NativeSide(UDPSide, Protocol):
     """A listener's native UDP workers (server/native_udp.NativeUDPServer), as the listener uses them."""
 
     def lookup(self, data: bytes, now: float, tcp: bool) -> tuple[bytes, int] | None: ...
 
     def translate(self, k: int) -> tuple[int, ZoneAcc]: ...
-
-    def shared_sockets(self) -> list[socket.socket]: ...
-
-    @property
-    def dropped(self) -> int: ...
-
-    @property
-    def refused(self) -> int: ...
-
-    n_handed: int
-    n_finished: int
-
-    def start(self) -> None: ...
-
-    def stop(self) -> None: ...
-
-    def close(self) -> None: ...
 
 
 class Router:
