@@ -15,7 +15,7 @@ import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from nodelocaldns.core.plugin import Next, Runtime
 from nodelocaldns.core.ratelimit import RateLimiter
@@ -29,6 +29,9 @@ from nodelocaldns.plugins.timeouts.setup import DEFAULT_WRITE as WRITE_TIMEOUT
 from nodelocaldns.plugins.timeouts.setup import TimeoutsConfig
 from nodelocaldns.plugins.timeouts.setup import for_listener as timeouts_for_listener
 from nodelocaldns.server.settings import DEFAULT, ServerConfig
+
+if TYPE_CHECKING:
+    from nodelocaldns.server.slowgate import SlowGate
 
 log = logging.getLogger("nodelocaldns")
 
@@ -145,6 +148,7 @@ class Listener:
         self.stats = ServerStats(self.server, self.family)
         self.tasks: set[asyncio.Task[None]] = set()
         self.udp: UDPSide | None = None
+        self.shared: SlowGate | None = None  # the slow path's bound for peers' sockets (shared_udp.py)
         self.native: NativeSide | None = None  # the native UDP workers, whose index TCP hits use too
         self.send_errors = 0
         self.fast_errors = 0
@@ -249,11 +253,12 @@ class Listener:
     def dropped(self) -> dict[str, int]:
         """proto -> queries dropped unanswered at the slow path's cap; TCP is slowed down instead."""
         udp = self.udp.dropped if self.udp is not None else 0
-        return {"udp": udp}
+        return {"udp": udp + (self.shared.dropped if self.shared is not None else 0)}
 
     def refused(self) -> dict[str, int]:
         """proto -> queries answered REFUSED at once at the slow path's cap (UDP only, as dropped)."""
-        return {"udp": self.udp.refused if self.udp is not None else 0}
+        udp = self.udp.refused if self.udp is not None else 0
+        return {"udp": udp + (self.shared.refused if self.shared is not None else 0)}
 
     def tcp_wake(self) -> None:
         """A TCP query finished: read the paused connections again while there is room."""
