@@ -15,7 +15,7 @@ import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from nodelocaldns.core.plugin import Next, Runtime
 from nodelocaldns.core.ratelimit import RateLimiter
@@ -29,9 +29,6 @@ from nodelocaldns.plugins.timeouts.setup import DEFAULT_WRITE as WRITE_TIMEOUT
 from nodelocaldns.plugins.timeouts.setup import TimeoutsConfig
 from nodelocaldns.plugins.timeouts.setup import for_listener as timeouts_for_listener
 from nodelocaldns.server.settings import DEFAULT, ServerConfig
-
-if TYPE_CHECKING:
-    from nodelocaldns.server.slowgate import SlowGate
 
 log = logging.getLogger("nodelocaldns")
 
@@ -80,6 +77,13 @@ class UDPSide(Protocol):
     def stop(self) -> None: ...
 
     def close(self) -> None: ...
+
+
+class SharedGate(Protocol):
+    """The bound on a peer's sockets read on the loop (server/slowgate.SlowGate), as metrics read it."""
+
+    refused: int
+    dropped: int
 
 
 class TCPSide(Protocol):
@@ -148,7 +152,7 @@ class Listener:
         self.stats = ServerStats(self.server, self.family)
         self.tasks: set[asyncio.Task[None]] = set()
         self.udp: UDPSide | None = None
-        self.shared: SlowGate | None = None  # the slow path's bound for peers' sockets (shared_udp.py)
+        self.shared: SharedGate | None = None  # the slow path's bound for peers' sockets (slowgate.py)
         self.native: NativeSide | None = None  # the native UDP workers, whose index TCP hits use too
         self.send_errors = 0
         self.fast_errors = 0

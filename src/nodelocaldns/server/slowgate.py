@@ -71,9 +71,11 @@ class SlowGate:
 def gate_of(lst: Listener) -> SlowGate:
     """The listener's gate for loop-read datagrams, made when the first peer socket is read."""
     gate = lst.shared
-    if gate is None:
-        gate = lst.shared = SlowGate(lst.max_pending)
-    return gate
+    if isinstance(gate, SlowGate):
+        return gate
+    made = SlowGate(lst.max_pending)
+    lst.shared = made
+    return made
 
 
 def in_flight(lst: Listener) -> int:
