@@ -103,6 +103,10 @@ def main(argv: list[str] | None = None) -> int:
         return node_cache_main(argv[1:])
     if argv and argv[0] in ("render", "doctor", "top"):
         return _tool(argv[0], argv[1:])
+    if argv and argv[0] == "sysctl":
+        from nodelocaldns.node.sysctls import main as sysctl_main
+
+        return sysctl_main(argv[1:])
     p = argparse.ArgumentParser(prog="nodelocaldns", description="Kubernetes NodeLocal DNSCache in Python.")
     p.add_argument("--version", action="version", version=f"nodelocaldns {__version__}")
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -115,7 +119,8 @@ def main(argv: list[str] | None = None) -> int:
     c.set_defaults(func=cmd_check)
     sub.add_parser("node-cache", help="run as a drop-in k8s-dns-node-cache agent (Go-style flags)")
     for name, helptext in (("render", "print Kubernetes manifests"), ("doctor", "check this node"),
-                           ("top", "live view of an agent's metrics")):  # fmt: skip
+                           ("top", "live view of an agent's metrics"),
+                           ("sysctl", "set the node sysctls the agent needs (the DaemonSet's init container)")):  # fmt: skip
         sub.add_parser(name, help=helptext, add_help=False)
     args = p.parse_args(argv)
     result: int = args.func(args)

@@ -32,6 +32,7 @@ from support.agent_ns import (
     node_and_pod,
     rule_lines,
     run_container,
+    run_init_containers,
     wait_until,
 )
 from support.agent_render import RENDER_ARGS, Rendered, _cli, kubelet_env
@@ -70,6 +71,8 @@ def agent(
     """One agent container; ``scrub=False`` when another agent still owns the node's state at exit."""
     cm = r.get("ConfigMap", "node-local-dns")
     spec = container or r.container
+    # A new pod: its init container (net.ipv4.tcp_migrate_req on the node) runs first, as kubelet runs it.
+    run_init_containers(topo, r.pod_spec, {"node-local-dns": cm["data"]}, kubelet_env(r), pod=name)
     with run_container(
         topo,
         spec,

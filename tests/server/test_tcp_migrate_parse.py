@@ -52,8 +52,19 @@ def test_the_sysctl_is_set_once_and_a_refusal_is_said_once(
     knob = tmp_path / "tcp_migrate_req"
     knob.write_text("0\n")
     assert TCPMigrate(knob).ensure("test") and knob.read_text() == "1\n"
-    ro = TCPMigrate(tmp_path / "missing-dir" / "tcp_migrate_req")
+    (tmp_path / "unreadable").mkdir()  # reading it fails as a read-only or foreign /proc/sys would
+    ro = TCPMigrate(tmp_path / "unreadable")
     with caplog.at_level(logging.WARNING):
         assert not ro.ensure("first") and not ro.ensure("second")
     warned = [r.getMessage() for r in caplog.records if "tcp_migrate_req is off" in r.getMessage()]
     assert len(warned) == 1 and "reset instead of moving to the other server" in warned[0], warned
+    assert "\n" not in warned[0] and "set it on the node (sysctl -w net.ipv4.tcp_migrate_req=1" in warned[0]
+    caplog.clear()
+    old = TCPMigrate(tmp_path / "missing-dir" / "tcp_migrate_req")  # a kernel before 5.14
+    with caplog.at_level(logging.WARNING):
+        assert not old.ensure("first") and not old.ensure("second")
+    warned = [r.getMessage() for r in caplog.records]
+    assert warned == [
+        "[WARNING] net.ipv4.tcp_migrate_req is not available on this kernel (Linux 5.14+ has it) (first): TCP "
+        "connections waiting in a closing listener's queue are reset instead of moving to the other server"
+    ]

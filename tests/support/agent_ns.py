@@ -13,8 +13,9 @@ rendered (hostNetwork) DaemonSet: the container's ``args`` go to the image's ent
 in the node namespace and a private mount namespace where ``/etc`` is an overlay (so the agent may
 write ``/etc/Corefile`` without touching the machine's ``/etc``), each ConfigMap volume is a
 directory bind-mounted at its ``mountPath`` with the ConfigMap's keys (or ``items``) as files,
-``/etc/resolv.conf`` names the kube-dns stand-in (``dnsPolicy: Default`` on this node) and ``/tmp``
-is the container's own tmpfs. The process keeps only the capabilities the container's
+``/etc/resolv.conf`` names the kube-dns stand-in (``dnsPolicy: Default`` on this node), ``/tmp``
+is the container's own tmpfs and ``/proc/sys`` is read-only unless the container is privileged.
+A ``command`` replaces the entrypoint; ``run_init_containers`` runs a pod's init containers first. The process keeps only the capabilities the container's
 ``securityContext`` leaves it (the runtime's default set, minus ``drop``, plus ``add``), as a container
 runtime does, and so does every ``exec_argv`` command. Every address involved lives inside these
 namespaces.
@@ -353,6 +354,17 @@ def entrypoint() -> str:
     return script
 
 
+def _command(container: Mapping[str, Any]) -> list[str]:
+    """The container's ``command`` (its program from the image's venv, as the image's PATH finds
+    it), else the image's entrypoint."""
+    command = container.get("command")
+    if not command:
+        return [entrypoint()]
+    program = shutil.which(command[0], path=os.path.dirname(sys.executable))
+    assert program is not None, f"{command[0]} is not in the image"
+    return [program, *command[1:]]
+
+
 def container_capabilities(security: Mapping[str, Any]) -> frozenset[str]:
     """The capability set a runtime gives a container with this ``securityContext``."""
     caps = security.get("capabilities", {})
@@ -362,7 +374,10 @@ def container_capabilities(security: Mapping[str, Any]) -> frozenset[str]:
 
 
 def _restricted(security: Mapping[str, Any]) -> list[str]:
-    """setpriv argv that leaves a root process only the container's capabilities."""
+    """setpriv argv that leaves a root process only the container's capabilities (a privileged
+    container keeps them all)."""
+    if security.get("privileged"):
+        return []
     caps = ",".join(f"+{c.lower()}" for c in sorted(container_capabilities(security)))
     argv = ["setpriv", f"--bounding-set=-all{',' + caps if caps else ''}", "--inh-caps=-all"]
     if security.get("allowPrivilegeEscalation") is False:
@@ -417,13 +432,20 @@ def run_container(
         ]
     else:
         keep = ["mount -t tmpfs -o mode=1777 container-tmp /tmp"]
-    restrict = _restricted(container.get("securityContext", {}))
+    security = container.get("securityContext", {})
+    restrict = _restricted(security)
+    # The runtime mounts /proc/sys read-only in every container that is not privileged (the OCI
+    # default spec's readonlyPaths): the sysctls of the node's namespace are not the pod's to change.
+    readonly = [] if security.get("privileged") else [
+        "mount --bind /proc/sys /proc/sys", "mount -o remount,bind,ro /proc/sys",
+    ]  # fmt: skip
     script = " && ".join(
         [
             "set -e",
             f"mount -t overlay overlay -o lowerdir=/etc,upperdir={upper},workdir={work} /etc",
             *mounts,
             *keep,
+            *readonly,
             # Mounting above needed CAP_SYS_ADMIN; the container's own process gets its set only.
             f'exec {shlex.join(restrict)} "$@"',
         ]
@@ -434,7 +456,7 @@ def run_container(
     # Every exec keeps the pid: ip netns exec, unshare (no --fork), sh's exec, the script's interpreter.
     argv = [
         "ip", "netns", "exec", topo.node, "unshare", "--mount", "--propagation", "private",
-        "sh", "-c", script, "sh", entrypoint(), *container.get("args", []),
+        "sh", "-c", script, "sh", *_command(container), *container.get("args", []),
     ]  # fmt: skip
     with open(workdir / "container.log", "wb") as log:
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=full_env)
@@ -446,3 +468,33 @@ def run_container(
             proc.wait()
         if scrub_after:
             scrub(topo.node)
+
+
+def run_init_containers(
+    topo: NodeAndPod,
+    pod_spec: Mapping[str, Any],
+    configmaps: Mapping[str, Mapping[str, str]],
+    env: Mapping[str, str],
+    timeout: float = 30.0,
+    pod: str = "pod",
+) -> list[str]:
+    """Kubelet's first step: each init container to completion, in order; their logs. An init
+    container that fails would keep the pod from starting: that fails the test."""
+    logs = []
+    for init in pod_spec.get("initContainers", []):
+        with run_container(
+            topo,
+            init,
+            pod_spec.get("volumes", []),
+            configmaps,
+            env,
+            name=f"{pod}-init-{init['name']}",
+            scrub_after=False,
+        ) as c:
+            try:
+                rc = c.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                raise AssertionError(f"init container {init['name']} still runs after {timeout} s") from None
+            assert rc == 0, f"init container {init['name']} exited {rc}:\n{c.log()}"
+            logs.append(c.log())
+    return logs

@@ -24,6 +24,7 @@ from nodelocaldns.dns import wire
 from nodelocaldns.plugins.cache.handler import CacheHandler
 from nodelocaldns.server.listener import Listener
 from nodelocaldns.server.server import Server
+from nodelocaldns.server.settings import DEFAULT, ServerConfig
 
 from .ports import free_port
 
@@ -167,8 +168,8 @@ def _recv_exact(s: socket.socket, n: int) -> bytes:
 
 
 @contextlib.contextmanager
-def inproc(corefile: str, start: float = 5000.0, port: int | None = None,
-           native: bool = False) -> Iterator[Harness]:  # fmt: skip
+def inproc(corefile: str, start: float = 5000.0, port: int | None = None, native: bool = False,
+           config: ServerConfig = DEFAULT) -> Iterator[Harness]:  # fmt: skip
     """Start ``corefile`` (``{PORT}`` replaced by a free port) in process on a fake clock at ``start``.
 
     ``native``: UDP is served by the native workers (pinned to the fake clock), not UDPWorker.
@@ -178,7 +179,7 @@ def inproc(corefile: str, start: float = 5000.0, port: int | None = None,
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, daemon=True, name="inproc-loop")
     thread.start()
-    inst = Server(corefile.replace("{PORT}", str(port)), clock=clock, native=native)
+    inst = Server(corefile.replace("{PORT}", str(port)), clock=clock, native=native, config=config)
     h = Harness(inst, loop, thread, clock, port)
     try:
         h.run(inst.start())

@@ -79,6 +79,13 @@ class UDPSide(Protocol):
     def close(self) -> None: ...
 
 
+class SharedGate(Protocol):
+    """The bound on a peer's sockets read on the loop (server/slowgate.SlowGate), as metrics read it."""
+
+    refused: int
+    dropped: int
+
+
 class TCPSide(Protocol):
     """One TCP connection (server/tcp.TCPConnection), as the listener and the server use it."""
 
@@ -145,6 +152,7 @@ class Listener:
         self.stats = ServerStats(self.server, self.family)
         self.tasks: set[asyncio.Task[None]] = set()
         self.udp: UDPSide | None = None
+        self.shared: SharedGate | None = None  # the slow path's bound for peers' sockets (slowgate.py)
         self.native: NativeSide | None = None  # the native UDP workers, whose index TCP hits use too
         self.send_errors = 0
         self.fast_errors = 0
@@ -249,11 +257,12 @@ class Listener:
     def dropped(self) -> dict[str, int]:
         """proto -> queries dropped unanswered at the slow path's cap; TCP is slowed down instead."""
         udp = self.udp.dropped if self.udp is not None else 0
-        return {"udp": udp}
+        return {"udp": udp + (self.shared.dropped if self.shared is not None else 0)}
 
     def refused(self) -> dict[str, int]:
         """proto -> queries answered REFUSED at once at the slow path's cap (UDP only, as dropped)."""
-        return {"udp": self.udp.refused if self.udp is not None else 0}
+        udp = self.udp.refused if self.udp is not None else 0
+        return {"udp": udp + (self.shared.refused if self.shared is not None else 0)}
 
     def tcp_wake(self) -> None:
         """A TCP query finished: read the paused connections again while there is room."""

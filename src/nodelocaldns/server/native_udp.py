@@ -25,9 +25,9 @@ from typing import TYPE_CHECKING, Any
 
 from nodelocaldns.metrics.dnsstats import ZONE_SHIFT, ZoneAcc
 from nodelocaldns.native import insert_entry, module, new_index
-from nodelocaldns.plugins.cache import fastpath
 from nodelocaldns.plugins.cache.entry import Cached, Entry, Mirrored
-from nodelocaldns.server.udp import refused_reply
+from nodelocaldns.server.slowgate import holds
+from nodelocaldns.server.udp import refused_reply, reserve_for
 
 if TYPE_CHECKING:
     from nodelocaldns._native import Worker
@@ -182,7 +182,7 @@ class NativeUDPServer:
         self.refused_here = 0  # past the cap: answered REFUSED at once (refused_reply)
         self.shed = 0  # past the cap and not a plain query: dropped
         self.cap = listener.max_pending
-        self.reserve = max(1, self.cap // 4)
+        self.reserve = reserve_for(self.cap)
         # The whole ring is read at every wake-up: a name the cache holds is started at once, new
         # names wait here (bounded: WAITING, then Worker.shed) and start PER_WAKE per iteration.
         # In the ring's FIFO order a name the cache holds waited behind up to 192 new ones: tens
@@ -368,17 +368,7 @@ class NativeUDPServer:
         self.n_finished += 1
 
     def _cached(self, data: bytes) -> bool:
-        """Does the cache hold this question (a miss only because it expired)?"""
-        qend = data.find(0, 12) + 5
-        if qend < 17 or len(data) < qend:
-            return False
-        q = fastpath.question_key(data, qend)
-        route = self.listener.router.memo.get(q)
-        if route is None:
-            return False
-        do = data[11] == 1 and len(data) >= qend + 11 and data[qend + 7] & 0x80
-        key = fastpath.flagged(q, do, data[3] & 0x10)
-        return key in route[0] or key in route[1]
+        return holds(self.listener.router, data)
 
     @property
     def dropped(self) -> int:

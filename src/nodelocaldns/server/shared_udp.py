@@ -9,6 +9,9 @@ group while any process holds it, so when its owner is killed its queue is still
 The reader runs in the event loop (``add_reader``; the socket's blocking flag is shared with the
 owner and is never touched) and takes one datagram at a time: each is answered, or handed to the
 slow path, before the next is read, so a process that dies here holds at most the one it is on.
+The slow path is bounded as the listener's own receive path is (server/slowgate.py): past the
+listener's cap, counting what its own sockets already have in flight, a plain query is answered
+REFUSED at once and anything else is dropped, both counted; names the cache holds have a reserve.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from functools import partial
 
 from nodelocaldns.dns import wire
 from nodelocaldns.server.listener import Listener
+from nodelocaldns.server.slowgate import gate_of, holds, in_flight
 from nodelocaldns.server.udp import drain_queue
 
 log = logging.getLogger("nodelocaldns")
@@ -47,6 +51,7 @@ class SharedReader:
         self._timer: asyncio.TimerHandle | None = None
         self._inflight: set[asyncio.Task[None]] = set()
         self._closer: asyncio.Task[None] | None = None
+        self.gate = gate_of(listener)  # one per listener, for every peer socket read here
 
     def start(self) -> None:
         self.reading = True
@@ -120,12 +125,17 @@ class SharedReader:
             out = None
         if out is not None:
             self.send(out, addr)
-        else:
-            # Listener.spawn's task, also tracked here: the socket stays open until it has answered.
-            t = asyncio.ensure_future(lst.handle(data, addr, "udp", partial(self.send, addr=addr)))
-            for tasks in (lst.tasks, self._inflight):
-                tasks.add(t)
-                t.add_done_callback(tasks.discard)
+            return
+        send = partial(self.send, addr=addr)
+        if not self.gate.admit(holds(lst.router, data), in_flight(lst)):
+            self.gate.shed(data, send)
+            return
+        # Listener.spawn's task, also tracked here: the socket stays open until it has answered.
+        t = asyncio.ensure_future(lst.handle(data, addr, "udp", send))
+        t.add_done_callback(self.gate.done)
+        for tasks in (lst.tasks, self._inflight):
+            tasks.add(t)
+            t.add_done_callback(tasks.discard)
 
     def send(self, out: bytes, addr: tuple[str, int]) -> None:
         try:

@@ -25,6 +25,7 @@ from pathlib import Path
 log = logging.getLogger("nodelocaldns.server")
 
 SYSCTL = Path("/proc/sys/net/ipv4/tcp_migrate_req")
+HINT = "; set it on the node (sysctl -w net.ipv4.tcp_migrate_req=1, or the manifests' sysctl init container)"
 _LISTEN = "0A"
 
 
@@ -76,29 +77,36 @@ class TCPMigrate:
     def __init__(self, sysctl: Path = SYSCTL) -> None:
         self.sysctl = sysctl
         self._warned = False
+        self.changed = False  # this process wrote the 1
 
     def ensure(self, why: str) -> bool:
         """True once the sysctl is 1 (already, or written now)."""
         try:
             if self.sysctl.read_text().strip() == "1":
                 return True
+        except FileNotFoundError:
+            return self._cannot(why, "not available on this kernel (Linux 5.14+ has it)", hint=False)
         except OSError as exc:
-            return self._cannot(why, f"cannot read {self.sysctl}: {exc.strerror or exc}")
+            return self._cannot(why, f"off and cannot read {self.sysctl}: {exc.strerror or exc}")
         try:
             self.sysctl.write_text("1\n")
         except OSError as exc:
-            return self._cannot(why, f"cannot write {self.sysctl}: {exc.strerror or exc}")
+            return self._cannot(why, f"off and cannot write {self.sysctl}: {exc.strerror or exc}")
+        self.changed = True
         log.info("[INFO] Set net.ipv4.tcp_migrate_req=1 (%s)", why)
         return True
 
-    def _cannot(self, why: str, reason: str) -> bool:
+    def _cannot(self, why: str, reason: str, hint: bool = True) -> bool:
         if not self._warned:
             self._warned = True
+            # One line, what follows and what to do: a read-only /proc/sys is every container's
+            # that is not privileged, the DaemonSet's agent included (docs/node-agent.md).
             log.warning(
-                "[WARNING] net.ipv4.tcp_migrate_req is off and %s (%s): TCP connections waiting in a "
-                "closing listener's queue are reset instead of moving to the other server",
+                "[WARNING] net.ipv4.tcp_migrate_req is %s (%s): TCP connections waiting in a "
+                "closing listener's queue are reset instead of moving to the other server%s",
                 reason,
                 why,
+                HINT if hint else "",
             )
         return False
 

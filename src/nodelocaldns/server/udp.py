@@ -18,6 +18,11 @@ from nodelocaldns.plugins.cache.fastpath import DO_FLAGS, EDNS, NOEDNS, OPT_HEAD
 from nodelocaldns.server.listener import _B0, _DRAIN_MAX, _UDP_BUF, Listener, _perf
 
 
+def reserve_for(cap: int) -> int:
+    """Room above the slow path's cap for names the cache holds (expired: serve_stale, a refresh)."""
+    return max(1, cap // 4)
+
+
 def refused_reply(data: bytes) -> bytes | None:
     """REFUSED to a plain query the slow path has no room for; None: not a plain query (drop it).
 
@@ -106,7 +111,7 @@ class UDPWorker:
         # refresh) come before the rest, and may use a reserve above the cap, so a flood of names
         # nobody asked before cannot starve the names the cache is there for.
         self.lanes: tuple[deque[tuple[Callable[..., None], tuple[Any, ...]]], ...] = (deque(), deque())
-        self.reserve = max(1, listener.max_pending // 4)
+        self.reserve = reserve_for(listener.max_pending)
         self.scheduled = False  # a drain is due on the loop (one wakeup for a batch, not per packet)
         self.thread = threading.Thread(target=self.run, name=f"udp {listener.server}", daemon=True)
 

@@ -61,7 +61,7 @@ def lint(objs: Sequence[Obj]) -> list[str]:
             problems.append(f"{where}: service account {account} is not among the objects")
         problems += surge_port_clashes(workload)
         volumes = {v["name"]: v for v in spec.get("volumes", [])}
-        for container in spec.get("containers", []):
+        for container in _all_containers(spec):
             for port in container.get("ports", []):
                 if not _PORT_NAME.fullmatch(str(port.get("name", ""))):
                     problems.append(
@@ -129,9 +129,14 @@ def surge_port_clashes(workload: Obj) -> list[str]:
     return [
         f"{_name(workload)}: container {c['name']} declares port {p.get('containerPort')}/{p.get('protocol', 'TCP')}:"
         " with hostNetwork and maxSurge the surge pod could not be scheduled next to the old one"
-        for c in spec["template"]["spec"].get("containers", [])
+        for c in _all_containers(spec["template"]["spec"])
         for p in c.get("ports", [])
     ]
+
+
+def _all_containers(pod: Obj) -> list[Obj]:
+    """Init containers too: the scheduler counts a (sidecar) init container's ports as well."""
+    return [*pod.get("initContainers", []), *pod.get("containers", [])]
 
 
 def _lint_service(svc: Obj, pods: list[tuple[Obj, Obj]]) -> list[str]:

@@ -38,6 +38,7 @@ STANDALONE_PORT = 5353
 # nodes whose kubelet chains are legacy, opens a raw socket even to read (NET_RAW).
 NODE_CAPABILITIES = ("NET_ADMIN", "NET_BIND_SERVICE", "NET_RAW")
 POD_DNS_ANNOTATION = "nodelocaldns.io/pod-dns-config"
+SYSCTL_CONTAINER = "sysctl"
 
 _DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 _DNS1123_SUBDOMAIN = re.compile(
@@ -60,6 +61,8 @@ class Options:
     answers: AnswerSettings = field(default_factory=AnswerSettings)
     redundant: bool = False
     """Two agents in each pod, both serving the node's addresses all the time (docs/node-agent.md)."""
+    sysctl_init: bool = True
+    """A privileged init container sets net.ipv4.tcp_migrate_req=1 on the node (hostNetwork modes)."""
 
     def validate(self) -> None:
         if self.mode not in corefiles.MODES:
@@ -67,6 +70,11 @@ class Options:
         if self.redundant and self.mode == "cilium":
             raise ConfigError(
                 "--redundant needs a hostNetwork mode (iptables or ipvs): with cilium each pod has its own IP"
+            )
+        if not self.sysctl_init and self.mode == "cilium":
+            raise ConfigError(
+                "--no-sysctl-init does not apply to cilium: its pod has a network namespace of its own "
+                "and renders no sysctl init container"
             )
         check_namespace(self.namespace)
         if self.domain is not None:
@@ -203,6 +211,22 @@ def _node_cache_ports() -> list[Obj]:
     ]
 
 
+def sysctl_container(image: str) -> Obj:
+    """The init container that sets the node's net.ipv4.tcp_migrate_req (node/sysctls.py).
+
+    The agent's own container sees /proc/sys read-only and Kubernetes refuses net.* pod sysctls for
+    a hostNetwork pod, so only a privileged container can write it; this one runs for a moment
+    before the agent, in the node's network namespace, and never fails the pod. The same image: no
+    other image to pull or mirror."""
+    return {
+        "name": SYSCTL_CONTAINER,
+        "image": image,
+        "command": ["nodelocaldns", "sysctl"],
+        "securityContext": {"privileged": True},
+        "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}, "limits": {"memory": "64Mi"}},
+    }
+
+
 def daemon_set(opts: Options) -> Obj:
     cilium = opts.mode == "cilium"
     host = None if cilium else (opts.local_ip or DEFAULT_LOCAL_IP)
@@ -266,6 +290,7 @@ def daemon_set(opts: Options) -> Obj:
         "dnsPolicy": "Default",
         "tolerations": [{"operator": "Exists"}],
         "terminationGracePeriodSeconds": 30,
+        **({"initContainers": [sysctl_container(opts.image)]} if opts.sysctl_init and not cilium else {}),
         "containers": [container, {**container, "name": PEER_CONTAINER}] if opts.redundant else [container],
         "volumes": volumes,
     }

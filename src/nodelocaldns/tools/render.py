@@ -45,6 +45,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="two agents per node, both serving the local IPs: losing one loses no query",
     )
+    c.add_argument(
+        "--no-sysctl-init",
+        dest="sysctl_init",
+        action="store_false",
+        help="no privileged init container setting net.ipv4.tcp_migrate_req=1 on the node "
+        "(for policies that forbid privileged containers; set it on the node instead)",
+    )
     c.add_argument("--domain", help=f"cluster domain (default: the agent's, {manifests.DEFAULT_DOMAIN})")
     c.add_argument("--image", default=manifests.DEFAULT_IMAGE, help="container image (default %(default)s)")
     c.add_argument(
@@ -134,6 +141,7 @@ def _check_combinations(args: argparse.Namespace) -> None:
         ("--mode", args.mode),
         ("--local-ip", args.local_ip),
         ("--redundant", args.redundant or None),
+        ("--no-sysctl-init", None if args.sysctl_init else True),
     ):
         if value is not None:
             raise ConfigError(f"{flag} does not apply to --standalone")
@@ -213,6 +221,7 @@ def _render(args: argparse.Namespace, argv: Sequence[str], out: TextIO, err: Tex
         upstream=upstream,
         answers=answers,
         redundant=args.redundant,
+        sysctl_init=args.sysctl_init,
     )
     _write(_with_monitor(manifests.objects(opts), args.service_monitor), args.output, _header(argv), "", out)
 
