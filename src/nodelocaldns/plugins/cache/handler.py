@@ -200,7 +200,9 @@ class CacheHandler:
                     # prefer_positive caches what a stale refresh brought without serving it.
                     self._store(reply, internal, key, c)
                 fresh = self.store.get(key)
-                if fresh is not None and fresh is not e:
+                # A Mirrored entry keeps no hit count (only prefetch reads it, and a prefetching
+                # cache mirrors nothing); setting one would raise.
+                if isinstance(fresh, Entry) and fresh is not e:
                     fresh.hits = hits
             except Exception:  # a background refresh must never take the server down
                 log.exception("cache refresh failed")
