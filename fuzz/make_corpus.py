@@ -33,7 +33,9 @@ def body_for(name: str, n: int) -> tuple[bytes, list[int]]:
     return body, offs
 
 
-def seed(ctl: int, query: bytes, body: bytes, offs: list[int], orig: int = 30, now: int = 12800 + 64 * 3) -> bytes:
+def seed(
+    ctl: int, query: bytes, body: bytes, offs: list[int], orig: int = 30, now: int = 12800 + 64 * 3
+) -> bytes:
     body = body[: len(body) & ~1][:510]
     head = bytes((ctl,)) + struct.pack("!HH", orig, now) + bytes((len(body) // 2, len(offs)))
     return head + body + bytes(o % 256 for o in offs) + query
