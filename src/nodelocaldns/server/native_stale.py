@@ -9,7 +9,8 @@ name's refresh is already pending, queues the query for Python (``Worker.refresh
 starts that refresh as ``CacheHandler._serve_stale`` would and tells the index when it is done
 (``Index.refresh_done``), so at most one refresh per name is in flight. Whatever the worker cannot
 do (no counter room, a full refresh queue, a pending slot taken by another name) it hands to
-Python whole, which serves it stale the usual way.
+Python whole, which serves it stale the usual way. The refresh carries no client address (the
+worker keeps none for it: 0.0.0.0:0); what runs behind the cache (forward) never reads one.
 """
 
 from __future__ import annotations
