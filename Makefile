@@ -68,12 +68,12 @@ fuzz-deps:
 $(FUZZ_BIN): fuzz/fuzz_answer.c $(NATIVE_SRC)
 	@mkdir -p $(dir $@)
 	clang $(FUZZ_CFLAGS) -I$(NATIVE_DIR) -o $@ fuzz/fuzz_answer.c $(NATIVE_DIR)/siphash.c \
-	  $(NATIVE_DIR)/index.c $(NATIVE_DIR)/answer.c $(NATIVE_DIR)/lb.c -lpthread -lm
+	  $(NATIVE_DIR)/index.c $(NATIVE_DIR)/answer.c $(NATIVE_DIR)/lb.c $(NATIVE_DIR)/stale.c -lpthread -lm
 
 $(STRESS_BIN): fuzz/stress_index.c $(NATIVE_SRC)
 	@mkdir -p $(dir $@)
 	clang -g -O1 -fsanitize=thread -std=gnu11 -D_GNU_SOURCE -I$(NATIVE_DIR) -o $@ fuzz/stress_index.c \
-	  $(NATIVE_DIR)/siphash.c $(NATIVE_DIR)/index.c $(NATIVE_DIR)/answer.c $(NATIVE_DIR)/lb.c -lpthread -lm
+	  $(NATIVE_DIR)/siphash.c $(NATIVE_DIR)/index.c $(NATIVE_DIR)/answer.c $(NATIVE_DIR)/lb.c $(NATIVE_DIR)/stale.c -lpthread -lm
 
 # New inputs go to build/fuzz/corpus; fuzz/corpus/answer is the small seed set kept in git.
 # Then ThreadSanitizer checks the index's locking with readers and a writer racing (3 s).

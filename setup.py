@@ -15,7 +15,7 @@ from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
 SRC = Path("src/nodelocaldns/native")
-SOURCES = ["siphash.c", "index.c", "answer.c", "lb.c", "udp.c", "module.c", "worker_py.c"]
+SOURCES = ["siphash.c", "index.c", "answer.c", "lb.c", "stale.c", "udp.c", "module.c", "worker_py.c"]
 
 
 class OptionalBuildExt(build_ext):

@@ -8,6 +8,8 @@
  * checked against the plain one: same bytes outside the runs, each run a permutation of its
  * records, the OPT moved whole. Seed bit 1: a loadbalance entry's heads kept whole (the plan then
  * follows them), else heads as the cache makes them, kept as one header (bits 2-3: AD).
+ * Half the entries (orig bit 1 clear) are in a serve_stale block (slot 1: window and TTL from the
+ * time bytes): an expired one inside the window must come back from nld_stale, never a fresh one.
  * Build and run: `make fuzz` (FUZZ_SECONDS=60 by default).
  */
 #include <assert.h>
@@ -185,8 +187,15 @@ static uint64_t rng = 0x853c49e6748fea9bULL;
 
 static void check_reply(const nld_index *ix, const uint8_t *q, size_t n, double now, int tcp) {
     nld_hit h;
-    if (!nld_match(ix, q, n, now, tcp, &h))
-        return;
+    if (!nld_match(ix, q, n, now, tcp, &h)) {
+        /* serve_stale: only an expired entry inside its window, answered with the slot's TTL */
+        if (!nld_stale(ix, &h, now))
+            return;
+        assert(h.expired && h.e->stale != 0 && h.ttl == ix->stale[h.e->stale].ttl);
+        assert(now - (h.e->stored + (double)h.e->orig) < ix->stale[h.e->stale].window);
+    } else {
+        assert(!h.expired && nld_stale(ix, &h, now) == 0); /* a fresh hit is never stale */
+    }
     assert(h.len <= NLD_REPLY_MAX && h.qend <= n);
     assert(tcp || h.len <= 512 || h.len <= 65535);
     uint8_t *out = malloc(h.len); /* exact size: ASan catches any write past it */
@@ -235,6 +244,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         return 0;
     ix.k0 = 1; /* reproducible probe sequences for a given input */
     ix.k1 = 2;
+    /* serve_stale: a window of 0.25..64 s and a response TTL from the time bytes (now's range
+     * runs from 200 s before the store to 823 s after it, so entries expire inside and past it). */
+    assert(nld_stale_set(&ix, 1, (double)((data[4] & 0xFF) + 1) / 4.0, (uint32_t)data[3] * 7) == 0);
+    assert(nld_stale_set(&ix, 0, 1.0, 0) != 0 && nld_stale_set(&ix, NLD_STALE_CFGS, 1.0, 0) != 0);
     uint8_t key[NLD_MAX_KEY];
     size_t keylen = query_key(q, n, key);
     /* Half the time the entry keeps the query's own case as its stored question (Entry.q). */
@@ -250,6 +263,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     int present = 0;
     if (e != NULL && (orig & 1)) /* odd TTLs: a bufsize block's cap, 512..4111 */
         e->cap = (uint16_t)(512 + (orig >> 1) % 3600);
+    if (e != NULL && !(orig & 2)) /* half the entries in a serve_stale block */
+        e->stale = 1;
     if (e != NULL)
         present = nld_index_insert(&ix, e) == 0;
     check_reply(&ix, q, n, now, (ctl >> 1) & 1);
@@ -283,6 +298,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     }
     assert(ix.count <= ix.capacity);
     check_reply(&ix, q, n, now + 1.5, 0);
+    check_reply(&ix, q, n, now + 30.0, 0);
+    /* The refresh set: one claim per name until cleared; a cleared name may be claimed again. */
+    if (e != NULL && present && nld_index_get(&ix, key, keylen) == e) {
+        int first = nld_pending_take(&ix, e);
+        assert(first == 1 && nld_pending_take(&ix, e) == 0);
+        assert(nld_pending_clear(&ix, key, keylen) == 1 && nld_pending_clear(&ix, key, keylen) == 0);
+        assert(nld_pending_take(&ix, e) == 1 && nld_pending_clear(&ix, key, keylen) == 1);
+    }
     /* The query's key may also have come back as one of the churned keys: remove it either way. */
     int removed = keylen ? nld_index_remove(&ix, key, keylen) : 0;
     assert(!present || removed || ns > 0);

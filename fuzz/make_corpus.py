@@ -33,9 +33,11 @@ def body_for(name: str, n: int) -> tuple[bytes, list[int]]:
     return body, offs
 
 
-def seed(ctl: int, query: bytes, body: bytes, offs: list[int], orig: int = 30) -> bytes:
+def seed(
+    ctl: int, query: bytes, body: bytes, offs: list[int], orig: int = 30, now: int = 12800 + 64 * 3
+) -> bytes:
     body = body[: len(body) & ~1][:510]
-    head = bytes((ctl,)) + struct.pack("!HH", orig, 12800 + 64 * 3) + bytes((len(body) // 2, len(offs)))
+    head = bytes((ctl,)) + struct.pack("!HH", orig, now) + bytes((len(body) // 2, len(offs)))
     return head + body + bytes(o % 256 for o in offs) + query
 
 
@@ -90,6 +92,20 @@ def main() -> None:
             (OUT / hashlib.sha1(data).hexdigest()[:16]).write_bytes(data)
     for data in lb_seeds():
         (OUT / hashlib.sha1(data).hexdigest()[:16]).write_bytes(data)
+    for data in stale_seeds(cases):
+        (OUT / hashlib.sha1(data).hexdigest()[:16]).write_bytes(data)
+
+
+def stale_seeds(cases: list[bytes]) -> list[bytes]:
+    """serve_stale (orig bit 1 clear): now = 1003 s, stored at 1000. The time's low byte sets the
+    window ((byte + 1) / 4 s), its high byte the response TTL (x 7): orig 1 and 4 are expired,
+    inside a 48 s window (0xC0) or past a 0.25 s one (0x00); orig 5 is fresh now, stale 30 s on."""
+    out = []
+    for i, query in enumerate(cases):
+        body, offs = body_for("example.org.", 1 + i % 3)
+        for orig, now in ((1, 12800 + 0xC0), (4, 12800 + 0xC0), (4, 12800 + 0x100 + 0x00), (5, 12800 + 0xC0)):
+            out.append(seed(0x00 if i % 2 else 0x08, query, body, offs, orig, now))
+    return out
 
 
 if __name__ == "__main__":

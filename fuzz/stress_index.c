@@ -1,6 +1,7 @@
 /* ThreadSanitizer stress for the index's locking: two readers answer packets (as UDP workers do,
  * one read lock per batch) while a writer inserts, replaces, removes and clears (as the Python
  * cache does). Every other entry is a loadbalance one the readers shuffle with their own PRNG.
+ * Readers also answer the entries stale and claim their refresh while the writer clears it.
  * Run by `make fuzz` for a few seconds; any data race or a torn reply fails it.
  */
 #include <assert.h>
@@ -86,6 +87,17 @@ static void *reader(void *arg) {
                     assert(out[j] == fill);
                 hits++;
             }
+            /* serve_stale: the same entries 50 s past expiry, and the refresh set the writer clears */
+            if (!nld_match(&ix, QUERY, sizeof(QUERY), 150.0, 0, &h) && nld_stale(&ix, &h, 150.0)) {
+                assert(h.ttl == 3);
+                nld_render(&h, QUERY, out);
+                if (nld_e_lb(h.e) != NULL) {
+                    nld_shuffle(&h, out, &rng, scratch);
+                    check_lb(out, h.len);
+                }
+                (void)nld_pending_take(&ix, h.e);
+                hits++;
+            }
         }
         nld_index_unlock(&ix);
     }
@@ -94,7 +106,7 @@ static void *reader(void *arg) {
 
 int main(int argc, char **argv) {
     double seconds = argc > 1 ? atof(argv[1]) : 3.0;
-    if (nld_index_init(&ix, 64, 0) != 0)
+    if (nld_index_init(&ix, 64, 0) != 0 || nld_stale_set(&ix, 1, 100.0, 3) != 0)
         return 1;
     pthread_t r[2];
     for (int i = 0; i < 2; i++)
@@ -104,7 +116,10 @@ int main(int argc, char **argv) {
     unsigned long writes = 0;
     do {
         uint8_t fill = (uint8_t)(writes % 200 + 1);
-        nld_index_insert(&ix, writes % 2 ? lb_entry(fill, 2 + writes % 14) : entry(fill, 8 + writes % 200));
+        nld_entry *e = writes % 2 ? lb_entry(fill, 2 + writes % 14) : entry(fill, 8 + writes % 200);
+        e->stale = 1;
+        nld_index_insert(&ix, e);
+        nld_pending_clear(&ix, KEY, sizeof(KEY)); /* Python's refresh_done: no lock, a CAS */
         if (writes % 7 == 0)
             nld_index_remove(&ix, KEY, sizeof(KEY));
         if (writes % 101 == 0)

@@ -169,7 +169,8 @@ def test_worker_answers_hits_natively_and_hands_misses_to_python(served: tuple[W
             sock.sendto(dns.message.make_response(miss).to_wire(), addr)
             assert dns.message.from_wire(c.recv(512)).id == miss.id
         assert srv.counters() | {"batches": 0} == {"packets": 3, "hits": 2, "handed": 1, "refused": 0, "dropped": 0,
-                                                  "send_errors": 0, "recv_errors": 0, "batches": 0}  # fmt: skip
+                                                  "send_errors": 0, "recv_errors": 0, "batches": 0, "stale": 0,
+                                                  "refreshes": 0}  # fmt: skip
     finally:
         srv.stop()
         sock.close()

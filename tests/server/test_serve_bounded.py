@@ -167,7 +167,8 @@ class _Sampler(threading.Thread):
         self.port, self.names = port, names
         self.stop = threading.Event()
         # seconds by kind ("fresh": TTL 300, hits for the native worker or the UDP thread; "stale":
-        # expired after 3 s, serve_stale answers them through the chain); inf = no answer in 1 s
+        # expired after 3 s, serve_stale answers them: the native worker, or the chain on the pure-
+        # Python path); inf = no answer in 1 s
         self.latencies: dict[str, list[float]] = {"fresh": [], "stale": []}
         self.stale_asked = self.stale_answered = 0
 
@@ -273,11 +274,12 @@ def test_a_flood_of_unique_names_toward_a_blackholed_upstream_stays_bounded(
     # measured; 99.5 % asserted, as the worker still needs a CPU on 2 cores shared with dnsperf,
     # this client and other jobs (load average up to 8).
     assert n_lat["fresh"] > 500 and within["fresh"] >= 0.995, figures
-    # serve_stale answers come from the chain on the loop, which the flood keeps busy: every one is
-    # answered, 93-99 % of them within 50 ms here (CPU share and collector pauses still reach them;
-    # docs/node-agent.md, "Under a flood toward a dead upstream"). Before the bounds: 51-69 %.
+    # serve_stale answers come from the native worker too (server/native_stale.py), not from the
+    # chain on the loop the flood keeps busy: 99.6-100 % within 50 ms measured (the loop's: 95.6-97.9 %
+    # in the same conditions, 92-99 % before; before the bounds: 51-69 %), so the same bound as the
+    # fresh names. Every one is answered.
     assert sampler.stale_asked > 500 and sampler.stale_answered == sampler.stale_asked, figures
-    assert within["stale"] >= 0.90, figures
+    assert within["stale"] >= 0.995, figures
     assert "panic" not in log and "Traceback" not in log
 
 

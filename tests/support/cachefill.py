@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import dns.flags
 import dns.message
@@ -84,9 +84,9 @@ class Upstream:
 class Warm:
     """One listener whose router and cache were filled by real queries through Listener.handle."""
 
-    def __init__(self, keepttl: bool = False) -> None:
+    def __init__(self, keepttl: bool = False, **cfg: Any) -> None:
         self.clock = STORED
-        self.cache = CacheHandler(CacheConfig(keepttl=keepttl), (".",), lambda: self.clock)
+        self.cache = CacheHandler(CacheConfig(keepttl=keepttl, **cfg), (".",), lambda: self.clock)
         up = Upstream()
         cache = self.cache
 
@@ -109,17 +109,19 @@ class Warm:
                         q.flags |= dns.flags.CD
                     await self.listener.handle(q.to_wire(), ("127.0.0.1", 40000), "udp", lambda _b: None)
 
-    def mirror(self, index: Index) -> int:
-        """Copy every cached entry into the native index, as the cache plugin will; returns the count."""
+    def mirror(self, index: Index, stale: int = 0) -> int:
+        """Copy every cached entry into the native index, as the cache plugin will; returns the count.
+        ``stale``: the index's serve_stale slot the entries name (Index.set_stale)."""
         n = 0
         for m in self.cache.store.maps:
             for key, e in m.items():
-                assert native.insert_entry(index, key, e)
+                assert native.insert_entry(index, key, e, stale=stale)
                 n += 1
         return n
 
 
-def warm(keepttl: bool = False, run: Callable[..., object] = asyncio.run) -> Warm:
-    w = Warm(keepttl)
+def warm(keepttl: bool = False, run: Callable[..., object] = asyncio.run, **cfg: Any) -> Warm:
+    """A filled ``Warm``; ``cfg``: more CacheConfig fields (serve_stale, stale_response_ttl...)."""
+    w = Warm(keepttl, **cfg)
     run(w.fill())
     return w

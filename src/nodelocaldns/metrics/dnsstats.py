@@ -77,6 +77,7 @@ class ServerStats:
         "zones",
         "hit_kinds",
         "native",
+        "native_stale",
     )
 
     def __init__(self, server: str, family: int) -> None:
@@ -92,6 +93,8 @@ class ServerStats:
         self.hit_kinds: dict[tuple[str, int], int] = {}  # slow-recorded fast hits: (zone, kind) -> n
         # The native UDP workers' hits, summed at scrape time: (packed key, hits, nanoseconds).
         self.native: Callable[[], list[tuple[int, int, int]]] | None = None
+        # Their serve_stale answers, keyed alike: requests and responses, but no cache hits.
+        self.native_stale: Callable[[], list[tuple[int, int, int]]] | None = None
 
     def zone_of(self, zone_id: int) -> str:
         return list(self.zones)[zone_id - 1]
@@ -118,15 +121,31 @@ class ServerStats:
         proto = "tcp" if k & 4 else "udp"
         return zone, proto, qtype, rcode, kind, bool(k & 2), qlen, size + (11 if edns else 0)
 
-    def fast_items(self) -> list[tuple[int, int]]:
-        """Every fast-path counter (UDP thread and TCP), copied so the UDP thread may keep writing."""
+    def _hit_items(self) -> list[tuple[int, int]]:
         nat = self.native() if self.native is not None else []
         return [*list(self.fast.items()), *list(self.fast_tcp.items()), *((k, n) for k, n, _ns in nat)]
 
+    def _stale_items(self) -> list[tuple[int, int, int]]:
+        return self.native_stale() if self.native_stale is not None else []
+
+    def fast_items(self) -> list[tuple[int, int]]:
+        """Every fast-path counter (UDP thread, TCP, the native workers' hits and stale answers),
+        copied so the UDP thread may keep writing."""
+        return [*self._hit_items(), *((k, n) for k, n, _ns in self._stale_items())]
+
+    def stale_served(self) -> dict[str, int]:
+        """serve_stale answers the native workers sent, by zone."""
+        out: dict[str, int] = {}
+        for k, n, _ns in self._stale_items():
+            zone = self.zone_of(k >> ZONE_SHIFT)
+            out[zone] = out.get(zone, 0) + n
+        return out
+
     def native_seconds(self) -> dict[str, float]:
-        """Time the native workers spent on their hits, by zone (the duration histograms' sums)."""
+        """Time the native workers spent on their answers, by zone (the duration histograms' sums)."""
         out: dict[str, float] = {}
-        for k, _n, ns in self.native() if self.native is not None else []:
+        nat = self.native() if self.native is not None else []
+        for k, _n, ns in [*nat, *self._stale_items()]:
             zone = self.zone_of(k >> ZONE_SHIFT)
             out[zone] = out.get(zone, 0.0) + ns * 1e-9
         return out
@@ -134,7 +153,7 @@ class ServerStats:
     def fast_hits(self) -> dict[tuple[str, int], int]:
         """Cache hits the fast path served, by (zone, cache kind), slow-recorded ones included."""
         out: dict[tuple[str, int], int] = {}
-        for k, n in self.fast_items():
+        for k, n in self._hit_items():
             zone, _p, _t, _r, kind, _d, _q, _s = self.decode_fast(k)
             out[(zone, kind)] = out.get((zone, kind), 0) + n
         for key, n in list(self.hit_kinds.items()):

@@ -71,21 +71,23 @@ def new_index(capacity: int, max_bytes: int = 0) -> Index:
 
 
 def insert_entry(
-    index: Index, key: bytes, e: CachedAnswer, cap: int = 65535, stat: int = 0, shuffle: bool = False
-) -> bool:
+    index: Index, key: bytes, e: CachedAnswer, cap: int = 65535, stat: int = 0, shuffle: bool = False,
+    stale: int = 0,
+) -> bool:  # fmt: skip
     """Mirror one Python cache entry (the authority) into the index; False when the index is full.
 
     The body goes in with every TTL at the original value, whatever second the entry's memo is
     at: the native side computes the remaining TTL itself from ``stored`` and ``orig``. ``cap`` is
     the block's UDP size cap (bufsize), ``stat`` the zone | stat id bits its hits are counted under.
     ``shuffle``: loadbalance's round_robin on every hit (native/lb.c); a ValueError when the entry
-    cannot be shuffled as wire slices (the caller leaves it to Python's fast path).
+    cannot be shuffled as wire slices (the caller leaves it to Python's fast path). ``stale``: the
+    index's serve_stale slot for the entry's block (``Index.set_stale``), 0 for none.
     """
     flags = e.fl & (module().FLAG_KEEPTTL | module().FLAG_AA) | (module().FLAG_SHUFFLE if shuffle else 0)
     body = e.body_with_ttl(e.orig)
     if body is None:  # a mirrored entry whose own index no longer holds it
         return False
-    return index.insert(key, b"".join(e.heads), body, e.offs, e.stored, e.orig, flags, e.q, cap, stat)
+    return index.insert(key, b"".join(e.heads), body, e.offs, e.stored, e.orig, flags, e.q, cap, stat, stale)
 
 
 class NativeUDP:

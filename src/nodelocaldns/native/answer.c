@@ -31,6 +31,7 @@ static int fresh_ttl(const nld_entry *e, double now, uint32_t *ttl) {
 
 int nld_match(const nld_index *ix, const uint8_t *q, size_t n, double now, int tcp, nld_hit *h) {
     static const uint8_t counts[7] = {0, 1, 0, 0, 0, 0, 0};
+    h->expired = 0;
     if (n < 12 || memcmp(q + 4, counts, 7) != 0 || q[11] > 1)
         return 0;
     int edns = q[11];
@@ -80,7 +81,8 @@ int nld_match(const nld_index *ix, const uint8_t *q, size_t n, double now, int t
     const uint8_t *qc = nld_e_qcased(e);
     if (qc == NULL ? memcmp(q + 12, key, qlen) != 0 : memcmp(q + 12, qc, qlen) != 0)
         return 0;
-    if (!fresh_ttl(e, now, &h->ttl))
+    int fresh = fresh_ttl(e, now, &h->ttl);
+    if (!fresh && !isfinite(now))
         return 0;
     if (edns && osize > e->cap) /* bufsize: the chain sees (and echoes) the lowered size */
         osize = limit = e->cap;
@@ -93,7 +95,9 @@ int nld_match(const nld_index *ix, const uint8_t *q, size_t n, double now, int t
     h->edns = edns;
     h->do_bit = do_bit;
     h->osize = (unsigned)osize;
-    return 1;
+    /* Expired, but a hit in every other respect: serve_stale may still answer it (nld_stale). */
+    h->expired = !fresh;
+    return fresh;
 }
 
 void nld_render(const nld_hit *h, const uint8_t *q, uint8_t *out) {

@@ -187,7 +187,7 @@ nld_entry *nld_entry_new(const uint8_t *key, size_t keylen, const uint8_t *heads
     e->noffs = (uint16_t)noffs;
     e->qclen = (uint16_t)qclen;
     e->fl = (uint8_t)(fl | (adq ? NLD_FL_ADQ : 0) | (compact ? 0 : NLD_FL_HEADS) | (lb != NULL ? NLD_FL_LB : 0));
-    e->pad_ = 0;
+    e->stale = 0;
     e->cap = 65535;
     e->stat = 0;
     memcpy(e->head, heads, NLD_HEAD_LEN);

@@ -57,7 +57,7 @@ static int ready(IndexObject *self) {
 }
 
 static PyObject *Index_insert(IndexObject *self, PyObject *args, PyObject *kw) {
-    static char *names[] = {"key", "heads", "body", "offs", "stored", "orig", "flags", "q", "cap", "stat", NULL};
+    static char *names[] = {"key", "heads", "body", "offs", "stored", "orig", "flags", "q", "cap", "stat", "stale", NULL};
     Py_buffer key, heads, body, qc = {0};
     PyObject *offs;
     double stored;
@@ -65,8 +65,9 @@ static PyObject *Index_insert(IndexObject *self, PyObject *args, PyObject *kw) {
     unsigned int fl = 0;
     unsigned int cap = 65535;
     unsigned long long stat = 0;
-    if (!ready(self) || !PyArg_ParseTupleAndKeywords(args, kw, "y*y*y*OdK|Iz*IK", names, &key, &heads, &body,
-                                                     &offs, &stored, &orig, &fl, &qc, &cap, &stat))
+    unsigned int stale = 0;
+    if (!ready(self) || !PyArg_ParseTupleAndKeywords(args, kw, "y*y*y*OdK|Iz*IKI", names, &key, &heads, &body,
+                                                     &offs, &stored, &orig, &fl, &qc, &cap, &stat, &stale))
         return NULL;
     PyObject *result = NULL;
     uint16_t *o = NULL;
@@ -89,9 +90,10 @@ static PyObject *Index_insert(IndexObject *self, PyObject *args, PyObject *kw) {
         }
         o[i] = (uint16_t)v;
     }
-    if (orig > 0xFFFFFFFFULL || fl > 255 || cap < 512 || cap > 65535 || (stat & 0xFFFFF)) {
-        PyErr_SetString(PyExc_ValueError,
-                        "orig must fit 32 bits, flags 8 bits, cap 512..65535 and stat leave the low 20 bits 0");
+    if (orig > 0xFFFFFFFFULL || fl > 255 || cap < 512 || cap > 65535 || (stat & 0xFFFFF) ||
+        stale >= NLD_STALE_CFGS) {
+        PyErr_SetString(PyExc_ValueError, "orig must fit 32 bits, flags 8 bits, cap 512..65535, stat leave "
+                                          "the low 20 bits 0 and stale be a slot below 16");
         goto done;
     }
     const char *why = "bad entry";
@@ -104,6 +106,7 @@ static PyObject *Index_insert(IndexObject *self, PyObject *args, PyObject *kw) {
     }
     e->cap = (uint16_t)cap;
     e->stat = (uint64_t)stat;
+    e->stale = (uint8_t)stale;
     int rc;
     Py_BEGIN_ALLOW_THREADS rc = nld_index_insert(&self->ix, e); /* may wait for a worker's batch */
     Py_END_ALLOW_THREADS result = PyBool_FromLong(rc == 0);
@@ -229,6 +232,52 @@ static PyObject *Index_body(IndexObject *self, PyObject *args, PyObject *kw) {
     return out;
 }
 
+/* serve_stale (stale.c): configure a slot entries name at insert; tell the workers a refresh is done;
+ * and answer(), but for an expired entry inside its window, as a worker would (no refresh claimed). */
+static PyObject *Index_set_stale(IndexObject *self, PyObject *args) {
+    unsigned int slot;
+    double window;
+    unsigned long long ttl;
+    if (!ready(self) || !PyArg_ParseTuple(args, "IdK", &slot, &window, &ttl))
+        return NULL;
+    if (ttl > 0xFFFFFFFFULL || nld_stale_set(&self->ix, slot, window, (uint32_t)ttl) != 0) {
+        PyErr_SetString(PyExc_ValueError, "slot must be 1..15, window finite and >= 0, ttl 32 bits");
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *Index_refresh_done(IndexObject *self, PyObject *arg) {
+    Py_buffer key;
+    if (!ready(self) || PyObject_GetBuffer(arg, &key, PyBUF_SIMPLE) < 0)
+        return NULL;
+    int rc = nld_pending_clear(&self->ix, key.buf, (size_t)key.len);
+    PyBuffer_Release(&key);
+    return PyBool_FromLong(rc);
+}
+
+static PyObject *Index_stale_answer(IndexObject *self, PyObject *args, PyObject *kw) {
+    static char *names[] = {"query", "now", NULL};
+    Py_buffer q;
+    double now;
+    if (!ready(self) || !PyArg_ParseTupleAndKeywords(args, kw, "y*d", names, &q, &now))
+        return NULL;
+    PyObject *out = NULL;
+    nld_hit h;
+    nld_index_rdlock(&self->ix);
+    if (!nld_match(&self->ix, q.buf, (size_t)q.len, now, 0, &h) && nld_stale(&self->ix, &h, now) &&
+        h.len <= 65536) {
+        out = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)h.len);
+        if (out != NULL && render(self, &h, q.buf, (uint8_t *)PyBytes_AS_STRING(out)) < 0)
+            Py_CLEAR(out);
+    } else {
+        out = Py_NewRef(Py_None);
+    }
+    nld_index_unlock(&self->ix);
+    PyBuffer_Release(&q);
+    return out;
+}
+
 static Py_ssize_t Index_len(IndexObject *self) {
     if (!ready(self))
         return -1;
@@ -261,6 +310,12 @@ static PyMethodDef Index_methods[] = {
     {"clear", (PyCFunction)Index_clear, METH_NOARGS, "clear() -> None"},
     {"answer", (PyCFunction)(void (*)(void))Index_answer, METH_VARARGS | METH_KEYWORDS,
      "answer(query, now, tcp=False) -> bytes | None: the fast-path reply for a fresh hit"},
+    {"set_stale", (PyCFunction)Index_set_stale, METH_VARARGS,
+     "set_stale(slot, window, ttl) -> None: serve_stale slot 1..15 (entries inserted with stale=slot)"},
+    {"refresh_done", (PyCFunction)Index_refresh_done, METH_O,
+     "refresh_done(key) -> bool: the stale refresh of key finished (a worker may hand the next one)"},
+    {"stale_answer", (PyCFunction)(void (*)(void))Index_stale_answer, METH_VARARGS | METH_KEYWORDS,
+     "stale_answer(query, now) -> bytes | None: a worker's serve_stale answer (UDP) to query"},
     {"lookup", (PyCFunction)(void (*)(void))Index_lookup, METH_VARARGS | METH_KEYWORDS,
      "lookup(query, now, tcp=False) -> (bytes, key) | None: answer() and the hit's counter key"},
     {NULL, NULL, 0, NULL},

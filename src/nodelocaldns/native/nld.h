@@ -3,6 +3,7 @@
 #define NLD_H
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -54,7 +55,7 @@ typedef struct nld_entry {
     uint16_t qclen; /* length of the stored question when its name has capitals (Entry.q), else 0 */
     uint8_t head[NLD_HEAD_LEN]; /* heads[0]: no RD, no AD asked, no OPT */
     uint8_t fl;
-    uint8_t pad_;
+    uint8_t stale; /* the index's serve_stale slot (nld_stale_cfg) for this entry's block; 0: none */
     uint8_t data[]; /* TTL offsets (uint16, aligned), key, body (every TTL = orig), cased question,
                      * the 8 heads (NLD_FL_HEADS), the lb plan at an even offset (NLD_FL_LB) */
 } nld_entry;
@@ -84,6 +85,17 @@ typedef struct {
 
 /* Fixed-size open-addressing table (linear probing, backward-shift deletion: no tombstones),
  * so neither the slot array nor the probe lengths grow after construction. */
+/* serve_stale for one block (immediate mode, no prefer_positive): an entry expired for less than
+ * window seconds is answered with every TTL = ttl (stale.c). Set before any entry uses the slot. */
+#define NLD_STALE_CFGS 16 /* slot 0 means "none": at most 15 such blocks per index, the rest Python's */
+typedef struct {
+    double window;
+    uint32_t ttl;
+} nld_stale_cfg;
+/* Names whose stale refresh was handed to Python and has not finished: a direct-mapped set of
+ * key hashes (| 1), claimed by a worker with a CAS, cleared by Python when the refresh is done. */
+#define NLD_PENDING 1024
+
 typedef struct nld_index {
     pthread_rwlock_t lock;
     nld_slot *slots;
@@ -91,6 +103,8 @@ typedef struct nld_index {
     size_t count, capacity;
     size_t bytes, max_bytes;
     uint64_t k0, k1; /* per-index SipHash key: names come from the network */
+    nld_stale_cfg stale[NLD_STALE_CFGS];
+    _Atomic uint64_t pending[NLD_PENDING];
 } nld_index;
 
 /* A lookup result: everything nld_render needs, valid while the read lock is held. */
@@ -103,6 +117,7 @@ typedef struct {
     int do_bit;
     unsigned osize; /* the size the reply's OPT echoes: the client's, lowered to the entry's cap */
     int known;      /* set even on "not mine": the index holds this key (expired, or another case) */
+    int expired;    /* "not mine" only because the entry expired: every other field is filled */
 } nld_hit;
 
 uint64_t nld_siphash13(uint64_t k0, uint64_t k1, const uint8_t *p, size_t n);
@@ -132,6 +147,16 @@ const nld_entry *nld_index_get(const nld_index *ix, const uint8_t *key, size_t n
 /* plugins/cache/fastpath.answer for one packet: 1 = a fresh hit (h filled), 0 = not mine.
  * tcp=0 adds the UDP rules (4097-byte buffer, no reply over both 512 and the client's size). */
 int nld_match(const nld_index *ix, const uint8_t *q, size_t n, double now, int tcp, nld_hit *h);
+/* serve_stale (stale.c). After nld_match said "not mine" with h->expired: 1 = the entry is inside
+ * its block's stale window (h->ttl is now the stale answer's TTL; nld_render writes it), else 0. */
+int nld_stale(const nld_index *ix, nld_hit *h, double now);
+/* Configure slot 1..NLD_STALE_CFGS-1 (takes the write lock). 0 ok, -1 bad slot or values. */
+int nld_stale_set(nld_index *ix, unsigned slot, double window, uint32_t ttl);
+/* The refresh of e's name: 1 = the caller claimed it (hand it to Python), 0 = already pending,
+ * -1 = its pending slot holds another name (no room: let Python serve this one). */
+int nld_pending_take(nld_index *ix, const nld_entry *e);
+/* Python finished (or dropped) the refresh of key: 1 = it was pending, 0 = it was not. */
+int nld_pending_clear(nld_index *ix, const uint8_t *key, size_t n);
 /* Write the h->len reply bytes for q into out. */
 void nld_render(const nld_hit *h, const uint8_t *q, uint8_t *out);
 

@@ -48,11 +48,13 @@ nld_worker *nld_worker_new(int fd, nld_index *ix, unsigned batch, size_t ring, i
     w->stats = calloc(NLD_STATS, sizeof(nld_stat_slot));
     w->hitslot = calloc(batch, sizeof(nld_stat_slot *));
     w->scratch = malloc(NLD_OUT_CAP); /* virtual until a shuffled reply touches it */
+    w->refresh = malloc(NLD_REFRESH * sizeof(nld_refresh_slot));
+    w->stale_stats = calloc(NLD_STALE_STATS, sizeof(nld_stat_slot));
     if (getrandom(&w->rng, sizeof(w->rng), GRND_NONBLOCK) != (ssize_t)sizeof(w->rng))
         w->rng = (uint64_t)(uintptr_t)w ^ 0x2545F4914F6CDD1DULL; /* no entropy yet: still a shuffle */
     atomic_init(&w->armed, 1);
     if (w->stopfd < 0 || w->wakefd < 0 || !w->ring || !w->in || !w->out || !w->iin || !w->iout ||
-        !w->addrs || !w->inbuf || !w->outbuf || !w->stats || !w->hitslot || !w->scratch) {
+        !w->addrs || !w->inbuf || !w->outbuf || !w->stats || !w->hitslot || !w->scratch || !w->refresh || !w->stale_stats) {
         *err = errno ? errno : ENOMEM;
         nld_worker_free(w);
         return NULL;
@@ -140,23 +142,64 @@ static size_t refuse(const uint8_t *q, size_t n, uint8_t *out) {
     return qend + NLD_OPT_LEN;
 }
 
-/* The counter slot for key (claimed if new), or NULL when the table is at its 3/4 bound. */
-static nld_stat_slot *stat_slot(nld_worker *w, uint64_t key) {
-    size_t i = (size_t)((key * 0x9E3779B97F4A7C15ULL) >> 51) & (NLD_STATS - 1);
+/* The counter slot for key in table t of size slots (a power of two; claimed if new), or NULL
+ * when the table is at its 3/4 bound. */
+static nld_stat_slot *slot_in(nld_stat_slot *t, size_t size, size_t *used, uint64_t key) {
+    size_t i = (size_t)((key * 0x9E3779B97F4A7C15ULL) >> 51) & (size - 1);
     for (;;) {
-        nld_stat_slot *s = &w->stats[i];
+        nld_stat_slot *s = &t[i];
         uint64_t k = atomic_load_explicit(&s->key, memory_order_relaxed);
         if (k == key)
             return s;
         if (k == 0) {
-            if (w->nstats >= NLD_STATS / 4 * 3)
+            if (*used >= size / 4 * 3)
                 return NULL;
-            w->nstats++;
+            (*used)++;
             atomic_store_explicit(&s->key, key, memory_order_release);
             return s;
         }
-        i = (i + 1) & (NLD_STATS - 1);
+        i = (i + 1) & (size - 1);
     }
+}
+
+static nld_stat_slot *stat_slot(nld_worker *w, uint64_t key) { return slot_in(w->stats, NLD_STATS, &w->nstats, key); }
+
+static uint64_t hit_key(const nld_hit *h, size_t len) {
+    return h->e->stat | ((uint64_t)len << 3) | ((uint64_t)h->do_bit << 1) | (uint64_t)(h->edns ? 1 : 0);
+}
+
+static int push_refresh(nld_worker *w, const uint8_t *data, size_t len) {
+    size_t head = atomic_load_explicit(&w->rhead, memory_order_relaxed);
+    size_t tail = atomic_load_explicit(&w->rtail, memory_order_acquire);
+    if (head - tail >= NLD_REFRESH || len > NLD_RING_INLINE)
+        return 0;
+    nld_refresh_slot *s = &w->refresh[head & (NLD_REFRESH - 1)];
+    s->len = (uint16_t)len;
+    memcpy(s->data, data, len);
+    atomic_store_explicit(&w->rhead, head + 1, memory_order_release);
+    return 1;
+}
+
+/* h: an expired entry (nld_match's "not mine" with h->expired). 1 = serve_stale answers it here
+ * (*st: its counter slot, *refresh: its refresh was handed to Python); 0 = hand the packet to
+ * Python, which serves it stale itself: no counter room, no room for the refresh request, or its
+ * pending slot held by another name. Nothing is claimed when 0 is returned. */
+static int stale_here(nld_worker *w, nld_hit *h, const uint8_t *pkt, size_t len, double now,
+                      nld_stat_slot **st, int *refresh) {
+    if (!nld_stale(w->ix, h, now) || h->len > NLD_OUT_CAP)
+        return 0;
+    *st = slot_in(w->stale_stats, NLD_STALE_STATS, &w->nstale, hit_key(h, len));
+    if (*st == NULL)
+        return 0;
+    int took = nld_pending_take(w->ix, h->e);
+    if (took < 0)
+        return 0;
+    *refresh = took;
+    if (took && !push_refresh(w, pkt, len)) {
+        nld_pending_clear(w->ix, nld_e_key(h->e), h->e->keylen);
+        return 0;
+    }
+    return 1;
 }
 
 static double monotonic(void) {
@@ -211,7 +254,7 @@ static void *run(void *arg) {
         if (pin) /* an injected clock (tests, a server not on the monotonic clock) sets the time */
             memcpy(&now, &pin, sizeof(now));
         unsigned k = 0;
-        uint64_t handed = 0, refused = 0, dropped = 0, errs = 0;
+        uint64_t handed = 0, refused = 0, dropped = 0, errs = 0, stale = 0, refreshes = 0;
         nld_index_rdlock(w->ix);
         for (int i = 0; i < n; i++) {
             const uint8_t *pkt = w->iin[i].iov_base;
@@ -219,9 +262,15 @@ static void *run(void *arg) {
             nld_hit h;
             h.known = 0;
             nld_stat_slot *st = NULL;
-            if (nld_match(w->ix, pkt, len, now, 0, &h) && h.len <= NLD_OUT_CAP &&
-                (st = stat_slot(w, h.e->stat | ((uint64_t)len << 3) | ((uint64_t)h.do_bit << 1) |
-                                       (uint64_t)(h.edns ? 1 : 0))) != NULL) {
+            int refresh = 0, answer = 0;
+            if (nld_match(w->ix, pkt, len, now, 0, &h)) {
+                answer = h.len <= NLD_OUT_CAP && (st = stat_slot(w, hit_key(&h, len))) != NULL;
+            } else if (h.expired && stale_here(w, &h, pkt, len, now, &st, &refresh)) {
+                answer = 1; /* serve_stale, immediate: the answer now, the refresh in Python */
+                stale++;
+                refreshes += (uint64_t)refresh;
+            }
+            if (answer) {
                 uint8_t *o = w->outbuf + (size_t)k * NLD_OUT_CAP;
                 nld_render(&h, pkt, o);
                 if (nld_e_lb(h.e) != NULL)
@@ -264,7 +313,9 @@ static void *run(void *arg) {
         }
         /* Counted before the write, like the Python path: a scrape after the answer sees it. */
         bump(&w->c.packets, (uint64_t)n);
-        bump(&w->c.hits, k - refused);
+        bump(&w->c.hits, k - refused - stale);
+        bump(&w->c.stale, stale);
+        bump(&w->c.refreshes, refreshes);
         bump(&w->c.handed, handed);
         bump(&w->c.refused, refused);
         bump(&w->c.dropped, dropped);
@@ -272,7 +323,7 @@ static void *run(void *arg) {
         if (k)
             send_all(w, k, &errs);
         bump(&w->c.send_errors, errs);
-        if (handed) {
+        if (handed || refreshes) {
             atomic_thread_fence(memory_order_seq_cst);
             if (atomic_exchange(&w->armed, 0)) {
                 uint64_t one = 1;
@@ -333,6 +384,8 @@ void nld_worker_free(nld_worker *w) {
     free(w->stats);
     free(w->hitslot);
     free(w->scratch);
+    free(w->refresh);
+    free(w->stale_stats);
     free(w);
 }
 
@@ -354,12 +407,24 @@ void nld_worker_rearm(nld_worker *w) {
     uint64_t v;
     (void)!read(w->wakefd, &v, sizeof(v)); /* consume the wake-up this drain answered */
     uint64_t one = 1;
-    if (nld_worker_peek(w) != NULL) { /* more than one drain's worth waits: stay readable */
+    if (nld_worker_peek(w) != NULL || nld_worker_refresh_peek(w) != NULL) { /* more waits: stay readable */
         (void)!write(w->wakefd, &one, sizeof(one));
         return;
     }
     atomic_store(&w->armed, 1);
     atomic_thread_fence(memory_order_seq_cst);
-    if (nld_worker_peek(w) != NULL && atomic_exchange(&w->armed, 0)) /* raced with a push */
+    if ((nld_worker_peek(w) != NULL || nld_worker_refresh_peek(w) != NULL) &&
+        atomic_exchange(&w->armed, 0)) /* raced with a push */
         (void)!write(w->wakefd, &one, sizeof(one));
+}
+
+const nld_refresh_slot *nld_worker_refresh_peek(nld_worker *w) {
+    size_t tail = atomic_load_explicit(&w->rtail, memory_order_relaxed);
+    size_t head = atomic_load_explicit(&w->rhead, memory_order_acquire);
+    return tail == head ? NULL : &w->refresh[tail & (NLD_REFRESH - 1)];
+}
+
+void nld_worker_refresh_release(nld_worker *w) {
+    size_t tail = atomic_load_explicit(&w->rtail, memory_order_relaxed);
+    atomic_store_explicit(&w->rtail, tail + 1, memory_order_release);
 }

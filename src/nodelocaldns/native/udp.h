@@ -26,6 +26,8 @@ static inline const uint8_t *nld_ring_data(const nld_ring_slot *s) { return s->b
 typedef struct {
     /* refused: answered REFUSED because the ring was full; dropped: not even that (not a plain query) */
     _Atomic uint64_t packets, hits, handed, refused, dropped, send_errors, recv_errors, batches;
+    /* stale: answered by serve_stale here; refreshes: of those, names whose refresh went to Python */
+    _Atomic uint64_t stale, refreshes;
 } nld_counters;
 
 /* Hits by the key dnsstats' fast counters use (entry stat | request size << 3 | DO << 1 | EDNS),
@@ -37,6 +39,15 @@ typedef struct {
     _Atomic uint64_t key; /* 0: empty (a real key always carries a request size >= 17) */
     _Atomic uint64_t hits, ns;
 } nld_stat_slot;
+
+/* Names answered stale whose refresh Python starts: the query as the client sent it (a plain
+ * query fits; a longer one is left to Python whole). Small: one per name in flight (pending). */
+#define NLD_REFRESH 64
+#define NLD_STALE_STATS 1024 /* stale answers by counter key, as stats[] (3/4 used at most) */
+typedef struct {
+    uint16_t len;
+    uint8_t data[NLD_RING_INLINE];
+} nld_refresh_slot;
 
 typedef struct nld_worker {
     int fd;     /* borrowed: the Python socket outlives the worker */
@@ -64,6 +75,10 @@ typedef struct nld_worker {
     uint8_t *inbuf, *outbuf;
     uint8_t *scratch; /* loadbalance: one run's records while they are permuted */
     uint64_t rng;     /* loadbalance draws, this worker's alone */
+    nld_refresh_slot *refresh; /* SPSC as the ring: the worker writes rhead, Python rtail */
+    _Atomic size_t rhead, rtail;
+    nld_stat_slot *stale_stats; /* stale answers, counted apart: they are no cache hits */
+    size_t nstale;
 } nld_worker;
 
 #define NLD_OUT_CAP 65536 /* a UDP reply never exceeds the client's 16-bit EDNS size */
@@ -77,6 +92,9 @@ void nld_worker_free(nld_worker *w);
 const nld_ring_slot *nld_worker_peek(nld_worker *w);
 void nld_worker_release(nld_worker *w);
 void nld_worker_rearm(nld_worker *w); /* after a drain: make sure the next miss wakes wakefd */
+/* The oldest refresh request (a query answered stale), or NULL; release it when copied. */
+const nld_refresh_slot *nld_worker_refresh_peek(nld_worker *w);
+void nld_worker_refresh_release(nld_worker *w);
 uint64_t nld_ld(_Atomic uint64_t *c);
 
 #endif

@@ -130,11 +130,11 @@ static PyObject *Worker_fileno(WorkerObject *self, PyObject *Py_UNUSED(ignored))
 
 static PyObject *Worker_counters(WorkerObject *self, PyObject *Py_UNUSED(ignored)) {
     nld_counters *c = &self->w->c;
-    return Py_BuildValue("{sKsKsKsKsKsKsKsK}", "packets", nld_ld(&c->packets), "hits", nld_ld(&c->hits),
+    return Py_BuildValue("{sKsKsKsKsKsKsKsKsKsK}", "packets", nld_ld(&c->packets), "hits", nld_ld(&c->hits),
                          "handed", nld_ld(&c->handed), "refused", nld_ld(&c->refused), "dropped",
                          nld_ld(&c->dropped), "send_errors",
                          nld_ld(&c->send_errors), "recv_errors", nld_ld(&c->recv_errors), "batches",
-                         nld_ld(&c->batches));
+                         nld_ld(&c->batches), "stale", nld_ld(&c->stale), "refreshes", nld_ld(&c->refreshes));
 }
 
 static PyObject *Worker_pin(WorkerObject *self, PyObject *arg) {
@@ -154,17 +154,45 @@ static PyObject *Worker_pin(WorkerObject *self, PyObject *arg) {
 }
 
 /* Racy by design: a slot read while the worker bumps it is at most one batch behind. */
-static PyObject *Worker_stats(WorkerObject *self, PyObject *Py_UNUSED(ignored)) {
+static PyObject *stat_items(nld_stat_slot *t, size_t size) {
     PyObject *out = PyList_New(0);
     if (out == NULL)
         return NULL;
-    for (size_t i = 0; i < NLD_STATS; i++) {
-        nld_stat_slot *s = &self->w->stats[i];
+    for (size_t i = 0; i < size; i++) {
+        nld_stat_slot *s = &t[i];
         uint64_t key = atomic_load_explicit(&s->key, memory_order_acquire);
         uint64_t hits = nld_ld(&s->hits);
         if (key == 0 || hits == 0)
             continue;
         PyObject *item = Py_BuildValue("(KKK)", key, hits, nld_ld(&s->ns));
+        if (item == NULL || PyList_Append(out, item) < 0) {
+            Py_XDECREF(item);
+            Py_DECREF(out);
+            return NULL;
+        }
+        Py_DECREF(item);
+    }
+    return out;
+}
+
+static PyObject *Worker_stats(WorkerObject *self, PyObject *Py_UNUSED(ignored)) {
+    return stat_items(self->w->stats, NLD_STATS);
+}
+
+static PyObject *Worker_stale_stats(WorkerObject *self, PyObject *Py_UNUSED(ignored)) {
+    return stat_items(self->w->stale_stats, NLD_STALE_STATS);
+}
+
+/* The queries answered stale whose refresh Python is to start (their names are pending in the
+ * index until Index.refresh_done). One consumer, under the GIL, as drain(). */
+static PyObject *Worker_refreshes(WorkerObject *self, PyObject *Py_UNUSED(ignored)) {
+    PyObject *out = PyList_New(0);
+    if (out == NULL)
+        return NULL;
+    const nld_refresh_slot *s;
+    while ((s = nld_worker_refresh_peek(self->w)) != NULL) {
+        PyObject *item = PyBytes_FromStringAndSize((const char *)s->data, (Py_ssize_t)s->len);
+        nld_worker_refresh_release(self->w);
         if (item == NULL || PyList_Append(out, item) < 0) {
             Py_XDECREF(item);
             Py_DECREF(out);
@@ -200,6 +228,10 @@ static PyMethodDef Worker_methods[] = {
      "shed(on: bool) -> None: on: REFUSED at once to names the index does not hold (Python is full)"},
     {"stats", (PyCFunction)Worker_stats, METH_NOARGS,
      "stats() -> list[(key, hits, ns)]: hits by entry stat | request size << 3 | DO << 1 | EDNS"},
+    {"stale_stats", (PyCFunction)Worker_stale_stats, METH_NOARGS,
+     "stale_stats() -> list[(key, answers, ns)]: serve_stale answers, keyed as stats()"},
+    {"refreshes", (PyCFunction)Worker_refreshes, METH_NOARGS,
+     "refreshes() -> list[bytes]: queries answered stale here whose refresh Python starts"},
     {NULL, NULL, 0, NULL},
 };
 

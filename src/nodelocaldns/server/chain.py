@@ -37,6 +37,16 @@ def build_chain(handlers: Sequence[Handler]) -> Next:
     return nxt
 
 
+def chain_after(handlers: Sequence[Handler], h: Handler) -> Next:
+    """What ``h`` gets as its next plugin inside ``build_chain(handlers)``: the handlers after it,
+    ending "no next plugin found". A cache refresh started outside a query (the native worker's
+    serve_stale) goes through exactly this."""
+    nxt: Next = _end
+    for later in reversed(handlers[list(handlers).index(h) + 1 :]):
+        nxt = _bind(later, nxt)
+    return nxt
+
+
 def _bind(h: Handler, nxt: Next) -> Next:
     # A plain function handing back the handler's coroutine: one coroutine per plugin per query,
     # not two (every resume of the innermost await passes through each frame of the chain).

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from nodelocaldns.core.plugin import BlockInfo, Route, Runtime
-from nodelocaldns.server.chain import build_chain
+from nodelocaldns.server.chain import build_chain, chain_after
 from nodelocaldns.server.config import DIRECTIVES, BlockPlan, Plan
 from nodelocaldns.server.host import ServerHost
 from nodelocaldns.server.listener import Block, Listener
@@ -102,7 +102,10 @@ class Instance:
                 block.shuffle = shaping[0].native_shuffle
             block.udp_max = min((rt.fast_path_udp_max for rt in ahead), default=block.udp_max)
             block.skips = frozenset().union(*(rt.fast_path_skips for rt in ahead))
-        block.chain = build_chain([h for rt in block.runtimes for h in rt.handlers])
+        handlers = [h for rt in block.runtimes for h in rt.handlers]
+        block.chain = build_chain(handlers)
+        if block.cache is not None and block.cache in handlers:
+            block.after_cache = chain_after(handlers, block.cache)
         return block
 
     # -- helpers ---------------------------------------------------------------------------------

@@ -56,6 +56,7 @@ class Block:
     udp_max: int = fastpath.NO_CAP
     skips: frozenset[int] = frozenset()
     sockets: int = 0  # UDP sockets per listener address (multisocket); 0: the usable CPUs
+    after_cache: Next | None = None  # the chain behind the cache (a refresh the native worker asks for)
 
 
 class UDPSide(Protocol):

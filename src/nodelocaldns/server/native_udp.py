@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from nodelocaldns.metrics.dnsstats import ZONE_SHIFT, ZoneAcc
 from nodelocaldns.native import insert_entry, module, new_index
 from nodelocaldns.plugins.cache.entry import Cached, Entry, Mirrored
+from nodelocaldns.server.native_stale import stale_slots, start_refreshes
 from nodelocaldns.server.slowgate import holds
 from nodelocaldns.server.udp import refused_reply, reserve_for
 
@@ -71,6 +72,7 @@ class BlockMirror:
     def __init__(self, nix: NativeIndex, block: Block) -> None:
         self.nix = nix
         self.block = block
+        self.stale = nix.stale.get(id(block), 0)  # its serve_stale slot (server/native_stale.py)
 
     def _zone(self, key: bytes) -> str | None:
         """The zone the listeners route ``key``'s question to, if that is this block's."""
@@ -97,8 +99,9 @@ class BlockMirror:
         ix = self.nix.index
         shuffle = self.block.shuffle is not None
         try:
+            stat = self.nix.zone_bits[zone] | entry.sbase
             ok = (not shuffle or self._shuffles(key, entry)) and insert_entry(
-                ix, key, entry, self.block.udp_max, self.nix.zone_bits[zone] | entry.sbase, shuffle
+                ix, key, entry, self.block.udp_max, stat, shuffle, self.stale
             )
         except ValueError:  # a key or entry the native code does not serve: Python's fast path does
             ok = False
@@ -141,6 +144,7 @@ class NativeIndex:
         cap = sum(sum(max(c, 0) for c in b.cache.store.caps) for b in seen.values() if b.cache)
         self.index = new_index(min(max(cap, 1), 1 << 26))
         self.mirrored = Mirrored.bound(self.index)  # what the stores keep for the entries it holds
+        self.stale = stale_slots(self.index, seen.values())
         self.mirrors = [BlockMirror(self, b) for b in seen.values()]
         for m in self.mirrors:
             assert m.block.cache is not None
@@ -172,6 +176,7 @@ class NativeUDPServer:
         self.nix = nix
         self.workers: list[tuple[Worker, socket.socket]] = []
         self.folded: dict[int, list[int]] = {}  # stopped workers' hits, in the listener's key space
+        self.folded_stale: dict[int, list[int]] = {}  # and their serve_stale answers
         self.folded_counters: dict[str, int] = {}
         self.started = False
         self.stopping = False
@@ -191,6 +196,7 @@ class NativeUDPServer:
         self.scheduled = False
         self.shedding = False  # the workers refuse new names themselves (WAITING of them wait)
         listener.stats.native = self.items
+        listener.stats.native_stale = self.stale_items
 
     def start(self) -> None:
         self.started = True
@@ -239,10 +245,12 @@ class NativeUDPServer:
         w.stop()
         for name, v in w.counters().items():
             self.folded_counters[name] = self.folded_counters.get(name, 0) + v
-        for k, n, ns in self._translated(w.stats()):
-            f = self.folded.setdefault(k, [0, 0])
-            f[0] += n
-            f[1] += ns
+        for folded, raw in ((self.folded, w.stats()), (self.folded_stale, w.stale_stats())):
+            for k, n, ns in self._translated(raw):
+                f = folded.setdefault(k, [0, 0])
+                f[0] += n
+                f[1] += ns
+        start_refreshes(self.listener, self.nix.index, w.refreshes())
         rest = w.drain(1 << 30)
         self._handle(rest, s, marked)
         if marked and not any(not d for d, _a in rest):  # the worker stopped before the mark
@@ -296,6 +304,7 @@ class NativeUDPServer:
 
     def _ready(self, w: Worker, s: socket.socket) -> None:
         self._handle(w.drain(RING), s)
+        start_refreshes(self.listener, self.nix.index, w.refreshes())
 
     def _handle(
         self, batch: list[tuple[bytes, tuple[Any, ...]]], s: socket.socket, marked: bool = False
@@ -412,15 +421,19 @@ class NativeUDPServer:
     def _translated(self, raw: list[tuple[int, int, int]]) -> list[tuple[int, int, int]]:
         return [(self.translate(k)[0], n, ns) for k, n, ns in raw if k >> ZONE_SHIFT]
 
-    def items(self) -> list[tuple[int, int, int]]:
-        """Every native hit as (listener key, hits, nanoseconds), summed over the workers."""
-        out = {k: list(v) for k, v in self.folded.items()}
+    def items(self, stale: bool = False) -> list[tuple[int, int, int]]:
+        """Every native hit (``stale``: serve_stale answer) as (listener key, count, nanoseconds),
+        summed over the workers."""
+        out = {k: list(v) for k, v in (self.folded_stale if stale else self.folded).items()}
         for w, _s in self.workers:
-            for k, n, ns in self._translated(w.stats()):
+            for k, n, ns in self._translated(w.stale_stats() if stale else w.stats()):
                 f = out.setdefault(k, [0, 0])
                 f[0] += n
                 f[1] += ns
         return [(k, v[0], v[1]) for k, v in out.items()]
+
+    def stale_items(self) -> list[tuple[int, int, int]]:
+        return self.items(stale=True)
 
     def counters(self) -> dict[str, int]:
         """The workers' packet counters (packets, hits, handed, dropped, ...), summed."""

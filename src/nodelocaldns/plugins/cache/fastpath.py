@@ -71,8 +71,14 @@ def memo_key(data: bytes, q: wire.Query) -> bytes:
 # -- the reference -------------------------------------------------------------------------------
 
 
-def answer(data: bytes, now: float, memo: Mapping[bytes, Route], tcp: bool) -> Hit | None:
+def answer(data: bytes, now: float, memo: Mapping[bytes, Route], tcp: bool,
+           stale: tuple[float, int] | None = None) -> Hit | None:  # fmt: skip
     """A fresh cache hit for ``data`` as final reply bytes, or None: let the slow path decide.
+
+    ``stale`` (window, response TTL): the owning block's serve_stale in immediate mode. An entry
+    expired for less than the window is then answered too, every TTL set to the response TTL:
+    the bytes ``CacheHandler._serve_stale`` sends (the native worker's stale answers are held to
+    these); the caller counts it as served stale and starts the refresh.
 
     Raises nothing on any input (a short or odd packet is simply not a hit).
     """
@@ -127,7 +133,11 @@ def answer(data: bytes, now: float, memo: Mapping[bytes, Route], tcp: bool) -> H
         return None
     body = e.memo if now < e.memo_until else e.body(now)
     if body is None:
-        return None
+        if stale is None or not now - e.expires < stale[0]:
+            return None
+        body = e.body_with_ttl(stale[1])
+        if body is None:
+            return None
     head = e.heads[(data[2] & 1) | ((data[3] & 0x20) >> 4) | edns]
     reply = b"".join((data[:2], head, data[12:qend], body, opt))
     if not tcp and len(reply) > 512 and len(reply) > limit:

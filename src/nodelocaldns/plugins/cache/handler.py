@@ -150,9 +150,39 @@ class CacheHandler:
         else:
             self._retry_after[key] = self.clock() + self.cfg.stale_recheck
 
+    def native_stale(self) -> tuple[float, int] | None:
+        """(window, response TTL) if a native worker may serve this cache's stale answers itself:
+        immediate mode (verify waits for the upstream first) without prefer_positive (whose lookup
+        may pick the other cache). None: they stay on ``_serve_stale``."""
+        cfg = self.cfg
+        if cfg.serve_stale <= 0 or cfg.stale_verify or self._prefer:
+            return None
+        if not 0 <= cfg.stale_response_ttl < 1 << 32:
+            return None
+        return cfg.serve_stale, cfg.stale_response_ttl
+
+    def refresh_stale(self, req: Request, key: bytes, next_: Next, done: Callable[[], object]) -> None:
+        """A native worker answered ``req`` stale and counted it (requests, served_stale): start the
+        refresh ``_serve_stale`` would start. ``done`` runs once no refresh of ``key`` is in
+        flight any more, or, after a failed one, once FAILURE_RECHECK allows the next."""
+        now = self.clock()
+        e = self.store.get(key)
+        if e is None or e.ttl(now) > 0 or not now - e.expires < self.cfg.serve_stale:
+            done()  # gone, refreshed meanwhile, or past the window: nothing to refresh
+            return
+        if e.refreshing:  # a refresh of our own (a stale answer Python sent) is in flight
+            done()
+            return
+        if not self._may_refresh_stale(key, now):
+            asyncio.get_running_loop().call_later(max(self._retry_after[key] - now, 0.0), done)
+            return
+        c = self.counters.for_server(req.server)
+        self._refresh(e, req, key, next_, c, stale=True, on_done=done)
+
     def _refresh(
-        self, e: Cached, req: Request, key: bytes, next_: Next, c: CacheCounters, stale: bool = False
-    ) -> None:
+        self, e: Cached, req: Request, key: bytes, next_: Next, c: CacheCounters, stale: bool = False,
+        on_done: Callable[[], object] | None = None,
+    ) -> None:  # fmt: skip
         e.refreshing = True
         hits = e.hits
         internal = Request(
@@ -170,7 +200,9 @@ class CacheHandler:
                     # prefer_positive caches what a stale refresh brought without serving it.
                     self._store(reply, internal, key, c)
                 fresh = self.store.get(key)
-                if fresh is not None and fresh is not e:
+                # A Mirrored entry keeps no hit count (only prefetch reads it, and a prefetching
+                # cache mirrors nothing); setting one would raise.
+                if isinstance(fresh, Entry) and fresh is not e:
                     fresh.hits = hits
             except Exception:  # a background refresh must never take the server down
                 log.exception("cache refresh failed")
@@ -178,6 +210,12 @@ class CacheHandler:
                 e.refreshing = False
                 if stale:
                     self._refresh_done(key, ok)
+                if on_done is not None:
+                    hold = self._retry_after.get(key, 0.0) - self.clock()
+                    if hold > 0:  # failed: the next refresh waits for FAILURE_RECHECK
+                        asyncio.get_running_loop().call_later(hold, on_done)
+                    else:
+                        on_done()
 
         t = asyncio.ensure_future(run())
         self._tasks.add(t)

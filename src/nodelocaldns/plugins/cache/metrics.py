@@ -51,6 +51,7 @@ def collect(host: Host) -> list[Any]:
     for lst in host.dns_listeners():
         server = lst.server
         fast = lst.stats.fast_hits()
+        native_stale = lst.stats.stale_served()  # counted as the handler counts its own: request + stale
         seen: set[int] = set()
         for block in lst.blocks().values():
             if id(block) in seen:
@@ -66,15 +67,16 @@ def collect(host: Host) -> list[Any]:
                 c = cache.counters.by_server.get(server) or CacheCounters()
                 fs: float = sum(fast.get((z, 0), 0) for z in block.zones)
                 fd: float = sum(fast.get((z, 1), 0) for z in block.zones)
+                ns: float = sum(native_stale.get(z, 0) for z in block.zones)
                 entries.add_metric([server, "success", zones, ""], s)
                 entries.add_metric([server, "denial", zones, ""], d)
-                creq.add_metric([server, zones, ""], c.requests + fs + fd)
+                creq.add_metric([server, zones, ""], c.requests + fs + fd + ns)
                 hits.add_metric([server, "success", zones, ""], c.hits[0] + fs)
                 hits.add_metric([server, "denial", zones, ""], c.hits[1] + fd)
                 misses.add_metric([server, zones, ""], c.misses)
                 prefetch.add_metric([server, zones, ""], c.prefetch)
                 drops.add_metric([server, zones, ""], c.drops)
-                stale.add_metric([server, zones, ""], c.served_stale)
+                stale.add_metric([server, zones, ""], c.served_stale + ns)
                 evict.add_metric([server, "success", zones, ""], es)
                 evict.add_metric([server, "denial", zones, ""], ed)
     return [entries, creq, hits, misses, prefetch, drops, stale, evict]
