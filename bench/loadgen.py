@@ -42,6 +42,8 @@ class LoadgenResult:
     #: Replies that matched nothing outstanding (wrong ID, question, too short, QR clear).
     bad: int = 0
     send_errors: int = 0
+    #: 1 if queries went out as UDP GSO runs to the end (0: -G, or the kernel refused it).
+    gso: int = 0
     window_s: float = 0.0
     runtime_s: float = 0.0
     qps: float = 0.0
@@ -65,7 +67,7 @@ class LoadgenResult:
         return self.client_cpu_s / self.completed * 1e6 if self.completed else float("nan")
 
 
-_INT_FIELDS = ("sent", "completed", "completed_in_window", "lost", "bad", "send_errors")
+_INT_FIELDS = ("sent", "completed", "completed_in_window", "lost", "bad", "send_errors", "gso")
 _FLOAT_FIELDS = ("window_s", "runtime_s", "qps", "avg_latency_s", "cpu_user_s", "cpu_sys_s")
 
 
@@ -129,6 +131,7 @@ def run(
     clients: int = 4,
     timeout_s: float = 2.0,
     max_queries: int | None = None,
+    gso: bool = True,
     cpu: int | None = None,
     binary: Path | None = None,
 ) -> LoadgenResult:
@@ -136,12 +139,15 @@ def run(
 
     ``clients`` sockets with ``outstanding`` queries each; stops after ``duration_s`` seconds or
     ``max_queries`` sent, whichever comes first, then waits at most ``timeout_s`` for stragglers.
+    ``gso=False``: one datagram per send entry instead of UDP GSO runs (to measure what GSO saves).
     """
     exe = binary if binary is not None else build()
     argv = [str(exe), "-p", str(port), "-d", str(query_file), "-l", f"{duration_s:g}"]
     argv += ["-c", str(clients), "-q", str(outstanding), "-t", f"{timeout_s:g}"]
     if max_queries is not None:
         argv += ["-n", str(max_queries)]
+    if not gso:
+        argv.append("-G")
     if cpu is not None:
         argv = ["taskset", "-c", str(cpu), *argv]
     before = resource.getrusage(resource.RUSAGE_CHILDREN)

@@ -17,6 +17,7 @@ completed_in_window 300272
 lost 112
 bad 3
 send_errors 0
+gso 1
 window_s 3.000000
 runtime_s 3.004100
 qps 100090.7
