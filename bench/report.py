@@ -323,8 +323,9 @@ def markdown(results: list[ServerResult], verdicts: list[Verdict], env: dict[str
         f"{s.sat_clients} sockets × {s.sat_outstanding} queries outstanding and no rate limit. When the "
         "server CPU is well below 100% busy, dnsperf (one CPU) set the pace, not the server. "
         f"The same names again with the bench's load generator (`bench/loadgen.c`: closed loop, "
-        f"{s.lg_clients} sockets × {s.lg_outstanding} outstanding, sendmmsg/recvmmsg batches, a reply counts "
-        "only if its ID is outstanding and its question matches). The saturation targets use the generator "
+        f"{s.lg_clients} sockets × {s.lg_outstanding} outstanding, sendmmsg/recvmmsg batches and UDP GSO runs "
+        "on send, a reply counts only if its ID is outstanding and its question matches; "
+        'its own CPU µs/query is the "client" column). The saturation targets use the generator '
         "that drove both servers of the comparison closest to 100% busy (the worse of the two decides); "
         "both figures are in the table above.",
         "- nodelocaldns-2w: two workers on CPUs 0 and 1, but CPU 1 also runs the load generator (and the "
