@@ -408,7 +408,7 @@ int main(int argc, char **argv)
 			die("poll() failed");
 		t = now();
 		for (long i = 0; i < nsock; i++)
-			if (pfds[i].revents & POLLIN)
+			if (pfds[i].revents & (POLLIN | POLLERR)) /* reading also clears an ICMP error */
 				receive(&socks[i], t, window_end);
 		if (t - last_expire > 0.05) {
 			for (long i = 0; i < nsock; i++)
@@ -416,9 +416,10 @@ int main(int argc, char **argv)
 			last_expire = t;
 		}
 	}
-	double window = (t < window_end ? t : window_end) - start;
-	if (sent >= budget)
-		window = t - start;
+	/* A budget that ran out early ends the window there: replies while draining do not count. */
+	if (t < window_end)
+		window_end = t;
+	double window = window_end - start;
 
 	/* Drain: what is still outstanding gets one timeout to come back, then counts as lost. */
 	double drain_end = t + timeout;
@@ -434,7 +435,7 @@ int main(int argc, char **argv)
 			die("poll() failed");
 		t = now();
 		for (long i = 0; i < nsock; i++)
-			if (pfds[i].revents & POLLIN)
+			if (pfds[i].revents & (POLLIN | POLLERR)) /* reading also clears an ICMP error */
 				receive(&socks[i], t, window_end);
 		for (long i = 0; i < nsock; i++)
 			expire(&socks[i], t, timeout);

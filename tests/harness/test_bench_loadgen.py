@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from bench import loadgen
 
+from support.ports import free_port
 from support.upstreams import UpstreamServer, unbound_server
 
 ZONE = "hit.test."
@@ -122,3 +123,13 @@ def test_a_malformed_query_file_is_a_clear_error(binary: Path, tmp_path: Path) -
     qfile.write_text("ok.example.test. A\nlonely-name\n")
     with pytest.raises(loadgen.LoadgenError, match=r"bad\.txt:2: expected"):
         loadgen.run(9, qfile, duration_s=0.1, binary=binary)
+
+
+def test_no_server_stops_on_time_with_nothing_completed(binary: Path, hit_file: Path) -> None:
+    # Nothing listens: the kernel answers with ICMP port unreachable, which the sockets report.
+    r = loadgen.run(
+        free_port("udp"), hit_file, duration_s=0.3, clients=2, outstanding=4, timeout_s=0.2, binary=binary
+    )
+    assert r.completed == 0 and r.qps == 0
+    assert r.sent == r.lost
+    assert r.window_s < 1.0 and r.runtime_s < 1.5
