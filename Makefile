@@ -92,4 +92,4 @@ image: $(STAMP) image-deps
 	PYTHON=$(BIN)/python ./image/build.sh
 
 clean:
-	rm -rf $(VENV) build dist src/*.egg-info src/nodelocaldns/*.so .mypy_cache .pytest_cache .ruff_cache
+	rm -rf $(VENV) build bench/build dist src/*.egg-info src/nodelocaldns/*.so .mypy_cache .pytest_cache .ruff_cache

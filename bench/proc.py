@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import math
 import os
+import time
+from collections.abc import Callable
 
 _HZ = os.sysconf("SC_CLK_TCK")
 
@@ -37,3 +40,25 @@ def cpu_busy_seconds(cpu: int) -> float:
                 )
                 return (user + nice + system + steal) / _HZ
     raise RuntimeError(f"cpu{cpu} not in /proc/stat")
+
+
+class CpuWatch:
+    """A process's CPU time and other work on its CPU over one measured run (a context manager)."""
+
+    def __init__(self, cpu_seconds: Callable[[], float], server_cpu: int | None) -> None:
+        self.cpu_seconds, self.server_cpu = cpu_seconds, server_cpu
+
+    def __enter__(self) -> CpuWatch:
+        self.t0, self.cpu0 = time.monotonic(), self.cpu_seconds()
+        self.busy0 = cpu_busy_seconds(self.server_cpu) if self.server_cpu is not None else 0.0
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.wall = time.monotonic() - self.t0
+        self.server = self.cpu_seconds() - self.cpu0
+        if self.server_cpu is None:
+            self.foreign = math.nan
+            return
+        busy = cpu_busy_seconds(self.server_cpu) - self.busy0
+        #: Non-idle time of the server's CPU not spent by the server, per second of the run.
+        self.foreign = max(0.0, busy - self.server) / self.wall

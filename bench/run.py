@@ -4,8 +4,10 @@ All servers forward to one upstream (unbound with local data) and run side by si
 process tree. The server under test is pinned to CPU 0; dnsperf, the upstream and this harness
 to CPU 1. Per server:
 
-(a) cache-hit QPS at saturation (1000 pre-warmed names, unlimited rate); ``nodelocaldns`` is one
-    native worker on CPU 0, ``nodelocaldns-2w`` two workers (``multisocket 2``) on CPUs 0 and 1;
+(a) cache-hit QPS at saturation (1000 pre-warmed names, unlimited rate), once with dnsperf and
+    once with the bench's own load generator (bench/loadgen.c, cheaper per query: see
+    bench/saturation.py for which one a target uses); ``nodelocaldns`` is one native worker on
+    CPU 0, ``nodelocaldns-2w`` two workers (``multisocket 2``) on CPUs 0 and 1;
 (b) server CPU µs per query at a fixed offered load (50k QPS), from /proc/PID/stat;
 (c) mean and p99 latency in that fixed-load run (dnsperf ``-v`` per-query latencies);
 (d) cache-miss QPS and mean latency (unique names the upstream answers through a redirect zone);
@@ -36,12 +38,9 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-import dns.message
-import dns.query
-import dns.rcode
-
-from bench import dnsperf, proc, report, servers
+from bench import dnsperf, loadgen, proc, report, servers
 from bench.servers import Contender
+from bench.workload import QueryFiles, log, make_query_files, sanity_check, warm
 
 ALL_SERVERS = ("nodelocaldns", "nodelocaldns-2w", "unbound", "dnsmasq", "py-echo")
 FORWARDERS = ("nodelocaldns", "unbound", "dnsmasq")
@@ -61,6 +60,12 @@ class Settings:
     # deeper queues caused (socket buffer overflow at the default rmem).
     sat_outstanding: int = 100
     sat_clients: int = 4
+    # The bench's load generator: 8 sockets x 16. When the server is the bottleneck the whole
+    # closed-loop window waits in the server's socket; 400 overflowed unbound's default receive
+    # buffer (208 KiB) and every drop idles a slot for a timeout. 8 sockets spread better over
+    # nodelocaldns-2w's two SO_REUSEPORT sockets (the kernel hashes each client socket to one).
+    lg_clients: int = 8
+    lg_outstanding: int = 16
     fixed_outstanding: int = 200
     hit_names: int = 1000
     miss_names: int = 250_000
@@ -92,12 +97,24 @@ class HitRound:
     sustained: bool
     mean_latency_us: float
     p99_latency_us: float
+    #: dnsperf's own CPU µs per completed query in the saturation run.
+    sat_client_us: float = math.nan
+    # The same saturation run with bench/loadgen.c (NaN when it could not be built).
+    lg_qps: float = math.nan
+    lg_cpu_us: float = math.nan
+    lg_lost: float = math.nan
+    lg_busy: float = math.nan
+    lg_client_us: float = math.nan
+    #: Replies loadgen rejected (no such ID outstanding, question differs, not a response).
+    lg_bad: float = math.nan
 
 
 @dataclass
 class ServerResult:
     name: str
     skipped: str | None = None
+    #: CPUs the server may use ("server CPU busy" is a share of all of them).
+    cpus: int = 1
     rounds: list[HitRound] = field(default_factory=list)
     miss_qps: float | None = None
     miss_mean_latency_us: float | None = None
@@ -110,7 +127,8 @@ class ServerResult:
     sanity: list[str] = field(default_factory=list)
 
     def median(self, attr: str) -> float | None:
-        values = [getattr(r, attr) for r in self.rounds]
+        """Median over rounds, ignoring rounds that did not measure it (NaN); None if none did."""
+        values = [v for v in (getattr(r, attr) for r in self.rounds) if not math.isnan(v)]
         return statistics.median(values) if values else None
 
     @property
@@ -121,18 +139,6 @@ class ServerResult:
         return statistics.median(1.0 if r.sustained else 0.0 for r in self.rounds) >= 0.5
 
 
-@dataclass(frozen=True)
-class QueryFiles:
-    hit: Path
-    miss: Path
-    fill: Path
-    fill_count: int
-
-
-def log(msg: str) -> None:
-    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-
-
 def cpus() -> tuple[int | None, int | None]:
     """(server CPU, load CPU): 0 and 1 when both exist, else no pinning."""
     available = os.sched_getaffinity(0)
@@ -141,94 +147,21 @@ def cpus() -> tuple[int | None, int | None]:
     return None, None
 
 
-def make_query_files(tmp: Path, s: Settings) -> QueryFiles:
-    hit = dnsperf.write_queries(
-        tmp / "hit.txt", [(f"h{i}.{servers.HIT_ZONE}", "A") for i in range(s.hit_names)]
-    )
-    miss = dnsperf.write_queries(
-        tmp / "miss.txt", [(f"m{i}.{servers.MISS_ZONE}", "A") for i in range(s.miss_names)]
-    )
-    fill: list[tuple[str, str]] = []
-    for i in range(s.fill_per_kind):
-        c, d = divmod(i, 256)
-        nibbles = ".".join(f"{i:08x}"[::-1])
-        fill += [
-            (f"f{i}.{servers.FILL_ZONE}", "A"),  # cluster.local success
-            (f"n{i}.nx.svc.cluster.local.", "A"),  # cluster.local denial
-            (f"{d}.{c % 256}.{c // 256}.18.198.in-addr.arpa.", "PTR"),
-            (f"{d}.{c % 256}.{c // 256}.19.198.in-addr.arpa.", "PTR"),
-            (f"{nibbles}.d.f.ip6.arpa.", "PTR"),
-            (f"{nibbles}.c.f.ip6.arpa.", "PTR"),
-            (f"fill{i}.{servers.MISS_ZONE}", "A"),  # . success
-            (f"fill{i}.nx.bench.", "A"),  # . denial
-        ]
-    return QueryFiles(hit, miss, dnsperf.write_queries(tmp / "fill.txt", fill), len(fill))
+@dataclass(frozen=True)
+class Load:
+    """Where load comes from: the CPUs, the query files and the loadgen binary (None: unavailable)."""
+
+    files: QueryFiles
+    server_cpu: int | None
+    load_cpu: int | None
+    loadgen: Path | None = None
 
 
-def sanity_check(contender: Contender, upstream_port: int) -> list[str]:
-    """Ask the forwarder and the upstream the same questions; list any difference."""
-    questions = [
-        (f"h0.{servers.HIT_ZONE}", "A"),
-        ("missing.svc.cluster.local.", "A"),
-        ("1.0.18.198.in-addr.arpa.", "PTR"),
-        ("1.0.19.198.in-addr.arpa.", "PTR"),
-        ("1.d.f.ip6.arpa.", "PTR"),
-        ("1.c.f.ip6.arpa.", "PTR"),
-        (f"sanity.{servers.MISS_ZONE}", "A"),
-        ("sanity.nx.bench.", "A"),
-    ]
-    problems = []
-    for name, rtype in questions:
-        try:
-            want = dns.query.udp(
-                dns.message.make_query(name, rtype), "127.0.0.1", port=upstream_port, timeout=2
-            )
-            got = dns.query.udp(
-                dns.message.make_query(name, rtype), "127.0.0.1", port=contender.port, timeout=5
-            )
-        except Exception as exc:  # a bench keeps going; the report shows what failed
-            problems.append(f"{name} {rtype}: {exc!r}")
-            continue
-        if contender.name == "py-echo":
-            continue
-        w = (dns.rcode.to_text(want.rcode()), sorted(rr.to_text() for rrs in want.answer for rr in rrs))
-        g = (dns.rcode.to_text(got.rcode()), sorted(rr.to_text() for rrs in got.answer for rr in rrs))
-        if w != g:
-            problems.append(f"{name} {rtype}: upstream {w} vs {contender.name} {g}")
-    return problems
-
-
-def warm(c: Contender, files: QueryFiles, load_cpu: int | None) -> None:
-    r = dnsperf.run(c.port, files.hit, duration_s=30, max_runs=1, max_qps=20_000, cpu=load_cpu)
-    if r.completed < r.sent or set(r.rcodes) - {"NOERROR"}:
-        log(f"  warning: warm-up of {c.name}: {r.completed}/{r.sent} completed, rcodes {r.rcodes}")
-
-
-class CpuWatch:
-    """Server CPU time and other work on the server's CPU over one measured run."""
-
-    def __init__(self, c: Contender, server_cpu: int | None) -> None:
-        self.c, self.server_cpu = c, server_cpu
-
-    def __enter__(self) -> CpuWatch:
-        self.t0, self.cpu0 = time.monotonic(), self.c.cpu_seconds()
-        self.busy0 = proc.cpu_busy_seconds(self.server_cpu) if self.server_cpu is not None else 0.0
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.wall = time.monotonic() - self.t0
-        self.server = self.c.cpu_seconds() - self.cpu0
-        busy = proc.cpu_busy_seconds(self.server_cpu) - self.busy0 if self.server_cpu is not None else 0.0
-        self.foreign = max(0.0, busy - self.server) / self.wall if self.server_cpu is not None else math.nan
-
-
-def measure_hits(
-    c: Contender, files: QueryFiles, s: Settings, server_cpu: int | None, load_cpu: int | None
-) -> HitRound:
+def measure_hits(c: Contender, load: Load, s: Settings, rnd: int = 0) -> HitRound:
     """One round of (a)-(c); repeated (at most twice more) while other work steals the server's CPU."""
     best: HitRound | None = None
     for attempt in range(1 + MAX_RETRIES):
-        result = _measure_hits_once(c, files, s, server_cpu, load_cpu)
+        result = _measure_hits_once(c, load, s, loadgen_first=rnd % 2 == 1)
         if best is None or result.foreign < best.foreign:
             best = result
         if not result.foreign > MAX_FOREIGN:
@@ -252,14 +185,43 @@ def wait_for_quiet(server_cpu: int | None, limit: float = MAX_FOREIGN, max_wait_
             return busy
 
 
-def _measure_hits_once(
-    c: Contender, files: QueryFiles, s: Settings, server_cpu: int | None, load_cpu: int | None
-) -> HitRound:
+def _loadgen_saturation(c: Contender, load: Load, s: Settings) -> dict[str, float]:
+    """(a) with bench/loadgen.c: the ``lg_*`` fields of a HitRound, plus its foreign load."""
+    if load.loadgen is None:
+        return {}
+    warm(c, load.files, load.load_cpu)
+    with proc.CpuWatch(c.cpu_seconds, load.server_cpu) as watch:
+        lg = loadgen.run(
+            c.port,
+            load.files.hit,
+            duration_s=s.duration_s,
+            outstanding=s.lg_outstanding,
+            clients=s.lg_clients,
+            cpu=load.load_cpu,
+            binary=load.loadgen,
+        )
+    if lg.bad or set(lg.rcodes) - {"NOERROR"}:
+        log(f"  warning: loadgen against {c.name}: {lg.bad} bad replies, rcodes {lg.rcodes}")
+    return {
+        "lg_qps": lg.qps,
+        "lg_cpu_us": watch.server / max(lg.completed, 1) * 1e6,
+        "lg_lost": lg.lost_fraction,
+        "lg_busy": watch.server / max(lg.runtime_s, 1e-9),
+        "lg_client_us": lg.client_cpu_us_per_query,
+        "lg_bad": float(lg.bad),
+        "foreign": watch.foreign,
+    }
+
+
+def _measure_hits_once(c: Contender, load: Load, s: Settings, loadgen_first: bool) -> HitRound:
+    files, server_cpu, load_cpu = load.files, load.server_cpu, load.load_cpu
     idle_busy = wait_for_quiet(server_cpu)
     if idle_busy > MAX_FOREIGN:
         log(f"  CPU {server_cpu} is {idle_busy:.0%} busy with other work; measuring anyway")
+    # The two generators take turns going first, round by round.
+    lg = _loadgen_saturation(c, load, s) if loadgen_first else {}
     warm(c, files, load_cpu)
-    with CpuWatch(c, server_cpu) as sat_watch:
+    with proc.CpuWatch(c.cpu_seconds, server_cpu) as sat_watch:
         sat = dnsperf.run(
             c.port,
             files.hit,
@@ -268,8 +230,10 @@ def _measure_hits_once(
             clients=s.sat_clients,
             cpu=load_cpu,
         )
+    if not loadgen_first:
+        lg = _loadgen_saturation(c, load, s)
     warm(c, files, load_cpu)
-    with CpuWatch(c, server_cpu) as fixed_watch:
+    with proc.CpuWatch(c.cpu_seconds, server_cpu) as fixed_watch:
         fixed = dnsperf.run(
             c.port,
             files.hit,
@@ -285,17 +249,27 @@ def _measure_hits_once(
         sat_cpu_us=sat_watch.server / max(sat.completed, 1) * 1e6,
         sat_lost=sat.lost_fraction,
         sat_busy=sat_watch.server / max(sat.runtime_s, 1e-9),
-        foreign=max(sat_watch.foreign, fixed_watch.foreign),
+        foreign=max(sat_watch.foreign, fixed_watch.foreign, lg.pop("foreign", 0.0)),
         fixed_qps=fixed.qps,
         fixed_cpu_us=fixed_watch.server / max(fixed.completed, 1) * 1e6,
         fixed_lost=fixed.lost_fraction,
         sustained=fixed.qps >= 0.98 * s.fixed_qps and fixed.lost_fraction < 0.01,
         mean_latency_us=statistics.fmean(lat) * 1e6 if lat else float("nan"),
         p99_latency_us=dnsperf.percentile(lat, 99) * 1e6,
+        sat_client_us=sat.client_cpu_s / max(sat.completed, 1) * 1e6,
+        **lg,
+    )
+    share = f" of {c.cpus} CPUs" if c.cpus > 1 else ""
+    gen = (
+        f"loadgen {result.lg_qps:,.0f} qps (server busy {result.lg_busy / c.cpus:.0%}{share}, "
+        f"loadgen {result.lg_client_us:.2f} µs/q, lost {result.lg_lost:.2%}), "
+        if lg
+        else ""
     )
     log(
-        f"  {c.name}: saturation {sat.qps:,.0f} qps ({result.sat_cpu_us:.1f} µs/q, "
-        f"server busy {result.sat_busy:.0%}, lost {sat.lost}), "
+        f"  {c.name}: saturation dnsperf {sat.qps:,.0f} qps ({result.sat_cpu_us:.1f} µs/q, "
+        f"server busy {result.sat_busy / c.cpus:.0%}{share}, dnsperf {result.sat_client_us:.2f} µs/q, "
+        f"lost {sat.lost}), {gen}"
         f"fixed {fixed.qps:,.0f} qps {result.fixed_cpu_us:.1f} µs/q, "
         f"latency mean {result.mean_latency_us:.0f} µs p99 {result.p99_latency_us:.0f} µs, lost {fixed.lost}, "
         f"foreign load on server CPU {result.foreign:.0%}"
@@ -394,6 +368,11 @@ def run(
     else:
         log("fewer than 2 CPUs: running unpinned, numbers will be noisy")
     results = {name: ServerResult(name) for name in args.servers}
+    try:
+        gen: Path | None = loadgen.build()
+    except loadgen.LoadgenError as exc:
+        gen = None
+        log(f"no loadgen saturation rows: {exc}")
     starters = _starters()
     with _sigterm_exits(), contextlib.ExitStack() as stack:
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-")))
@@ -416,14 +395,16 @@ def run(
                 log(f"SKIP {name}: {exc}")
                 continue
             results[name].sanity = sanity_check(contenders[name], up.port)
+            results[name].cpus = contenders[name].cpus
             for problem in results[name].sanity:
                 log(f"  sanity {name}: {problem}")
             log(f"{name} on 127.0.0.1:{contenders[name].port} (pid {contenders[name].pid})")
         names = list(contenders)
+        load = Load(files, server_cpu, load_cpu, gen)
         for rnd in range(s.rounds):
             log(f"round {rnd + 1}/{s.rounds}: cache hits (a)-(c)")
             for name in rotate(names, rnd):
-                results[name].rounds.append(measure_hits(contenders[name], files, s, server_cpu, load_cpu))
+                results[name].rounds.append(measure_hits(contenders[name], load, s, rnd))
         forwarders = [n for n in names if n in FORWARDERS]
         log("cache misses (d)")
         for name in forwarders:

@@ -182,6 +182,8 @@ class Contender:
     name: str
     server: UpstreamServer
     metrics_url: str | None = None
+    #: CPUs the server may use: its "server CPU busy" is a share of all of them.
+    cpus: int = 1
 
     @property
     def port(self) -> int:
@@ -262,7 +264,7 @@ def _started(contender: Contender, timeout: float) -> Iterator[Contender]:
 
 @contextlib.contextmanager
 def nodelocaldns(upstream_port: int, cpu: int | str | None, sockets: int | None = None,
-                 name: str = "nodelocaldns") -> Iterator[Contender]:  # fmt: skip
+                 name: str = "nodelocaldns", cpus: int = 1) -> Iterator[Contender]:  # fmt: skip
     """The server under test; pinned to one CPU it runs one native worker (multisocket's default
     is the CPUs the process may use)."""
     workdir = Path(tempfile.mkdtemp(prefix="bench-nodelocaldns-"))
@@ -271,7 +273,7 @@ def nodelocaldns(upstream_port: int, cpu: int | str | None, sockets: int | None 
     corefile.write_text(nodelocal_corefile(port, upstream_port, metrics_port, sockets))
     argv = [*_pin(cpu), str(NODELOCALDNS), "serve", "--corefile", str(corefile)]
     server = _managed(name, argv, port, workdir, "nodelocaldns.log")
-    with _started(Contender(name, server, f"http://127.0.0.1:{metrics_port}/metrics"), 60) as c:
+    with _started(Contender(name, server, f"http://127.0.0.1:{metrics_port}/metrics", cpus), 60) as c:
         yield c
 
 
@@ -280,7 +282,7 @@ def nodelocaldns_2w(upstream_port: int, cpu: int | None) -> Iterator[Contender]:
     """Two native workers (``multisocket 2``) on two CPUs: the server's and the load generator's
     (this machine has two; the load generator competes, so this is a lower bound)."""
     cpus = f"{cpu},{cpu + 1}" if cpu is not None else None
-    with nodelocaldns(upstream_port, cpus, sockets=2, name="nodelocaldns-2w") as c:
+    with nodelocaldns(upstream_port, cpus, sockets=2, name="nodelocaldns-2w", cpus=2 if cpus else 1) as c:
         yield c
 
 

@@ -25,8 +25,10 @@ from tests.support.ports import free_port
 from tests.support.upstreams import unbound_server
 
 from bench import dnsperf
-from bench.run import CpuWatch, cpus, log, wait_for_quiet
+from bench.proc import CpuWatch
+from bench.run import cpus, wait_for_quiet
 from bench.servers import NODELOCALDNS, Contender, _managed, _pin, _started
+from bench.workload import log
 
 ZONE = "multi.svc.cluster.local."
 NAMES = 1000
@@ -75,7 +77,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             # Quiet first, then warm: the measured run must start well within the cache's 30 s.
             wait_for_quiet(server_cpu)
             dnsperf.run(c.port, qfile, duration_s=5, max_runs=1, max_qps=20_000, cpu=load_cpu)  # warm
-            with CpuWatch(c, server_cpu) as w:
+            with CpuWatch(c.cpu_seconds, server_cpu) as w:
                 r = dnsperf.run(c.port, qfile, duration_s=args.l, outstanding=100, clients=4, cpu=load_cpu)
             us = w.server / max(r.completed, 1) * 1e6
             results[name] = (r.qps, us)
