@@ -23,7 +23,7 @@ from tests.support.ports import free_port
 
 from nodelocaldns import native
 from nodelocaldns.plugins.cache import fastpath
-from nodelocaldns.server.listener import UDPWorker
+from nodelocaldns.server.udp import UDPWorker
 
 
 def per_call(n: int) -> None:
