@@ -218,7 +218,9 @@ class Listener:
         acc[2] += dt
         return reply
 
-    def _native_hit(self, nat: NativeSide, got: tuple[bytes, int], data: bytes, t0: float, tcp: bool) -> bytes:
+    def _native_hit(
+        self, nat: NativeSide, got: tuple[bytes, int], data: bytes, t0: float, tcp: bool
+    ) -> bytes:
         """A hit the native index answered in the loop: counted as Listener.fast counts its own."""
         reply, raw = got
         k, acc = nat.translate(raw)

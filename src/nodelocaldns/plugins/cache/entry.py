@@ -240,8 +240,8 @@ class Entry(Cached):
     def mirrored(self, kind: type[Mirrored], key: bytes) -> Mirrored:
         """This entry without its bytes, once ``kind.src`` (a native index, ``Mirrored.bound``)
         holds them under ``key``."""
-        m = kind.__new__(kind)
-        m.stored, m.key = self.stored, key
+        m = kind.__new__(kind, self.stored)
+        m.key = key
         if self.fl & _REFRESHING:
             _refreshing.add(m)
         return m
@@ -264,23 +264,35 @@ _LOW = (1 << ZONE_SHIFT) - 1  # the stat id bits of an index entry's stat (the r
 _refreshing: set[Mirrored] = set()  # Mirrored entries with a refresh in flight (Cached.refreshing)
 
 
-class Mirrored(Cached):
+class Mirrored(float, Cached):  # a float: see below
     """A cached reply whose records only the native index holds (``src`` under ``key``).
 
-    Four full caches hold ~80k of these, so the object keeps only ``key`` and ``stored`` (48 bytes,
-    and the float): everything else (heads, TTL offsets, TTL, stat id, flags, stored question) is
-    what the index stored with the bytes, read back with ``Index.meta`` on the rare Python use.
-    ``stored`` doubles as the identity check: the index returns nothing if it holds another entry
-    for ``key``. Prefetch never meets one (a prefetching cache has no fast path, so nothing is
-    mirrored); a refresh in flight is noted in ``_refreshing``.
+    Four full caches hold ~80k of these, so the object is its stored time (a float subclass: the
+    value is ``stored``, no separate float object) plus ``key``, 48 bytes in all. Everything else
+    (heads, TTL offsets, TTL, stat id, flags, stored question) is what the index stored with the
+    bytes, read back with ``Index.meta`` on the rare Python use. ``stored`` doubles as the identity
+    check: the index returns nothing if it holds another entry for ``key``. Prefetch never meets
+    one (a prefetching cache has no fast path, so nothing is mirrored); a refresh in flight is
+    noted in ``_refreshing``. Being a float is an implementation detail: identity equality and
+    hashing, and always true (``smap.get(key) or dmap.get(key)`` must never skip one).
     """
 
-    __slots__ = ("stored", "key")
+    __slots__ = ("key",)
     memo_until = float("-inf")  # the fast paths' "memo still valid" test fails: they call body()
     last_hit = 0.0
     hits = 0
     src: ClassVar[BodySource]
     key: bytes
+    __eq__ = object.__eq__
+    __ne__ = object.__ne__
+    __hash__ = object.__hash__
+
+    def __bool__(self) -> bool:
+        return True
+
+    @property
+    def stored(self) -> float:  # type: ignore[override]
+        return float(self)
 
     @classmethod
     def bound(cls, src: BodySource) -> type[Mirrored]:
@@ -313,7 +325,7 @@ class Mirrored(Cached):
         return self._meta()[5]
 
     @property
-    def fl(self) -> int:  # type: ignore[override]
+    def fl(self) -> int:
         return self._meta()[4] | (_REFRESHING if self in _refreshing else 0)
 
     @fl.setter
