@@ -19,6 +19,7 @@ from nodelocaldns.dns.message import RR, TYPE_A, TYPE_AAAA, TYPE_CNAME, TYPE_MX,
 from nodelocaldns.plugins.cache import fastpath
 from nodelocaldns.plugins.loadbalance.runtime import LoadBalanceRuntime
 from support.inproc import Harness
+from support.taught import taught
 
 
 def _walk(orig: list[RR], target: list[RR]) -> list[int] | None:
@@ -119,7 +120,7 @@ def lb_runtime(env: Harness) -> LoadBalanceRuntime:
 
 def unshuffled(env: Harness, data: bytes, tcp: bool) -> bytes | None:
     """The Python fast path's hit before loadbalance: what the reference shuffles."""
-    memo = {k: (*r[:4], None, r[5]) for k, r in env.lst.router.memo.items()}
+    memo = {k: (*r[:4], None, r[5]) for k, r in taught(env).items()}
     hit = fastpath.answer(data, env.clock(), memo, tcp)
     return None if hit is None else hit[0]
 

@@ -278,6 +278,55 @@ static PyObject *Index_stale_answer(IndexObject *self, PyObject *args, PyObject 
     return out;
 }
 
+/* Everything but the bytes of key's entry, as entry.Mirrored reads it back: (heads: the 8 x 10
+ * header variants, TTL offsets, orig, stat, flags (KEEPTTL | AA), cased question or None), or
+ * None when absent or (stored given) another entry. The Python store keeps only stored and key. */
+static PyObject *Index_meta(IndexObject *self, PyObject *args, PyObject *kw) {
+    static char *names[] = {"key", "stored", NULL};
+    Py_buffer key;
+    PyObject *stored_obj = Py_None;
+    if (!ready(self) || !PyArg_ParseTupleAndKeywords(args, kw, "y*|O", names, &key, &stored_obj))
+        return NULL;
+    double stored = 0.0;
+    int check = stored_obj != Py_None;
+    if (check) {
+        stored = PyFloat_AsDouble(stored_obj);
+        if (stored == -1.0 && PyErr_Occurred()) {
+            PyBuffer_Release(&key);
+            return NULL;
+        }
+    }
+    PyObject *out = NULL;
+    nld_index_rdlock(&self->ix);
+    const nld_entry *e = nld_index_get(&self->ix, key.buf, (size_t)key.len);
+    if (e == NULL || (check && e->stored != stored)) {
+        out = Py_NewRef(Py_None);
+    } else {
+        uint8_t heads[NLD_HEADS * NLD_HEAD_LEN];
+        for (unsigned i = 0; i < NLD_HEADS; i++)
+            nld_e_head(e, i, heads + i * NLD_HEAD_LEN);
+        PyObject *offs = PyTuple_New(e->noffs);
+        const uint16_t *o = nld_e_offs(e);
+        for (size_t i = 0; offs != NULL && i < e->noffs; i++) {
+            PyObject *v = PyLong_FromLong(o[i]);
+            if (v == NULL)
+                Py_CLEAR(offs);
+            else
+                PyTuple_SET_ITEM(offs, (Py_ssize_t)i, v);
+        }
+        if (offs != NULL) {
+            const uint8_t *qc = nld_e_qcased(e);
+            out = Py_BuildValue("(y#NkKiy#)", (const char *)heads, (Py_ssize_t)sizeof(heads), offs,
+                                (unsigned long)e->orig, (unsigned long long)e->stat,
+                                (int)(e->fl & (NLD_FL_KEEPTTL | NLD_FL_AA)), (const char *)qc,
+                                (Py_ssize_t)(qc != NULL ? e->qclen : 0));
+        }
+    }
+    nld_index_unlock(&self->ix);
+    PyBuffer_Release(&key);
+    return out;
+}
+
 static Py_ssize_t Index_len(IndexObject *self) {
     if (!ready(self))
         return -1;
@@ -307,6 +356,9 @@ static PyMethodDef Index_methods[] = {
     {"body", (PyCFunction)(void (*)(void))Index_body, METH_VARARGS | METH_KEYWORDS,
      "body(key, ttl=-1, stored=None) -> bytes | None: the entry's records with every TTL = ttl "
      "(-1: the original); None if absent or (stored given) another entry"},
+    {"meta", (PyCFunction)(void (*)(void))Index_meta, METH_VARARGS | METH_KEYWORDS,
+     "meta(key, stored=None) -> (heads, offs, orig, stat, flags, q) | None: the entry without its "
+     "records; None if absent or (stored given) another entry"},
     {"clear", (PyCFunction)Index_clear, METH_NOARGS, "clear() -> None"},
     {"answer", (PyCFunction)(void (*)(void))Index_answer, METH_VARARGS | METH_KEYWORDS,
      "answer(query, now, tcp=False) -> bytes | None: the fast-path reply for a fresh hit"},

@@ -101,6 +101,8 @@ class NativeSide(UDPSide, Protocol):
 
     def lookup(self, data: bytes, now: float, tcp: bool) -> tuple[bytes, int] | None: ...
 
+    def holds(self, key: bytes) -> bool: ...
+
     def translate(self, k: int) -> tuple[int, ZoneAcc]: ...
 
 
@@ -194,10 +196,12 @@ class Listener:
         """A fresh cache hit as final reply bytes (counted), or None: let the slow path decide."""
         t0 = _perf()
         nat = self.native
-        if tcp and nat is not None:
-            got = nat.lookup(data, self.clock(), True)
+        if nat is not None:
+            # The index's names are not in the memo (see handle): TCP, a datagram the loop read
+            # (shared_udp) and one a worker handed over before its answer was stored look here.
+            got = nat.lookup(data, self.clock(), tcp)
             if got is not None:
-                return self._native_tcp_hit(nat, got, data, t0)
+                return self._native_hit(nat, got, data, t0, tcp)
         hit = fastpath.answer(data, self.clock(), self.router.memo, tcp)
         if hit is None:
             return None
@@ -214,18 +218,22 @@ class Listener:
         acc[2] += dt
         return reply
 
-    def _native_tcp_hit(self, nat: NativeSide, got: tuple[bytes, int], data: bytes, t0: float) -> bytes:
-        """A TCP hit the native index answered: counted as Listener.fast counts its own."""
+    def _native_hit(
+        self, nat: NativeSide, got: tuple[bytes, int], data: bytes, t0: float, tcp: bool
+    ) -> bytes:
+        """A hit the native index answered in the loop: counted as Listener.fast counts its own."""
         reply, raw = got
         k, acc = nat.translate(raw)
-        k |= 4
+        if tcp:
+            k |= 4
         dt = _perf() - t0
         st = self.stats
         if dt <= _B0:
             st.fast_tcp[k] = st.fast_tcp.get(k, 0) + 1
         else:
             zone, _p, qtype, rcode, kind, do, qlen, _r = st.decode_fast(k)
-            st.record((zone, "tcp", qtype, do, qlen, len(reply), rcode, "cache", duration_bucket(dt)), 0.0)
+            proto = "tcp" if tcp else "udp"
+            st.record((zone, proto, qtype, do, qlen, len(reply), rcode, "cache", duration_bucket(dt)), 0.0)
             st.hit_kinds[(zone, kind)] = st.hit_kinds.get((zone, kind), 0) + 1
         acc[2] += dt
         return reply
@@ -326,7 +334,11 @@ class Listener:
         # Only a name the cache now holds is worth a memo entry: unique names that failed (a flood
         # toward a dead upstream) would otherwise fill the memo with routes to nothing. Noted
         # before the reply goes out, so the client's next query already finds it on the fast path.
-        if qkey and cache is not None and cache.covers(q.qname) and cache.store.get(req.key) is not None:
+        # A name the native index holds is found there (Listener.fast): the memo would only cost
+        # memory (~80k names in four full caches, and routes to evicted names until it clears).
+        nat = self.native
+        if (qkey and cache is not None and cache.covers(q.qname) and cache.store.get(req.key) is not None
+                and (nat is None or not nat.holds(req.key))):  # fmt: skip
             fastpath.remember(router.memo, router.routes, qkey, zone, cache.store.maps, self.stats.zone_acc(zone),
                               self.memo_max, block.transform, block.udp_max)  # fmt: skip
         send(out)

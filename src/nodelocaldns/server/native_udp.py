@@ -377,7 +377,7 @@ class NativeUDPServer:
         self.n_finished += 1
 
     def _cached(self, data: bytes) -> bool:
-        return holds(self.listener.router, data)
+        return holds(self.listener.router, data, self)
 
     @property
     def dropped(self) -> int:
@@ -406,6 +406,10 @@ class NativeUDPServer:
         out = wire.bare_reply(data, wire.FORMERR)  # as UDPWorker.oversized
         if out is not None:
             self._send(s, out, addr)
+
+    def holds(self, key: bytes) -> bool:
+        """Does the index hold an entry for ``key`` (fresh or not)? Then so does a cache store."""
+        return self.nix.index.body(key) is not None
 
     def lookup(self, data: bytes, now: float, tcp: bool) -> tuple[bytes, int] | None:
         """The native index's answer to ``data`` and the key to count it under (TCP uses this)."""

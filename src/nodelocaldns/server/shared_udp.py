@@ -127,7 +127,7 @@ class SharedReader:
             self.send(out, addr)
             return
         send = partial(self.send, addr=addr)
-        if not self.gate.admit(holds(lst.router, data), in_flight(lst)):
+        if not self.gate.admit(holds(lst.router, data, lst.native), in_flight(lst)):
             self.gate.shed(data, send)
             return
         # Listener.spawn's task, also tracked here: the socket stays open until it has answered.

@@ -14,22 +14,23 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from nodelocaldns.plugins.cache import fastpath
-from nodelocaldns.server.listener import Listener, Router
+from nodelocaldns.server.listener import Listener, NativeSide, Router
 from nodelocaldns.server.udp import refused_reply, reserve_for
 
 
-def holds(router: Router, data: bytes) -> bool:
-    """Does the cache hold this question (a miss only because it expired)?"""
+def holds(router: Router, data: bytes, native: NativeSide | None = None) -> bool:
+    """Does the cache hold this question (a miss only because it expired)? The names the
+    listener's native index holds are not in the memo (Listener.handle): ``native`` asks it."""
     qend = data.find(0, 12) + 5
     if qend < 17 or len(data) < qend:
         return False
     q = fastpath.question_key(data, qend)
-    route = router.memo.get(q)
-    if route is None:
-        return False
     do = data[11] == 1 and len(data) >= qend + 11 and data[qend + 7] & 0x80
     key = fastpath.flagged(q, do, data[3] & 0x10)
-    return key in route[0] or key in route[1]
+    route = router.memo.get(q)
+    if route is not None and (key in route[0] or key in route[1]):
+        return True
+    return native is not None and native.holds(key)
 
 
 class SlowGate:

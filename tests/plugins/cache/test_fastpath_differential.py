@@ -28,6 +28,7 @@ from nodelocaldns.plugins.cache.entry import Entry
 from nodelocaldns.plugins.cache.setup import CacheConfig
 from support.inproc import Harness, inproc, query
 from support.lbref import ReplayRng, check_native_shuffle
+from support.taught import taught
 from support.upstreams import unbound_server
 
 ZONES = {
@@ -127,7 +128,7 @@ def packets(draw: st.DrawFn) -> bytes:
 @SETTINGS
 @given(data=packets())
 def test_udp_path_reference_and_slow_path_agree(env: Env, data: bytes) -> None:
-    ref = fastpath.answer(data, env.clock(), env.lst.router.memo, tcp=False)
+    ref = fastpath.answer(data, env.clock(), taught(env), tcp=False)
     nat = native_answer(env, data)
     got_udp = env.udp(data)
     got_slow = env.slow(data)
@@ -141,7 +142,7 @@ def test_udp_path_reference_and_slow_path_agree(env: Env, data: bytes) -> None:
 @SETTINGS
 @given(data=packets())
 def test_tcp_path_is_the_reference(env: Env, data: bytes) -> None:
-    ref = fastpath.answer(data, env.clock(), env.lst.router.memo, tcp=True)
+    ref = fastpath.answer(data, env.clock(), taught(env), tcp=True)
     got = env.lst.fast(data, True)
     if ref is not None or env.lst.native is None:
         assert got == (ref[0] if ref is not None else None)
@@ -155,14 +156,14 @@ def test_tcp_path_is_the_reference(env: Env, data: bytes) -> None:
 @SETTINGS
 @given(data=st.binary(min_size=0, max_size=80) | packets().map(lambda p: p[: len(p) // 2]))
 def test_reference_never_raises_on_garbage(env: Env, data: bytes) -> None:
-    assert fastpath.answer(data, env.clock(), env.lst.router.memo, tcp=False) is None or len(data) >= 17
+    assert fastpath.answer(data, env.clock(), taught(env), tcp=False) is None or len(data) >= 17
 
 
 def test_the_fast_path_served_the_warm_hits(env: Env) -> None:
     """A warmed lowercase query is a reference hit, and the UDP path counts it as a fast hit
     (natively answered in native mode: the worker counted it, not Python)."""
     data = query("a.cluster.local.", 1)
-    assert fastpath.answer(data, env.clock(), env.lst.router.memo, tcp=False) is not None
+    assert fastpath.answer(data, env.clock(), taught(env), tcp=False) is not None
     before, py_before = fast_hits(env), sum(env.lst.stats.fast.values())
     env.udp(data)
     assert fast_hits(env) == before + 1
@@ -365,7 +366,7 @@ def cap_env(request: pytest.FixtureRequest) -> Iterator[Env]:
 def test_bufsize_block_udp_reference_native_and_slow_agree(cap_env: Env, p: tuple[bytes, int]) -> None:
     env = cap_env
     data, _seed = p
-    ref = fastpath.answer(data, env.clock(), env.lst.router.memo, tcp=False)
+    ref = fastpath.answer(data, env.clock(), taught(env), tcp=False)
     nat = native_answer(env, data)
     got_udp = env.udp(data)
     if ref is not None:
@@ -383,7 +384,7 @@ def test_loadbalance_bufsize_block_udp_reference_and_slow_agree(lb_env: tuple[En
     data, seed = p
     nat = native_answer(env, data)
     rng.restart(seed)
-    ref = fastpath.answer(data, env.clock(), env.lst.router.memo, tcp=False)
+    ref = fastpath.answer(data, env.clock(), taught(env), tcp=False)
     rng.restart(seed)
     got_udp = env.udp(data)
     if nat is not None:  # the native worker shuffled with its own draws
@@ -409,7 +410,7 @@ def test_loadbalance_bufsize_block_tcp_is_the_reference(lb_env: tuple[Env, Repla
         check_native_shuffle(env, rng, data, nat, got, True)
         return
     rng.restart(seed)
-    ref = fastpath.answer(data, env.clock(), env.lst.router.memo, tcp=True)
+    ref = fastpath.answer(data, env.clock(), taught(env), tcp=True)
     rng.restart(seed)
     got = env.lst.fast(data, True)
     assert got == (ref[0] if ref is not None else None)

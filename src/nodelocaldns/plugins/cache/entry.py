@@ -18,7 +18,7 @@ import struct
 from typing import TYPE_CHECKING, ClassVar, Protocol
 
 from nodelocaldns.dns import message, wire
-from nodelocaldns.metrics.dnsstats import stat_base, stats_of
+from nodelocaldns.metrics.dnsstats import ZONE_SHIFT, stat_base, stats_of
 from nodelocaldns.plugins.cache.classify import Verdict
 
 _TTL = struct.Struct("!I")
@@ -240,51 +240,112 @@ class Entry(Cached):
     def mirrored(self, kind: type[Mirrored], key: bytes) -> Mirrored:
         """This entry without its bytes, once ``kind.src`` (a native index, ``Mirrored.bound``)
         holds them under ``key``."""
-        m = kind.__new__(kind)
-        m.heads, m.offs, m.stored, m.orig, m.sbase = self.heads, self.offs, self.stored, self.orig, self.sbase
-        m.fl, m.q, m.key = self.fl, self.q, key
+        m = kind.__new__(kind, self.stored)
+        m.key = key
+        if self.fl & _REFRESHING:
+            _refreshing.add(m)
         return m
 
 
 class BodySource(Protocol):
-    """Where a mirrored entry's records live (nodelocaldns._native.Index)."""
+    """Where a mirrored entry's records and metadata live (nodelocaldns._native.Index)."""
 
     def body(self, key: bytes, ttl: int = -1, stored: float | None = None) -> bytes | None: ...
 
+    def meta(
+        self, key: bytes, stored: float | None = None
+    ) -> tuple[bytes, tuple[int, ...], int, int, int, bytes | None] | None: ...
 
-class Mirrored(Cached):
+
+# What a Mirrored reads once its index holds another entry for its key (or none): expired at
+# once, no bytes. Only an object the store already let go of can see this.
+_GONE: tuple[bytes, tuple[int, ...], int, int, int, bytes | None] = (b"", (), 0, 0, 0, None)
+_LOW = (1 << ZONE_SHIFT) - 1  # the stat id bits of an index entry's stat (the rest: its zone)
+_refreshing: set[Mirrored] = set()  # Mirrored entries with a refresh in flight (Cached.refreshing)
+
+
+class Mirrored(float, Cached):  # a float: see below
     """A cached reply whose records only the native index holds (``src`` under ``key``).
 
-    Every TTL decision is made here, from the same metadata as ``Entry``; the bytes are read
-    back (with the TTL patched in C) only when Python itself answers from it. ``stored`` doubles
-    as the identity check: the index returns nothing if it holds another entry for ``key``.
-    Prefetch never meets one (a prefetching cache has no fast path, so nothing is mirrored).
+    Four full caches hold ~80k of these, so the object is its stored time (a float subclass: the
+    value is ``stored``, no separate float object) plus ``key``, 48 bytes in all. Everything else
+    (heads, TTL offsets, TTL, stat id, flags, stored question) is what the index stored with the
+    bytes, read back with ``Index.meta`` on the rare Python use. ``stored`` doubles as the identity
+    check: the index returns nothing if it holds another entry for ``key``. Prefetch never meets
+    one (a prefetching cache has no fast path, so nothing is mirrored); a refresh in flight is
+    noted in ``_refreshing``. Being a float is an implementation detail: identity equality and
+    hashing, and always true (``smap.get(key) or dmap.get(key)`` must never skip one).
     """
 
-    # ~80k of these in four full caches: every slot is 8 bytes each. The index is the class's
-    # (``bound``: one subclass per index), and prefetch's hit count is never kept (see above).
-    __slots__ = ("heads", "offs", "stored", "orig", "sbase", "fl", "q", "key")
+    __slots__ = ("key",)
     memo_until = float("-inf")  # the fast paths' "memo still valid" test fails: they call body()
     last_hit = 0.0
     hits = 0
     src: ClassVar[BodySource]
     key: bytes
+    __eq__ = object.__eq__
+    __ne__ = object.__ne__
+    __hash__ = object.__hash__
+
+    def __bool__(self) -> bool:
+        return True
+
+    @property
+    def stored(self) -> float:  # type: ignore[override]
+        return float(self)
 
     @classmethod
     def bound(cls, src: BodySource) -> type[Mirrored]:
         """The Mirrored type whose entries read their bytes from ``src``."""
         return type("Mirrored", (cls,), {"__slots__": (), "src": src, "__doc__": cls.__doc__})
 
-    def body(self, now: float) -> bytes | None:
-        keep = self.fl & _KEEPTTL
-        if now < self.stored + (self.orig if keep else 1):  # as Entry's memo: served as stored
-            ttl = self.orig
+    def _meta(self) -> tuple[bytes, tuple[int, ...], int, int, int, bytes | None]:
+        return self.src.meta(self.key, self.stored) or _GONE
+
+    # The metadata, read back (mypy: Cached declares these as plain attributes).
+    @property
+    def heads(self) -> tuple[bytes, ...]:  # type: ignore[override]
+        h = self._meta()[0]
+        return tuple(h[i : i + 10] for i in range(0, len(h), 10))
+
+    @property
+    def offs(self) -> tuple[int, ...]:  # type: ignore[override]
+        return self._meta()[1]
+
+    @property
+    def orig(self) -> int:  # type: ignore[override]
+        return self._meta()[2]
+
+    @property
+    def sbase(self) -> int:  # type: ignore[override]
+        return self._meta()[3] & _LOW
+
+    @property
+    def q(self) -> bytes | None:  # type: ignore[override]
+        return self._meta()[5]
+
+    @property
+    def fl(self) -> int:
+        return self._meta()[4] | (_REFRESHING if self in _refreshing else 0)
+
+    @fl.setter
+    def fl(self, value: int) -> None:
+        if value & _REFRESHING:
+            _refreshing.add(self)
         else:
-            ttl = self.orig - int(now - self.stored)
+            _refreshing.discard(self)
+
+    def body(self, now: float) -> bytes | None:
+        _h, _o, orig, _s, fl, _q = self._meta()
+        keep = fl & _KEEPTTL
+        if now < self.stored + (orig if keep else 1):  # as Entry's memo: served as stored
+            ttl = orig
+        else:
+            ttl = orig - int(now - self.stored)
             if ttl <= 0:
                 return None
             if keep:
-                ttl = self.orig
+                ttl = orig
         return self.src.body(self.key, ttl, self.stored)
 
     def body_with_ttl(self, ttl: int) -> bytes | None:
@@ -304,12 +365,15 @@ class Mirrored(Cached):
 
     def materialize(self) -> Entry | None:
         """A full ``Entry`` with its own copy of the bytes (before the index forgets them)."""
-        memo = self.src.body(self.key, self.orig, self.stored)
-        if memo is None:
+        meta = self.src.meta(self.key, self.stored)
+        memo = self.src.body(self.key, -1, self.stored)
+        if meta is None or memo is None:
             return None
+        h, offs, orig, stat, fl, q = meta
         e = Entry.__new__(Entry)
-        e.heads, e.offs, e.stored, e.orig, e.sbase = self.heads, self.offs, self.stored, self.orig, self.sbase
-        e.fl, e.q, e.hits, e.last_hit, e.memo = self.fl, self.q, 0, self.stored, memo
-        e.memo_until = self.stored + (self.orig if self.fl & _KEEPTTL else 1)
+        e.heads = _interned_heads.setdefault(t := tuple(h[i : i + 10] for i in range(0, len(h), 10)), t)
+        e.offs, e.stored, e.orig, e.sbase = _intern_offs(offs), self.stored, orig, stat & _LOW
+        e.fl, e.q, e.hits, e.last_hit, e.memo = fl | (self.fl & _REFRESHING), q, 0, self.stored, memo
+        e.memo_until = self.stored + (orig if fl & _KEEPTTL else 1)
         e.tail = e.tail_edns = b""
         return e
