@@ -36,6 +36,13 @@ def _counters(h: Harness) -> CacheCounters:
     return h.call(lambda: h.cache().counters.for_server(h.lst.server))
 
 
+def _stored_at(h: Harness, q: bytes) -> float | None:
+    """When the cache stored ``q``'s current entry (None: not held)."""
+    key = fastpath.flagged(fastpath.question_key(q, q.find(0, 12) + 5), 0, 0)
+    e = h.call(lambda: h.cache().store.get(key))
+    return None if e is None else float(e.stored)
+
+
 def _all_paths(h: Harness, q: bytes) -> tuple[list[int], list[int], list[int]]:
     return answer_ttls(h.udp(q)), answer_ttls(h.tcp(q)), answer_ttls(h.slow(q))
 
@@ -80,8 +87,10 @@ def test_serve_stale_answers_inside_the_window_and_not_at_its_end(upstream: Upst
         assert answer_ttls(h.udp(a)) == [7]  # the stale entry, with the configured response TTL
         assert _counters(h).served_stale == stale_before + 1
         assert upstream.wait_for_queries(1, name=NAMES[0]) >= 1 and upstream.wait_for_queries(3) == 3
-        # The background refresh lands: the entry is fresh again, stored at the fake now.
-        h.wait_until(lambda: answer_ttls(h.slow(a)) == [30])
+        # The background refresh lands: the entry is stored again at the fake now. Waiting on the
+        # store, not on answers: a query before the refresh lands would be served stale again.
+        h.wait_until(lambda: _stored_at(h, a) == h.clock())
+        assert answer_ttls(h.slow(a)) == [30]
         assert _counters(h).misses == misses_before
         h.advance(0.25)  # t0 + 90: b is 60 s past expiry, the end of the window
         assert h.clock() == t0 + 90
