@@ -47,11 +47,11 @@ def test_a_parked_coroutine_resumes_in_the_resumer_call_and_never_becomes_a_task
     out: list[Any] = []
 
     async def chain() -> None:
-        driver = RUNNING[0]
+        driver = RUNNING.driver
         assert driver is not None
         kept.append(driver)
         out.append(await park())
-        kept.append(RUNNING[0])  # type: ignore[arg-type]
+        kept.append(RUNNING.driver)  # type: ignore[arg-type]
 
     async def main() -> None:
         r = Run(chain())
@@ -59,7 +59,7 @@ def test_a_parked_coroutine_resumes_in_the_resumer_call_and_never_becomes_a_task
         assert r.direct == {r.driver} and not r.tasks and not r.done
         kept[0].resume(b"reply")
         assert out == [b"reply"] and kept[1] is r.driver  # ran inside resume, as that driver
-        assert RUNNING[0] is None and not r.direct and not r.tasks and r.done == [r.driver]
+        assert RUNNING.driver is None and not r.direct and not r.tasks and r.done == [r.driver]
 
     asyncio.run(main())
 

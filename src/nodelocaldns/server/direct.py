@@ -49,8 +49,9 @@ class Driver:
         self._step(None, exc)
 
     def _step(self, value: Any, exc: BaseException | None) -> None:
-        prev = RUNNING[0]
-        RUNNING[0] = self
+        running = RUNNING
+        prev = running.driver
+        running.driver = self
         try:
             y = self.coro.send(value) if exc is None else self.coro.throw(exc)
         except StopIteration:
@@ -67,7 +68,7 @@ class Driver:
             self.loop.call_exception_handler({"message": "Query handler raised", "exception": e})
             return
         finally:
-            RUNNING[0] = prev
+            running.driver = prev
         if y is not PARK:
             self._hand_off(y)
 

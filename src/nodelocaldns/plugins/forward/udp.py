@@ -27,7 +27,7 @@ import socket
 from collections.abc import Callable
 from typing import Any
 
-from nodelocaldns.core.direct import RUNNING, park
+from nodelocaldns.core.direct import driving, park
 from nodelocaldns.errors import UpstreamError
 from nodelocaldns.plugins.forward import matching
 from nodelocaldns.plugins.forward.matching import go_addr, op_error, upstream_error
@@ -149,15 +149,14 @@ class UDPPool:
         except OSError as e:
             self._discard(s)
             raise upstream_error(e, "write", "udp", s.local, self.addr, "write") from None
-        fut: Any = RUNNING[0]
-        if fut is None:
-            fut = self.loop.create_future()
+        driver = driving(self.loop)
+        fut: Any = self.loop.create_future() if driver is None else driver
         s.gen += 1
         s.fut, s.qid, s.question = fut, qid, question
         s.bufsize = bufsize if bufsize > _MIN_BUF else _MIN_BUF
         self.deadlines.add(self.loop.time() + timeout, s)
         try:
-            if fut is RUNNING[0]:
+            if driver is not None:
                 data: bytes = await park()
                 return data
             return await fut  # type: ignore[no-any-return]
