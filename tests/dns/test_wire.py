@@ -439,3 +439,40 @@ def test_check_reply_rejects_what_miekg_cannot_unpack(raw: bytes) -> None:
         wire.check_reply(raw)
     with pytest.raises(dns.exception.FormError):
         dns.message.from_wire(raw)  # and dnspython agrees
+
+
+def _label_run(total: int) -> bytes:
+    """Plain labels plus the root label, ``total`` octets in all."""
+    out = b""
+    while total - len(out) > 1:
+        n = min(63, total - len(out) - 2)
+        out += bytes([n]) + b"a" * n
+    return out + b"\x00"
+
+
+@pytest.mark.parametrize(
+    "msg,off",
+    [
+        (b"\x00", 0),
+        (b"\x03www\x07example\x03org\x00tail", 0),
+        (b"xx\x03WwW\x00", 2),
+        (_label_run(255), 0),  # the longest name there is
+        (_label_run(256), 0),  # one octet too long
+        (b"\x03www\x07exam", 0),  # runs past the end
+        (b"\x03www", 0),  # no root label
+        (b"\x03org\x00\x03www\xc0\x00", 5),  # a pointer after a plain label
+        (b"\x03www\x40abc\x00", 0),  # a label type that does not exist
+        (b"\x03www\x80abc\x00", 0),
+    ],
+)
+def test_read_name_decodes_plain_names_as_dnspython_does(msg: bytes, off: int) -> None:
+    """Plain names take a shortcut (the bytes are the name); every name reads as dnspython reads it,
+    and whatever dnspython refuses is a WireError."""
+    try:
+        ref, used = dns.name.from_wire(msg, off)
+    except dns.exception.DNSException:
+        with pytest.raises(WireError):
+            wire.read_name(msg, off)
+        return
+    name, end = wire.read_name(msg, off)
+    assert (name, end) == (ref.to_wire(), off + used) and isinstance(name, bytes)

@@ -95,8 +95,25 @@ def skip_name(msg: bytes, off: int) -> int:
         off += 1 + length
 
 
+def _plain_end(msg: bytes, off: int) -> int:
+    """Offset past the name at ``off`` if it is plain labels (no pointer), inside ``msg`` and at
+    most 255 octets, else -1 (read_name then decodes it, or says what is wrong)."""
+    start, n = off, len(msg)
+    while off < n:
+        length = msg[off]
+        if not length:
+            return off + 1 if off - start < 255 else -1
+        if length & 0xC0:
+            return -1
+        off += length + 1
+    return -1
+
+
 def read_name(msg: bytes, off: int) -> tuple[bytes, int]:
     """Decompress the name at ``off``: (uncompressed wire name, offset past it in the message)."""
+    end = _plain_end(msg, off)
+    if end > 0:  # most names: the bytes are the name already
+        return msg[off:end], end
     out = bytearray()
     end = -1
     hops = 0

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from nodelocaldns.core.plugin import BlockInfo, Route, Runtime
+from nodelocaldns.plugins import PLUGINS
 from nodelocaldns.server.chain import build_chain, chain_after
 from nodelocaldns.server.config import DIRECTIVES, BlockPlan, Plan
 from nodelocaldns.server.host import ServerHost
@@ -106,6 +107,7 @@ class Instance:
         block.chain = build_chain(handlers)
         if block.cache is not None and block.cache in handlers:
             block.after_cache = chain_after(handlers, block.cache)
+        block.direct = all(rt.name in PLUGINS for rt in block.runtimes)
         return block
 
     # -- helpers ---------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from nodelocaldns.core.direct import need_task
 from nodelocaldns.core.plugin import Next, Runtime
 from nodelocaldns.core.ratelimit import RateLimiter
 from nodelocaldns.core.request import Reply, Request
@@ -28,6 +29,7 @@ from nodelocaldns.plugins.cache.handler import CacheHandler
 from nodelocaldns.plugins.timeouts.setup import DEFAULT_WRITE as WRITE_TIMEOUT
 from nodelocaldns.plugins.timeouts.setup import TimeoutsConfig
 from nodelocaldns.plugins.timeouts.setup import for_listener as timeouts_for_listener
+from nodelocaldns.server.direct import Driver
 from nodelocaldns.server.settings import DEFAULT, ServerConfig
 
 log = logging.getLogger("nodelocaldns")
@@ -57,6 +59,9 @@ class Block:
     skips: frozenset[int] = frozenset()
     sockets: int = 0  # UDP sockets per listener address (multisocket); 0: the usable CPUs
     after_cache: Next | None = None  # the chain behind the cache (a refresh the native worker asks for)
+    # May a UDP miss run this chain without a Task (server/direct.py)? Only in-tree plugins: their
+    # waits either park on forward's UDP pool or hand off to a Task (core/direct.need_task).
+    direct: bool = False
 
 
 class UDPSide(Protocol):
@@ -154,6 +159,7 @@ class Listener:
         self.router = router
         self.stats = ServerStats(self.server, self.family)
         self.tasks: set[asyncio.Task[None]] = set()
+        self.direct: set[Driver] = set()  # slow-path queries stepped by hand, not (yet) Tasks
         self.udp: UDPSide | None = None
         self.shared: SharedGate | None = None  # the slow path's bound for peers' sockets (slowgate.py)
         self.native: NativeSide | None = None  # the native UDP workers, whose index TCP hits use too
@@ -263,6 +269,22 @@ class Listener:
         if done is not None:
             t.add_done_callback(done)
 
+    def start_direct(
+        self,
+        data: bytes,
+        remote: tuple[str, int],
+        send: Callable[[bytes], None],
+        done: Callable[[object], None] | None = None,
+    ) -> None:
+        """A UDP query into the slow path without a Task (server/direct.py); ``done`` as spawn's."""
+        coro = self.handle(data, remote, "udp", send)
+        Driver(coro, asyncio.get_running_loop(), self.direct, self.tasks, done).start()
+
+    def cancel_direct(self) -> None:
+        """Shutdown: cancel the hand-stepped queries still waiting (their Tasks' fate, see drain)."""
+        for d in list(self.direct):
+            d.cancel()
+
     def dropped(self) -> dict[str, int]:
         """proto -> queries dropped unanswered at the slow path's cap; TCP is slowed down instead."""
         udp = self.udp.dropped if self.udp is not None else 0
@@ -313,6 +335,8 @@ class Listener:
             self._finish_error(data, q, wire.REFUSED, send, start, proto, "dropped")
             return
         zone, block = routed
+        if not block.direct:
+            await need_task()  # a plugin that may need a current Task: never stepped by hand
         family = 2 if ":" in remote[0] else 1
         req = Request(data, q, remote, proto, family, self.server, zone, start)
         cache = block.cache

@@ -342,7 +342,7 @@ class NativeUDPServer:
 
     def _spawn(self, data: bytes, addr: tuple[Any, ...], s: socket.socket) -> None:
         try:
-            self.listener.spawn(data, addr, "udp", partial(self._send, s, addr=addr), self._done)
+            self.listener.start_direct(data, addr, partial(self._send, s, addr=addr), self._done)
         except Exception as exc:  # counted done, so the cap and drain() stay right
             self._done()
             self.listener.fast_failed(exc)

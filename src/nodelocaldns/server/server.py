@@ -179,6 +179,8 @@ class Server(Instance):
     async def _close_all(self, gen: Generation | None) -> None:
         for lst in self.listeners.values():
             _close(lst)
+            # What drain() left waiting: a Task would be cancelled when the loop ends; these now.
+            lst.cancel_direct()
         for t in list(self._bg):
             t.cancel()
         if gen is not None:

@@ -346,6 +346,38 @@ def test_store_capacity_and_fifo_eviction_counts() -> None:
     assert s.sizes() == (4, 2) and s.evictions == [2, 1]
 
 
+def test_store_eviction_stays_fifo_across_compactions() -> None:
+    """A full map is compacted in place every COMPACT evictions: still the oldest insertion goes,
+    refreshed keys count as new, and the dicts the fast path's memo holds stay the same objects."""
+    from nodelocaldns.plugins.cache.store import COMPACT
+
+    s = Store(64, 2)
+    success = s.maps[SUCCESS]
+    e = positive()
+    for i in range(64):
+        s.put(b"k%d" % i, e, 0.0)
+    n = 3 * COMPACT + 7
+    for i in range(64, 64 + n):
+        if i % 5 == 0:
+            s.put(b"k%d" % (i - 10), e, 0.0)  # re-insert a live key: it becomes the newest
+        s.put(b"k%d" % i, e, 0.0)
+    assert s.maps[SUCCESS] is success and len(success) == 64
+    # The survivors are exactly the last 64 insertions, in insertion order.
+    order: list[bytes] = []
+    for i in range(64 + n):
+        if i >= 64 and i % 5 == 0:
+            order.append(b"k%d" % (i - 10))
+        order.append(b"k%d" % i)
+    last: list[bytes] = []
+    for k in reversed(order):
+        if k not in last:
+            last.append(k)
+        if len(last) == 64:
+            break
+    assert list(success) == list(reversed(last))
+    assert s.evictions == [n, 0]  # a re-inserted key was still live: only new keys evicted
+
+
 def test_store_overwrite_does_not_evict() -> None:
     s = Store(2, 2)
     s.put(b"a", positive(), 0.0)

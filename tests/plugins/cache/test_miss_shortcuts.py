@@ -101,3 +101,36 @@ def test_scan_reply_records_are_the_walk_of_the_reply(data: bytes) -> None:
     walked: list[tuple[int, int, int, int]] = []
     wire.walk_records(data, wire.question_end(data), 1, walked)
     assert (msg, body, recs) == (data, wire.question_end(data), tuple(walked))
+
+
+def _variants() -> list[tuple[str, bytes, bytes, int]]:
+    """(label, reply, qname, qtype): replies near the one-answer shortcut's edges."""
+    out = []
+    for ttl in (0, 1, 30, 86400 * 30):
+        for flags in (0x8180, 0x8580, 0x8380, 0x8183, 0x9180, 0x81A0):  # AA, TC, NXDOMAIN, opcode 2, AD
+            data = bytearray(spelled_out(b"\xc0\x0c"))
+            struct.pack_into("!H", data, 2, flags)
+            struct.pack_into("!I", data, 12 + len(QNAME) + 4 + 6, ttl)
+            out.append((f"ttl {ttl} flags {flags:#x}", bytes(data), QNAME, 1))
+    q = dns.message.make_query("example.org.", "A", use_edns=0)
+    r = dns.message.make_response(q)
+    r.answer.append(dns.rrset.from_text_list("example.org.", 30, "IN", "A", ["192.0.2.1"]))
+    out.append(("with OPT", r.to_wire(), QNAME, 1))
+    r.additional.append(dns.rrset.from_text_list("ns.example.org.", 7, "IN", "A", ["192.0.2.2"]))
+    out.append(("an additional record", r.to_wire(), QNAME, 1))
+    out.append(("ANY", one_answer("example.org.", "example.org."), QNAME, 255))
+    out.append(("another type", one_answer("example.org.", "example.org.", "AAAA", "2001:db8::1"), QNAME, 1))
+    out.append(("CNAME asked", one_answer("example.org.", "example.org.", "CNAME", "x.example."), QNAME, 5))
+    out.append(("spelled, other case", spelled_out(b"\x07EXAMPLE\x03ORG\x00"), QNAME, 1))
+    out.append(("spelled, other name", spelled_out(b"\x07example\x03net\x00"), QNAME, 1))
+    return out
+
+
+@pytest.mark.parametrize("label,data,qname,qtype", _variants(), ids=[v[0] for v in _variants()])
+@pytest.mark.parametrize("cfg", [CacheConfig(), CacheConfig(success_max_ttl=20, success_min_ttl=5)])
+def test_the_one_answer_shortcut_decides_as_the_full_walk(
+    label: str, data: bytes, qname: bytes, qtype: int, cfg: CacheConfig
+) -> None:
+    """With forward's scan (the shortcut may apply) and without it (the general walk)."""
+    scanned, body, recs = wire.scan_reply(data)
+    assert classify(scanned, qname, qtype, cfg, (body, recs)) == classify(scanned, qname, qtype, cfg), label

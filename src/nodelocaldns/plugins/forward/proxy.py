@@ -18,6 +18,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 
+from nodelocaldns.core.direct import need_task
 from nodelocaldns.dns import wire
 from nodelocaldns.errors import BadReply, UpstreamError, WireError
 from nodelocaldns.plugins.forward import tlsconfig
@@ -120,6 +121,7 @@ class Proxy:
         return pool
 
     async def _tcp(self, msg: bytes, qid: int, question: bytes, timeout: float) -> bytes:
+        await need_task()  # asyncio.timeout below needs one; a UDP miss stepped by hand has none
         conn = self._take()
         reused = conn is not None
         self.counters.conn_cache(self.addr, self.stream_proto, hit=reused)

@@ -12,7 +12,9 @@ other datagram on the socket (a late reply to an earlier query, a spoof) is read
 docs/compatibility.md weighs this against a fresh socket per query.
 
 Each socket's descriptor stays registered with the event loop for its whole life (no epoll change
-per query); a reply resolves the waiting future straight from the reader callback. Deadlines of
+per query); a reply resolves the waiting future straight from the reader callback. A query whose
+chain is stepped by hand (core/direct.py: a UDP miss, no Task) parks instead of awaiting a future,
+and the reader callback (or the deadline timer) resumes its coroutine right there. Deadlines of
 all the pool's queries sit in one heap behind a single loop timer.
 """
 
@@ -23,7 +25,9 @@ import heapq
 import itertools
 import socket
 from collections.abc import Callable
+from typing import Any
 
+from nodelocaldns.core.direct import driving, park
 from nodelocaldns.errors import UpstreamError
 from nodelocaldns.plugins.forward import matching
 from nodelocaldns.plugins.forward.matching import go_addr, op_error, upstream_error
@@ -48,7 +52,8 @@ class _Sock:
         self.local = local
         self.created = now
         self.used = now
-        self.fut: asyncio.Future[bytes] | None = None
+        # What waits for the reply: a future, or the driver of a parked coroutine (core/direct.py).
+        self.fut: Any = None
         self.qid = 0
         self.question = b""
         self.bufsize = _MIN_BUF
@@ -144,13 +149,17 @@ class UDPPool:
         except OSError as e:
             self._discard(s)
             raise upstream_error(e, "write", "udp", s.local, self.addr, "write") from None
-        fut: asyncio.Future[bytes] = self.loop.create_future()
+        driver = driving(self.loop)
+        fut: Any = self.loop.create_future() if driver is None else driver
         s.gen += 1
         s.fut, s.qid, s.question = fut, qid, question
         s.bufsize = bufsize if bufsize > _MIN_BUF else _MIN_BUF
         self.deadlines.add(self.loop.time() + timeout, s)
         try:
-            return await fut
+            if driver is not None:
+                data: bytes = await park()
+                return data
+            return await fut  # type: ignore[no-any-return]
         except asyncio.CancelledError:
             if s.fut is fut:  # the caller gave up: this socket may still get the reply, drop it
                 self._discard(s)
@@ -213,11 +222,14 @@ class UDPPool:
             if matching.reply_matches(data, s.qid, s.question):
                 s.fut = None
                 self._release(s)
-                if not fut.done():
-                    fut.set_result(data)
-                if s.fd < 0:  # not kept (max_idle_conns, closed pool)
-                    return
-                continue  # anything after the reply is stale: drain it now, while idle
+                if isinstance(fut, asyncio.Future):
+                    if not fut.done():
+                        fut.set_result(data)
+                else:
+                    fut.resume(data)  # the rest of that query's chain runs now, in this callback
+                # Anything queued after the reply is stale: the next read finds it (the socket
+                # stays readable) and drops it on ID and question, as it would now.
+                return
             matching.wrong_reply(data, s.qid, s.question)
 
     def _timed_out(self, s: _Sock, _gen: int) -> None:
@@ -227,8 +239,11 @@ class UDPPool:
         fut = s.fut
         s.fut = None
         self._discard(s)
-        if fut is not None and not fut.done():
-            fut.set_exception(err)
+        if isinstance(fut, asyncio.Future):
+            if not fut.done():
+                fut.set_exception(err)
+        elif fut is not None:
+            fut.fail(err)
 
     # -- the pool --------------------------------------------------------------------------------
 
