@@ -19,6 +19,14 @@ static int render(IndexObject *self, const nld_hit *h, const uint8_t *q, uint8_t
     return 0;
 }
 
+/* A hit rendered into a new bytes object (NULL with an exception set). */
+static PyObject *rendered(IndexObject *self, const nld_hit *h, const uint8_t *q) {
+    PyObject *b = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)h->len);
+    if (b != NULL && render(self, h, q, (uint8_t *)PyBytes_AS_STRING(b)) < 0)
+        Py_CLEAR(b);
+    return b;
+}
+
 static int Index_init(IndexObject *self, PyObject *args, PyObject *kw) {
     static char *names[] = {"capacity", "max_bytes", NULL};
     Py_ssize_t capacity, max_bytes = 0;
@@ -148,13 +156,10 @@ static PyObject *Index_answer(IndexObject *self, PyObject *args, PyObject *kw) {
     PyObject *out = NULL;
     nld_hit h;
     nld_index_rdlock(&self->ix);
-    if (nld_match(&self->ix, q.buf, (size_t)q.len, now, tcp, &h)) {
-        out = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)h.len);
-        if (out != NULL && render(self, &h, q.buf, (uint8_t *)PyBytes_AS_STRING(out)) < 0)
-            Py_CLEAR(out);
-    } else {
+    if (nld_match(&self->ix, q.buf, (size_t)q.len, now, tcp, &h))
+        out = rendered(self, &h, q.buf);
+    else
         out = Py_NewRef(Py_None);
-    }
     nld_index_unlock(&self->ix);
     PyBuffer_Release(&q);
     return out;
@@ -173,9 +178,7 @@ static PyObject *Index_lookup(IndexObject *self, PyObject *args, PyObject *kw) {
     nld_index_rdlock(&self->ix);
     if (nld_match(&self->ix, q.buf, (size_t)q.len, now, tcp, &h)) {
         uint64_t key = h.e->stat | ((uint64_t)q.len << 3) | ((uint64_t)h.do_bit << 1) | (uint64_t)(h.edns ? 1 : 0);
-        PyObject *b = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)h.len);
-        if (b != NULL && render(self, &h, q.buf, (uint8_t *)PyBytes_AS_STRING(b)) < 0)
-            Py_CLEAR(b);
+        PyObject *b = rendered(self, &h, q.buf);
         if (b != NULL)
             out = Py_BuildValue("(NK)", b, (unsigned long long)key);
     } else {
@@ -266,13 +269,10 @@ static PyObject *Index_stale_answer(IndexObject *self, PyObject *args, PyObject 
     nld_hit h;
     nld_index_rdlock(&self->ix);
     if (!nld_match(&self->ix, q.buf, (size_t)q.len, now, 0, &h) && nld_stale(&self->ix, &h, now) &&
-        h.len <= 65536) {
-        out = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)h.len);
-        if (out != NULL && render(self, &h, q.buf, (uint8_t *)PyBytes_AS_STRING(out)) < 0)
-            Py_CLEAR(out);
-    } else {
+        h.len <= 65536)
+        out = rendered(self, &h, q.buf);
+    else
         out = Py_NewRef(Py_None);
-    }
     nld_index_unlock(&self->ix);
     PyBuffer_Release(&q);
     return out;

@@ -66,6 +66,18 @@ static void Worker_dealloc(WorkerObject *self) {
     PyObject_Free(self);
 }
 
+/* Append item (a new reference, or NULL after a failed build) to out; on failure both are released
+ * and -1 returned with the exception set. */
+static int append_new(PyObject *out, PyObject *item) {
+    if (item == NULL || PyList_Append(out, item) < 0) {
+        Py_XDECREF(item);
+        Py_DECREF(out);
+        return -1;
+    }
+    Py_DECREF(item);
+    return 0;
+}
+
 static PyObject *Worker_stop(WorkerObject *self, PyObject *Py_UNUSED(ignored)) {
     Py_BEGIN_ALLOW_THREADS nld_worker_stop(self->w);
     Py_END_ALLOW_THREADS Py_RETURN_NONE;
@@ -99,12 +111,8 @@ static PyObject *Worker_drain(WorkerObject *self, PyObject *args, PyObject *kw) 
     while (PyList_GET_SIZE(out) < max && (s = nld_worker_peek(self->w)) != NULL) {
         PyObject *item = Py_BuildValue("(y#N)", (const char *)nld_ring_data(s), (Py_ssize_t)s->len, address(&s->addr));
         nld_worker_release(self->w);
-        if (item == NULL || PyList_Append(out, item) < 0) {
-            Py_XDECREF(item);
-            Py_DECREF(out);
+        if (append_new(out, item) < 0)
             return NULL;
-        }
-        Py_DECREF(item);
     }
     nld_worker_rearm(self->w);
     return out;
@@ -165,12 +173,8 @@ static PyObject *stat_items(nld_stat_slot *t, size_t size) {
         if (key == 0 || hits == 0)
             continue;
         PyObject *item = Py_BuildValue("(KKK)", key, hits, nld_ld(&s->ns));
-        if (item == NULL || PyList_Append(out, item) < 0) {
-            Py_XDECREF(item);
-            Py_DECREF(out);
+        if (append_new(out, item) < 0)
             return NULL;
-        }
-        Py_DECREF(item);
     }
     return out;
 }
@@ -193,12 +197,8 @@ static PyObject *Worker_refreshes(WorkerObject *self, PyObject *Py_UNUSED(ignore
     while ((s = nld_worker_refresh_peek(self->w)) != NULL) {
         PyObject *item = PyBytes_FromStringAndSize((const char *)s->data, (Py_ssize_t)s->len);
         nld_worker_refresh_release(self->w);
-        if (item == NULL || PyList_Append(out, item) < 0) {
-            Py_XDECREF(item);
-            Py_DECREF(out);
+        if (append_new(out, item) < 0)
             return NULL;
-        }
-        Py_DECREF(item);
     }
     return out;
 }
