@@ -267,6 +267,7 @@ def test_a_flood_of_unique_names_toward_a_blackholed_upstream_stays_bounded(
         dropped = metric(mport, "nodelocaldns_dns_dropped_requests_total", proto="udp")
         rejects = metric(mport, "coredns_forward_max_concurrent_rejects_total")
         refused = metric(mport, "nodelocaldns_dns_refused_requests_total", proto="udp")
+        overflow = metric(mport, "nodelocaldns_dns_receive_queue_drops_total", proto="udp")
         log = s.stderr()
     perf_text = (tmp_path / "dnsperf.out").read_text()
     res = _dnsperf_summary(perf_text)
@@ -277,7 +278,7 @@ def test_a_flood_of_unique_names_toward_a_blackholed_upstream_stays_bounded(
         f"{sampler.stale_answered}/{sampler.stale_asked}; dnsperf sent {res['sent']:.0f} lost {res['lost']:.0f} "
         f"SERVFAIL {res.get('SERVFAIL', 0):.0f} REFUSED {res.get('REFUSED', 0):.0f} max latency "
         f"{res['max_latency']:.3f} s; listener refused {refused:.0f} dropped {dropped:.0f}, max_concurrent "
-        f"rejects {rejects:.0f}; kernel drops at the server's socket {kdrops}"
+        f"rejects {rejects:.0f}; kernel drops at the server's socket {kdrops} (reported {overflow:.0f})"
     )
     print(figures)
     assert res["sent"] >= 0.9 * qps * secs, figures
@@ -288,10 +289,9 @@ def test_a_flood_of_unique_names_toward_a_blackholed_upstream_stays_bounded(
     assert set(res) - {"sent", "completed", "lost", "max_latency"} <= {"SERVFAIL", "REFUSED"}, figures
     assert res["lost"] <= 0.001 * res["sent"] and answered >= 0.999 * res["sent"], figures
     assert dropped == 0, figures  # dnsperf sends plain queries: every one gets an answer
-    # None lost before the server read it: the kernel drops what overflows the socket's queue, and
-    # the pure-Python thread that fell behind lost 2-41k of the 15k QPS flood there before it
-    # refused new names itself while behind (udp.BEHIND).
-    assert kdrops == 0, figures
+    # None lost before the server read it: the kernel drops what overflows the socket's queue (the
+    # pure-Python thread at 15k QPS on this machine: see PY_FLOOD_QPS), and the listener says so.
+    assert kdrops == 0 and overflow == 0, figures
     # 5 s of forward budget, plus the wait for the loop behind WAITING new names (dnsperf: -t 6).
     assert res["max_latency"] <= 6.0, figures
     assert rejects > 0 and refused > 0, figures
@@ -300,12 +300,14 @@ def test_a_flood_of_unique_names_toward_a_blackholed_upstream_stays_bounded(
     assert low <= res.get("REFUSED", 0) <= rejects + refused, figures
     # Fresh cached names are the native worker's, which never waits for Python: 99.8-100 % in time
     # measured; 99.5 % asserted, as the worker still needs a CPU on 2 cores shared with dnsperf,
-    # this client and other jobs (load average up to 8).
-    assert n_lat["fresh"] > 20 * secs and within["fresh"] >= 0.995, figures
+    # this client and other jobs (load average up to 8). In pure Python they are the UDP thread's,
+    # behind the flood in its socket's queue whenever the host descheduled the process: 99.3-100 %
+    # measured, 99 % asserted; 97.4-98.0 % before the thread refused for the loop.
+    assert n_lat["fresh"] > 20 * secs and within["fresh"] >= (0.995 if side == "native" else 0.99), figures
     # serve_stale answers come from the native worker too (server/native_stale.py), not from the
     # chain on the loop the flood keeps busy: 99.6-100 % within 50 ms measured (the loop's: 95.6-97.9 %
     # in the same conditions, 92-99 % before; before the bounds: 51-69 %), so the same bound as the
-    # fresh names. On the pure-Python path the chain answers them: 93-99 % within 50 ms here (CPU
+    # fresh names. On the pure-Python path the chain answers them: 93-100 % within 50 ms here (CPU
     # share and collector pauses still reach the loop). Every one is answered.
     assert sampler.stale_asked > 20 * secs and sampler.stale_answered == sampler.stale_asked, figures
     assert within["stale"] >= (0.995 if side == "native" else 0.90), figures
