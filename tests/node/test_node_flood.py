@@ -10,6 +10,7 @@ names to 169.254.20.10, bounded by ``-l`` and ``-Q``, while a client asks for ca
 from __future__ import annotations
 
 import contextlib
+import json
 import re
 import socket
 import subprocess
@@ -114,32 +115,40 @@ def rss_mib(pid: int) -> float:
     raise AssertionError("no VmRSS")
 
 
-class Prober(threading.Thread):
+# The client runs as a process of its own in the pod namespace: in this one it would share the GIL
+# with the state sampler's subprocess calls, and its own waits would count against the agent.
+PROBER = """
+import json, select, sys, time
+import dns.exception, dns.message, dns.query, dns.rcode
+server, names, out, i = sys.argv[1], sys.argv[2:], [], 0
+while not select.select([sys.stdin], [], [], 0)[0]:
+    q = dns.message.make_query(names[i % len(names)], "A")
+    i += 1
+    t0 = time.monotonic()
+    try:
+        r = dns.query.udp(q, server, port=53, timeout=1.0)
+        ok = r.rcode() == dns.rcode.NOERROR and bool(r.answer)
+    except dns.exception.Timeout:
+        ok = False
+    dt = time.monotonic() - t0
+    out.append(dt if ok else -1.0)
+    time.sleep(max(0.0, 0.005 - dt))
+print(json.dumps(out))
+"""
+
+
+class Prober:
     """A client in the pod namespace asking for cached names the whole time, one at a time."""
 
     def __init__(self, pod: str) -> None:
-        super().__init__(daemon=True)
-        self.pod = pod
-        self.stop = threading.Event()
-        self.latencies: list[float] = []  # seconds; inf: no NOERROR answer within 1 s
+        argv = ["ip", "netns", "exec", pod, sys.executable, "-c", PROBER, LINK_LOCAL, *NAMES]
+        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
 
-    def run(self) -> None:
-        run_in_netns(self.pod, self._loop)
-
-    def _loop(self) -> None:
-        i = 0
-        while not self.stop.is_set():
-            q = dns.message.make_query(NAMES[i % len(NAMES)], "A")
-            i += 1
-            t0 = time.monotonic()
-            try:
-                r = dns.query.udp(q, LINK_LOCAL, port=53, timeout=1.0)
-                ok = r.rcode() == dns.rcode.NOERROR and bool(r.answer)
-            except dns.exception.Timeout:
-                ok = False
-            dt = time.monotonic() - t0
-            self.latencies.append(dt if ok else float("inf"))
-            time.sleep(max(0.0, 0.005 - dt))
+    def latencies(self) -> list[float]:
+        """Seconds per query; inf: no NOERROR answer within 1 s."""
+        out, _ = self.proc.communicate("stop\n", timeout=15)
+        assert self.proc.returncode == 0
+        return [x if x >= 0 else float("inf") for x in json.loads(out)]
 
 
 class StateSampler(threading.Thread):
@@ -219,7 +228,6 @@ def test_a_flood_toward_a_blackholed_upstream_keeps_the_agent_bounded_and_answer
             idle = rss_mib(pid)
             blackhole(up)
             prober, state = Prober(topo.pod), StateSampler(topo.node)
-            prober.start()
             state.start()
             out_path = tmp_path / "dnsperf.out"
             with open(out_path, "w") as out:
@@ -237,9 +245,8 @@ def test_a_flood_toward_a_blackholed_upstream_keeps_the_agent_bounded_and_answer
                 if perf.poll() is None:
                     perf.kill()
                 perf.wait()
-            prober.stop.set()
+            lat = prober.latencies()
             state.stop.set()
-            prober.join(5)
             state.join(5)
             holed = dropped_at_upstream(up)
             kdrops = udp_drops(topo.node, (LINK_LOCAL, KUBE_DNS), 53)
@@ -247,7 +254,6 @@ def test_a_flood_toward_a_blackholed_upstream_keeps_the_agent_bounded_and_answer
             alive = agent.proc.poll() is None
             log = agent.log()
     res = dnsperf_summary(out_path.read_text())
-    lat = prober.latencies
     within = sum(1 for x in lat if x <= 0.050)
     slowest = max(lat, default=0.0)
     figures = (
