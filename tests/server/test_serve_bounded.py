@@ -37,7 +37,7 @@ from nodelocaldns.server.listener import Block, Listener, Router
 from nodelocaldns.server.native_udp import NativeIndex, NativeUDPServer
 from nodelocaldns.server.settings import ServerConfig
 from nodelocaldns.server.tcp import TCPConnection
-from nodelocaldns.server.udp import UDPWorker
+from nodelocaldns.server.udp import BEHIND, UDPWorker
 from support.forward_e2e import PROBE_BLOCK, metric, wait_metric
 from support.ports import free_port
 from support.server import Served
@@ -382,6 +382,45 @@ def test_udp_packets_past_the_slow_path_cap_are_refused_at_once_and_counted(side
                 assert rcodes == [dns.rcode.SERVFAIL] * 8
         finally:
             udp.close()
+
+    with blackhole_udp() as hole:
+        asyncio.run(run(hole))
+
+
+def test_the_python_thread_behind_its_socket_refuses_new_names_itself() -> None:
+    """A backlog of new names on the socket: the thread hands the loop fewer than BEHIND of them,
+    then answers the rest REFUSED itself, and every one gets an answer (without the rule all 1000
+    went to the chain: the loop's work, holding the GIL the thread needs to read)."""
+
+    async def run(hole: Any) -> None:
+        lst, usock, tsock = _listener_on_blackhole(hole.port, cap=4096)
+        tsock.close()
+        usock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+        udp = UDPWorker(lst, usock, asyncio.get_running_loop())
+        lst.udp = udp
+        queries = _queries(1000, "b")
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as c:
+            c.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+            for q in queries:  # queued before the thread reads: it is behind from the start
+                c.sendto(q, ("127.0.0.1", lst.port))
+            udp.start()
+            try:
+                await asyncio.sleep(1.5)  # forward's 0.5 s budget for the ones started
+                started = hole.received
+                assert 0 < started < min(BEHIND, len(queries) // 2)
+                assert lst.refused() == {"udp": 1000 - started} and lst.dropped() == {"udp": 0}
+                assert lst.queue_drops() == {"udp": 0}
+                c.setblocking(False)
+                rcodes: list[int] = []
+                with contextlib.suppress(BlockingIOError):
+                    while True:
+                        rcodes.append(dns.message.from_wire(c.recv(4096)).rcode())
+                assert sorted(rcodes) == sorted(
+                    [dns.rcode.SERVFAIL] * started + [dns.rcode.REFUSED] * (1000 - started)
+                )
+                assert udp.n_handed == udp.n_finished and not udp.behind
+            finally:
+                udp.close()
 
     with blackhole_udp() as hole:
         asyncio.run(run(hole))

@@ -65,7 +65,7 @@ _ONE_Q = b"\x00\x01\x00\x00\x00\x00\x00"  # QD=1, AN=NS=0, then AR's high byte
 WAITING = 256
 # Datagrams read in a row without the socket's queue running empty, at which the thread counts as
 # behind its socket: ~17 ms of a 15k QPS flood, far below the ~10k datagrams the 4 MiB receive
-# buffer holds before the kernel drops (uncounted by us, unanswered). While behind, new names are
+# buffer holds before the kernel drops (never read, never answered). While behind, new names are
 # refused in the thread and the loop starts none, so the GIL goes to reading the socket.
 BEHIND = 256
 # The GIL switch interval while the thread runs. A thread waiting for the GIL gets it only when the
