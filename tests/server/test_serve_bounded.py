@@ -37,7 +37,7 @@ from nodelocaldns.server.listener import Block, Listener, Router
 from nodelocaldns.server.native_udp import NativeIndex, NativeUDPServer
 from nodelocaldns.server.settings import ServerConfig
 from nodelocaldns.server.tcp import TCPConnection
-from nodelocaldns.server.udp import UDPWorker
+from nodelocaldns.server.udp import BEHIND, UDPWorker
 from support.forward_e2e import PROBE_BLOCK, metric, wait_metric
 from support.ports import free_port
 from support.server import Served
@@ -135,6 +135,11 @@ def test_out_of_file_descriptors_is_servfail_and_one_log_line_not_a_panic() -> N
 
 FLOOD_QPS = 15_000
 FLOOD_S = 20
+# The pure-Python receive thread pays a recvfrom and a sendto per packet (~7 and ~11 us measured on
+# this shared 2-core machine): 15k QPS needs more than a fair share of a core at its load of 6-8, and
+# the kernel drops what the thread cannot read in time. 10k QPS is what it keeps up with here.
+PY_FLOOD_QPS = 10_000
+PY_FLOOD_S = 10
 CACHED = 40  # half with a TTL that runs out during the flood: those need serve_stale
 
 
@@ -193,18 +198,34 @@ class _Sampler(threading.Thread):
             time.sleep(max(0.0, 0.005 - dt))
 
 
+def _udp_drops(port: int) -> int:
+    """The kernel's count of datagrams it dropped at our socket on ``port`` (its receive queue
+    full): /proc/net/udp's last column, per socket."""
+    total = 0
+    with open("/proc/net/udp") as f:
+        for line in f.readlines()[1:]:
+            cols = line.split()
+            if int(cols[1].rsplit(":", 1)[1], 16) == port:
+                total += int(cols[-1])
+    return total
+
+
 @pytest.mark.slow
-@needs_native  # the pure-Python path's REFUSED past the cap: the in-process test below
+@pytest.mark.parametrize("side", [pytest.param("native", marks=needs_native), "python"])
 def test_a_flood_of_unique_names_toward_a_blackholed_upstream_stays_bounded(
-    make_unbound: Callable[..., UpstreamServer], tmp_path: Path
+    make_unbound: Callable[..., UpstreamServer], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, side: str
 ) -> None:
+    qps, secs = FLOOD_QPS, FLOOD_S
+    if side == "python":
+        monkeypatch.setenv("NODELOCALDNS_NATIVE", "0")
+        qps, secs = PY_FLOOD_QPS, PY_FLOOD_S
     names = [f"short{i}.cached.test." for i in range(CACHED // 2)] + [
         f"long{i}.cached.test." for i in range(CACHED // 2)
     ]
     records = [f"{n} {3 if n.startswith('short') else 300} IN A 198.18.7.{i}" for i, n in enumerate(names)]
     up = make_unbound({"cached.test.": records}, log_queries=False)
     data = tmp_path / "flood.txt"
-    data.write_text("".join(f"u{i}.flood.test. A\n" for i in range(FLOOD_QPS * FLOOD_S + 10_000)))
+    data.write_text("".join(f"u{i}.flood.test. A\n" for i in range(qps * secs + 10_000)))
     mport = free_port("tcp")
     text = (
         # One UDP worker: on this 2-CPU machine a worker per CPU would leave dnsperf and the probe
@@ -222,13 +243,15 @@ def test_a_flood_of_unique_names_toward_a_blackholed_upstream_stays_bounded(
             sampler = _Sampler(s.port, names)
             sampler.start()
             with open(tmp_path / "dnsperf.out", "w") as out:
+                # -b: a 2 MiB receive buffer for dnsperf, whose default (208 KiB) overflowed with
+                # bursts of REFUSED on this loaded machine: replies lost at the client, not the server.
                 perf = subprocess.Popen(
                     ["dnsperf", "-s", "127.0.0.1", "-p", str(s.port), "-d", str(data), "-c", "8",
-                     "-q", "60000", "-Q", str(FLOOD_QPS), "-l", str(FLOOD_S), "-t", "6"],
+                     "-b", "2048", "-q", "60000", "-Q", str(qps), "-l", str(secs), "-t", "6"],
                     stdout=out, stderr=subprocess.STDOUT,
                 )  # fmt: skip
                 peak = idle
-                deadline = time.monotonic() + FLOOD_S + 15
+                deadline = time.monotonic() + secs + 15
                 while perf.poll() is None and time.monotonic() < deadline:
                     peak = max(peak, _rss_mib(s.proc.pid))
                     time.sleep(0.1)
@@ -238,11 +261,13 @@ def test_a_flood_of_unique_names_toward_a_blackholed_upstream_stays_bounded(
             sampler.stop.set()
             sampler.join(5)
             assert hole.received > 0
+        kdrops = _udp_drops(s.port)
         within = {k: sum(1 for x in v if x <= 0.050) / max(len(v), 1) for k, v in sampler.latencies.items()}
         n_lat = {k: len(v) for k, v in sampler.latencies.items()}
         dropped = metric(mport, "nodelocaldns_dns_dropped_requests_total", proto="udp")
         rejects = metric(mport, "coredns_forward_max_concurrent_rejects_total")
         refused = metric(mport, "nodelocaldns_dns_refused_requests_total", proto="udp")
+        overflow = metric(mport, "nodelocaldns_dns_receive_queue_drops_total", proto="udp")
         log = s.stderr()
     perf_text = (tmp_path / "dnsperf.out").read_text()
     res = _dnsperf_summary(perf_text)
@@ -253,10 +278,10 @@ def test_a_flood_of_unique_names_toward_a_blackholed_upstream_stays_bounded(
         f"{sampler.stale_answered}/{sampler.stale_asked}; dnsperf sent {res['sent']:.0f} lost {res['lost']:.0f} "
         f"SERVFAIL {res.get('SERVFAIL', 0):.0f} REFUSED {res.get('REFUSED', 0):.0f} max latency "
         f"{res['max_latency']:.3f} s; listener refused {refused:.0f} dropped {dropped:.0f}, max_concurrent "
-        f"rejects {rejects:.0f}"
+        f"rejects {rejects:.0f}; kernel drops at the server's socket {kdrops} (reported {overflow:.0f})"
     )
     print(figures)
-    assert res["sent"] >= 0.9 * FLOOD_QPS * FLOOD_S, figures
+    assert res["sent"] >= 0.9 * qps * secs, figures
     assert peak <= 2 * idle + 20, figures
     # Every uncached query is answered: SERVFAIL (upstream timeout), REFUSED by forward past
     # max_concurrent, or REFUSED at once by the listener (its slow path full: the native worker, or
@@ -264,6 +289,9 @@ def test_a_flood_of_unique_names_toward_a_blackholed_upstream_stays_bounded(
     assert set(res) - {"sent", "completed", "lost", "max_latency"} <= {"SERVFAIL", "REFUSED"}, figures
     assert res["lost"] <= 0.001 * res["sent"] and answered >= 0.999 * res["sent"], figures
     assert dropped == 0, figures  # dnsperf sends plain queries: every one gets an answer
+    # None lost before the server read it: the kernel drops what overflows the socket's queue (the
+    # pure-Python thread at 15k QPS on this machine: see PY_FLOOD_QPS), and the listener says so.
+    assert kdrops == 0 and overflow == 0, figures
     # 5 s of forward budget, plus the wait for the loop behind WAITING new names (dnsperf: -t 6).
     assert res["max_latency"] <= 6.0, figures
     assert rejects > 0 and refused > 0, figures
@@ -272,14 +300,17 @@ def test_a_flood_of_unique_names_toward_a_blackholed_upstream_stays_bounded(
     assert low <= res.get("REFUSED", 0) <= rejects + refused, figures
     # Fresh cached names are the native worker's, which never waits for Python: 99.8-100 % in time
     # measured; 99.5 % asserted, as the worker still needs a CPU on 2 cores shared with dnsperf,
-    # this client and other jobs (load average up to 8).
-    assert n_lat["fresh"] > 500 and within["fresh"] >= 0.995, figures
+    # this client and other jobs (load average up to 8). In pure Python they are the UDP thread's,
+    # behind the flood in its socket's queue whenever the host descheduled the process: 99.3-100 %
+    # measured, 99 % asserted; 97.4-98.0 % before the thread refused for the loop.
+    assert n_lat["fresh"] > 20 * secs and within["fresh"] >= (0.995 if side == "native" else 0.99), figures
     # serve_stale answers come from the native worker too (server/native_stale.py), not from the
     # chain on the loop the flood keeps busy: 99.6-100 % within 50 ms measured (the loop's: 95.6-97.9 %
     # in the same conditions, 92-99 % before; before the bounds: 51-69 %), so the same bound as the
-    # fresh names. Every one is answered.
-    assert sampler.stale_asked > 500 and sampler.stale_answered == sampler.stale_asked, figures
-    assert within["stale"] >= 0.995, figures
+    # fresh names. On the pure-Python path the chain answers them: 93-100 % within 50 ms here (CPU
+    # share and collector pauses still reach the loop). Every one is answered.
+    assert sampler.stale_asked > 20 * secs and sampler.stale_answered == sampler.stale_asked, figures
+    assert within["stale"] >= (0.995 if side == "native" else 0.90), figures
     assert "panic" not in log and "Traceback" not in log
 
 
@@ -354,6 +385,66 @@ def test_udp_packets_past_the_slow_path_cap_are_refused_at_once_and_counted(side
 
     with blackhole_udp() as hole:
         asyncio.run(run(hole))
+
+
+def test_the_python_thread_behind_its_socket_refuses_new_names_itself() -> None:
+    """A backlog of new names on the socket: the thread hands the loop fewer than BEHIND of them,
+    then answers the rest REFUSED itself, and every one gets an answer (without the rule all 1000
+    went to the chain: the loop's work, holding the GIL the thread needs to read)."""
+
+    async def run(hole: Any) -> None:
+        lst, usock, tsock = _listener_on_blackhole(hole.port, cap=4096)
+        tsock.close()
+        usock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+        udp = UDPWorker(lst, usock, asyncio.get_running_loop())
+        lst.udp = udp
+        queries = _queries(1000, "b")
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as c:
+            c.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+            for q in queries:  # queued before the thread reads: it is behind from the start
+                c.sendto(q, ("127.0.0.1", lst.port))
+            udp.start()
+            try:
+                await asyncio.sleep(1.5)  # forward's 0.5 s budget for the ones started
+                started = hole.received
+                assert 0 < started < min(BEHIND, len(queries) // 2)
+                assert lst.refused() == {"udp": 1000 - started} and lst.dropped() == {"udp": 0}
+                assert lst.queue_drops() == {"udp": 0}
+                c.setblocking(False)
+                rcodes: list[int] = []
+                with contextlib.suppress(BlockingIOError):
+                    while True:
+                        rcodes.append(dns.message.from_wire(c.recv(4096)).rcode())
+                assert sorted(rcodes) == sorted(
+                    [dns.rcode.SERVFAIL] * started + [dns.rcode.REFUSED] * (1000 - started)
+                )
+                assert udp.n_handed == udp.n_finished and not udp.behind
+            finally:
+                udp.close()
+
+    with blackhole_udp() as hole:
+        asyncio.run(run(hole))
+
+
+def test_datagrams_the_kernel_drops_at_a_full_receive_queue_are_counted() -> None:
+    """Datagrams that overflow the socket's queue were never read: only the kernel knows, and the
+    listener reports its count (as /proc/net/udp shows it for the same socket)."""
+    with blackhole_udp() as hole:
+        lst, usock, tsock = _listener_on_blackhole(hole.port, cap=8)
+        tsock.close()
+        usock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # the kernel's minimum, doubled
+        loop = asyncio.new_event_loop()
+        try:
+            lst.udp = UDPWorker(lst, usock, loop)  # not started: nobody reads
+            assert lst.queue_drops() == {"udp": 0}
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as c:
+                for q in _queries(200, "q"):
+                    c.sendto(q, ("127.0.0.1", lst.port))
+            kernel = _udp_drops(lst.port)
+            assert kernel > 100 and lst.queue_drops() == {"udp": kernel}
+        finally:
+            usock.close()
+            loop.close()
 
 
 def test_tcp_past_the_slow_path_cap_is_read_later_never_dropped() -> None:

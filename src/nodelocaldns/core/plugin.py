@@ -58,6 +58,8 @@ class ListenerView(Protocol):
 
     def refused(self) -> Mapping[str, int]: ...  # proto -> answered REFUSED at the slow path's cap
 
+    def queue_drops(self) -> Mapping[str, int]: ...  # proto -> dropped by the kernel, never read
+
     def blocks(self) -> Mapping[str, BlockView]: ...  # zone -> block (one block may serve several)
 
 

@@ -207,6 +207,12 @@ FAMILIES: tuple[Family, ...] = (
         ("server", "proto"),
         "Counter of requests answered REFUSED at once because the listener's slow path was at its in-flight cap.",
     ),
+    _F(
+        "nodelocaldns_dns_receive_queue_drops_total",
+        "counter",
+        ("server", "proto"),
+        "Counter of requests the kernel dropped before the listener read them: its socket's receive queue was full.",
+    ),
     # plugin/reload
     _F("coredns_reload_failed_total", "counter", (), "Counter of the number of failed reload attempts."),
     _F(

@@ -30,6 +30,7 @@ from nodelocaldns.plugins.timeouts.setup import DEFAULT_WRITE as WRITE_TIMEOUT
 from nodelocaldns.plugins.timeouts.setup import TimeoutsConfig
 from nodelocaldns.plugins.timeouts.setup import for_listener as timeouts_for_listener
 from nodelocaldns.server.direct import Driver
+from nodelocaldns.server.rcvqueue import queue_drops
 from nodelocaldns.server.settings import DEFAULT, ServerConfig
 
 log = logging.getLogger("nodelocaldns")
@@ -294,6 +295,11 @@ class Listener:
         """proto -> queries answered REFUSED at once at the slow path's cap (UDP only, as dropped)."""
         udp = self.udp.refused if self.udp is not None else 0
         return {"udp": udp + (self.shared.refused if self.shared is not None else 0)}
+
+    def queue_drops(self) -> dict[str, int]:
+        """proto -> datagrams the kernel dropped at this listener's full UDP receive queues (never
+        read, so neither answered nor in any other count)."""
+        return {"udp": queue_drops(self.udp.shared_sockets()) if self.udp is not None else 0}
 
     def tcp_wake(self) -> None:
         """A TCP query finished: read the paused connections again while there is room."""

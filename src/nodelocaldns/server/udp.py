@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import errno
 import socket
+import sys
 import threading
 from collections import deque
 from collections.abc import Callable
@@ -59,6 +60,22 @@ def refused_reply(data: bytes) -> bytes | None:
 
 
 _ONE_Q = b"\x00\x01\x00\x00\x00\x00\x00"  # QD=1, AN=NS=0, then AR's high byte
+# New names handed to the loop and not started yet, past which the thread answers REFUSED itself
+# (native_udp.WAITING is the same bound for the native workers).
+WAITING = 256
+# Datagrams read in a row without the socket's queue running empty, at which the thread counts as
+# behind its socket: ~17 ms of a 15k QPS flood, far below the ~10k datagrams the 4 MiB receive
+# buffer holds before the kernel drops (never read, never answered). While behind, new names are
+# refused in the thread and the loop starts none, so the GIL goes to reading the socket.
+BEHIND = 256
+# The GIL switch interval while the thread runs. A thread waiting for the GIL gets it only when the
+# holder blocks or after this interval; the loop, busy with a flood's chain work, never blocks, and
+# each recvfrom/sendto hands the GIL back to it (CPython's convoy effect, bpo-7946). At the 5 ms
+# default a 15k QPS flood queues 75 datagrams per wait; the cached names wait behind them.
+SWITCH_INTERVAL = 0.001
+
+
+_DONTWAIT = socket.MSG_DONTWAIT
 
 
 def drain_queue(sock: socket.socket, handle: Callable[[bytes, tuple[str, int]], None]) -> None:
@@ -102,10 +119,11 @@ class UDPWorker:
         # thread) minus finished (written only by the loop), so neither needs a lock.
         self.n_handed = 0
         self.n_finished = 0
-        # The slow path was full (both written only by this thread): answered REFUSED, or dropped
-        # unanswered (not a plain query).
-        self.refused = 0
-        self.dropped = 0
+        # The slow path was full: answered REFUSED, or dropped unanswered (not a plain query); [0]
+        # written only by this thread, [1] only by the loop (new names it did not start, behind).
+        self.refused_by = [0, 0]
+        self.dropped_by = [0, 0]
+        self.behind = False  # the socket's queue has not run empty for BEHIND datagrams (see run)
         self.cap = listener.max_pending
         # Two lanes, drained in order: packets for a name the cache holds (expired: serve_stale or a
         # refresh) come before the rest, and may use a reserve above the cap, so a flood of names
@@ -116,7 +134,16 @@ class UDPWorker:
         self.thread = threading.Thread(target=self.run, name=f"udp {listener.server}", daemon=True)
 
     def start(self) -> None:
+        sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL))
         self.thread.start()
+
+    @property
+    def refused(self) -> int:
+        return self.refused_by[0] + self.refused_by[1]
+
+    @property
+    def dropped(self) -> int:
+        return self.dropped_by[0] + self.dropped_by[1]
 
     def stop(self) -> None:
         """Stop reading, without dropping what the kernel already queued to this socket.
@@ -170,6 +197,8 @@ class UDPWorker:
         """
         if self.n_handed - self.n_finished >= (self.cap + self.reserve if lane == 0 else self.cap):
             return False
+        if lane and (self.behind or len(self.lanes[1]) >= WAITING):
+            return False  # the loop cannot start them in time: REFUSED here is ~10x cheaper
         self.n_handed += 1
         self.lanes[lane].append((fn, args))
         if not self.scheduled:
@@ -178,8 +207,13 @@ class UDPWorker:
         return True
 
     def drain(self, batch: int = 64) -> None:
-        """On the loop: start up to ``batch`` handed-off packets, cached names first, then yield."""
+        """On the loop: start up to ``batch`` handed-off packets, cached names first, then yield.
+
+        While the thread is behind its socket, the new names waiting are refused rather than
+        started (the chain's work would take the GIL the thread needs to read)."""
         self.scheduled = False  # before looking: a packet appended from now on schedules a drain
+        if self.behind:
+            self._refuse_waiting()
         for lane in self.lanes:
             while lane and batch:
                 fn, args = lane.popleft()
@@ -195,6 +229,19 @@ class UDPWorker:
     def _done(self, _t: object = None) -> None:
         self.n_finished += 1
 
+    def _refuse_waiting(self) -> None:
+        """On the loop: the new names waiting get REFUSED (counted) instead of the chain."""
+        new = self.lanes[1]
+        keep: list[tuple[Callable[..., None], tuple[Any, ...]]] = []
+        for _ in range(len(new)):  # the thread appends no new names while behind
+            fn, args = new.popleft()
+            if fn == self.slow:
+                self.shed(args[0], args[1], side=1)
+                self._done()
+            else:  # counting a slow hit, a FORMERR, a fast-path error: cheap, and owed
+                keep.append((fn, args))
+        new.extendleft(reversed(keep))
+
     def to_slow(self, data: bytes, addr: tuple[str, int]) -> None:
         if not self.handoff(self.slow, data, addr):
             self.shed(data, addr)
@@ -203,14 +250,14 @@ class UDPWorker:
         if not self.handoff(self.slow, data, addr, lane=0):
             self.shed(data, addr)
 
-    def shed(self, data: bytes, addr: tuple[str, int]) -> None:
+    def shed(self, data: bytes, addr: tuple[str, int], side: int = 0) -> None:
         """The slow path is full: REFUSED at once to a plain query, as forward past max_concurrent
-        answers; anything else is dropped. Both counted."""
+        answers; anything else is dropped. Both counted (``side`` 1: on the loop)."""
         out = refused_reply(data)
         if out is None:
-            self.dropped += 1
+            self.dropped_by[side] += 1
             return
-        self.refused += 1
+        self.refused_by[side] += 1
         try:
             self.sock.sendto(out, addr)
         except OSError:
@@ -253,11 +300,22 @@ class UDPWorker:
         slow = self.to_slow
         clock = lst.clock
         flagged = fastpath.flagged
+        streak = 0  # datagrams read since the socket's queue was last empty
         while True:
             try:
                 # A 64 KiB buffer costs ~1 us per packet in allocation; no sane query is near 4 KiB.
                 # A datagram that fills the buffer was cut short and goes to the slow path (FORMERR).
-                data, addr = recv(_UDP_BUF)
+                # Not blocking first: whether the queue was empty is how the thread knows it keeps up.
+                try:
+                    data, addr = recv(_UDP_BUF, _DONTWAIT)
+                except BlockingIOError:
+                    streak = 0
+                    self.behind = False
+                    data, addr = recv(_UDP_BUF)
+                else:
+                    streak += 1
+                    if streak >= BEHIND:
+                        self.behind = True
             except OSError:
                 if self.stopping:
                     self._drain_rest()

@@ -63,6 +63,7 @@ def collect(host: Host) -> list[Any]:
     enabled = gauge("coredns_plugin_enabled")
     dropped = counter("nodelocaldns_dns_dropped_requests_total")
     refused = counter("nodelocaldns_dns_refused_requests_total")
+    overflow = counter("nodelocaldns_dns_receive_queue_drops_total")
     panics = 0
     for lst in host.dns_listeners():
         server = lst.server
@@ -106,6 +107,8 @@ def collect(host: Host) -> list[Any]:
             dropped.add_metric([server, proto], n)
         for proto, n in lst.refused().items():
             refused.add_metric([server, proto], n)
+        for proto, n in lst.queue_drops().items():
+            overflow.add_metric([server, proto], n)
     total = counter("coredns_panics_total")
     total.add_metric([], panics)
-    return [build, req, do_req, resp, dur, rsize, wsize, enabled, total, dropped, refused]
+    return [build, req, do_req, resp, dur, rsize, wsize, enabled, total, dropped, refused, overflow]
