@@ -56,7 +56,7 @@ PY_PATH_TESTS := tests/metrics/test_metrics.py tests/plugins/cache/test_serve_ca
   tests/server/test_serve_tcp.py tests/server/test_serve_oversized.py tests/server/test_serve_native.py
 
 unit: $(STAMP) $(NATIVE_STAMP) test-deps
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q --durations=25
 	NODELOCALDNS_NATIVE=0 $(BIN)/pytest -q $(PY_PATH_TESTS)
 
 test: test-deps lint typecheck unit
