@@ -116,7 +116,7 @@ class BlockMirror:
         check = self.block.shuffle
         assert check is not None
         question = entry.q or key[: key.find(0) + 5]
-        body = entry.body_with_ttl(entry.orig)
+        body = entry.orig_body()
         if body is None:  # a mirrored entry its index no longer holds: nothing to insert
             return False
         return check(b"\0\0" + entry.heads[0] + question + body) and check(
