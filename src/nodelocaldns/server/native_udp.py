@@ -123,8 +123,10 @@ class BlockMirror:
             b"\0\0" + entry.heads[4] + question + body + _OPT
         )
 
-    def drop(self, key: bytes) -> None:
-        if self._zone(key) is not None:
+    def drop(self, key: bytes, entry: Cached | None = None) -> None:
+        # A Mirrored of this index was put here under this block's zone (a router routes a key
+        # one way for good): no second route per eviction. Anything else may be another block's.
+        if type(entry) is self.nix.mirrored or self._zone(key) is not None:
             self.nix.index.remove(key)
 
 
