@@ -409,8 +409,13 @@ class NativeUDPServer:
         if out is not None:
             self._send(s, out, addr)
 
-    def holds(self, key: bytes) -> bool:
-        """Does the index hold an entry for ``key`` (fresh or not)? Then so does a cache store."""
+    def holds(self, key: bytes, entry: Cached | None = None) -> bool:
+        """Does the index hold an entry for ``key`` (fresh or not)? Then so does a cache store.
+
+        ``entry``, what a store holds for ``key``: a Mirrored of this index is held (only the
+        store's drops and replacements take a key out of the index), asked without a body copy."""
+        if entry is not None and type(entry) is self.nix.mirrored:
+            return True
         return self.nix.index.body(key) is not None
 
     def lookup(self, data: bytes, now: float, tcp: bool) -> tuple[bytes, int] | None:
