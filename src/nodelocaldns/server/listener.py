@@ -211,7 +211,10 @@ class Listener:
             got = nat.lookup(data, self.clock(), tcp)
             if got is not None:
                 return self._native_hit(nat, got, data, t0, tcp)
-        hit = fastpath.answer(data, self.clock(), self.router.memo, tcp)
+        memo = self.router.memo
+        if not memo:  # answer() finds nothing in an empty memo (the native index's names are not in it)
+            return None
+        hit = fastpath.answer(data, self.clock(), memo, tcp)
         if hit is None:
             return None
         reply, e, (_smap, _dmap, zb, acc, _tf, _cap), bits = hit
