@@ -143,3 +143,56 @@ def test_a_round_robin_block_is_mirrored_with_the_shuffle() -> None:
     nix = NativeIndex(Router({".": root}))
     _put(root, "n1.example.", 1, False, False, 30)
     assert len(nix.index) == 1 and nix.index.answer(query("n1.example.", 1), NOW) is not None
+
+
+def test_an_eviction_leaves_another_blocks_entry_in_a_shared_index_alone() -> None:
+    # One block on two listeners' zone tables: on the first, x.sub.example. belongs to ``sub``;
+    # on the second, to ``root`` (whose index then holds root's copy, and root's store a Mirrored
+    # of that index). Evicting it from root must clear it from the second index only.
+    root = _block((".",), (1, 1))
+    sub = _block(("sub.example.",), (4, 4))
+    first = NativeIndex(Router({".": root, "sub.example.": sub}))
+    second = NativeIndex(Router({".": root}))
+    name = "x.sub.example."
+    _put(sub, name, 1, False, False, 30)
+    _put(root, name, 1, False, False, 20)
+    key = fastpath.flagged(wire.text_to_wire(name) + b"\x00\x01\x00\x01", False, 0)
+    assert root.cache is not None and type(root.cache.store.get(key)) in (first.mirrored, second.mirrored)
+    data = query(name, 1)
+    want_sub = first.index.answer(data, NOW)
+    assert want_sub is not None and second.index.answer(data, NOW) is not None
+    _put(root, "n0.example.", 1, False, False, 30)  # root's cap is 1: x.sub.example. is evicted
+    assert root.cache.store.get(key) is None
+    assert second.index.answer(data, NOW) is None
+    assert first.index.answer(data, NOW) == want_sub
+    # And an eviction from the owner clears the first index's copy.
+    assert sub.cache is not None
+    for i in range(4):
+        _put(sub, f"y{i}.sub.example.", 1, False, False, 30)
+    assert sub.cache.store.get(key) is None and first.index.answer(data, NOW) is None
+
+
+def test_holds_trusts_only_a_mirrored_of_its_own_index() -> None:
+    # Listener.handle passes what the store holds: a Mirrored of the listener's own index is held
+    # there without a body copy; one of another index (a shared block, an old generation) is not
+    # proof, the index is asked.
+    from types import SimpleNamespace
+
+    from nodelocaldns.server.native_udp import NativeUDPServer
+
+    root = _block((".",), (4, 4))
+    sub = _block(("sub.example.",), (4, 4))
+    first = NativeIndex(Router({".": root, "sub.example.": sub}))
+    second = NativeIndex(Router({".": root}))
+    name = "x.sub.example."
+    _put(root, name, 1, False, False, 20)  # routed to sub on the first table: only the second holds it
+    key = fastpath.flagged(wire.text_to_wire(name) + b"\x00\x01\x00\x01", False, 0)
+    assert root.cache is not None
+    held = root.cache.store.get(key)
+    assert type(held) is second.mirrored
+    on_first, on_second = SimpleNamespace(nix=first), SimpleNamespace(nix=second)
+    assert not NativeUDPServer.holds(on_first, key, held)  # type: ignore[arg-type]
+    assert NativeUDPServer.holds(on_second, key, held) and NativeUDPServer.holds(on_second, key)  # type: ignore[arg-type]
+    _put(sub, name, 1, False, False, 30)
+    assert NativeUDPServer.holds(on_first, key, held)  # type: ignore[arg-type]
+    assert sub.cache is not None and type(sub.cache.store.get(key)) is first.mirrored

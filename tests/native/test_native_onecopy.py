@@ -192,6 +192,26 @@ def test_index_body_patches_the_ttl_and_checks_the_entry() -> None:
         ix.body(key, 1 << 32)
 
 
+@pytest.mark.parametrize("keepttl", [False, True])
+@pytest.mark.parametrize("later", [0.0, 0.5, 1.0, 7.25])
+def test_an_entry_goes_into_the_index_at_its_original_ttl_whatever_its_memo(
+    later: float, keepttl: bool
+) -> None:
+    # A new entry's memo is handed over as it is (no copy); one whose memo body() moved on to a
+    # later second (an entry mirrored after it served: attach, a reload) is copied back to orig.
+    reply = _reply("a.example.", ttl=30)
+    verdict = classify(reply, wire.text_to_wire("a.example."), 1, CacheConfig())
+    e = Entry(reply, verdict, NOW, False, False, 1, keepttl)
+    key = wire.text_to_wire("a.example.") + b"\x00\x01\x00\x01"
+    at_orig = e.body_with_ttl(30)
+    assert e.body(NOW + later) is not None
+    assert e.orig_body() == at_orig and (later >= 1 and not keepttl) == (e.memo != at_orig)
+    ix = native.new_index(4)
+    assert native.insert_entry(ix, key, e)
+    ttl = 30 if keepttl else 30 - int(later)
+    assert ix.body(key) == at_orig and ix.body(key, ttl, NOW) == e.body(NOW + later)
+
+
 def test_an_index_entry_spends_little_beyond_its_key_and_records() -> None:
     ix = native.new_index(4)
     key, e = _entry("a.example.")

@@ -32,7 +32,7 @@ class CachedAnswer(Protocol):
     fl: int
     q: bytes | None  # the stored question when its name has capitals
 
-    def body_with_ttl(self, ttl: int) -> bytes | None: ...
+    def orig_body(self) -> bytes | None: ...
 
 
 def _load() -> tuple[ModuleType | None, str]:
@@ -83,8 +83,9 @@ def insert_entry(
     cannot be shuffled as wire slices (the caller leaves it to Python's fast path). ``stale``: the
     index's serve_stale slot for the entry's block (``Index.set_stale``), 0 for none.
     """
-    flags = e.fl & (module().FLAG_KEEPTTL | module().FLAG_AA) | (module().FLAG_SHUFFLE if shuffle else 0)
-    body = e.body_with_ttl(e.orig)
+    m = module()
+    flags = e.fl & (m.FLAG_KEEPTTL | m.FLAG_AA) | (m.FLAG_SHUFFLE if shuffle else 0)
+    body = e.orig_body()
     if body is None:  # a mirrored entry whose own index no longer holds it
         return False
     return index.insert(key, b"".join(e.heads), body, e.offs, e.stored, e.orig, flags, e.q, cap, stat, stale)

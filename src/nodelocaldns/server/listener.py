@@ -25,6 +25,7 @@ from nodelocaldns.dns import wire
 from nodelocaldns.errors import ShortHeader, WireError
 from nodelocaldns.metrics.dnsstats import ServerStats, ZoneAcc, duration_bucket
 from nodelocaldns.plugins.cache import fastpath
+from nodelocaldns.plugins.cache.entry import Cached
 from nodelocaldns.plugins.cache.handler import CacheHandler
 from nodelocaldns.plugins.timeouts.setup import DEFAULT_WRITE as WRITE_TIMEOUT
 from nodelocaldns.plugins.timeouts.setup import TimeoutsConfig
@@ -107,7 +108,8 @@ class NativeSide(UDPSide, Protocol):
 
     def lookup(self, data: bytes, now: float, tcp: bool) -> tuple[bytes, int] | None: ...
 
-    def holds(self, key: bytes) -> bool: ...
+    def holds(self, key: bytes, entry: Cached | None = None) -> bool:
+        """Does the index hold ``key``? ``entry``: what the cache store holds for it, if known."""
 
     def translate(self, k: int) -> tuple[int, ZoneAcc]: ...
 
@@ -209,7 +211,10 @@ class Listener:
             got = nat.lookup(data, self.clock(), tcp)
             if got is not None:
                 return self._native_hit(nat, got, data, t0, tcp)
-        hit = fastpath.answer(data, self.clock(), self.router.memo, tcp)
+        memo = self.router.memo
+        if not memo:  # answer() finds nothing in an empty memo (the native index's names are not in it)
+            return None
+        hit = fastpath.answer(data, self.clock(), memo, tcp)
         if hit is None:
             return None
         reply, e, (_smap, _dmap, zb, acc, _tf, _cap), bits = hit
@@ -367,8 +372,9 @@ class Listener:
         # A name the native index holds is found there (Listener.fast): the memo would only cost
         # memory (~80k names in four full caches, and routes to evicted names until it clears).
         nat = self.native
-        if (qkey and cache is not None and cache.covers(q.qname) and cache.store.get(req.key) is not None
-                and (nat is None or not nat.holds(req.key))):  # fmt: skip
+        held = cache.store.get(req.key) if qkey and cache is not None and cache.covers(q.qname) else None
+        if held is not None and (nat is None or not nat.holds(req.key, held)):
+            assert cache is not None
             fastpath.remember(router.memo, router.routes, qkey, zone, cache.store.maps, self.stats.zone_acc(zone),
                               self.memo_max, block.transform, block.udp_max)  # fmt: skip
         send(out)

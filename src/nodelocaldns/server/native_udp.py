@@ -116,15 +116,17 @@ class BlockMirror:
         check = self.block.shuffle
         assert check is not None
         question = entry.q or key[: key.find(0) + 5]
-        body = entry.body_with_ttl(entry.orig)
+        body = entry.orig_body()
         if body is None:  # a mirrored entry its index no longer holds: nothing to insert
             return False
         return check(b"\0\0" + entry.heads[0] + question + body) and check(
             b"\0\0" + entry.heads[4] + question + body + _OPT
         )
 
-    def drop(self, key: bytes) -> None:
-        if self._zone(key) is not None:
+    def drop(self, key: bytes, entry: Cached | None = None) -> None:
+        # A Mirrored of this index was put here under this block's zone (a router routes a key
+        # one way for good): no second route per eviction. Anything else may be another block's.
+        if type(entry) is self.nix.mirrored or self._zone(key) is not None:
             self.nix.index.remove(key)
 
 
@@ -407,8 +409,13 @@ class NativeUDPServer:
         if out is not None:
             self._send(s, out, addr)
 
-    def holds(self, key: bytes) -> bool:
-        """Does the index hold an entry for ``key`` (fresh or not)? Then so does a cache store."""
+    def holds(self, key: bytes, entry: Cached | None = None) -> bool:
+        """Does the index hold an entry for ``key`` (fresh or not)? Then so does a cache store.
+
+        ``entry``, what a store holds for ``key``: a Mirrored of this index is held (only the
+        store's drops and replacements take a key out of the index), asked without a body copy."""
+        if entry is not None and type(entry) is self.nix.mirrored:
+            return True
         return self.nix.index.body(key) is not None
 
     def lookup(self, data: bytes, now: float, tcp: bool) -> tuple[bytes, int] | None:

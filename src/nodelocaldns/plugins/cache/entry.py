@@ -18,7 +18,7 @@ import struct
 from typing import TYPE_CHECKING, ClassVar, Protocol
 
 from nodelocaldns.dns import message, wire
-from nodelocaldns.metrics.dnsstats import ZONE_SHIFT, stat_base, stats_of
+from nodelocaldns.metrics.dnsstats import STAT_SHIFT, STATS_BY_ID, ZONE_SHIFT, stat_base, stats_of
 from nodelocaldns.plugins.cache.classify import Verdict
 
 _TTL = struct.Struct("!I")
@@ -99,26 +99,27 @@ class Cached:
     tail_edns: bytes
     q: bytes | None
 
-    # What the packed stat id knows, for the slow path and metrics.
+    # What the packed stat id knows, for the slow path and metrics (stats_of, inlined: the
+    # store reads kind and rcode on every miss).
     @property
     def _stat(self) -> tuple[int, int, int, int]:
         return stats_of(self.sbase)
 
     @property
     def qtype(self) -> int:
-        return self._stat[0]
+        return STATS_BY_ID[self.sbase >> STAT_SHIFT][0]
 
     @property
     def rcode(self) -> int:
-        return self._stat[1]
+        return STATS_BY_ID[self.sbase >> STAT_SHIFT][1]
 
     @property
     def kind(self) -> int:
-        return self._stat[2]
+        return STATS_BY_ID[self.sbase >> STAT_SHIFT][2]
 
     @property
     def size(self) -> int:
-        return self._stat[3]
+        return STATS_BY_ID[self.sbase >> STAT_SHIFT][3]
 
     @property
     def expires(self) -> float:
@@ -143,6 +144,10 @@ class Cached:
     def body_with_ttl(self, ttl: int) -> bytes | None:
         """The records section with every TTL set to ``ttl`` (None: a mirrored entry's index lost it)."""
         raise NotImplementedError
+
+    def orig_body(self) -> bytes | None:
+        """The records section with every TTL at ``orig``, as a native index stores it."""
+        return self.body_with_ttl(self.orig)
 
     def render(self, data: bytes, q: wire.Query, body: bytes, limit: int, aa: bool = True) -> bytes:
         """The reply to ``data``: client ID, RD/CD, question case and OPT; truncated to ``limit``."""
@@ -185,13 +190,18 @@ class Entry(Cached):
         recs = verdict.records
         n_ar = len(recs) - an - ns
         start = verdict.body_start
-        end = recs[-1][3] if recs else start
+        ttl = verdict.ttl
         # The body with OPT removed (it is always last, see classify) and every TTL set to the item TTL.
-        body = bytearray(reply[start:end])
-        offs = tuple(ttl_off - start for _s, ttl_off, _t, _e in recs)
-        for off in offs:
-            _TTL.pack_into(body, off, verdict.ttl)
-        self.memo = bytes(body)
+        if recs:
+            body = bytearray(reply[start : recs[-1][3]])
+            offs = tuple([r[1] - start for r in recs])
+            pack = _TTL.pack_into
+            for off in offs:
+                pack(body, off, ttl)
+            self.memo = bytes(body)
+        else:
+            offs = ()
+            self.memo = b""
         # Owner names keep the case they were stored with (CoreDNS stores the records and only
         # takes the question from the client). The body's pointers into the question read the
         # client's bytes, which is right only when those are the stored ones: ``q`` is the stored
@@ -204,12 +214,11 @@ class Entry(Cached):
         ad_stored = bool(flags & wire.FLAG_AD)
         base = wire.FLAG_QR | wire.FLAG_AA | (flags & wire.FLAG_RA) | (wire.FLAG_CD if cd else 0) | rcode
         self.heads = _heads(base, ad_stored, do, an, ns, n_ar)
-        size = start + len(body)
-        self.sbase = stat_base(qtype, rcode, verdict.kind, size)
-        self.orig = verdict.ttl
+        self.sbase = stat_base(qtype, rcode, verdict.kind, start + len(self.memo))
+        self.orig = ttl
         self.stored = now
         self.fl = (_KEEPTTL if keepttl else 0) | (_AA if flags & wire.FLAG_AA else 0)
-        self.memo_until = now + 1 if not keepttl else now + verdict.ttl
+        self.memo_until = now + 1 if not keepttl else now + ttl
         self.hits = 0
         self.last_hit = now
         self.tail = self.tail_edns = b""
@@ -229,6 +238,13 @@ class Entry(Cached):
         self.memo_until = self.stored + elapsed + 1
         self.tail = self.tail_edns = b""
         return self.memo
+
+    def orig_body(self) -> bytes:
+        # The memo is still the stored body (TTLs at orig) until body() first moves it on: a
+        # new entry's, on every miss the index mirrors, needs no copy.
+        if self.memo_until <= self.stored + 1 or self.fl & _KEEPTTL:
+            return self.memo
+        return self.body_with_ttl(self.orig)
 
     def body_with_ttl(self, ttl: int) -> bytes:
         b = bytearray(self.memo)

@@ -32,7 +32,8 @@ class Mirror(Protocol):
         """Copy ``entry``; return what the store keeps instead (a Mirrored) if this copy is now
         the one holding its bytes, else None."""
 
-    def drop(self, key: bytes) -> None: ...
+    def drop(self, key: bytes, entry: Cached | None = None) -> None:
+        """``key`` left the store; ``entry``: what the store held for it, when it is known."""
 
 
 class Store:
@@ -54,10 +55,10 @@ class Store:
         self.mirrors: list[Mirror] = []
         self._since = [0, 0]  # evictions since each map was last compacted
 
-    def _evict(self, m: dict[bytes, Cached], kind: int) -> bytes:
-        """Remove the oldest insertion of the full map ``m`` (its ``kind``) and return its key."""
+    def _evict(self, m: dict[bytes, Cached], kind: int) -> tuple[bytes, Cached]:
+        """Remove the oldest insertion of the full map ``m`` (its ``kind``); return it."""
         old = next(iter(m))
-        del m[old]
+        gone = m.pop(old)
         self.evictions[kind] += 1
         since = self._since[kind] + 1
         if since >= COMPACT:
@@ -70,7 +71,7 @@ class Store:
             m.clear()
             m.update(packed)
         self._since[kind] = since
-        return old
+        return old, gone
 
     def attach(self, m: Mirror) -> None:
         """Start mirroring into ``m``, beginning with everything stored now."""
@@ -102,10 +103,10 @@ class Store:
                 return
         other = self.maps[1 - kind]
         mirrors = self.mirrors
-        if key in other:
-            del other[key]
+        gone = other.pop(key, None)
+        if gone is not None:
             for mi in mirrors:
-                mi.drop(key)
+                mi.drop(key, gone)
         if key in m:
             del m[key]  # re-insert at the end: a refreshed answer is the newest
             m[key] = entry
@@ -114,9 +115,9 @@ class Store:
         if self.caps[kind] <= 0:
             return
         if len(m) >= self.caps[kind]:
-            old = self._evict(m, kind)
+            old, gone = self._evict(m, kind)
             for mi in mirrors:
-                mi.drop(old)
+                mi.drop(old, gone)
         m[key] = entry
         self._publish(m, key, entry)
 
@@ -154,7 +155,7 @@ class Store:
         if self.caps[kind] <= 0:
             return
         if len(m) >= self.caps[kind]:
-            old = self._evict(m, kind)
+            old, _gone = self._evict(m, kind)
             if mirrored:
                 self._mirror(old)
         m[key] = entry
