@@ -42,6 +42,7 @@ from support.agent_ns import (
     wait_until,
 )
 from support.agent_render import RENDER_ARGS, Rendered, _cli, kubelet_env
+from support.load import dnsperf_summary
 from support.netns import add_veth, netns, netns_available, ns_exec, run_in_netns
 
 pytestmark = [
@@ -163,19 +164,6 @@ class StateSampler(threading.Thread):
     def run(self) -> None:
         while not self.stop.wait(0.25):
             self.samples.append((len(rule_lines(self.node)), frozenset(local_addresses(self.node))))
-
-
-def dnsperf_summary(text: str) -> dict[str, float]:
-    out: dict[str, float] = {}
-    for key, pat in (("sent", r"Queries sent:\s+(\d+)"), ("completed", r"Queries completed:\s+(\d+)"),
-                     ("lost", r"Queries lost:\s+(\d+)"), ("max_latency", r"max ([0-9.]+)\)")):  # fmt: skip
-        m = re.search(pat, text)
-        assert m, (key, text[-2000:])
-        out[key] = float(m.group(1))
-    m = re.search(r"Response codes:\s+(.*)", text)
-    for code, n in re.findall(r"([A-Z]+) (\d+) \(", m.group(1) if m else ""):
-        out[code] = float(n)
-    return out
 
 
 def udp_drops(ns: str, ips: tuple[str, ...], port: int) -> int:

@@ -10,7 +10,6 @@ import asyncio
 import contextlib
 import json
 import os
-import re
 import socket
 import struct
 import subprocess
@@ -39,6 +38,7 @@ from nodelocaldns.server.settings import ServerConfig
 from nodelocaldns.server.tcp import TCPConnection
 from nodelocaldns.server.udp import BEHIND, UDPWorker
 from support.forward_e2e import PROBE_BLOCK, metric, wait_metric
+from support.load import dnsperf_summary
 from support.ports import free_port
 from support.server import Served
 from support.server import serve as _serve
@@ -151,19 +151,6 @@ def _rss_mib(pid: int) -> float:
     raise AssertionError("no VmRSS")
 
 
-def _dnsperf_summary(text: str) -> dict[str, float]:
-    out: dict[str, float] = {}
-    for key, pat in (("sent", r"Queries sent:\s+(\d+)"), ("completed", r"Queries completed:\s+(\d+)"),
-                     ("lost", r"Queries lost:\s+(\d+)"), ("max_latency", r"max ([0-9.]+)\)")):  # fmt: skip
-        m = re.search(pat, text)
-        assert m, (key, text[-2000:])
-        out[key] = float(m.group(1))
-    m = re.search(r"Response codes:\s+(.*)", text)
-    for code, n in re.findall(r"([A-Z]+) (\d+) \(", m.group(1) if m else ""):
-        out[code] = float(n)
-    return out
-
-
 class _Sampler(threading.Thread):
     """A dnspython client asking for cached names the whole time, one at a time, timing each."""
 
@@ -270,7 +257,7 @@ def test_a_flood_of_unique_names_toward_a_blackholed_upstream_stays_bounded(
         overflow = metric(mport, "nodelocaldns_dns_receive_queue_drops_total", proto="udp")
         log = s.stderr()
     perf_text = (tmp_path / "dnsperf.out").read_text()
-    res = _dnsperf_summary(perf_text)
+    res = dnsperf_summary(perf_text)
     answered = res.get("SERVFAIL", 0) + res.get("REFUSED", 0)
     figures = (
         f"RSS idle {idle:.1f} MiB, peak {peak:.1f} MiB; within 50 ms: fresh hits {100 * within['fresh']:.2f}% "

@@ -84,3 +84,17 @@ class Load:
 def query_file(path: Path, names: list[str], qtype: str = "A") -> Path:
     path.write_text("".join(f"{n} {qtype}\n" for n in names))
     return path
+
+
+def dnsperf_summary(text: str) -> dict[str, float]:
+    """dnsperf's report as numbers: sent, completed, lost, max_latency (s) and each response code."""
+    out: dict[str, float] = {}
+    for key, pat in (("sent", r"Queries sent:\s+(\d+)"), ("completed", r"Queries completed:\s+(\d+)"),
+                     ("lost", r"Queries lost:\s+(\d+)"), ("max_latency", r"max ([0-9.]+)\)")):  # fmt: skip
+        m = re.search(pat, text)
+        assert m, (key, text[-2000:])
+        out[key] = float(m.group(1))
+    m = _RCODES.search(text)
+    for code, n in re.findall(r"([A-Z]+) (\d+) \(", m.group(1) if m else ""):
+        out[code] = float(n)
+    return out
