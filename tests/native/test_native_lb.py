@@ -34,7 +34,7 @@ from nodelocaldns.plugins.loadbalance import fast
 from nodelocaldns.plugins.loadbalance.runtime import LoadBalanceRuntime
 from nodelocaldns.plugins.loadbalance.setup import LoadBalanceConfig
 from nodelocaldns.server.listener import Block, Router
-from nodelocaldns.server.native_udp import NativeIndex
+from nodelocaldns.server.native_index import NativeIndex
 from support.inproc import query
 from support.lbref import reference_could_send
 

@@ -1,4 +1,4 @@
-"""The native index as a mirror of the cache stores (server/native_udp.py, plugins/cache/store.py).
+"""The native index as a mirror of the cache stores (server/native_index.py, plugins/cache/store.py).
 
 After any sequence of stores, replacements, success/denial swaps and evictions, the index answers
 exactly the keys the owning block's store holds, with the bytes the Python fast path makes of
@@ -24,7 +24,7 @@ from nodelocaldns.plugins.cache.entry import Entry
 from nodelocaldns.plugins.cache.handler import CacheHandler
 from nodelocaldns.plugins.cache.setup import CacheConfig
 from nodelocaldns.server.listener import Block, Router
-from nodelocaldns.server.native_udp import NativeIndex
+from nodelocaldns.server.native_index import NativeIndex
 from support.inproc import query
 
 pytestmark = pytest.mark.skipif(not native.native_available(), reason=native.native_status())

@@ -20,7 +20,7 @@ from nodelocaldns.plugins.cache.entry import Entry, Mirrored
 from nodelocaldns.plugins.cache.handler import CacheHandler
 from nodelocaldns.plugins.cache.setup import CacheConfig
 from nodelocaldns.server.listener import Block, Router
-from nodelocaldns.server.native_udp import NativeIndex
+from nodelocaldns.server.native_index import NativeIndex
 from support.inproc import query
 
 pytestmark = pytest.mark.skipif(not native.native_available(), reason=native.native_status())

@@ -33,7 +33,8 @@ from nodelocaldns.plugins.forward.handler import ForwardHandler
 from nodelocaldns.plugins.forward.setup import ForwardConfig, Upstream
 from nodelocaldns.server.chain import build_chain
 from nodelocaldns.server.listener import Block, Listener, Router
-from nodelocaldns.server.native_udp import NativeIndex, NativeUDPServer
+from nodelocaldns.server.native_index import NativeIndex
+from nodelocaldns.server.native_udp import NativeUDPServer
 from nodelocaldns.server.settings import ServerConfig
 from nodelocaldns.server.tcp import TCPConnection
 from nodelocaldns.server.udp import BEHIND, UDPWorker

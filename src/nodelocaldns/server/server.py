@@ -42,7 +42,8 @@ from nodelocaldns.server.config import Plan, plan
 from nodelocaldns.server.httpd import HTTPServers
 from nodelocaldns.server.instance import Generation, Instance
 from nodelocaldns.server.listener import Listener, Router
-from nodelocaldns.server.native_udp import NativeIndex, NativeUDPServer, signature
+from nodelocaldns.server.native_index import NativeIndex, signature
+from nodelocaldns.server.native_udp import NativeUDPServer
 from nodelocaldns.server.settings import DEFAULT, ServerConfig
 from nodelocaldns.server.tcp import TCPConnection
 from nodelocaldns.server.tcp_migrate import TCPMigrate
