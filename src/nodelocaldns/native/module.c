@@ -27,6 +27,20 @@ static PyObject *rendered(IndexObject *self, const nld_hit *h, const uint8_t *q)
     return b;
 }
 
+/* The answer to q at now (stale: only an expired entry inside its block's stale window), or None;
+ * releases q. */
+static PyObject *answer_for(IndexObject *self, Py_buffer *q, double now, int tcp, int stale) {
+    nld_hit h;
+    nld_index_rdlock(&self->ix);
+    int ok = nld_match(&self->ix, q->buf, (size_t)q->len, now, tcp, &h);
+    if (stale)
+        ok = !ok && nld_stale(&self->ix, &h, now) && h.len <= 65536;
+    PyObject *out = ok ? rendered(self, &h, q->buf) : Py_NewRef(Py_None);
+    nld_index_unlock(&self->ix);
+    PyBuffer_Release(q);
+    return out;
+}
+
 static int Index_init(IndexObject *self, PyObject *args, PyObject *kw) {
     static char *names[] = {"capacity", "max_bytes", NULL};
     Py_ssize_t capacity, max_bytes = 0;
@@ -153,16 +167,7 @@ static PyObject *Index_answer(IndexObject *self, PyObject *args, PyObject *kw) {
     int tcp = 0;
     if (!ready(self) || !PyArg_ParseTupleAndKeywords(args, kw, "y*d|p", names, &q, &now, &tcp))
         return NULL;
-    PyObject *out = NULL;
-    nld_hit h;
-    nld_index_rdlock(&self->ix);
-    if (nld_match(&self->ix, q.buf, (size_t)q.len, now, tcp, &h))
-        out = rendered(self, &h, q.buf);
-    else
-        out = Py_NewRef(Py_None);
-    nld_index_unlock(&self->ix);
-    PyBuffer_Release(&q);
-    return out;
+    return answer_for(self, &q, now, tcp, 0);
 }
 
 /* answer() plus the key the worker would count the hit under (stat | size << 3 | DO << 1 | EDNS). */
@@ -265,17 +270,7 @@ static PyObject *Index_stale_answer(IndexObject *self, PyObject *args, PyObject 
     double now;
     if (!ready(self) || !PyArg_ParseTupleAndKeywords(args, kw, "y*d", names, &q, &now))
         return NULL;
-    PyObject *out = NULL;
-    nld_hit h;
-    nld_index_rdlock(&self->ix);
-    if (!nld_match(&self->ix, q.buf, (size_t)q.len, now, 0, &h) && nld_stale(&self->ix, &h, now) &&
-        h.len <= 65536)
-        out = rendered(self, &h, q.buf);
-    else
-        out = Py_NewRef(Py_None);
-    nld_index_unlock(&self->ix);
-    PyBuffer_Release(&q);
-    return out;
+    return answer_for(self, &q, now, 0, 1);
 }
 
 /* Everything but the bytes of key's entry, as entry.Mirrored reads it back: (heads: the 8 x 10
