@@ -41,6 +41,20 @@ static PyObject *answer_for(IndexObject *self, Py_buffer *q, double now, int tcp
     return out;
 }
 
+/* An optional ``stored`` argument: 0 when None (no check), 1 with *stored set, -1 on error. */
+static int stored_arg(PyObject *obj, double *stored) {
+    if (obj == Py_None)
+        return 0;
+    *stored = PyFloat_AsDouble(obj);
+    return *stored == -1.0 && PyErr_Occurred() ? -1 : 1;
+}
+
+/* key's entry, unless absent or (check) stored at another time: another entry. Under the lock. */
+static const nld_entry *held(IndexObject *self, const Py_buffer *key, int check, double stored) {
+    const nld_entry *e = nld_index_get(&self->ix, key->buf, (size_t)key->len);
+    return e == NULL || (check && e->stored != stored) ? NULL : e;
+}
+
 static int Index_init(IndexObject *self, PyObject *args, PyObject *kw) {
     static char *names[] = {"capacity", "max_bytes", NULL};
     Py_ssize_t capacity, max_bytes = 0;
@@ -206,13 +220,10 @@ static PyObject *Index_body(IndexObject *self, PyObject *args, PyObject *kw) {
     if (!ready(self) || !PyArg_ParseTupleAndKeywords(args, kw, "y*|LO", names, &key, &ttl, &stored_obj))
         return NULL;
     double stored = 0.0;
-    int check = stored_obj != Py_None;
-    if (check) {
-        stored = PyFloat_AsDouble(stored_obj);
-        if (stored == -1.0 && PyErr_Occurred()) {
-            PyBuffer_Release(&key);
-            return NULL;
-        }
+    int check = stored_arg(stored_obj, &stored);
+    if (check < 0) {
+        PyBuffer_Release(&key);
+        return NULL;
     }
     if (ttl > 0xFFFFFFFFLL) {
         PyBuffer_Release(&key);
@@ -221,8 +232,8 @@ static PyObject *Index_body(IndexObject *self, PyObject *args, PyObject *kw) {
     }
     PyObject *out = NULL;
     nld_index_rdlock(&self->ix);
-    const nld_entry *e = nld_index_get(&self->ix, key.buf, (size_t)key.len);
-    if (e == NULL || (check && e->stored != stored)) {
+    const nld_entry *e = held(self, &key, check, stored);
+    if (e == NULL) {
         out = Py_NewRef(Py_None);
     } else {
         out = PyBytes_FromStringAndSize((const char *)nld_e_body(e), (Py_ssize_t)e->bodylen);
@@ -283,18 +294,15 @@ static PyObject *Index_meta(IndexObject *self, PyObject *args, PyObject *kw) {
     if (!ready(self) || !PyArg_ParseTupleAndKeywords(args, kw, "y*|O", names, &key, &stored_obj))
         return NULL;
     double stored = 0.0;
-    int check = stored_obj != Py_None;
-    if (check) {
-        stored = PyFloat_AsDouble(stored_obj);
-        if (stored == -1.0 && PyErr_Occurred()) {
-            PyBuffer_Release(&key);
-            return NULL;
-        }
+    int check = stored_arg(stored_obj, &stored);
+    if (check < 0) {
+        PyBuffer_Release(&key);
+        return NULL;
     }
     PyObject *out = NULL;
     nld_index_rdlock(&self->ix);
-    const nld_entry *e = nld_index_get(&self->ix, key.buf, (size_t)key.len);
-    if (e == NULL || (check && e->stored != stored)) {
+    const nld_entry *e = held(self, &key, check, stored);
+    if (e == NULL) {
         out = Py_NewRef(Py_None);
     } else {
         uint8_t heads[NLD_HEADS * NLD_HEAD_LEN];
