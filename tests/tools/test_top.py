@@ -12,6 +12,7 @@ import json
 import math
 import os
 import pty
+import re
 import select
 import signal
 import subprocess
@@ -19,19 +20,21 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+import dns.rcode
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
 from nodelocaldns.metrics.catalog import TIME_BUCKETS
-from nodelocaldns.tools.promtext import Scrape, fetch, histogram_quantile, parse
+from nodelocaldns.tools.promtext import FetchError, Scrape, fetch, histogram_quantile, parse
 from nodelocaldns.tools.top import server_label, summarize
 from support.ports import free_port
 from support.server import REPO, Served, serve
-from support.upstreams import UpstreamServer
+from support.upstreams import Blackhole, UpstreamServer
 
 CLUSTER_NAME = "kubernetes.default.svc.cluster.local."
 MISSING_NAME = "nothing-here.default.svc.cluster.local."
@@ -249,6 +252,51 @@ def test_top_once_fits_80_columns(cache: Cache) -> None:
     # Each block's row has its address and zone whole (the test server listens on a port other than 53).
     assert ["127.0.0.1:" + str(port), "cluster.local"] in [r[:2] for r in rows], res.stdout
     assert ["127.0.0.1:" + str(port), "."] in [r[:2] for r in rows], res.stdout
+
+
+def test_top_once_fits_80_columns_with_a_dead_upstream(udp_blackhole: Blackhole) -> None:
+    """The view an operator opens in an outage: every miss waits out forward's budget, so the
+    latencies have four digits (and, with the window quiet, the since-start mark). Each block's
+    row still fits on one 80-column line, its address and latencies whole."""
+    mport = free_port("tcp")
+    zones = ("cluster.local", ".")
+    corefile = "".join(
+        f"{zone}:{{PORT}} {{\n    bind 127.0.0.1\n    forward . {udp_blackhole.address}\n"
+        f"    prometheus 127.0.0.1:{mport}\n}}\n"
+        for zone in zones
+    )
+    metrics = f"http://127.0.0.1:{mport}/metrics"
+    # No wait for a DNS answer: every query to this server waits out the dead upstream.
+    with serve(corefile, wait=False) as served:
+        try:
+            deadline = time.monotonic() + 10
+            while True:
+                try:
+                    fetch(metrics)
+                    break
+                except FetchError:
+                    assert time.monotonic() < deadline and served.proc.poll() is None, served.stderr()
+                    time.sleep(0.05)
+            names = ("a.cluster.local.", "b.example.org.")
+            with ThreadPoolExecutor(len(names)) as pool:
+                rcodes = list(pool.map(lambda n: served.query(n, timeout=10).rcode(), names))
+            assert rcodes == [dns.rcode.SERVFAIL] * len(names)
+            res = _top(
+                "--once", "--interval", "0.2", "--metrics", f"http://127.0.0.1:{mport}/metrics", columns=80
+            )
+        finally:
+            served.stop()
+            if served.proc.stderr is not None:
+                served.proc.stderr.close()
+    assert res.returncode == 0, res.stderr
+    lines = res.stdout.splitlines()
+    assert max(len(line) for line in lines) <= 80, res.stdout
+    server = f"127.0.0.1:{served.port}"
+    for zone in zones:
+        (row,) = [line.split() for line in lines if line.split()[:2] == [server, zone]]
+        # p50/p90/p99 in ms, at least a second each, marked as since-start values.
+        assert re.fullmatch(r"\d{4}/\d{4}/\d{4}\*", row[-1]), res.stdout
+    assert "*" not in [line.strip() for line in lines], res.stdout  # no cell folded onto a line of its own
 
 
 def test_live_view_refreshes_until_ctrl_c(cache: Cache) -> None:

@@ -268,7 +268,8 @@ def render(view: View, source: str) -> Any:
     if view.cpu is not None:
         head.append(f"   cpu {view.cpu * 100:.0f}%")
 
-    # Light borders and short headers: an 80-column terminal shows every address and zone whole.
+    # Light borders, short headers and two spaces between columns: an 80-column terminal shows
+    # every address, zone and latency whole, even four-digit ones during an upstream outage.
     blocks = Table(
         title="server blocks",
         title_justify="left",
@@ -276,6 +277,8 @@ def render(view: View, source: str) -> Any:
         box=box.SIMPLE_HEAD,
         show_edge=False,
         pad_edge=False,
+        padding=(0, 1),
+        collapse_padding=True,
     )
     for col, justify in (
         ("server", "left"), ("zone", "left"), ("QPS", "right"), ("hit %", "right"),
