@@ -8,6 +8,7 @@ and against the definition of a quantile.
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
@@ -28,10 +29,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from rich.console import Console
 
 from nodelocaldns.metrics.catalog import TIME_BUCKETS
 from nodelocaldns.tools.promtext import FetchError, Scrape, fetch, histogram_quantile, parse
-from nodelocaldns.tools.top import server_label, summarize
+from nodelocaldns.tools.top import BlockRow, Latency, UpstreamRow, View, render, server_label, summarize
 from support.ports import free_port
 from support.server import REPO, Served, serve
 from support.upstreams import Blackhole, UpstreamServer
@@ -237,6 +239,24 @@ def test_top_once_renders_tables(cache: Cache) -> None:
 )
 def test_server_label_drops_the_scheme_and_the_default_port(server: str, label: str) -> None:
     assert server_label(server) == label
+
+
+def test_ipv6_addresses_are_shown_as_they_are() -> None:
+    """A bracketed address that starts with a letter (fd00::/8, fe80::) looks like rich markup."""
+    lat = Latency(1.5, 2.0, 3.0)
+    view = View(
+        interval=2.0, qps=1.0, requests=2.0, total_requests=2.0, by_proto={"udp": 1.0},
+        blocks=[BlockRow("dns://[fd00:d15::10]:53", "cluster.local.", 1.0, 2.0, 2.0, latency=lat)],
+        latency=lat, rcodes={"NOERROR": 2.0}, total_rcodes={"NOERROR": 2.0},
+        upstreams=[UpstreamRow("[fd00:10:96::a]:53", 1.0, 2.0, 0.0, 0.0, 0.0, lat)],
+        healthcheck_broken=0.0, max_concurrent_rejects=0.0, rss_bytes=None, cpu=None,
+    )  # fmt: skip
+    console = Console(width=80, file=io.StringIO())
+    console.print(render(view, "http://[fd00:d15::10]:9253/metrics"))
+    rows = [line.split() for line in console.file.getvalue().splitlines()]
+    assert ["[fd00:d15::10]", "cluster.local"] in [r[:2] for r in rows], rows
+    assert "[fd00:10:96::a]:53" in [r[0] for r in rows if r], rows
+    assert ["nodelocaldns", "top", "http://[fd00:d15::10]:9253/metrics"] in [r[:3] for r in rows], rows
 
 
 def test_top_once_fits_80_columns(cache: Cache) -> None:

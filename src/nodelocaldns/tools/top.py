@@ -287,8 +287,9 @@ def render(view: View, source: str) -> Any:
         blocks.add_column(col, justify=justify, overflow="fold")  # type: ignore[arg-type]
     for b in view.blocks:
         blocks.add_row(
-            server_label(b.server),
-            zone_label(b.zone),
+            # Text, not markup: "[fd00::10]" would read as a style tag and vanish.
+            Text(server_label(b.server)),
+            Text(zone_label(b.zone)),
             f"{b.qps:.1f}",
             _pct(b.hit_ratio).rstrip("%"),
             _pct(b.total_hit_ratio).rstrip("%"),
@@ -314,7 +315,7 @@ def render(view: View, source: str) -> Any:
     for u in view.upstreams:
         health = "ok" if u.healthcheck_failures == 0 else f"[red]{u.healthcheck_failures:.0f} failed[/]"
         ups.add_row(
-            u.to,
+            Text(u.to),
             f"{u.qps:.1f}",
             _pct(u.error_ratio),
             _lat(u.latency),
