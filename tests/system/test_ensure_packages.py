@@ -208,6 +208,8 @@ def test_as_root_one_update_then_only_the_missing_packages(listdir: Path) -> Non
 @needs_unshare
 def test_a_machine_without_a_c_compiler_is_told_to_install_one(listdir: Path) -> None:
     """`make test` builds the C extension with NODELOCALDNS_NATIVE_REQUIRED=1: gcc is one of its packages."""
+    if shutil.which("gcc", path="/usr/local/bin") is not None:
+        pytest.skip("a gcc outside /usr/bin cannot be hidden here")
     compilers = [
         p.name
         for p in Path("/usr/bin").iterdir()
