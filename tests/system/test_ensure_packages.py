@@ -1,5 +1,7 @@
 """scripts/ensure-packages, the first step of `make test`: as a user who is not root it must stop at
-once with the exact install command, and with every command present it must say nothing.
+once with the exact install command, and with every command present it must say nothing. As root on
+a machine without the packages (simulated in a private mount namespace) it runs one `apt-get update`,
+then installs only what is missing.
 
 Runs the real script as ``nobody`` (setpriv), so it needs root to switch users; the list files are
 written to a directory ``nobody`` can read.
@@ -8,6 +10,7 @@ written to a directory ``nobody`` can read.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -131,3 +134,102 @@ def test_the_fuzz_list_names_exactly_the_missing_packages(listdir: Path) -> None
     else:
         assert res.returncode == 1 and res.stdout == ""
         assert f"apt-get install -y --no-install-recommends {' '.join(missing)}\n" in res.stderr
+
+
+# A fresh machine, simulated: a private mount namespace in which /usr/bin and /usr/sbin are farms of
+# symlinks to the real files, less the named commands (bash's `command -v` still reports a file
+# that is there but not executable, so hiding means absent). Nothing is removed from the machine.
+HIDE = r"""
+set -euo pipefail
+mount --make-rprivate /
+real=$(mktemp -d "$WORK/real.XXXX")
+mount --bind /usr "$real"
+hide=" $HIDE_COMMANDS "
+for d in bin sbin; do
+  farm=$(mktemp -d "$WORK/$d.XXXX")
+  chmod 755 "$farm"
+  for f in "$real/$d"/*; do
+    n=${f##*/}
+    [[ "$hide" == *" $n "* ]] || ln -s "$f" "$farm/$n"
+  done
+  [[ -z "${APT_LOG:-}" ]] || [[ "$d" != bin ]] || { rm -f "$farm/apt-get"; cp "$WORK/apt-get" "$farm/apt-get"; }
+  mount --bind "$farm" "/usr/$d"
+done
+for d in ${HIDE_DIRS:-}; do mount --bind "$(mktemp -d "$WORK/empty.XXXX")" "$d"; done
+exec "$@"
+"""
+
+needs_unshare = pytest.mark.skipif(shutil.which("unshare") is None, reason="needs unshare")
+
+
+def run_hidden(
+    workdir: Path, hidden: list[str], argv: list[str], apt_log: Path | None = None, dirs: tuple[str, ...] = ()
+) -> subprocess.CompletedProcess[str]:
+    (workdir / "hide.sh").write_text(HIDE)
+    env = {"PATH": "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin", "LC_ALL": "C.UTF-8", "WORK": str(workdir)}
+    env["HIDE_COMMANDS"] = " ".join(hidden)
+    env["HIDE_DIRS"] = " ".join(dirs)
+    if apt_log is not None:
+        # apt-get itself is the one stand-in: a real install would change this machine.
+        (workdir / "apt-get").write_text(f'#!/bin/sh\necho "apt-get $*" >> {apt_log}\n')
+        (workdir / "apt-get").chmod(0o755)
+        env["APT_LOG"] = str(apt_log)
+    return subprocess.run(
+        ["unshare", "-m", "bash", str(workdir / "hide.sh"), *argv],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+
+
+def suite_list(listdir: Path) -> Path:
+    lst = listdir / "test-packages.txt"
+    lst.write_text((Path(REPO) / "scripts" / "test-packages.txt").read_text())
+    lst.chmod(0o644)
+    return lst
+
+
+@needs_unshare
+def test_as_root_one_update_then_only_the_missing_packages(listdir: Path) -> None:
+    """The issue's fresh machine: no dig, unbound-checkconf, nft, iptables-nft-save or dnsmasq."""
+    apt_log = listdir / "apt.log"
+    hidden = ["dig", "unbound-checkconf", "nft", "iptables-nft-save", "dnsmasq"]
+    res = run_hidden(listdir, hidden, [str(SCRIPT), str(suite_list(listdir))], apt_log)
+    assert res.returncode == 0, res.stderr
+    missing = "dnsutils unbound dnsmasq-base iptables nftables"
+    assert res.stderr == f"installing missing Debian packages: {missing}\n"
+    assert apt_log.read_text().splitlines() == [
+        "apt-get update -qq",
+        f"apt-get install -y -qq --no-install-recommends {missing}",
+    ]
+
+
+@needs_unshare
+def test_a_machine_without_a_c_compiler_is_told_to_install_one(listdir: Path) -> None:
+    """`make test` builds the C extension with NODELOCALDNS_NATIVE_REQUIRED=1: gcc is one of its packages."""
+    if shutil.which("gcc", path="/usr/local/bin") is not None:
+        pytest.skip("a gcc outside /usr/bin cannot be hidden here")
+    compilers = [
+        p.name
+        for p in Path("/usr/bin").iterdir()
+        if re.fullmatch(r"(x86_64-linux-gnu-)?(gcc|cc)(-\d+)?", p.name)
+    ]
+    res = run_hidden(listdir, [*compilers, "cc", "gcc"], [*AS_NOBODY, str(SCRIPT), str(suite_list(listdir))])
+    assert res.returncode == 1, res.stderr
+    assert (
+        res.stderr.splitlines()[-1]
+        == "run as root:  apt-get update && apt-get install -y --no-install-recommends gcc"
+    )
+
+
+@needs_unshare
+def test_debian_python_without_headers_is_told_to_install_them(listdir: Path) -> None:
+    headers = tuple(str(p) for p in Path("/usr/include").glob("python3*") if p.is_dir())
+    if not headers:
+        pytest.skip("no Debian Python headers here to hide")
+    res = run_hidden(listdir, [], [*AS_NOBODY, str(SCRIPT), str(suite_list(listdir))], dirs=headers)
+    assert res.returncode == 1, res.stderr
+    assert res.stderr.splitlines()[-1] == (
+        "run as root:  apt-get update && apt-get install -y --no-install-recommends python3-dev"
+    )

@@ -8,10 +8,12 @@ and against the definition of a quantile.
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
 import pty
+import re
 import select
 import signal
 import subprocess
@@ -19,19 +21,22 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+import dns.rcode
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from rich.console import Console
 
 from nodelocaldns.metrics.catalog import TIME_BUCKETS
-from nodelocaldns.tools.promtext import Scrape, fetch, histogram_quantile, parse
-from nodelocaldns.tools.top import server_label, summarize
+from nodelocaldns.tools.promtext import FetchError, Scrape, fetch, histogram_quantile, parse
+from nodelocaldns.tools.top import BlockRow, Latency, UpstreamRow, View, render, server_label, summarize
 from support.ports import free_port
 from support.server import REPO, Served, serve
-from support.upstreams import UpstreamServer
+from support.upstreams import Blackhole, UpstreamServer
 
 CLUSTER_NAME = "kubernetes.default.svc.cluster.local."
 MISSING_NAME = "nothing-here.default.svc.cluster.local."
@@ -236,6 +241,24 @@ def test_server_label_drops_the_scheme_and_the_default_port(server: str, label: 
     assert server_label(server) == label
 
 
+def test_ipv6_addresses_are_shown_as_they_are() -> None:
+    """A bracketed address that starts with a letter (fd00::/8, fe80::) looks like rich markup."""
+    lat = Latency(1.5, 2.0, 3.0)
+    view = View(
+        interval=2.0, qps=1.0, requests=2.0, total_requests=2.0, by_proto={"udp": 1.0},
+        blocks=[BlockRow("dns://[fd00:d15::10]:53", "cluster.local.", 1.0, 2.0, 2.0, latency=lat)],
+        latency=lat, rcodes={"NOERROR": 2.0}, total_rcodes={"NOERROR": 2.0},
+        upstreams=[UpstreamRow("[fd00:10:96::a]:53", 1.0, 2.0, 0.0, 0.0, 0.0, lat)],
+        healthcheck_broken=0.0, max_concurrent_rejects=0.0, rss_bytes=None, cpu=None,
+    )  # fmt: skip
+    console = Console(width=80, file=io.StringIO())
+    console.print(render(view, "http://[fd00:d15::10]:9253/metrics"))
+    rows = [line.split() for line in console.file.getvalue().splitlines()]
+    assert ["[fd00:d15::10]", "cluster.local"] in [r[:2] for r in rows], rows
+    assert "[fd00:10:96::a]:53" in [r[0] for r in rows if r], rows
+    assert ["nodelocaldns", "top", "http://[fd00:d15::10]:9253/metrics"] in [r[:3] for r in rows], rows
+
+
 def test_top_once_fits_80_columns(cache: Cache) -> None:
     for _ in range(5):
         cache.served.query(CLUSTER_NAME)
@@ -249,6 +272,51 @@ def test_top_once_fits_80_columns(cache: Cache) -> None:
     # Each block's row has its address and zone whole (the test server listens on a port other than 53).
     assert ["127.0.0.1:" + str(port), "cluster.local"] in [r[:2] for r in rows], res.stdout
     assert ["127.0.0.1:" + str(port), "."] in [r[:2] for r in rows], res.stdout
+
+
+def test_top_once_fits_80_columns_with_a_dead_upstream(udp_blackhole: Blackhole) -> None:
+    """The view an operator opens in an outage: every miss waits out forward's budget, so the
+    latencies have four digits (and, with the window quiet, the since-start mark). Each block's
+    row still fits on one 80-column line, its address and latencies whole."""
+    mport = free_port("tcp")
+    zones = ("cluster.local", ".")
+    corefile = "".join(
+        f"{zone}:{{PORT}} {{\n    bind 127.0.0.1\n    forward . {udp_blackhole.address}\n"
+        f"    prometheus 127.0.0.1:{mport}\n}}\n"
+        for zone in zones
+    )
+    metrics = f"http://127.0.0.1:{mport}/metrics"
+    # No wait for a DNS answer: every query to this server waits out the dead upstream.
+    with serve(corefile, wait=False) as served:
+        try:
+            deadline = time.monotonic() + 10
+            while True:
+                try:
+                    fetch(metrics)
+                    break
+                except FetchError:
+                    assert time.monotonic() < deadline and served.proc.poll() is None, served.stderr()
+                    time.sleep(0.05)
+            names = ("a.cluster.local.", "b.example.org.")
+            with ThreadPoolExecutor(len(names)) as pool:
+                rcodes = list(pool.map(lambda n: served.query(n, timeout=10).rcode(), names))
+            assert rcodes == [dns.rcode.SERVFAIL] * len(names)
+            res = _top(
+                "--once", "--interval", "0.2", "--metrics", f"http://127.0.0.1:{mport}/metrics", columns=80
+            )
+        finally:
+            served.stop()
+            if served.proc.stderr is not None:
+                served.proc.stderr.close()
+    assert res.returncode == 0, res.stderr
+    lines = res.stdout.splitlines()
+    assert max(len(line) for line in lines) <= 80, res.stdout
+    server = f"127.0.0.1:{served.port}"
+    for zone in zones:
+        (row,) = [line.split() for line in lines if line.split()[:2] == [server, zone]]
+        # p50/p90/p99 in ms, at least a second each, marked as since-start values.
+        assert re.fullmatch(r"\d{4}/\d{4}/\d{4}\*", row[-1]), res.stdout
+    assert "*" not in [line.strip() for line in lines], res.stdout  # no cell folded onto a line of its own
 
 
 def test_live_view_refreshes_until_ctrl_c(cache: Cache) -> None:

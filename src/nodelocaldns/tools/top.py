@@ -268,7 +268,8 @@ def render(view: View, source: str) -> Any:
     if view.cpu is not None:
         head.append(f"   cpu {view.cpu * 100:.0f}%")
 
-    # Light borders and short headers: an 80-column terminal shows every address and zone whole.
+    # Light borders, short headers and two spaces between columns: an 80-column terminal shows
+    # every address, zone and latency whole, even four-digit ones during an upstream outage.
     blocks = Table(
         title="server blocks",
         title_justify="left",
@@ -276,6 +277,8 @@ def render(view: View, source: str) -> Any:
         box=box.SIMPLE_HEAD,
         show_edge=False,
         pad_edge=False,
+        padding=(0, 1),
+        collapse_padding=True,
     )
     for col, justify in (
         ("server", "left"), ("zone", "left"), ("QPS", "right"), ("hit %", "right"),
@@ -284,8 +287,9 @@ def render(view: View, source: str) -> Any:
         blocks.add_column(col, justify=justify, overflow="fold")  # type: ignore[arg-type]
     for b in view.blocks:
         blocks.add_row(
-            server_label(b.server),
-            zone_label(b.zone),
+            # Text, not markup: "[fd00::10]" would read as a style tag and vanish.
+            Text(server_label(b.server)),
+            Text(zone_label(b.zone)),
             f"{b.qps:.1f}",
             _pct(b.hit_ratio).rstrip("%"),
             _pct(b.total_hit_ratio).rstrip("%"),
@@ -311,7 +315,7 @@ def render(view: View, source: str) -> Any:
     for u in view.upstreams:
         health = "ok" if u.healthcheck_failures == 0 else f"[red]{u.healthcheck_failures:.0f} failed[/]"
         ups.add_row(
-            u.to,
+            Text(u.to),
             f"{u.qps:.1f}",
             _pct(u.error_ratio),
             _lat(u.latency),
