@@ -206,6 +206,39 @@ def test_plugins_never_import_another_plugins_private_names() -> None:
     assert bad == []
 
 
+# The server runs the cache's fast path (plugins/cache/fastpath.py and the stores it reads), so it may
+# import the cache; every other plugin reaches it only through the registry (core/plugin.py).
+FAST_PATH_OWNER = f"{PKG}.plugins.cache"
+REGISTRY_USERS = ("server", "metrics", "core")
+
+
+@pytest.mark.parametrize("name", REGISTRY_USERS)
+def test_blocks_are_built_from_the_registry_alone(name: str) -> None:
+    """No per-directive code: no import of a plugin's module but the cache's, no directive's name."""
+    folders = {f for f in os.listdir(os.path.join(SRC, PKG, "plugins")) if not f.startswith(("_", "."))}
+    bad = sorted(
+        f"{src} imports {dst}"
+        for src, deps in graph().items()
+        if src.split(".")[1:2] == [name]
+        for dst in deps
+        if dst.startswith(f"{PKG}.plugins.") and not dst.startswith(FAST_PATH_OWNER)
+    )
+    for mod, path in modules().items():
+        if mod.split(".")[1:2] != [name] or mod == f"{PKG}.core.order":  # order.py: plugin.cfg as data
+            continue
+        with open(path, encoding="utf-8") as f:
+            tree = ast.parse(f.read())
+        slots = {id(c) for n in ast.walk(tree) if isinstance(n, ast.Assign)
+                 and any(isinstance(t, ast.Name) and t.id == "__slots__" for t in n.targets)
+                 for c in ast.walk(n.value)}  # fmt: skip
+        bad += [
+            f"{mod}:{n.lineno} names {n.value!r}"
+            for n in ast.walk(tree)
+            if isinstance(n, ast.Constant) and n.value in folders - {"cache"} and id(n) not in slots
+        ]
+    assert bad == []
+
+
 def test_no_file_over_the_size_budget() -> None:
     long = []
     for path in modules().values():

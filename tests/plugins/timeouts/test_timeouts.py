@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from nodelocaldns.core.timeouts import ServerTimeouts, TimeoutsConfig, for_listener
 from nodelocaldns.plugins.timeouts import setup as timeouts
-from nodelocaldns.plugins.timeouts.setup import ServerTimeouts, TimeoutsConfig, for_listener
 from support.directives import directive, directives_in, fails
 
 
