@@ -239,6 +239,30 @@ def test_blocks_are_built_from_the_registry_alone(name: str) -> None:
     assert bad == []
 
 
+# The shared value types, one low module each: a second definition of one of these is a copy that
+# will drift (pprof's own SplitHostPort already had Go's wording wrong).
+HOMES = {
+    "core.hostport": ("split_hostport", "split_host_port", "parse_port", "listen_address", "check_addr"),
+    "core.zones": ("in_zones", "zone_match", "is_subdomain"),
+    "core.duration": ("parse_duration", "format_duration", "parse_duration_ns", "duration_parts"),
+    "core.qtypes": ("qtype_text", "qtype_label", "rcode_label"),
+    "core.ratelimit": ("RateLimiter",),
+    "core.timeouts": ("for_listener", "TimeoutsConfig", "ServerTimeouts"),
+}
+
+
+def test_each_shared_value_type_is_defined_once() -> None:
+    home = {n: f"{PKG}.{mod}" for mod, names in HOMES.items() for n in names}
+    bad = []
+    for mod, path in modules().items():
+        with open(path, encoding="utf-8") as f:
+            tree = ast.parse(f.read())
+        for n in ast.walk(tree):
+            if isinstance(n, ast.FunctionDef | ast.ClassDef) and n.name in home and home[n.name] != mod:
+                bad.append(f"{mod}:{n.lineno} defines {n.name} (the one is in {home[n.name]})")
+    assert bad == []
+
+
 def test_no_file_over_the_size_budget() -> None:
     long = []
     for path in modules().values():
