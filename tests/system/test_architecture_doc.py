@@ -53,3 +53,13 @@ def test_the_checks_can_fail() -> None:
     assert _resolves("tests/plugins/cache/test_fastpath_differential.py") and _resolves("udp.py")
     assert _resolves("server/udp.py") and _resolves("cache/fastpath.py") and not _resolves("server/nope.py")
     assert os.path.exists(PKG / "plugins" / "whoami" / "setup.py")
+
+
+def test_tests_mirror_src() -> None:
+    """The "Tests" section: every package of src/ and every plugin folder has its tests/ folder."""
+    tests = ROOT / "tests"
+    want = [p.relative_to(PKG) for p in PKG.iterdir() if (p / "__init__.py").exists() and p.name != "plugins"]
+    want += [p.relative_to(PKG) for p in (PKG / "plugins").iterdir() if (p / "__init__.py").exists()]
+    missing = sorted(str(w) for w in want if not any((tests / w).glob("test_*.py")))
+    assert missing == [], missing
+    assert sorted(p.name for p in tests.glob("test_*.py")) == []  # nothing loose at the top
