@@ -38,6 +38,20 @@ def test_errors(text: str, match: str, line: int) -> None:
     fails(timeouts.parse, text, match, line)
 
 
+@pytest.mark.parametrize(
+    ("value", "shown"),
+    [("48h", "48h0m0s"), ("999ms", "999ms"), ("0s", "0s"), ("-5s", "-5s"), ("90000", "25h0m0s")],
+)
+def test_an_out_of_range_timeout_is_shown_as_go_prints_a_duration(value: str, shown: str) -> None:
+    """CoreDNS formats the parsed time.Duration with %s (Duration.String), not the seconds."""
+    fails(
+        timeouts.parse,
+        f"timeouts {{\n read {value}\n}}",
+        f"timeout provided '{shown}' needs to be between",
+        3,
+    )
+
+
 def test_listener_defaults_and_merge_in_order() -> None:
     assert for_listener([]) == ServerTimeouts(3.0, 5.0, 10.0, -1)
     got = for_listener([TimeoutsConfig(read=10.0, idle=60.0), TimeoutsConfig(read=20.0, max_tcp_queries=128)])

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 
-from nodelocaldns.core.duration import parse_duration
+from nodelocaldns.core.duration import format_duration, parse_duration
 from nodelocaldns.core.timeouts import TimeoutsConfig
 from nodelocaldns.corefile.model import Directive
 
@@ -18,10 +18,6 @@ ONCE = False  # every directive's options are applied in order
 MIN_TIMEOUT, MAX_TIMEOUT = 1.0, 24 * 3600.0
 
 _INT = re.compile(r"[+-]?[0-9]+")
-
-
-def _go_duration_text(seconds: float) -> str:
-    return f"{seconds:g}s"
 
 
 def parse(d: Directive) -> TimeoutsConfig:
@@ -51,7 +47,7 @@ def parse(d: Directive) -> TimeoutsConfig:
             raise sub.error(f"failed to parse duration '{text}'") from None
         if not MIN_TIMEOUT <= v <= MAX_TIMEOUT:
             raise sub.error(
-                f"timeout provided '{_go_duration_text(v)}' needs to be between 1 second and 24 hours"
+                f"timeout provided '{('-' if v < 0 else '') + format_duration(abs(v))}' needs to be between 1 second and 24 hours"
             )
         if sub.name not in ("read", "write", "idle"):
             raise sub.error(f"unknown option: '{sub.name}'")
