@@ -38,8 +38,6 @@ log = logging.getLogger("nodelocaldns")
 
 _LEN = struct.Struct("!H")
 _B0 = 0.00025
-_UDP_BUF = 4097
-_DRAIN_MAX = 65536  # datagrams read after the end-of-queue mark: bounded, whatever arrives
 _perf = time.perf_counter
 
 
