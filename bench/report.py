@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from bench import saturation
 
 if TYPE_CHECKING:
-    from bench.run import ServerResult, Settings
+    from bench.model import ServerResult, Settings
 
 
 @dataclass(frozen=True)

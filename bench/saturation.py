@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from bench.run import ServerResult
+    from bench.model import ServerResult
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from bench import dnsperf, servers
 from bench.servers import Contender
 
 if TYPE_CHECKING:
-    from bench.run import Settings
+    from bench.model import Settings
 
 
 def log(msg: str) -> None:

@@ -14,6 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from nodelocaldns.corefile import Directive, ServerBlock, parse_corefile, tokenize
+from nodelocaldns.corefile.model import corefile_hash
 from nodelocaldns.errors import CorefileError
 
 # A directive as plain data: (name, args, line) or (name, args, line, [sub-directives...]).
@@ -672,3 +673,11 @@ def test_rendered_trees_round_trip(trees: list[tuple[str, tuple[str, ...], list[
     text = f"# header\n{key} {{\n" + "".join(render(t, "  ") for t in trees) + "}\n"
     (block,) = parse_corefile(text, env={})
     assert [strip_lines(d) for d in block.directives] == trees
+
+
+def test_reload_hash_ignores_comments_whitespace_and_positions() -> None:
+    a = parse_corefile(".:53 {\n  cache 30\n}\n", "a")
+    b = parse_corefile("# hi\n\n.:53   {\n\tcache   30   # c\n}\n", "b")
+    c = parse_corefile(".:53 {\n  cache 31\n}\n", "a")
+    assert corefile_hash(a) == corefile_hash(b) != corefile_hash(c)
+    assert len(corefile_hash(a)) == 128

@@ -9,7 +9,7 @@ import math
 
 import pytest
 from bench import loadgen, report, saturation
-from bench.run import HitRound, ServerResult
+from bench.model import HitRound, ServerResult
 
 OUTPUT = """sent 300512
 completed 300400

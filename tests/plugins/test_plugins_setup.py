@@ -285,14 +285,6 @@ def test_reload_jitter_is_plus_minus_half() -> None:
     assert reload.ReloadConfig(5.0, 0.0).next_delay(rng) == 5.0
 
 
-def test_reload_hash_ignores_comments_whitespace_and_positions() -> None:
-    a = parse_corefile(".:53 {\n  cache 30\n}\n", "a")
-    b = parse_corefile("# hi\n\n.:53   {\n\tcache   30   # c\n}\n", "b")
-    c = parse_corefile(".:53 {\n  cache 31\n}\n", "a")
-    assert reload.corefile_hash(a) == reload.corefile_hash(b) != reload.corefile_hash(c)
-    assert len(reload.corefile_hash(a)) == 128
-
-
 def test_errors_setup() -> None:
     assert errors.parse(directive("errors")) == errors.ErrorsConfig()
     e = errors.parse(directive('errors {\n stacktrace\n consolidate 5m ".* timeout$" warning show_first\n}'))

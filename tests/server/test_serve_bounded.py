@@ -280,7 +280,7 @@ def test_a_flood_of_unique_names_toward_a_blackholed_upstream_stays_bounded(
     # None lost before the server read it: the kernel drops what overflows the socket's queue (the
     # pure-Python thread at 15k QPS on this machine: see PY_FLOOD_QPS), and the listener says so.
     assert kdrops == 0 and overflow == 0, figures
-    # 5 s of forward budget, plus the wait for the loop behind WAITING new names (dnsperf: -t 6).
+    # 5 s of forward budget, plus the wait for the loop behind ServerConfig.udp_waiting new names (dnsperf: -t 6).
     assert res["max_latency"] <= 6.0, figures
     assert rejects > 0 and refused > 0, figures
     # Both are counted; forward's count also has the serve_stale refreshes it turned away.

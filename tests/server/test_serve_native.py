@@ -1,4 +1,4 @@
-"""The server on the native hot path: workers per socket, the fallback, multisocket, CPU count.
+"""The server on the native hot path: workers per socket, the fallback, multisocket.
 
 Runs in both modes under ``make test`` (the second pass sets NODELOCALDNS_NATIVE=0): each test
 checks what its mode must do.
@@ -6,7 +6,6 @@ checks what its mode must do.
 
 from __future__ import annotations
 
-import os
 import socket
 import time
 from pathlib import Path
@@ -16,11 +15,6 @@ import dns.query
 import pytest
 
 from nodelocaldns import native
-from nodelocaldns.core.cpus import usable_cpus
-from nodelocaldns.corefile.parser import parse_corefile
-from nodelocaldns.errors import CorefileError
-from nodelocaldns.plugins.multisocket import setup as ms_setup
-from nodelocaldns.server.config import plan
 from support.inproc import inproc
 from support.server import serve
 
@@ -79,52 +73,6 @@ def test_without_the_extension_one_python_socket_serves() -> None:
         assert dns.query.udp(
             dns.message.make_query("web.example.", "A"), "127.0.0.1", port=h.port, timeout=2
         ).answer
-
-
-@pytest.mark.parametrize(
-    ("line", "want"),
-    [
-        ("multisocket", None),
-        ("multisocket 1", 1),
-        ("multisocket 1024", 1024),
-        ("multisocket 0", "num sockets can not be zero or negative: 0"),
-        ("multisocket -2", "num sockets can not be zero or negative: -2"),
-        ("multisocket 1025", "num sockets exceeds maximum (1024): 1025"),
-        ("multisocket x", "invalid num sockets"),
-        ("multisocket 1 2", "Wrong argument count"),
-    ],
-)
-def test_multisocket_syntax_and_limits_are_corednss(line: str, want: int | str | None) -> None:
-    text = f".:53 {{\n    {line}\n}}\n"
-    if isinstance(want, str):
-        with pytest.raises(CorefileError, match=want.replace("(", r"\(").replace(")", r"\)")) as e:
-            plan(parse_corefile(text, "Corefile"))
-        assert "Corefile:2" in str(e.value)
-    else:
-        p = plan(parse_corefile(text, "Corefile"))
-        assert p.blocks[0].configs["multisocket"] == [want]
-        assert ms_setup.MAX_SOCKETS == 1024
-
-
-def test_usable_cpus_follows_affinity_and_the_cgroup_quota(tmp_path: Path) -> None:
-    cg = tmp_path / "cg"
-    (cg / "kubepods" / "pod1").mkdir(parents=True)
-    proc = tmp_path / "cgroup"
-    proc.write_text("0::/kubepods/pod1\n")
-    aff = len(os.sched_getaffinity(0))
-    assert usable_cpus(str(cg), str(proc)) == aff  # no cpu.max anywhere: the affinity mask
-    (cg / "kubepods" / "pod1" / "cpu.max").write_text("max 100000\n")
-    assert usable_cpus(str(cg), str(proc)) == aff
-    (cg / "kubepods" / "cpu.max").write_text("150000 100000\n")  # an ancestor's 1.5 CPUs: 2
-    assert usable_cpus(str(cg), str(proc)) == min(aff, 2)
-    (cg / "kubepods" / "pod1" / "cpu.max").write_text("50000 100000\n")  # half a CPU: still 1
-    assert usable_cpus(str(cg), str(proc)) == 1
-    assert usable_cpus(str(cg), str(tmp_path / "absent")) == aff
-
-
-def test_usable_cpus_on_this_machine_is_sane() -> None:
-    n = usable_cpus()
-    assert 1 <= n <= len(os.sched_getaffinity(0))
 
 
 @pytest.mark.skipif(not native.native_available(), reason=native.native_status())

@@ -15,6 +15,7 @@ from typing import Any, Protocol
 
 from nodelocaldns.core.order import POSITION
 from nodelocaldns.core.request import Reply, Request
+from nodelocaldns.core.timeouts import TimeoutsConfig
 from nodelocaldns.corefile.model import Directive
 
 Next = Callable[[Request], Awaitable[Reply]]
@@ -132,6 +133,8 @@ class Runtime:
     fast_path_skips: frozenset[int] = frozenset()
     # UDP sockets (each with its own native worker) per listener address; 0: no say (multisocket).
     num_sockets: int = 0
+    # TCP timeouts for the listeners serving this block, applied in Corefile order (``timeouts``).
+    listener_timeouts: tuple[TimeoutsConfig, ...] = ()
 
     def start(self, host: Host) -> None:
         return None
@@ -154,7 +157,8 @@ class Plugin:
     used once per Server Block"); ``listen`` names the addresses a config makes the block bind;
     ``collector`` renders this plugin's metric families at scrape time; ``fast_path_safe`` says
     whether a cached answer may be sent without running the plugin (its runtime may narrow this per
-    config, as ``cache`` does with prefetch).
+    config, as ``cache`` does with prefetch); ``chaos`` lets queries of other classes than IN into
+    every listener serving a block that uses it (CoreDNS ``dnsserver.EnableChaos``).
     """
 
     name: str
@@ -164,6 +168,7 @@ class Plugin:
     listen: Callable[[Any], Sequence[str]] | None = None
     collector: Collector | None = None
     fast_path_safe: bool = True  # False: a block using it never gets answers the plugin did not see
+    chaos: bool = False
 
     @property
     def position(self) -> int:

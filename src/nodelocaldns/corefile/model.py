@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
 
 from nodelocaldns.errors import CorefileError
 
@@ -47,3 +49,17 @@ class ServerBlock:
 
     def directives_named(self, name: str) -> list[Directive]:
         return [d for d in self.directives if d.name == name]
+
+
+def corefile_hash(blocks: tuple[ServerBlock, ...]) -> str:
+    """SHA-512 of the parsed blocks (ignores comments, whitespace, and file positions)."""
+
+    def strip(o: object) -> object:
+        if isinstance(o, dict):
+            return {k: strip(v) for k, v in o.items() if k not in ("filename", "line", "extra")}
+        if isinstance(o, list | tuple):
+            return [strip(v) for v in o]
+        return o
+
+    data = [strip(asdict(b)) for b in blocks]
+    return hashlib.sha512(json.dumps(data, sort_keys=True).encode()).hexdigest()

@@ -1,4 +1,4 @@
-"""DNS mnemonics as CoreDNS (miekg/dns) spells them, and zone matching.
+"""DNS mnemonics as CoreDNS (miekg/dns) spells them (zone matching: core/zones.py).
 
 miekg's ``StringToType``/``StringToClass``/``StringToRcode`` maps are exact-case, upper-case and
 have no ``TYPE123`` generic form; plugins that look words up in them (``template IN A``, ``rewrite
@@ -6,8 +6,6 @@ rcode ... SERVFAIL NOERROR``) reject anything else, so these helpers do too.
 """
 
 from __future__ import annotations
-
-from collections.abc import Iterable
 
 import dns.rdatatype
 
@@ -51,19 +49,3 @@ def class_to_text(rclass: int) -> str:
 
 def rcode_from_text(text: str) -> int | None:
     return RCODES.get(text)
-
-
-def is_subdomain(zone: str, name: str) -> bool:
-    """True if ``name`` is ``zone`` or below it; both lowercased, fully qualified text."""
-    if zone == ".":
-        return True
-    return name == zone or name.endswith("." + zone)
-
-
-def zone_match(zones: Iterable[str], name: str) -> str:
-    """CoreDNS ``plugin.Zones.Matches``: the longest zone that ``name`` is in, or ""."""
-    best = ""
-    for zone in zones:
-        if is_subdomain(zone, name) and len(zone) > len(best):
-            best = zone
-    return best

@@ -92,6 +92,7 @@ class Instance:
                 safe = safe and ok
                 ahead.append(rt)
             block.metrics = block.metrics or rt.counts_requests
+            block.chaos = block.chaos or p.chaos
             block.sockets = max(block.sockets, rt.num_sockets)
             gen.routes.extend(rt.routes)
             gen.lameduck = max(gen.lameduck, rt.lameduck)

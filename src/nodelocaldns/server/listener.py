@@ -21,15 +21,15 @@ from nodelocaldns.core.direct import need_task
 from nodelocaldns.core.plugin import Next, Runtime
 from nodelocaldns.core.ratelimit import RateLimiter
 from nodelocaldns.core.request import Reply, Request
+from nodelocaldns.core.timeouts import DEFAULT_WRITE as WRITE_TIMEOUT
+from nodelocaldns.core.timeouts import TimeoutsConfig
+from nodelocaldns.core.timeouts import for_listener as timeouts_for_listener
 from nodelocaldns.dns import wire
 from nodelocaldns.errors import ShortHeader, WireError
 from nodelocaldns.metrics.dnsstats import ServerStats, ZoneAcc, duration_bucket
 from nodelocaldns.plugins.cache import fastpath
 from nodelocaldns.plugins.cache.entry import Cached
 from nodelocaldns.plugins.cache.handler import CacheHandler
-from nodelocaldns.plugins.timeouts.setup import DEFAULT_WRITE as WRITE_TIMEOUT
-from nodelocaldns.plugins.timeouts.setup import TimeoutsConfig
-from nodelocaldns.plugins.timeouts.setup import for_listener as timeouts_for_listener
 from nodelocaldns.server.direct import Driver
 from nodelocaldns.server.rcvqueue import queue_drops
 from nodelocaldns.server.settings import DEFAULT, ServerConfig
@@ -38,10 +38,7 @@ log = logging.getLogger("nodelocaldns")
 
 _LEN = struct.Struct("!H")
 _B0 = 0.00025
-_UDP_BUF = 4097
-_DRAIN_MAX = 65536  # datagrams read after the end-of-queue mark: bounded, whatever arrives
 _perf = time.perf_counter
-_ENABLE_CHAOS = frozenset({"chaos", "forward", "proxy"})  # CoreDNS dnsserver.EnableChaos
 
 
 @dataclass(eq=False)
@@ -64,6 +61,7 @@ class Block:
     # May a UDP miss run this chain without a Task (server/direct.py)? Only in-tree plugins: their
     # waits either park on forward's UDP pool or hand off to a Task (core/direct.need_task).
     direct: bool = False
+    chaos: bool = False  # a plugin here lets other classes than IN in (core.plugin.Plugin.chaos)
 
 
 class UDPSide(Protocol):
@@ -123,8 +121,9 @@ class Router:
         # lowercased question -> (success map, denial map, zone bits, zone accumulator); see Listener.fast
         self.memo: dict[bytes, fastpath.Route] = {}
         self.routes: dict[str, fastpath.Route] = {}  # one shared memo value per zone
-        # CoreDNS lets other classes than IN in when any block of the listener has one of these.
-        self.chaos = any(rt.name in _ENABLE_CHAOS for b in zones.values() for rt in b.runtimes)
+        # CoreDNS lets other classes than IN in when any block of the listener has a plugin that
+        # asks for it (Plugin.chaos: forward's).
+        self.chaos = any(b.chaos for b in zones.values())
 
     def route(self, qname: bytes, qtype: int) -> tuple[str, Block] | None:
         off = 0
@@ -194,7 +193,7 @@ class Listener:
         # ``timeouts`` of every block served here, in Corefile order (CoreDNS NewServer's walk).
         blocks = list(dict.fromkeys(router.zones.values()))
         base = TimeoutsConfig(self.config.tcp_read_timeout, WRITE_TIMEOUT, self.config.tcp_idle_timeout, -1)
-        cfgs = [c for b in blocks for rt in b.runtimes for c in getattr(rt, "listener_timeouts", ())]
+        cfgs = [c for b in blocks for rt in b.runtimes for c in rt.listener_timeouts]
         t = timeouts_for_listener([base, *cfgs])
         self.tcp_read_timeout, self.tcp_write_timeout, self.tcp_idle = t.read, t.write, t.idle
         self.tcp_max_queries = t.max_tcp_queries

@@ -26,6 +26,8 @@ from nodelocaldns.native import module
 from nodelocaldns.plugins.cache.entry import Cached
 from nodelocaldns.server.native_index import NativeIndex
 from nodelocaldns.server.native_stale import start_refreshes
+from nodelocaldns.server.settings import DRAIN_READS as _DRAIN_MAX
+from nodelocaldns.server.settings import UDP_READ as _UDP_BUF
 from nodelocaldns.server.slowgate import holds
 from nodelocaldns.server.udp import refused_reply, reserve_for
 
@@ -43,13 +45,6 @@ RING = 256
 # here), so this keeps one iteration near 2 ms of such work, which is what a serve_stale answer (a
 # name the cache holds: started at once) waits for; the loop goes round again while more wait.
 PER_WAKE = 16
-# New names queued for the chain before the workers are told to refuse them (Worker.shed): a
-# REFUSED from the worker is a copy of the question into its batch's sendmmsg, the same from Python
-# a wake-up, a read out of the ring and a send of its own. At the loop's 5-8k new names per second here this is ~50 ms of waiting; the
-# workers take new names again once half of it has started.
-WAITING = 256
-_UDP_BUF = 4097
-_DRAIN_MAX = 65536  # datagrams read after a worker stopped: bounded, whatever arrives (as UDPWorker)
 
 
 def _steer(s: socket.socket) -> bool:
@@ -89,12 +84,14 @@ class NativeUDPServer:
         self.cap = listener.max_pending
         self.reserve = reserve_for(self.cap)
         # The whole ring is read at every wake-up: a name the cache holds is started at once, new
-        # names wait here (bounded: WAITING, then Worker.shed) and start PER_WAKE per iteration.
+        # names wait here (bounded: ServerConfig.udp_waiting, then Worker.shed) and start PER_WAKE
+        # per iteration (a REFUSED from a worker is a copy of the question into its batch's sendmmsg).
         # In the ring's FIFO order a name the cache holds waited behind up to 192 new ones: tens
         # of ms of chain work, most of the serve_stale answers that took over 50 ms.
         self.waiting: deque[tuple[bytes, tuple[Any, ...], socket.socket]] = deque()
         self.scheduled = False
-        self.shedding = False  # the workers refuse new names themselves (WAITING of them wait)
+        self.shedding = False  # the workers refuse new names themselves (waiting_max of them wait)
+        self.waiting_max = listener.config.udp_waiting
         listener.stats.native = self.items
         listener.stats.native_stale = self.stale_items
 
@@ -234,7 +231,7 @@ class NativeUDPServer:
                 self._spawn(data, addr, s)
             else:
                 self.waiting.append((data, addr, s))
-        if len(self.waiting) >= WAITING and not self.shedding:
+        if len(self.waiting) >= self.waiting_max and not self.shedding:
             self._shed(True)
         if self.waiting and not self.scheduled:
             self.scheduled = True
@@ -253,7 +250,7 @@ class NativeUDPServer:
         waiting = self.waiting
         for _ in range(min(PER_WAKE, len(waiting))):
             self._spawn(*waiting.popleft())
-        if self.shedding and len(waiting) <= WAITING // 2:
+        if self.shedding and len(waiting) <= self.waiting_max // 2:
             self._shed(False)
         if waiting and not self.scheduled:
             self.scheduled = True

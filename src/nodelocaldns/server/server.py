@@ -33,11 +33,10 @@ from functools import partial
 from typing import Any, cast
 
 from nodelocaldns.core.cpus import usable_cpus
-from nodelocaldns.corefile.model import ServerBlock
+from nodelocaldns.corefile.model import ServerBlock, corefile_hash
 from nodelocaldns.corefile.parser import parse_corefile
 from nodelocaldns.errors import ConfigError, NodeLocalDNSError
 from nodelocaldns.native import native_available, native_status
-from nodelocaldns.plugins.reload.plugin import corefile_hash
 from nodelocaldns.server.config import Plan, plan
 from nodelocaldns.server.httpd import HTTPServers
 from nodelocaldns.server.instance import Generation, Instance

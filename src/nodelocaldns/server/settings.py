@@ -9,6 +9,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+# Not tunables but bounds every UDP reader (the Python thread, the native side, a peer's sockets) shares:
+UDP_READ = 4097
+"""recvfrom size: a DNS datagram here is at most 4096 bytes; one that fills this was cut short and is
+dropped as oversized."""
+DRAIN_READS = 65536
+"""Datagrams read after a socket's end mark (or its worker stopped): bounded, whatever arrives."""
+
 
 @dataclass(frozen=True, slots=True)
 class ServerConfig:
@@ -36,6 +43,12 @@ class ServerConfig:
     until one finishes. Above forward's default max_concurrent (1000), so a hung upstream is
     answered REFUSED by forward past that cap before the listener's cap is reached; at ~5 KiB per
     query in flight it bounds the slow path's memory to ~20 MiB per listener and transport."""
+    udp_waiting: int = 256
+    """New names (not in the cache) handed to the event loop and not started yet, per listener, past
+    which the receive path answers REFUSED itself: the Python UDP thread at once, the native workers
+    once told to (``Worker.shed``; they take new names again when half of these have started). A
+    REFUSED from the receive path costs a tenth of one from the loop; at the loop's 5-8k new names
+    per second this is ~50 ms of waiting."""
     route_memo_max: int = 200_000
     """Entries in a listener's question -> cache memo (the fast path's route lookup); the memo is
     emptied when full, so memory stays bounded under random names."""

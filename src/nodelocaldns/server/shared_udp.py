@@ -25,12 +25,12 @@ from functools import partial
 
 from nodelocaldns.dns import wire
 from nodelocaldns.server.listener import Listener
+from nodelocaldns.server.settings import UDP_READ as _UDP_BUF
 from nodelocaldns.server.slowgate import gate_of, holds, in_flight
 from nodelocaldns.server.udp import drain_queue
 
 log = logging.getLogger("nodelocaldns")
 
-_UDP_BUF = 4097  # as UDPWorker: a datagram that fills it was cut short
 _PER_WAKE = 64  # datagrams per loop callback; more stay readable for the next one
 RETIRE_TIMEOUT = 2.0  # a retired socket whose end mark never comes back is closed after this
 ANSWER_TIMEOUT = 10.0  # how long a socket no longer read stays open for slow-path answers in flight

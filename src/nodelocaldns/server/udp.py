@@ -16,7 +16,9 @@ from typing import Any
 from nodelocaldns.dns import wire
 from nodelocaldns.plugins.cache import fastpath
 from nodelocaldns.plugins.cache.fastpath import DO_FLAGS, EDNS, NOEDNS, OPT_HEAD
-from nodelocaldns.server.listener import _B0, _DRAIN_MAX, _UDP_BUF, Listener, _perf
+from nodelocaldns.server.listener import _B0, Listener, _perf
+from nodelocaldns.server.settings import DRAIN_READS as _DRAIN_MAX
+from nodelocaldns.server.settings import UDP_READ as _UDP_BUF
 
 
 def reserve_for(cap: int) -> int:
@@ -60,9 +62,6 @@ def refused_reply(data: bytes) -> bytes | None:
 
 
 _ONE_Q = b"\x00\x01\x00\x00\x00\x00\x00"  # QD=1, AN=NS=0, then AR's high byte
-# New names handed to the loop and not started yet, past which the thread answers REFUSED itself
-# (native_udp.WAITING is the same bound for the native workers).
-WAITING = 256
 # Datagrams read in a row without the socket's queue running empty, at which the thread counts as
 # behind its socket: ~17 ms of a 15k QPS flood, far below the ~10k datagrams the 4 MiB receive
 # buffer holds before the kernel drops (never read, never answered). While behind, new names are
@@ -125,6 +124,7 @@ class UDPWorker:
         self.dropped_by = [0, 0]
         self.behind = False  # the socket's queue has not run empty for BEHIND datagrams (see run)
         self.cap = listener.max_pending
+        self.waiting_max = listener.config.udp_waiting  # new names not started: past it, REFUSED here
         # Two lanes, drained in order: packets for a name the cache holds (expired: serve_stale or a
         # refresh) come before the rest, and may use a reserve above the cap, so a flood of names
         # nobody asked before cannot starve the names the cache is there for.
@@ -197,7 +197,7 @@ class UDPWorker:
         """
         if self.n_handed - self.n_finished >= (self.cap + self.reserve if lane == 0 else self.cap):
             return False
-        if lane and (self.behind or len(self.lanes[1]) >= WAITING):
+        if lane and (self.behind or len(self.lanes[1]) >= self.waiting_max):
             return False  # the loop cannot start them in time: REFUSED here is ~10x cheaper
         self.n_handed += 1
         self.lanes[lane].append((fn, args))

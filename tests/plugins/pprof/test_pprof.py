@@ -24,7 +24,9 @@ def test_parse(text: str, address: str, rate: int) -> None:
      ("pprof {\n a b\n}", "unknown property 'a'", 3), ("pprof {\n block 20 30\n}", "at most one RATE", 3),
      ("pprof {\n block invalid\n}", "invalid integer value 'invalid'", 3),
      ("pprof {\n unknown_property\n}", "unknown property", 3), ("pprof ::1:80", "too many colons", 2),
-     ("pprof [::1]", "missing port in address", 2)],
+     ("pprof [::1]", "missing port in address", 2),
+     # Go's net.SplitHostPort wording (core/hostport.py, the one copy of it):
+     ("pprof [::1]:60]53", r"address \[::1\]:60\]53: unexpected '\]' in address", 2)],
 )  # fmt: skip
 def test_errors(text: str, match: str, line: int) -> None:
     fails(pprof.parse, text, match, line)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from nodelocaldns.core.timeouts import ServerTimeouts, TimeoutsConfig, for_listener
 from nodelocaldns.plugins.timeouts import setup as timeouts
-from nodelocaldns.plugins.timeouts.setup import ServerTimeouts, TimeoutsConfig, for_listener
 from support.directives import directive, directives_in, fails
 
 
@@ -36,6 +36,20 @@ def test_parse(text: str, want: TimeoutsConfig) -> None:
 )  # fmt: skip
 def test_errors(text: str, match: str, line: int) -> None:
     fails(timeouts.parse, text, match, line)
+
+
+@pytest.mark.parametrize(
+    ("value", "shown"),
+    [("48h", "48h0m0s"), ("999ms", "999ms"), ("0s", "0s"), ("-5s", "-5s"), ("90000", "25h0m0s")],
+)
+def test_an_out_of_range_timeout_is_shown_as_go_prints_a_duration(value: str, shown: str) -> None:
+    """CoreDNS formats the parsed time.Duration with %s (Duration.String), not the seconds."""
+    fails(
+        timeouts.parse,
+        f"timeouts {{\n read {value}\n}}",
+        f"timeout provided '{shown}' needs to be between",
+        3,
+    )
 
 
 def test_listener_defaults_and_merge_in_order() -> None:

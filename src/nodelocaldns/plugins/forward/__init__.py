@@ -22,4 +22,7 @@ def _factory(host: Host, block: BlockInfo, cfgs: list[Any]) -> Runtime:
     return ForwardRuntime(host, cfgs)
 
 
-PLUGIN = register(Plugin("forward", setup.parse, _factory, repeatable=True, collector=metrics.collect))
+# chaos: CoreDNS's EnableChaos names forward (a CH query is forwarded like any other).
+PLUGIN = register(
+    Plugin("forward", setup.parse, _factory, repeatable=True, collector=metrics.collect, chaos=True)
+)

@@ -15,6 +15,7 @@ import ipaddress
 import os
 from dataclasses import dataclass, field
 
+from nodelocaldns.core.zones import zone_match
 from nodelocaldns.dns.wire import text_to_wire
 from nodelocaldns.errors import WireError
 
@@ -32,15 +33,6 @@ def parse_ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         return ip.ipv4_mapped
     return ip
-
-
-def in_zones(zones: tuple[str, ...] | list[str], name: str) -> str:
-    """The longest of ``zones`` that ``name`` is in (CoreDNS ``plugin.Zones.Matches``), or ""."""
-    best = ""
-    for z in zones:
-        if (z == "." or name == z or name.endswith("." + z)) and len(z) > len(best):
-            best = z
-    return best
 
 
 def wildcard_of(name: str) -> str:
@@ -93,7 +85,7 @@ def parse_hosts(text: str, origins: tuple[str, ...] | list[str], auto_reverse: b
         key = str(ip)
         for word in f[1:]:
             name = word.lower() if word.endswith(".") else word.lower() + "."
-            if not in_zones(origins, name):
+            if not zone_match(origins, name):
                 continue
             if not _valid_name(name):
                 # CoreDNS would keep it and then fail to pack any reply that holds it.

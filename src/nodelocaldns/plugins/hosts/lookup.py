@@ -19,23 +19,24 @@ from __future__ import annotations
 
 import struct
 
+from nodelocaldns.core.zones import zone_match
 from nodelocaldns.dns.message import RR, TYPE_A, TYPE_AAAA, TYPE_PTR, Message, encode, reply_flags
 from nodelocaldns.dns.wire import HEADER_LEN, SERVFAIL, Query, name_to_text, text_to_wire
-from nodelocaldns.plugins.hosts.hostsfile import HostsTable, in_zones, reverse_to_ip
+from nodelocaldns.plugins.hosts.hostsfile import HostsTable, reverse_to_ip
 from nodelocaldns.plugins.hosts.setup import HostsConfig
 
 Result = bytes | int | None
 
 
 def _through(fall: tuple[str, ...], qname: str) -> bool:
-    return bool(in_zones(fall, qname))
+    return bool(zone_match(fall, qname))
 
 
 def resolve(data: bytes, q: Query, table: HostsTable, cfg: HostsConfig, zones: tuple[str, ...]) -> Result:
     """``zones``: the plugin's zones (``cfg.zones`` or, when empty, the server block's)."""
     qname = name_to_text(q.qname)
     qtype = q.qtype
-    if not in_zones(zones, qname) and qtype != TYPE_PTR:
+    if not zone_match(zones, qname) and qtype != TYPE_PTR:
         return None
     answers: list[RR] = []
     owner = q.qname

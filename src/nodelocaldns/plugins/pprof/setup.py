@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from nodelocaldns.core.hostport import split_host_port
 from nodelocaldns.corefile.model import Directive
 
 ONCE = True  # CoreDNS plugin.ErrOnce
@@ -24,37 +25,6 @@ _INT = re.compile(r"[+-]?[0-9]+")
 class PprofConfig:
     address: str = DEFAULT_ADDRESS
     block_rate: int = 0  # 0: block profiling off
-
-
-def split_host_port(text: str) -> tuple[str, str]:
-    """Go ``net.SplitHostPort``. Raises ValueError with Go's wording."""
-
-    def err(why: str) -> ValueError:
-        return ValueError(f"address {text}: {why}")
-
-    i = text.rfind(":")
-    if i < 0:
-        raise err("missing port in address")
-    if text.startswith("["):
-        end = text.find("]")
-        if end < 0:
-            raise err("missing ']' in address")
-        if end + 1 == len(text):
-            raise err("missing port in address")
-        if end + 1 != i:
-            raise err("too many colons in address" if text[end + 1] == ":" else "missing port in address")
-        host = text[1:end]
-        if "[" in text[1:] or "]" in text[end + 1 :]:
-            raise err("unexpected '[' in address")
-    else:
-        host = text[:i]
-        if ":" in host:
-            raise err("too many colons in address")
-        if "[" in text:
-            raise err("unexpected '[' in address")
-        if "]" in text:
-            raise err("unexpected ']' in address")
-    return host, text[i + 1 :]
 
 
 def parse(d: Directive) -> PprofConfig:

@@ -1,18 +1,17 @@
 """``reload [INTERVAL] [JITTER]``: re-read the Corefile and apply it live when its parsed form changes.
 
-The hash is SHA-512 over the parsed server blocks, so comment and whitespace edits do not reload.
+The hash is SHA-512 over the parsed server blocks (``corefile.model.corefile_hash``), so comment and
+whitespace edits do not reload.
 A file that fails to parse or set up keeps the running config and counts a failure.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import random
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 from nodelocaldns.core.duration import parse_duration
-from nodelocaldns.corefile.model import Directive, ServerBlock
+from nodelocaldns.corefile.model import Directive
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,17 +43,3 @@ def parse(d: Directive) -> ReloadConfig:
         raise d.error("jitter value must be greater or equal to 1s")
     jitter = min(jitter, interval / 2)
     return ReloadConfig(interval, jitter)
-
-
-def corefile_hash(blocks: tuple[ServerBlock, ...]) -> str:
-    """SHA-512 of the parsed blocks (ignores comments, whitespace, and file positions)."""
-
-    def strip(o: object) -> object:
-        if isinstance(o, dict):
-            return {k: strip(v) for k, v in o.items() if k not in ("filename", "line", "extra")}
-        if isinstance(o, list | tuple):
-            return [strip(v) for v in o]
-        return o
-
-    data = [strip(asdict(b)) for b in blocks]
-    return hashlib.sha512(json.dumps(data, sort_keys=True).encode()).hexdigest()

@@ -13,6 +13,7 @@ import logging
 import random
 import struct
 
+from nodelocaldns.core.hostport import split_hostport
 from nodelocaldns.core.plugin import Next
 from nodelocaldns.core.request import Reply, Request
 from nodelocaldns.dns import wire
@@ -27,8 +28,8 @@ _Q = struct.Struct("!HHHHHH")
 
 def peer_of(req: Request) -> Peer:
     """Client and listener addresses, for ``edns0`` variables and ``subnet``."""
-    host, _, port = req.server.removeprefix("dns://").rpartition(":")
-    return Peer(req.remote[0], req.remote[1], host.strip("[]"), int(port or 53), req.proto)
+    host, port = split_hostport(req.server.removeprefix("dns://"), 53)
+    return Peer(req.remote[0], req.remote[1], host, port, req.proto)
 
 
 def lookup_query(name: str, qtype: int) -> bytes:

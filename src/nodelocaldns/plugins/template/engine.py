@@ -24,8 +24,9 @@ import dns.rdtypes.ANY.OPT
 import dns.tokenizer
 import dns.ttl
 
+from nodelocaldns.core.zones import zone_match
 from nodelocaldns.dns.msg import TYPE_OPT, Msg, Question, Record, from_wire
-from nodelocaldns.dns.names import CLASSES, class_to_text, type_to_text, zone_match
+from nodelocaldns.dns.names import CLASSES, class_to_text, type_to_text
 from nodelocaldns.plugins.template.gofuncs import GoMap, GoStruct, TemplateExecError
 from nodelocaldns.plugins.template.gotemplate import Template
 from nodelocaldns.plugins.template.metrics import TemplateCounters

@@ -22,10 +22,11 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from nodelocaldns.core.zones import is_subdomain
 from nodelocaldns.corefile.keys import normalize_zones
 from nodelocaldns.corefile.model import Directive
 from nodelocaldns.corefile.re2 import PatternError, compile_re2
-from nodelocaldns.dns.names import class_from_text, is_subdomain, rcode_from_text, type_from_text
+from nodelocaldns.dns.names import class_from_text, rcode_from_text, type_from_text
 from nodelocaldns.plugins.template import gotemplate
 from nodelocaldns.plugins.template.gotemplate import Template
 

@@ -1,15 +1,16 @@
 from typing import Any
 
 from nodelocaldns.core.plugin import BlockInfo, Host, Plugin, Runtime, register
+from nodelocaldns.core.timeouts import TimeoutsConfig
 from nodelocaldns.plugins.timeouts import setup
 
 
 class TimeoutsRuntime(Runtime):
     """No query-path part: the listeners this block is served on read ``listener_timeouts``."""
 
-    def __init__(self, cfgs: list[setup.TimeoutsConfig]) -> None:
+    def __init__(self, cfgs: list[TimeoutsConfig]) -> None:
         # Several ``timeouts`` lines in one block apply in order, as CoreDNS's loop over them does.
-        self.listener_timeouts: tuple[setup.TimeoutsConfig, ...] = tuple(cfgs)
+        self.listener_timeouts = tuple(cfgs)
 
 
 def _factory(host: Host, block: BlockInfo, cfgs: list[Any]) -> Runtime:

@@ -9,44 +9,15 @@ bounds receiving a query, write bounds sending a reply, idle bounds a connection
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
-from dataclasses import dataclass
 
-from nodelocaldns.core.duration import parse_duration
+from nodelocaldns.core.duration import format_duration, parse_duration
+from nodelocaldns.core.timeouts import TimeoutsConfig
 from nodelocaldns.corefile.model import Directive
 
 ONCE = False  # every directive's options are applied in order
 MIN_TIMEOUT, MAX_TIMEOUT = 1.0, 24 * 3600.0
 
-# CoreDNS core/dnsserver NewServer defaults.
-DEFAULT_READ = 3.0
-DEFAULT_WRITE = 5.0
-DEFAULT_IDLE = 10.0
-UNLIMITED = -1
-
 _INT = re.compile(r"[+-]?[0-9]+")
-
-
-@dataclass(frozen=True, slots=True)
-class TimeoutsConfig:
-    """What one block sets; None: not set here (the server default or another block's value)."""
-
-    read: float | None = None
-    write: float | None = None
-    idle: float | None = None
-    max_tcp_queries: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class ServerTimeouts:
-    read: float = DEFAULT_READ
-    write: float = DEFAULT_WRITE
-    idle: float = DEFAULT_IDLE
-    max_tcp_queries: int = UNLIMITED
-
-
-def _go_duration_text(seconds: float) -> str:
-    return f"{seconds:g}s"
 
 
 def parse(d: Directive) -> TimeoutsConfig:
@@ -76,7 +47,7 @@ def parse(d: Directive) -> TimeoutsConfig:
             raise sub.error(f"failed to parse duration '{text}'") from None
         if not MIN_TIMEOUT <= v <= MAX_TIMEOUT:
             raise sub.error(
-                f"timeout provided '{_go_duration_text(v)}' needs to be between 1 second and 24 hours"
+                f"timeout provided '{('-' if v < 0 else '') + format_duration(abs(v))}' needs to be between 1 second and 24 hours"
             )
         if sub.name not in ("read", "write", "idle"):
             raise sub.error(f"unknown option: '{sub.name}'")
@@ -84,16 +55,3 @@ def parse(d: Directive) -> TimeoutsConfig:
     if not d.block:
         raise d.error("timeouts block with no timeouts specified")
     return TimeoutsConfig(**values)  # type: ignore[arg-type]
-
-
-def for_listener(blocks: Iterable[TimeoutsConfig]) -> ServerTimeouts:
-    """One listener's values from the blocks it serves, in Corefile order: each set value overrides
-    (CoreDNS ``NewServer`` walks the server blocks sharing an address the same way)."""
-    out = ServerTimeouts()
-    kw = {"read": out.read, "write": out.write, "idle": out.idle, "max_tcp_queries": out.max_tcp_queries}
-    for b in blocks:
-        for k in kw:
-            v = getattr(b, k)
-            if v is not None:
-                kw[k] = v
-    return ServerTimeouts(**kw)  # type: ignore[arg-type]
