@@ -20,7 +20,7 @@ from typing import Any, Protocol
 from nodelocaldns.core.direct import need_task
 from nodelocaldns.core.plugin import Next, Runtime
 from nodelocaldns.core.ratelimit import RateLimiter
-from nodelocaldns.core.request import Reply, Request
+from nodelocaldns.core.request import Exchanged, Reply, Request
 from nodelocaldns.core.timeouts import DEFAULT_WRITE as WRITE_TIMEOUT
 from nodelocaldns.core.timeouts import TimeoutsConfig
 from nodelocaldns.core.timeouts import for_listener as timeouts_for_listener
@@ -280,9 +280,11 @@ class Listener:
         remote: tuple[str, int],
         send: Callable[[bytes], None],
         done: Callable[[object], None] | None = None,
+        pre: Exchanged | None = None,
     ) -> None:
-        """A UDP query into the slow path without a Task (server/direct.py); ``done`` as spawn's."""
-        coro = self.handle(data, remote, "udp", send)
+        """A UDP query into the slow path without a Task (server/direct.py); ``done`` as spawn's,
+        ``pre`` the exchange a native worker already did for it (Request.pre)."""
+        coro = self.handle(data, remote, "udp", send, pre)
         Driver(coro, asyncio.get_running_loop(), self.direct, self.tasks, done).start()
 
     def cancel_direct(self) -> None:
@@ -310,10 +312,9 @@ class Listener:
         while self.tcp_paused and self.tcp_pending < self.max_pending:
             self.tcp_paused.pop().resume()
 
-    async def handle(
-        self, data: bytes, remote: tuple[str, int], proto: str, send: Callable[[bytes], None]
-    ) -> None:
-        start = _perf()
+    async def handle(self, data: bytes, remote: tuple[str, int], proto: str, send: Callable[[bytes], None],
+                     pre: Exchanged | None = None) -> None:  # fmt: skip
+        start = _perf() if pre is None else _perf() - pre.seconds  # it arrived before the upstream asked
         if len(data) >= wire.HEADER_LEN and not data[2] & 0x80:
             rejected = wire.reject(data)
             if rejected is not None:  # miekg/dns answers these itself: no chain, no metrics
@@ -348,7 +349,7 @@ class Listener:
         if not block.direct:
             await need_task()  # a plugin that may need a current Task: never stepped by hand
         family = 2 if ":" in remote[0] else 1
-        req = Request(data, q, remote, proto, family, self.server, zone, start)
+        req = Request(data, q, remote, proto, family, self.server, zone, start, pre=pre)
         cache = block.cache
         qkey = b""
         if block.fast and cache is not None and q.qtype not in block.skips:
