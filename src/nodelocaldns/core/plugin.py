@@ -61,6 +61,8 @@ class ListenerView(Protocol):
 
     def queue_drops(self) -> Mapping[str, int]: ...  # proto -> dropped by the kernel, never read
 
+    def native_exchanges(self) -> Mapping[str, int]: ...  # result -> misses the native workers forwarded
+
     def blocks(self) -> Mapping[str, BlockView]: ...  # zone -> block (one block may serve several)
 
 

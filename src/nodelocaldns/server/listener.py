@@ -39,6 +39,7 @@ log = logging.getLogger("nodelocaldns")
 _LEN = struct.Struct("!H")
 _B0 = 0.00025
 _perf = time.perf_counter
+_NX_RESULTS = ("sent", "replies", "timeouts", "errors", "mismatched")  # Worker.counters()' nx_*
 
 
 @dataclass(eq=False)
@@ -110,6 +111,8 @@ class NativeSide(UDPSide, Protocol):
         """Does the index hold ``key``? ``entry``: what the cache store holds for it, if known."""
 
     def translate(self, k: int) -> tuple[int, ZoneAcc]: ...
+
+    def counters(self) -> dict[str, int]: ...
 
 
 class Router:
@@ -302,6 +305,11 @@ class Listener:
         udp = self.udp.refused if self.udp is not None else 0
         return {"udp": udp + (self.shared.refused if self.shared is not None else 0)}
 
+    def native_exchanges(self) -> dict[str, int]:
+        """result -> misses the native workers sent upstream themselves (server/native_exchange.py)."""
+        c = self.native.counters() if self.native is not None else {}
+        return {r: c[f"nx_{r}"] for r in _NX_RESULTS if f"nx_{r}" in c}
+
     def queue_drops(self) -> dict[str, int]:
         """proto -> datagrams the kernel dropped at this listener's full UDP receive queues (never
         read, so neither answered nor in any other count)."""
@@ -380,20 +388,9 @@ class Listener:
         send(out)
         if block.metrics:
             dt = _perf() - start
-            self.stats.record(
-                (
-                    zone,
-                    proto,
-                    q.qtype,
-                    q.do,
-                    len(data),
-                    len(out),
-                    wire.rcode_of(out),
-                    reply.plugin,
-                    duration_bucket(dt),
-                ),
-                dt,
-            )
+            rc = wire.rcode_of(out)
+            key = (zone, proto, q.qtype, q.do, len(data), len(out), rc, reply.plugin, duration_bucket(dt))
+            self.stats.record(key, dt)
 
     def finalize(self, reply: Reply, req: Request) -> bytes:
         if reply.wire is None:
