@@ -126,16 +126,17 @@ def test_native_exchange_sends_the_bytes_stores_and_counts_what_the_python_path_
         sent = _nx(nx)
         again_nx = _ask_all(nx)  # hits, from what the cache stored
         nx_samples, nx_store = _samples(nx), _store(nx)
+        base2 = _forward_counts(up.address)  # again_nx asked what the cache does not hold (TC)
     with inproc(_plain(up.address), native=False) as py:
         want = _ask_all(py)
         py_fwd = _forward_counts(up.address)
         again_py = _ask_all(py)
         py_samples, py_store = _samples(py), _store(py)
     assert got == want and again_nx == again_py
-    assert nx_store == py_store and len(nx_store) >= 8
+    assert nx_store == py_store and len(nx_store) >= 5
     assert nx_samples == py_samples
     delta_nx = {k: nx_fwd.get(k, 0) - base.get(k, 0) for k in py_fwd}
-    delta_py = {k: py_fwd.get(k, 0) - nx_fwd.get(k, 0) for k in py_fwd}
+    delta_py = {k: py_fwd.get(k, 0) - base2.get(k, 0) for k in py_fwd}
     assert delta_nx == delta_py and sum(delta_nx.values()) == 8  # 8 distinct questions went upstream
     assert sent.get("sent") == 8 and sent.get("replies") == 8 and not sent.get("timeouts")
 
