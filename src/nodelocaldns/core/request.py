@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from nodelocaldns.dns.wire import Query, Records, name_to_text
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Exchanged:
     """A native worker's exchange of this query (core.plugin.NativeExchange): the forwarding
     plugin takes it as its first attempt, so it counts, fails over and stores as its own."""

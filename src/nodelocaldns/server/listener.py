@@ -283,11 +283,9 @@ class Listener:
         remote: tuple[str, int],
         send: Callable[[bytes], None],
         done: Callable[[object], None] | None = None,
-        pre: Exchanged | None = None,
     ) -> None:
-        """A UDP query into the slow path without a Task (server/direct.py); ``done`` as spawn's,
-        ``pre`` the exchange a native worker already did for it (Request.pre)."""
-        coro = self.handle(data, remote, "udp", send, pre)
+        """A UDP query into the slow path without a Task (server/direct.py); ``done`` as spawn's."""
+        coro = self.handle(data, remote, "udp", send)
         Driver(coro, asyncio.get_running_loop(), self.direct, self.tasks, done).start()
 
     def cancel_direct(self) -> None:

@@ -25,6 +25,7 @@ from nodelocaldns.core.request import Exchanged
 from nodelocaldns.metrics.dnsstats import ZONE_SHIFT, ZoneAcc
 from nodelocaldns.native import module
 from nodelocaldns.plugins.cache.entry import Cached
+from nodelocaldns.server.direct import start_many
 from nodelocaldns.server.native_index import NativeIndex
 from nodelocaldns.server.native_stale import start_refreshes
 from nodelocaldns.server.settings import DRAIN_READS as _DRAIN_MAX
@@ -228,16 +229,16 @@ class NativeUDPServer:
         the reply (or the failure) in hand as forward's first attempt; it ends at once (the reply
         goes into this wake-up's batch) unless forward must try again (failover, a timeout)."""
         keys = self.upstreams
-        lst = self.listener
+        handle = self.listener.handle
+        send = self._send
+        coros = []
         for query, addr, reply, uid, seconds, err in results:
             key = keys.get(uid)
             pre = Exchanged(key, reply, seconds, err) if key is not None else None
-            self.n_handed += 1
-            try:
-                lst.start_direct(query, addr, partial(self._send, s, addr=addr), self._done, pre)
-            except Exception as exc:  # counted done, so the cap and drain() stay right
-                self._done()
-                lst.fast_failed(exc)
+            coros.append(handle(query, addr, "udp", partial(send, s, addr=addr), pre))
+        self.n_handed += len(coros)
+        lst = self.listener
+        start_many(coros, self.loop, lst.direct, lst.tasks, self._done)
 
     def _handle(
         self, batch: list[tuple[bytes, tuple[Any, ...]]], s: socket.socket, marked: bool = False

@@ -121,3 +121,17 @@ def test_a_refused_native_exchange_is_a_connection_refused_failure(make_unbound:
         )
         assert out[3] & 0xF == 0 and out[7] == 1
         assert first._probe is not None
+
+
+def test_a_native_timeout_on_the_only_upstream_is_retried_there_with_the_rest_of_the_budget(
+    make_unbound: MakeUnbound,
+) -> None:
+    up = make_unbound(CLUSTER_ZONES)
+    with inproc(_corefile(up.address)) as h:
+        only = _forward(h).proxies[0]
+        asked = up.query_count()
+        out = _handle(
+            h, query("kubernetes.default.svc.cluster.local.", 1), Exchanged(only, None, 2.0, errno.ETIMEDOUT)
+        )
+        assert out[3] & 0xF == 0 and out[7] == 1  # forward's second pass asked it again
+        assert up.query_count() >= asked + 1

@@ -160,9 +160,9 @@ class ForwardHandler:
             t0 = time.perf_counter()
             try:
                 if got is not None and p is got.upstream:
-                    t0 -= got.seconds
-                    reply, body, recs = p.exchanged(req.data, got)
-                    got = None
+                    first, got = got, None  # used once, whatever it holds
+                    t0 -= first.seconds
+                    reply, body, recs = p.exchanged(req.data, first)
                 else:
                     reply, body, recs = await p.exchange(
                         req.data, question, proto, min(cfg.read_timeout, remaining), req.q.udp_size
