@@ -124,6 +124,9 @@ def test_native_exchange_sends_the_bytes_stores_and_counts_what_the_python_path_
         got = _ask_all(nx)
         nx_fwd = _forward_counts(up.address)
         sent = _nx(nx)
+        fams = nx.call(lambda: dns_metrics.collect(nx.inst.host))
+        fam = next(f for f in fams if f.name == "nodelocaldns_forward_native_exchanges")
+        nx_samples_ours = {s.labels["result"]: s.value for s in fam.samples}
         again_nx = _ask_all(nx)  # hits, from what the cache stored
         nx_samples, nx_store = _samples(nx), _store(nx)
         base2 = _forward_counts(up.address)  # again_nx asked what the cache does not hold (TC)
@@ -139,6 +142,7 @@ def test_native_exchange_sends_the_bytes_stores_and_counts_what_the_python_path_
     delta_py = {k: py_fwd.get(k, 0) - base2.get(k, 0) for k in py_fwd}
     assert delta_nx == delta_py and sum(delta_nx.values()) == 8  # 8 distinct questions went upstream
     assert sent.get("sent") == 8 and sent.get("replies") == 8 and not sent.get("timeouts")
+    assert nx_samples_ours["sent"] == 8 and nx_samples_ours["replies"] == 8  # as /metrics shows them
 
 
 def test_a_block_with_log_or_rewrite_keeps_its_misses_in_python(up: UpstreamServer) -> None:
@@ -150,6 +154,15 @@ def test_a_block_with_log_or_rewrite_keeps_its_misses_in_python(up: UpstreamServ
         with inproc(_corefile(f"    forward . {up.address}\n"), native=True) as h:
             h.udp(query("a.nx.test.", 1))
             assert _nx(h).get("sent") == 1  # the same block without it goes native
+
+
+def test_a_cache_the_index_does_not_mirror_keeps_its_misses_in_python(up: UpstreamServer) -> None:
+    # prefetch: the index holds none of its entries, so the worker would send its every hit upstream.
+    text = f".:{{PORT}} {{\n    bind 127.0.0.1\n    cache 30 {{\n        prefetch 2\n    }}\n    forward . {up.address}\n}}\n"
+    with inproc(text, native=True) as h:
+        for _ in range(3):
+            assert h.udp(query("a.nx.test.", 1))[7] == 1
+        assert _nx(h).get("sent", 0) == 0 and up.query_count("a.nx.test.") == 1
 
 
 def test_a_blackholed_upstream_times_out_natively_and_the_next_one_answers_in_the_budget(

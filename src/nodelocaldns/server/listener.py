@@ -306,7 +306,7 @@ class Listener:
     def native_exchanges(self) -> dict[str, int]:
         """result -> misses the native workers sent upstream themselves (server/native_exchange.py)."""
         c = self.native.counters() if self.native is not None else {}
-        return {r: c[f"nx_{r}"] for r in _NX_RESULTS if f"nx_{r}" in c}
+        return {r: c.get(f"nx_{r}", 0) for r in _NX_RESULTS}
 
     def queue_drops(self) -> dict[str, int]:
         """proto -> datagrams the kernel dropped at this listener's full UDP receive queues (never

@@ -18,6 +18,7 @@ rebuilt on every reload and whenever a runtime says its answer may have moved
 from __future__ import annotations
 
 import os
+from collections.abc import Collection
 from typing import TYPE_CHECKING, Any
 
 from nodelocaldns.core.plugin import NativeExchange, lookup
@@ -93,15 +94,23 @@ class ExchangeTables:
             self._uid.pop(id(self.keys.pop(u)), None)
         self._prev = self._used
 
-    def table(self, router: Router, workers: int) -> tuple[list[Row], float, float, int] | None:
+    def table(
+        self, router: Router, workers: int, mirrored: Collection[Block] | None = None
+    ) -> tuple[list[Row], float, float, int] | None:
         """``set_forward``'s arguments for one router's index (None: no zone is exchanged). One
-        timeout and expire per table: a zone whose forward differs from the first is left out."""
+        timeout and expire per table: a zone whose forward differs from the first is left out.
+
+        ``mirrored``: the blocks whose cache the index mirrors. Only their zones qualify: the
+        worker forwards what its index does not hold, and a cache the index does not mirror
+        (prefetch, a reply transform) would have its every hit sent upstream first. None: the
+        caller checks that itself (no index yet)."""
         rows: list[Row] = []
         chosen: tuple[float, float] | None = None
         bound = 0
         on = enabled()
         for zone, block in router.zones.items():
-            ex = block_exchange(block, zone) if on else None
+            held = mirrored is None or any(b is block for b in mirrored)
+            ex = block_exchange(block, zone) if on and held else None
             if ex is not None and chosen is not None and (ex.timeout, ex.expire) != chosen:
                 ex = None
             if ex is None:

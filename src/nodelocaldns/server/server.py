@@ -356,7 +356,7 @@ class Server(Instance):
             per[id(nat.nix)] = (nix, n + len(nat.socks))
         self._exchange.begin()
         for nix, n in per.values():
-            table = self._exchange.table(nix.router, n)
+            table = self._exchange.table(nix.router, n, [m.block for m in nix.mirrors])
             if table != nix.exchange and apply_exchange(nix.index, table):
                 nix.exchange = table
         self._exchange.end()
