@@ -23,18 +23,16 @@ int nld_nx_init(nld_worker *w, size_t ring) {
     x->pend = malloc(x->npool * sizeof(nld_nx_pend));
     x->freel = malloc(x->npool * sizeof(int32_t));
     x->tosend = malloc(w->batch * sizeof(int32_t));
+    x->run = malloc(w->batch * sizeof(int32_t));
+    x->mm = malloc(w->batch * sizeof(struct mmsghdr));
+    x->iov = malloc(w->batch * sizeof(struct iovec));
     x->by_id = calloc(65536, sizeof(uint16_t));
     x->rbuf = malloc(65536);
     x->timeout = 2.0;
     x->expire = 10.0;
-    if (x->ep < 0 || !x->ring || !x->pend || !x->freel || !x->tosend || !x->by_id || !x->rbuf)
+    if (x->ep < 0 || !x->ring || !x->pend || !x->freel || !x->tosend || !x->run || !x->mm || !x->iov || !x->by_id || !x->rbuf)
         return errno ? errno : ENOMEM;
-    for (size_t i = 0; i < x->npool; i++) {
-        x->freel[i] = (int32_t)(x->npool - 1 - i);
-        x->pend[i].state = 0;
-    }
-    x->nfree = x->npool;
-    return 0;
+    return 0; /* slots below x->used are in use or on the free list; the rest were never touched */
 }
 
 void nld_nx_free(nld_worker *w) {
@@ -54,6 +52,9 @@ void nld_nx_free(nld_worker *w) {
     free(x->pend);
     free(x->freel);
     free(x->tosend);
+    free(x->run);
+    free(x->mm);
+    free(x->iov);
     free(x->by_id);
     free(x->rbuf);
     free(x->cur);
@@ -219,7 +220,7 @@ int nld_nx_take(nld_worker *w, const uint8_t *pkt, size_t len, const struct sock
         return 0;
     size_t results = atomic_load_explicit(&x->head, memory_order_relaxed) -
                      atomic_load_explicit(&x->tail, memory_order_acquire);
-    if (x->nfree == 0 || x->npending + results > x->mask || (x->max_pending && x->npending >= x->max_pending) ||
+    if ((x->nfree == 0 && x->used == x->npool) || x->npending + results > x->mask || (x->max_pending && x->npending >= x->max_pending) ||
         x->ncur != t->nups || x->nrr != t->nzones || x->ntosend >= w->batch)
         return 0;
     int id = fresh_id(x);
@@ -240,7 +241,7 @@ int nld_nx_take(nld_worker *w, const uint8_t *pkt, size_t len, const struct sock
     int err = 0;
     if (s == NULL && (s = sock_open(x, &t->ups[u], now, &err)) != NULL)
         x->cur[u] = s;
-    int32_t i = x->freel[--x->nfree];
+    int32_t i = x->nfree ? x->freel[--x->nfree] : (int32_t)x->used++;
     nld_nx_pend *p = &x->pend[i];
     memcpy(p->q, pkt, len);
     p->cid = nld_nx_id(pkt);
@@ -272,28 +273,47 @@ int nld_nx_take(nld_worker *w, const uint8_t *pkt, size_t len, const struct sock
     return 1;
 }
 
+static int transient(int e) {
+    return e == EAGAIN || e == EWOULDBLOCK || e == ENOBUFS || e == ENOMEM || e == EMSGSIZE;
+}
+
+/* What this batch took, one sendmmsg per upstream socket. */
 void nld_nx_flush(nld_worker *w, double now) {
     nld_nx *x = &w->nx;
     uint64_t sent = 0;
     for (unsigned k = 0; k < x->ntosend; k++) {
-        int32_t i = x->tosend[k];
-        nld_nx_pend *p = &x->pend[i];
-        if (p->state != 1) /* failed since: its socket had an error */
+        nld_nx_sock *s = x->pend[x->tosend[k]].s;
+        if (x->pend[x->tosend[k]].state != 1) /* sent with an earlier run, or failed since */
             continue;
-        ssize_t r;
-        do
-            r = send(p->s->fd, p->q, p->qlen, MSG_DONTWAIT);
-        while (r < 0 && errno == EINTR);
-        if (r == (ssize_t)p->qlen) {
-            p->state = 2;
-            sent++;
-            continue;
+        unsigned m = 0;
+        for (unsigned j = k; j < x->ntosend; j++) {
+            nld_nx_pend *p = &x->pend[x->tosend[j]];
+            if (p->state != 1 || p->s != s)
+                continue;
+            x->run[m] = x->tosend[j];
+            x->iov[m] = (struct iovec){.iov_base = p->q, .iov_len = p->qlen};
+            x->mm[m].msg_hdr = (struct msghdr){.msg_iov = &x->iov[m], .msg_iovlen = 1};
+            m++;
         }
-        int e = r < 0 ? errno : EMSGSIZE;
-        if (e == EAGAIN || e == EWOULDBLOCK || e == ENOBUFS || e == ENOMEM || e == EMSGSIZE)
-            complete(w, i, NULL, 0, e, now); /* this datagram only: the socket is fine */
-        else
-            fail_sock(w, p->s, e, now); /* ECONNREFUSED left by an earlier ICMP, ... */
+        for (unsigned off = 0; off < m && !s->dead;) {
+            int r = sendmmsg(s->fd, x->mm + off, m - off, MSG_DONTWAIT);
+            if (r > 0) {
+                for (int d = 0; d < r; d++)
+                    x->pend[x->run[off + (unsigned)d]].state = 2;
+                sent += (uint64_t)r;
+                off += (unsigned)r;
+                continue;
+            }
+            if (r < 0 && errno == EINTR)
+                continue;
+            int e = r < 0 ? errno : EIO;
+            if (transient(e)) { /* this datagram only: the socket is fine */
+                complete(w, x->run[off], NULL, 0, e, now);
+                off++;
+            } else {
+                fail_sock(w, s, e, now); /* ECONNREFUSED left by an earlier ICMP, ...: all of them */
+            }
+        }
     }
     x->ntosend = 0;
     nld_bump(&w->c.nx_sent, sent);

@@ -78,8 +78,10 @@ typedef struct {
     size_t mask;
     _Atomic size_t head, tail;
     nld_nx_pend *pend; /* the pool: min(ring, 65535) */
-    size_t npool, npending, nfree;
-    int32_t *freel, *tosend, first, last;
+    size_t npool, npending, nfree, used;
+    int32_t *freel, *tosend, *run, first, last;
+    struct mmsghdr *mm; /* one sendmmsg per upstream socket and batch */
+    struct iovec *iov;
     unsigned ntosend;
     uint16_t *by_id; /* pending ID -> pool slot + 1 (IDs are unique across the worker's sockets) */
     nld_nx_sock *socks, **cur; /* cur[i]: the socket for the table's upstream i (NULL: none yet) */

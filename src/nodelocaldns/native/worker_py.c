@@ -122,14 +122,15 @@ static PyObject *Worker_wait(WorkerObject *self, PyObject *args) {
     double timeout;
     if (!PyArg_ParseTuple(args, "d", &timeout))
         return NULL;
-    if (nld_worker_pending(self->w))
+    /* misses or NX results (not refreshes: a consumer of misses alone would spin on those) */
+    if (nld_worker_peek(self->w) != NULL || nld_nx_peek(self->w) != NULL)
         Py_RETURN_TRUE;
     struct pollfd p = {.fd = self->w->wakefd, .events = POLLIN};
     int ms = (timeout < 0 || timeout > 86400.0) ? -1 : (int)(timeout * 1000.0); /* keeps the cast defined */
     int rc;
     Py_BEGIN_ALLOW_THREADS rc = poll(&p, 1, ms);
     Py_END_ALLOW_THREADS if (rc < 0 && errno != EINTR) return PyErr_SetFromErrno(PyExc_OSError);
-    return PyBool_FromLong(nld_worker_pending(self->w));
+    return PyBool_FromLong(nld_worker_peek(self->w) != NULL || nld_nx_peek(self->w) != NULL);
 }
 
 /* NX results, oldest first: (query, client address, reply or None, uid, seconds, errno). One
