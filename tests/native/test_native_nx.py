@@ -10,6 +10,7 @@ dnspython and raw sockets. The index is empty unless a test stores a name in it.
 from __future__ import annotations
 
 import errno
+import select
 import socket
 import struct
 import threading
@@ -181,3 +182,26 @@ def test_a_closed_port_is_econnrefused(client: socket.socket) -> None:
         assert worker.counters()["nx_errors"] == 1
         client.sendto(query("again.example.", 2), addr)  # a new socket; refused again
         assert results(worker, 1, wait=3)[0][5] == errno.ECONNREFUSED
+
+
+def test_results_wake_the_same_eventfd_as_misses(up: Capture, client: socket.socket) -> None:
+    table = [(b"\x00", [(1, up.host, up.port)], 0), (wire_name("local."), [], 0)]
+    with serving(table) as (worker, _ix, addr):
+        fd = worker.fileno()
+        assert select.select([fd], [], [], 0.05)[0] == []
+        client.sendto(query("up.example.", 1), addr)
+        got, src = up.recv()
+        up.sock.sendto(answer_to(got), src)
+        assert select.select([fd], [], [], 3)[0] == [fd]  # a result alone wakes the consumer
+        assert len(worker.exchanged()) == 1
+        assert select.select([fd], [], [], 0.05)[0] == []  # re-armed, nothing left
+        client.sendto(query("x.local.", 2), addr)  # a miss (no upstreams there) ...
+        client.sendto(query("up2.example.", 3), addr)  # ... and a result, one wake-up for both
+        got, src = up.recv()
+        up.sock.sendto(answer_to(got), src)
+        counted(worker, "nx_replies", 2)
+        assert select.select([fd], [], [], 3)[0] == [fd]
+        assert [d for d, _a in worker.drain()] == [query("x.local.", 2)]
+        assert select.select([fd], [], [], 0.05)[0] == [fd]  # drain() re-arms, but a result still waits
+        assert len(worker.exchanged()) == 1
+        assert select.select([fd], [], [], 0.05)[0] == []
