@@ -201,6 +201,20 @@ def test_expire_rotates_the_upstream_socket(ups: list[Capture], client: socket.s
         assert err == 0 and r is not None and q2 == query("e2.example.", 2)
 
 
+def test_expire_zero_gives_every_query_its_own_socket(ups: list[Capture], client: socket.socket) -> None:
+    a = ups[0]
+    with serving([(b"\x00", [(1, a.host, a.port)], 0)], expire=0.0) as (worker, _ix, addr):
+        for i in range(3):
+            client.sendto(query(f"z{i}.example.", i), addr)
+        held = [a.recv() for _ in range(3)]
+        assert len({src for _got, src in held}) == 3
+        for got, src in reversed(held):
+            a.sock.sendto(answer_to(got), src)
+        assert sorted(q for q, _a, _r, _u, _s, e in results(worker, 3) if e == 0) == sorted(
+            query(f"z{i}.example.", i) for i in range(3)
+        )
+
+
 def test_a_new_table_takes_effect_while_queries_finish(ups: list[Capture], client: socket.socket) -> None:
     a, b, _c = ups
     with serving([(b"\x00", [(1, a.host, a.port)], 0)]) as (worker, ix, addr):
