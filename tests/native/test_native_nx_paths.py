@@ -264,6 +264,30 @@ def test_an_ipv6_upstream_on_the_loopback(client: socket.socket) -> None:
         up6.sock.close()
 
 
+def test_a_client_on_ipv6_gets_its_address_back_for_send(ups: list[Capture]) -> None:
+    a = ups[0]
+    sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    sock.bind(("::1", 0))
+    ix = native.new_index(4)
+    ix.set_forward([(b"\x00", [(4, a.host, a.port)], 0)], timeout=2.0, expire=10.0, max_pending=0)
+    worker = native.module().serve_udp(sock.fileno(), ix, batch=8, ring=16)
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as c:
+            c.bind(("::1", 0))
+            c.settimeout(3)
+            q = query("v6client.example.", 0x66)
+            c.sendto(q, sock.getsockname()[:2])
+            got, src = a.recv()
+            a.sock.sendto(answer_to(got), src)
+            ((q2, caddr, r, uid, _s, err),) = results(worker, 1)
+            assert (q2, uid, err) == (q, 4, 0) and caddr[:2] == c.getsockname()[:2] and len(caddr) == 4
+            assert r is not None and worker.send([(r, caddr)]) == 0
+            assert c.recv(4096) == r
+    finally:
+        worker.stop()
+        sock.close()
+
+
 @pytest.mark.parametrize(
     "row",
     [

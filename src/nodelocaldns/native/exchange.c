@@ -344,11 +344,13 @@ static void read_sock(nld_worker *w, nld_nx_sock *s, double now) {
     nld_bump(&w->c.nx_mismatched, bad);
 }
 
-void nld_nx_io(nld_worker *w, double now) {
+void nld_nx_io(nld_worker *w, double now, int polled) {
     nld_nx *x = &w->nx;
     if (x->socks == NULL && x->first < 0)
         return;
-    if (x->socks != NULL) {
+    /* While queries are in flight, or when the idle poll saw the set readable (a late reply, an
+     * idle socket's error): a batch of hits alone pays no syscall here. */
+    if (x->first >= 0 || polled) {
         struct epoll_event ev[32];
         int n = epoll_wait(x->ep, ev, 32, 0);
         for (int i = 0; i < n; i++) {

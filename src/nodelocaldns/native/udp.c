@@ -232,9 +232,9 @@ static void *run(void *arg) {
         if (idle) {
             /* returns at once when datagrams wait: one syscall, not an EAGAIN; else at the next
              * NX deadline (the oldest query in flight times out) */
-            pfd[0].revents = 0;
+            pfd[0].revents = pfd[2].revents = 0;
             poll(pfd, 3, nld_nx_poll_ms(w, monotonic()));
-            nld_nx_io(w, monotonic());
+            nld_nx_io(w, monotonic(), pfd[2].revents != 0);
             if (w->nx.woke) {
                 w->nx.woke = 0;
                 wake(w);
@@ -335,7 +335,7 @@ static void *run(void *arg) {
             send_all(w, k, &errs);
         nld_bump(&w->c.send_errors, errs);
         nld_nx_flush(w, real);
-        nld_nx_io(w, real);
+        nld_nx_io(w, real, 0);
         if (handed || refreshes || w->nx.woke) {
             w->nx.woke = 0;
             wake(w);
