@@ -27,7 +27,7 @@ int nld_nx_init(nld_worker *w, size_t ring) {
     x->mm = malloc(w->batch * sizeof(struct mmsghdr));
     x->iov = malloc(w->batch * sizeof(struct iovec));
     x->by_id = calloc(65536, sizeof(uint16_t));
-    x->rbuf = malloc(65536);
+    x->rbuf = malloc((size_t)NLD_NX_RBATCH * 65536); /* virtual: a reply touches its own pages */
     x->timeout = 2.0;
     x->expire = 10.0;
     if (x->ep < 0 || !x->ring || !x->pend || !x->freel || !x->tosend || !x->run || !x->mm || !x->iov || !x->by_id || !x->rbuf)
@@ -320,11 +320,17 @@ void nld_nx_flush(nld_worker *w, double now) {
     atomic_store_explicit(&w->c.nx_pending, x->npending, memory_order_relaxed);
 }
 
+/* Up to 8 rounds of NLD_NX_RBATCH replies (then back to the clients; epoll reports the rest
+ * again). Each buffer holds any UDP datagram whole; only the pages a reply touches are resident. */
 static void read_sock(nld_worker *w, nld_nx_sock *s, double now) {
     nld_nx *x = &w->nx;
     uint64_t bad = 0;
-    for (int k = 0; k < 64; k++) { /* then back to the clients; epoll reports the rest again */
-        ssize_t r = recv(s->fd, x->rbuf, 65536, MSG_DONTWAIT);
+    for (int round = 0; round < 8; round++) {
+        for (unsigned j = 0; j < NLD_NX_RBATCH; j++) {
+            x->riov[j] = (struct iovec){.iov_base = x->rbuf + (size_t)j * 65536, .iov_len = 65536};
+            x->rmm[j].msg_hdr = (struct msghdr){.msg_iov = &x->riov[j], .msg_iovlen = 1};
+        }
+        int r = recvmmsg(s->fd, x->rmm, NLD_NX_RBATCH, MSG_DONTWAIT, NULL);
         if (r < 0) {
             if (errno == EINTR)
                 continue;
@@ -332,14 +338,20 @@ static void read_sock(nld_worker *w, nld_nx_sock *s, double now) {
                 fail_sock(w, s, errno, now);
             break;
         }
-        size_t n = (size_t)r;
-        uint16_t at = n >= 12 ? x->by_id[nld_nx_id(x->rbuf)] : 0;
-        nld_nx_pend *p = at ? &x->pend[at - 1] : NULL;
-        if (p == NULL || p->s != s || p->state != 2 || !nld_nx_reply_ok(x->rbuf, n, p->q, p->qend)) {
-            bad++; /* late (timed out), spoofed, or not the reply to this question */
-            continue;
+        for (int j = 0; j < r; j++) {
+            const uint8_t *b = x->rbuf + (size_t)j * 65536;
+            size_t n = x->rmm[j].msg_len;
+            uint16_t at = n >= 12 ? x->by_id[nld_nx_id(b)] : 0;
+            nld_nx_pend *p = at ? &x->pend[at - 1] : NULL;
+            if (p == NULL || p->s != s || p->state != 2 || (x->rmm[j].msg_hdr.msg_flags & MSG_TRUNC) ||
+                !nld_nx_reply_ok(b, n, p->q, p->qend)) {
+                bad++; /* late (timed out), spoofed, or not the reply to this question */
+                continue;
+            }
+            complete(w, at - 1, b, n, 0, now);
         }
-        complete(w, at - 1, x->rbuf, n, 0, now);
+        if (r < (int)NLD_NX_RBATCH) /* drained: no EAGAIN round trip */
+            break;
     }
     nld_bump(&w->c.nx_mismatched, bad);
 }

@@ -73,6 +73,7 @@ typedef struct {
     uint8_t q[NLD_NX_QMAX];
 } nld_nx_result;
 
+#define NLD_NX_RBATCH 8
 typedef struct {
     nld_nx_result *ring; /* as many slots as the miss ring; SPSC: worker head, Python tail */
     size_t mask;
@@ -91,7 +92,9 @@ typedef struct {
     double timeout, expire;
     size_t max_pending;
     int ep;        /* epoll over the upstream sockets */
-    uint8_t *rbuf; /* one reply */
+    uint8_t *rbuf; /* NLD_NX_RBATCH replies of up to 64 KiB, read by one recvmmsg */
+    struct mmsghdr rmm[NLD_NX_RBATCH];
+    struct iovec riov[NLD_NX_RBATCH];
     uint16_t ids[128];
     unsigned nids;
     int woke; /* results pushed since the last wake-up */
