@@ -39,7 +39,7 @@ log = logging.getLogger("nodelocaldns")
 _LEN = struct.Struct("!H")
 _B0 = 0.00025
 _perf = time.perf_counter
-_NX_RESULTS = ("sent", "replies", "timeouts", "errors", "mismatched")  # Worker.counters()' nx_*
+_NX_COUNTERS = ("nx_sent", "nx_replies", "nx_timeouts", "nx_errors", "nx_mismatched")  # Worker.counters()
 
 
 @dataclass(eq=False)
@@ -306,7 +306,7 @@ class Listener:
     def native_exchanges(self) -> dict[str, int]:
         """result -> misses the native workers sent upstream themselves (server/native_exchange.py)."""
         c = self.native.counters() if self.native is not None else {}
-        return {r: c.get(f"nx_{r}", 0) for r in _NX_RESULTS}
+        return {k[3:]: c.get(k, 0) for k in _NX_COUNTERS}
 
     def queue_drops(self) -> dict[str, int]:
         """proto -> datagrams the kernel dropped at this listener's full UDP receive queues (never
