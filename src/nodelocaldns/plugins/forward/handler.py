@@ -10,10 +10,10 @@ from collections.abc import Callable
 
 from nodelocaldns.core.plugin import NativeExchange, Next
 from nodelocaldns.core.ratelimit import RateLimiter
-from nodelocaldns.core.request import Reply, Request
+from nodelocaldns.core.request import Exchanged, Reply, Request
 from nodelocaldns.core.zones import in_zones
 from nodelocaldns.dns import wire
-from nodelocaldns.errors import NoHealthyUpstream, ResourceExhausted, UpstreamError
+from nodelocaldns.errors import NoHealthyUpstream, ResourceExhausted, UpstreamError, WireError
 from nodelocaldns.plugins.forward.metrics import COUNTERS, ForwardCounters
 from nodelocaldns.plugins.forward.policy import Policy
 from nodelocaldns.plugins.forward.proxy import Proxy
@@ -122,9 +122,13 @@ class ForwardHandler:
 
     async def _forward(self, req: Request, next_: Next) -> Reply:
         """CoreDNS Forward.ServeDNS's loop: walk the policy's list, skipping upstreams that are down."""
+        got = req.pre  # a native worker's exchange: the first attempt, already made
+        if got is not None and got.reply is not None:
+            done = self._answered(req, got, got.reply)
+            if done is not None:
+                return done
         cfg = self.cfg
         loop = asyncio.get_running_loop()
-        got = req.pre  # a native worker's exchange: the first attempt, already made
         # The budget runs from when the query arrived: a native attempt already spent some of it.
         deadline = loop.time() + cfg.timeout - (got.seconds if got is not None else 0.0)
         question = req.data[wire.HEADER_LEN : req.q.question_end]
@@ -197,6 +201,28 @@ class ForwardHandler:
         if err is None:
             err = NoHealthyUpstream("no healthy proxies")
         return Reply(None, wire.SERVFAIL, error=err)
+
+    def _answered(self, req: Request, got: Exchanged, raw: bytes) -> Reply | None:
+        """The common native exchange in one step: a reply that unpacks and ends the loop below
+        at once (no failover rcode, no TC retry, no ``next``), with the loop's every effect.
+        None: the loop decides, from the start (nothing here has counted anything yet)."""
+        cfg = self.cfg
+        p = got.upstream
+        if not isinstance(p, Proxy) or p not in self.proxies or self._proto(req) != "udp":
+            return None
+        try:
+            reply, body, recs = wire.scan_reply(raw)
+        except WireError:
+            return None  # the loop counts it a bad reply
+        rc = wire.rcode_of(reply)
+        if rc in cfg.failover_rcodes or rc in cfg.next_rcodes or (reply[2] & 0x02 and cfg.prefer_udp):
+            return None
+        self.policy.skip(len(self.proxies))
+        self.counters.conn_cache(p.addr, "udp", hit=True)
+        name = wire.RCODE_NAMES.get(rc)
+        self.counters.observe(p.addr, str(rc) if name is None else name, got.seconds)
+        reply = req.data[:2] + reply[2:]
+        return Reply(reply, rc, self.name, scan=(reply, body, recs))
 
     def _exhausted(self, e: ResourceExhausted) -> None:
         self.counters.resource_errors += 1
