@@ -135,3 +135,20 @@ def test_a_native_timeout_on_the_only_upstream_is_retried_there_with_the_rest_of
         )
         assert out[3] & 0xF == 0 and out[7] == 1  # forward's second pass asked it again
         assert up.query_count() >= asked + 1
+
+
+def test_a_native_reply_with_a_failover_rcode_is_counted_and_the_next_upstream_asked(
+    make_unbound: MakeUnbound,
+) -> None:
+    refusing = make_unbound({}, unknown="refuse")
+    good = make_unbound(CLUSTER_ZONES)
+    with inproc(_corefile(refusing.address, good.address, extra="        failover REFUSED\n")) as h:
+        first = _forward(h).proxies[0]
+        data = query("kubernetes.default.svc.cluster.local.", 1, qid=0x79)
+        reply = _ask(refusing, data)
+        assert reply[3] & 0xF == 5
+        before_r, before_g = _durations(refusing.address), _durations(good.address)
+        out = _handle(h, data, Exchanged(first, reply, 0.001))
+        assert out[3] & 0xF == 0 and out[7] == 1
+        assert _durations(refusing.address).get("REFUSED", 0) == before_r.get("REFUSED", 0) + 1
+        assert _durations(good.address).get("NOERROR", 0) == before_g.get("NOERROR", 0) + 1
