@@ -10,7 +10,11 @@ NATIVE_STAMP := $(VENV)/.native
 export NODELOCALDNS_NATIVE_REQUIRED := 1
 FUZZ_SECONDS ?= 60
 FUZZ_BIN := build/fuzz/fuzz_answer
+FUZZ_NX_BIN := build/fuzz/fuzz_nx
 STRESS_BIN := build/fuzz/stress_index
+STRESS_NX_BIN := build/fuzz/stress_nx
+STRESS_NX_ASAN_BIN := build/fuzz/stress_nx_asan
+NATIVE_CORE := $(addprefix $(NATIVE_DIR)/,siphash.c index.c answer.c lb.c stale.c nx.c)
 FUZZ_CFLAGS := -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined -std=gnu11 -D_GNU_SOURCE
 
 .PHONY: install native run test test-deps image-deps fuzz-deps lint typecheck unit fuzz bench image clean
@@ -70,19 +74,40 @@ $(FUZZ_BIN): fuzz/fuzz_answer.c $(NATIVE_SRC)
 	clang $(FUZZ_CFLAGS) -I$(NATIVE_DIR) -o $@ fuzz/fuzz_answer.c $(NATIVE_DIR)/siphash.c \
 	  $(NATIVE_DIR)/index.c $(NATIVE_DIR)/answer.c $(NATIVE_DIR)/lb.c $(NATIVE_DIR)/stale.c -lpthread -lm
 
+$(FUZZ_NX_BIN): fuzz/fuzz_nx.c $(NATIVE_SRC)
+	@mkdir -p $(dir $@)
+	clang $(FUZZ_CFLAGS) -I$(NATIVE_DIR) -o $@ fuzz/fuzz_nx.c $(NATIVE_DIR)/nx.c
+
 $(STRESS_BIN): fuzz/stress_index.c $(NATIVE_SRC)
 	@mkdir -p $(dir $@)
 	clang -g -O1 -fsanitize=thread -std=gnu11 -D_GNU_SOURCE -I$(NATIVE_DIR) -o $@ fuzz/stress_index.c \
 	  $(NATIVE_DIR)/siphash.c $(NATIVE_DIR)/index.c $(NATIVE_DIR)/answer.c $(NATIVE_DIR)/lb.c $(NATIVE_DIR)/stale.c -lpthread -lm
 
-# New inputs go to build/fuzz/corpus; fuzz/corpus/answer is the small seed set kept in git.
-# Then ThreadSanitizer checks the index's locking with readers and a writer racing (3 s).
-fuzz: fuzz-deps $(FUZZ_BIN) $(STRESS_BIN)
-	@mkdir -p build/fuzz/corpus
+$(STRESS_NX_BIN): fuzz/stress_nx.c $(NATIVE_SRC)
+	@mkdir -p $(dir $@)
+	clang -g -O1 -fsanitize=thread -std=gnu11 -D_GNU_SOURCE -I$(NATIVE_DIR) -o $@ fuzz/stress_nx.c \
+	  $(NATIVE_CORE) $(NATIVE_DIR)/udp.c $(NATIVE_DIR)/exchange.c -lpthread -lm
+
+# The same run under ASan + LeakSanitizer: workers stopped with queries in flight and results undrained.
+$(STRESS_NX_ASAN_BIN): fuzz/stress_nx.c $(NATIVE_SRC)
+	@mkdir -p $(dir $@)
+	clang -g -O1 -fsanitize=address,undefined -fno-sanitize-recover=undefined -std=gnu11 -D_GNU_SOURCE \
+	  -I$(NATIVE_DIR) -o $@ fuzz/stress_nx.c $(NATIVE_CORE) $(NATIVE_DIR)/udp.c $(NATIVE_DIR)/exchange.c -lpthread -lm
+
+# New inputs go to build/fuzz/corpus{,-nx}; fuzz/corpus/{answer,nx} are the small seed sets kept in git.
+# Then ThreadSanitizer checks the index's locking with readers and a writer racing (3 s), and NX's
+# workers exchanging with upstreams on 127.0.0.1 while the forward table is swapped (3 s).
+fuzz: fuzz-deps $(FUZZ_BIN) $(FUZZ_NX_BIN) $(STRESS_BIN) $(STRESS_NX_BIN) $(STRESS_NX_ASAN_BIN)
+	@mkdir -p build/fuzz/corpus build/fuzz/corpus-nx
 	$(FUZZ_BIN) -max_total_time=$(FUZZ_SECONDS) -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
 	  -artifact_prefix=build/fuzz/ \
 	  build/fuzz/corpus fuzz/corpus/answer
+	$(FUZZ_NX_BIN) -max_total_time=$(FUZZ_SECONDS) -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
+	  -artifact_prefix=build/fuzz/nx- \
+	  build/fuzz/corpus-nx fuzz/corpus/nx
 	$(STRESS_BIN) 3
+	$(STRESS_NX_BIN) 3
+	$(STRESS_NX_ASAN_BIN) 2
 
 bench: $(STAMP) $(NATIVE_STAMP)
 	$(BIN)/python -m bench.run

@@ -15,7 +15,19 @@ from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
 SRC = Path("src/nodelocaldns/native")
-SOURCES = ["siphash.c", "index.c", "answer.c", "lb.c", "stale.c", "udp.c", "module.c", "worker_py.c"]
+SOURCES = [
+    "siphash.c",
+    "index.c",
+    "answer.c",
+    "lb.c",
+    "stale.c",
+    "nx.c",
+    "udp.c",
+    "exchange.c",
+    "module.c",
+    "worker_py.c",
+    "nx_py.c",
+]
 
 
 class OptionalBuildExt(build_ext):
@@ -42,7 +54,7 @@ setup(
         Extension(
             "nodelocaldns._native",
             sources=[str(SRC / s) for s in SOURCES],
-            depends=[str(SRC / h) for h in ("nld.h", "udp.h", "pymod.h")],
+            depends=[str(SRC / h) for h in ("nld.h", "nx.h", "udp.h", "pymod.h")],
             extra_compile_args=[
                 "-std=gnu11",
                 "-O2",

@@ -1,7 +1,8 @@
 """Write the seed corpus for fuzz_answer.c (fuzz/corpus/answer/): real queries with cached bodies.
 
 Run from the repo root with the venv: `.venv/bin/python fuzz/make_corpus.py`. The layout of one
-input is described at the top of fuzz_answer.c.
+input is described at the top of fuzz_answer.c. `fuzz/make_corpus.py nx` writes fuzz/corpus/nx/
+instead (fuzz_nx.c: a forward table, a query, a reply).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import dns.flags
 import dns.message
+import dns.name
 import dns.rrset
 
 OUT = Path(__file__).parent / "corpus" / "answer"
@@ -108,5 +110,53 @@ def stale_seeds(cases: list[bytes]) -> list[bytes]:
     return out
 
 
+NX_OUT = Path(__file__).parent / "corpus" / "nx"
+
+
+def nx_seed(zones: list[tuple[str, int]], query: bytes, reply: bytes) -> bytes:
+    out = bytes((len(zones),))
+    for name, nups in zones:
+        w = dns.name.from_text(name).to_wire()
+        out += bytes((len(w),)) + w + bytes((nups,))
+    return out + struct.pack("!H", len(query)) + query + reply
+
+
+def nx_main() -> None:
+    """Router tables with a DS cut, queries of every plain shape and the replies to them."""
+    NX_OUT.mkdir(parents=True, exist_ok=True)
+    tables = [
+        [(".", 1), ("example.org.", 2), ("deep.example.org.", 0)],
+        [("cluster.local.", 1), ("in-addr.arpa.", 1)],
+        [("Example.ORG.", 3)],
+        [],
+    ]
+    queries = []
+    for i, (name, rdtype, kw) in enumerate([
+        ("www.example.org.", "A", {}),
+        ("example.org.", "DS", {}),
+        ("deep.example.org.", "DS", {"use_edns": 0}),
+        ("WWW.Deep.Example.Org.", "AAAA", {"use_edns": 0, "want_dnssec": True}),
+        (".", "DS", {}),
+        ("kube-dns.kube-system.svc.cluster.local.", "A", {"use_edns": 0, "payload": 1232}),
+        ("notexample.org.", "A", {}),
+    ]):  # fmt: skip
+        q = dns.message.make_query(name, rdtype, **kw)
+        q.id = 0x1000 + i
+        queries.append(q)
+    for i, q in enumerate(queries):
+        r = dns.message.make_response(q)
+        r.id = 0xBEEF
+        if q.question[0].rdtype == 1:
+            r.answer.append(dns.rrset.from_text(q.question[0].name, 30, "IN", "A", "192.0.2.1"))
+        for data in (nx_seed(tables[i % len(tables)], q.to_wire(), r.to_wire()),
+                     nx_seed(tables[(i + 1) % len(tables)], q.to_wire(), r.to_wire().lower())):  # fmt: skip
+            (NX_OUT / hashlib.sha1(data).hexdigest()[:16]).write_bytes(data)
+
+
 if __name__ == "__main__":
-    main()
+    import sys
+
+    if sys.argv[1:] == ["nx"]:
+        nx_main()
+    else:
+        main()

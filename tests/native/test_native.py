@@ -170,7 +170,8 @@ def test_worker_answers_hits_natively_and_hands_misses_to_python(served: tuple[W
             assert dns.message.from_wire(c.recv(512)).id == miss.id
         assert srv.counters() | {"batches": 0} == {"packets": 3, "hits": 2, "handed": 1, "refused": 0, "dropped": 0,
                                                   "send_errors": 0, "recv_errors": 0, "batches": 0, "stale": 0,
-                                                  "refreshes": 0}  # fmt: skip
+                                                  "refreshes": 0, "nx_sent": 0, "nx_replies": 0, "nx_timeouts": 0,
+                                                  "nx_errors": 0, "nx_mismatched": 0, "nx_pending": 0}  # fmt: skip
     finally:
         srv.stop()
         sock.close()

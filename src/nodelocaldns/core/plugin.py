@@ -61,6 +61,8 @@ class ListenerView(Protocol):
 
     def queue_drops(self) -> Mapping[str, int]: ...  # proto -> dropped by the kernel, never read
 
+    def native_exchanges(self) -> Mapping[str, int]: ...  # result -> misses the native workers forwarded
+
     def blocks(self) -> Mapping[str, BlockView]: ...  # zone -> block (one block may serve several)
 
 
@@ -94,6 +96,8 @@ class Host(Protocol):
 
     def extra_metrics(self) -> list[Any]: ...  # families the embedding process adds (node-cache's)
 
+    def exchange_changed(self) -> None: ...  # a Runtime's native_exchange answer may differ now
+
 
 @dataclass(frozen=True, slots=True)
 class BlockInfo:
@@ -102,6 +106,19 @@ class BlockInfo:
     zones: tuple[str, ...]
     hosts: tuple[str, ...]  # listen addresses ("" = every address)
     ports: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class NativeExchange:
+    """A block's cache misses as the native workers may send them upstream themselves: plain UDP,
+    the client's bytes with a fresh ID, the reply handed back to the chain (Request.pre), which
+    makes every decision. What ``Runtime.native_exchange`` answers for one zone of its block."""
+
+    upstreams: tuple[tuple[object, str, int], ...]  # (the plugin's key, host, port): those up now, in order
+    policy: int  # 0 random, 1 round_robin, 2 sequential
+    timeout: float  # one attempt
+    expire: float  # a socket takes no new query after this age
+    max_pending: int  # the plugin's bound on queries in flight (0: none)
 
 
 class Runtime:
@@ -135,6 +152,13 @@ class Runtime:
     num_sockets: int = 0
     # TCP timeouts for the listeners serving this block, applied in Corefile order (``timeouts``).
     listener_timeouts: tuple[TimeoutsConfig, ...] = ()
+    # Narrows Plugin.miss_skippable for now (loop while it probes); a change calls Host.exchange_changed.
+    miss_skippable: bool = True
+
+    def native_exchange(self, zone: str) -> NativeExchange | None:
+        """The plain UDP exchange a native worker may do for this block's misses in ``zone`` (the
+        plugin that forwards them: ``forward``), or None. The chain still runs with the reply."""
+        return None
 
     def start(self, host: Host) -> None:
         return None
@@ -158,7 +182,11 @@ class Plugin:
     ``collector`` renders this plugin's metric families at scrape time; ``fast_path_safe`` says
     whether a cached answer may be sent without running the plugin (its runtime may narrow this per
     config, as ``cache`` does with prefetch); ``chaos`` lets queries of other classes than IN into
-    every listener serving a block that uses it (CoreDNS ``dnsserver.EnableChaos``).
+    every listener serving a block that uses it (CoreDNS ``dnsserver.EnableChaos``); ``miss_skippable``
+    whether a miss that the block's forwarding plugin answers may go upstream before this plugin saw
+    the query (it neither changes nor answers the query nor must see it first), which lets the native
+    workers send the block's misses themselves (``Runtime.native_exchange``; its runtime may narrow
+    this, as ``loop`` does).
     """
 
     name: str
@@ -169,6 +197,7 @@ class Plugin:
     collector: Collector | None = None
     fast_path_safe: bool = True  # False: a block using it never gets answers the plugin did not see
     chaos: bool = False
+    miss_skippable: bool = False  # True: misses may go upstream natively before it sees them
 
     @property
     def position(self) -> int:

@@ -8,6 +8,17 @@ from nodelocaldns.dns.wire import Query, Records, name_to_text
 
 
 @dataclass(slots=True)
+class Exchanged:
+    """A native worker's exchange of this query (core.plugin.NativeExchange): the forwarding
+    plugin takes it as its first attempt, so it counts, fails over and stores as its own."""
+
+    upstream: object  # the plugin's key of the upstream it went to
+    reply: bytes | None  # the reply (the client's ID), or None: ``err`` (an errno; ETIMEDOUT)
+    seconds: float  # the round trip, or how long it waited
+    err: int = 0
+
+
+@dataclass(slots=True)
 class Request:
     """One client query on its way through a server block's plugin chain."""
 
@@ -21,6 +32,7 @@ class Request:
     start: float = 0.0  # perf_counter() when the query arrived
     internal: bool = False  # prefetch/refresh or loop probe: no client is waiting
     key: bytes = b""  # the cache key if the listener already built it (shares memory with its memo)
+    pre: Exchanged | None = None  # the upstream's answer a native worker already fetched
     _qname_text: str | None = field(default=None, repr=False)
 
     @property

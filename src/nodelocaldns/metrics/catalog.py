@@ -208,6 +208,13 @@ FAMILIES: tuple[Family, ...] = (
         "Counter of requests answered REFUSED at once because the listener's slow path was at its in-flight cap.",
     ),
     _F(
+        "nodelocaldns_forward_native_exchanges_total",
+        "counter",
+        ("server", "result"),
+        "Counter of cache misses the native UDP workers sent upstream themselves, by result "
+        "(sent, replies, timeouts, errors, mismatched: a datagram that matched no query).",
+    ),
+    _F(
         "nodelocaldns_dns_receive_queue_drops_total",
         "counter",
         ("server", "proto"),

@@ -62,6 +62,8 @@ void nld_index_destroy(nld_index *ix) {
     free_all(ix);
     free(ix->slots);
     ix->slots = NULL;
+    free(ix->fwd); /* one block (nx.h) */
+    ix->fwd = NULL;
     pthread_rwlock_destroy(&ix->lock);
 }
 

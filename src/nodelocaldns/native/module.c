@@ -371,6 +371,8 @@ static PyMethodDef Index_methods[] = {
      "refresh_done(key) -> bool: the stale refresh of key finished (a worker may hand the next one)"},
     {"stale_answer", (PyCFunction)(void (*)(void))Index_stale_answer, METH_VARARGS | METH_KEYWORDS,
      "stale_answer(query, now) -> bytes | None: a worker's serve_stale answer (UDP) to query"},
+    {"set_forward", (PyCFunction)(void (*)(void))nld_index_set_forward, METH_VARARGS | METH_KEYWORDS,
+     "set_forward(table, *, timeout, expire, max_pending) -> None: the zones whose misses the workers forward"},
     {"lookup", (PyCFunction)(void (*)(void))Index_lookup, METH_VARARGS | METH_KEYWORDS,
      "lookup(query, now, tcp=False) -> (bytes, key) | None: answer() and the hit's counter key"},
     {NULL, NULL, 0, NULL},

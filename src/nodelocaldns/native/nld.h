@@ -105,6 +105,7 @@ typedef struct nld_index {
     uint64_t k0, k1; /* per-index SipHash key: names come from the network */
     nld_stale_cfg stale[NLD_STALE_CFGS];
     _Atomic uint64_t pending[NLD_PENDING];
+    struct nld_fwd *fwd; /* NX (nx.h): the forward table, NULL: none; swapped under the write lock */
 } nld_index;
 
 /* A lookup result: everything nld_render needs, valid while the read lock is held. */

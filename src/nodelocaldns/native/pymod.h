@@ -17,5 +17,6 @@ extern PyTypeObject IndexType;
 extern PyTypeObject WorkerType;
 
 PyObject *nld_serve_udp(PyObject *self, PyObject *args, PyObject *kw);
+PyObject *nld_index_set_forward(PyObject *self, PyObject *args, PyObject *kw); /* nx_py.c */
 
 #endif

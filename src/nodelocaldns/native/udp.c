@@ -16,7 +16,7 @@
 
 uint64_t nld_ld(_Atomic uint64_t *c) { return atomic_load_explicit(c, memory_order_relaxed); }
 
-static void bump(_Atomic uint64_t *c, uint64_t by) {
+void nld_bump(_Atomic uint64_t *c, uint64_t by) {
     if (by)
         atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + by, memory_order_relaxed);
 }
@@ -31,6 +31,7 @@ nld_worker *nld_worker_new(int fd, nld_index *ix, unsigned batch, size_t ring, i
         *err = ENOMEM;
         return NULL;
     }
+    w->nx.ep = -1;
     w->fd = fd;
     w->ix = ix;
     w->batch = batch;
@@ -53,6 +54,12 @@ nld_worker *nld_worker_new(int fd, nld_index *ix, unsigned batch, size_t ring, i
     if (getrandom(&w->rng, sizeof(w->rng), GRND_NONBLOCK) != (ssize_t)sizeof(w->rng))
         w->rng = (uint64_t)(uintptr_t)w ^ 0x2545F4914F6CDD1DULL; /* no entropy yet: still a shuffle */
     atomic_init(&w->armed, 1);
+    int nxerr = nld_nx_init(w, ring);
+    if (nxerr != 0) {
+        *err = nxerr;
+        nld_worker_free(w);
+        return NULL;
+    }
     if (w->stopfd < 0 || w->wakefd < 0 || !w->ring || !w->in || !w->out || !w->iin || !w->iout ||
         !w->addrs || !w->inbuf || !w->outbuf || !w->stats || !w->hitslot || !w->scratch || !w->refresh || !w->stale_stats) {
         *err = errno ? errno : ENOMEM;
@@ -102,26 +109,10 @@ static int push(nld_worker *w, const uint8_t *data, size_t len, const struct soc
  * but one OPT that ends the packet): anything else gets 0 and is dropped, as the slow path would
  * FORMERR or drop it and a flood of those is not worth a reply. Writes at most 12 + 259 + 11. */
 static size_t refuse(const uint8_t *q, size_t n, uint8_t *out) {
-    static const uint8_t counts[7] = {0, 1, 0, 0, 0, 0, 0};
-    if (n < 17 || n >= NLD_UDP_BUF || (q[2] & 0xF8) || memcmp(q + 4, counts, 7) != 0 || q[11] > 1)
+    size_t qend;
+    int edns;
+    if (!nld_nx_plain(q, n, &qend, &edns))
         return 0;
-    size_t i = 12;
-    while (q[i] != 0) {
-        if (q[i] > 63 || i + q[i] + 1 >= n || i + q[i] + 1 - 12 > NLD_MAX_NAME - 1)
-            return 0;
-        i += (size_t)q[i] + 1;
-    }
-    size_t qend = i + 5;
-    int edns = q[11];
-    if (qend > n)
-        return 0;
-    if (edns) {
-        if (n < qend + NLD_OPT_LEN || q[qend] != 0 || q[qend + 1] != 0 || q[qend + 2] != 41 ||
-            n != qend + NLD_OPT_LEN + (((size_t)q[qend + 9] << 8) | q[qend + 10]))
-            return 0;
-    } else if (n != qend) {
-        return 0;
-    }
     static const uint8_t head[6] = {0, 1, 0, 0, 0, 0};
     out[0] = q[0];
     out[1] = q[1];
@@ -223,14 +214,32 @@ static void send_all(nld_worker *w, unsigned k, uint64_t *errs) {
     }
 }
 
+/* Wake the Python consumer once, if it armed the eventfd (misses, refreshes and NX results). */
+static void wake(nld_worker *w) {
+    atomic_thread_fence(memory_order_seq_cst);
+    if (atomic_exchange(&w->armed, 0)) {
+        uint64_t one = 1;
+        (void)!write(w->wakefd, &one, sizeof(one));
+    }
+}
+
 static void *run(void *arg) {
     nld_worker *w = arg;
-    struct pollfd pfd[2] = {{.fd = w->fd, .events = POLLIN}, {.fd = w->stopfd, .events = POLLIN}};
+    struct pollfd pfd[3] = {{.fd = w->fd, .events = POLLIN}, {.fd = w->stopfd, .events = POLLIN},
+                            {.fd = w->nx.ep, .events = POLLIN}};
     int idle = 1; /* the last batch was short: the queue is likely empty, so poll before reading */
     while (!atomic_load_explicit(&w->stop, memory_order_acquire)) {
         if (idle) {
-            poll(pfd, 2, -1); /* returns at once when datagrams wait: one syscall, not an EAGAIN */
-            idle = 0;
+            /* returns at once when datagrams wait: one syscall, not an EAGAIN; else at the next
+             * NX deadline (the oldest query in flight times out) */
+            pfd[0].revents = pfd[2].revents = 0;
+            poll(pfd, 3, nld_nx_poll_ms(w, monotonic()));
+            nld_nx_io(w, monotonic(), pfd[2].revents != 0);
+            if (w->nx.woke) {
+                w->nx.woke = 0;
+                wake(w);
+            }
+            idle = pfd[0].revents == 0;
             continue;
         }
         for (unsigned i = 0; i < w->batch; i++) {
@@ -242,14 +251,14 @@ static void *run(void *arg) {
             if (n == 0 || errno == EAGAIN || errno == EWOULDBLOCK) {
                 idle = 1;
             } else if (errno != EINTR) {
-                bump(&w->c.recv_errors, 1);
+                nld_bump(&w->c.recv_errors, 1);
                 if (errno == EBADF || errno == ENOTSOCK)
                     break; /* the socket went away under us: nothing left to serve */
             }
             continue;
         }
         idle = (unsigned)n < w->batch;
-        double now = monotonic();
+        double now = monotonic(), real = now; /* the exchange's timeouts are real time */
         uint64_t pin = atomic_load_explicit(&w->pinned, memory_order_relaxed);
         if (pin) /* an injected clock (tests, a server not on the monotonic clock) sets the time */
             memcpy(&now, &pin, sizeof(now));
@@ -281,6 +290,8 @@ static void *run(void *arg) {
                 w->out[k].msg_hdr.msg_namelen = w->in[i].msg_hdr.msg_namelen;
                 w->hitslot[k] = st;
                 k++;
+            } else if (nld_nx_take(w, pkt, len, &w->addrs[i], w->in[i].msg_hdr.msg_namelen, h.known, real)) {
+                continue; /* sent upstream after the batch; its result comes back to Python */
             } else if (push(w, pkt, len, &w->addrs[i], w->in[i].msg_hdr.msg_namelen, h.known)) {
                 handed++;
             } else {
@@ -307,30 +318,31 @@ static void *run(void *arg) {
             for (unsigned j = 0; j < k; j++) {
                 if (w->hitslot[j] == NULL) /* a REFUSED, not a hit */
                     continue;
-                bump(&w->hitslot[j]->hits, 1);
-                bump(&w->hitslot[j]->ns, share);
+                nld_bump(&w->hitslot[j]->hits, 1);
+                nld_bump(&w->hitslot[j]->ns, share);
             }
         }
         /* Counted before the write, like the Python path: a scrape after the answer sees it. */
-        bump(&w->c.packets, (uint64_t)n);
-        bump(&w->c.hits, k - refused - stale);
-        bump(&w->c.stale, stale);
-        bump(&w->c.refreshes, refreshes);
-        bump(&w->c.handed, handed);
-        bump(&w->c.refused, refused);
-        bump(&w->c.dropped, dropped);
-        bump(&w->c.batches, 1);
+        nld_bump(&w->c.packets, (uint64_t)n);
+        nld_bump(&w->c.hits, k - refused - stale);
+        nld_bump(&w->c.stale, stale);
+        nld_bump(&w->c.refreshes, refreshes);
+        nld_bump(&w->c.handed, handed);
+        nld_bump(&w->c.refused, refused);
+        nld_bump(&w->c.dropped, dropped);
+        nld_bump(&w->c.batches, 1);
         if (k)
             send_all(w, k, &errs);
-        bump(&w->c.send_errors, errs);
-        if (handed || refreshes) {
-            atomic_thread_fence(memory_order_seq_cst);
-            if (atomic_exchange(&w->armed, 0)) {
-                uint64_t one = 1;
-                (void)!write(w->wakefd, &one, sizeof(one));
-            }
+        nld_bump(&w->c.send_errors, errs);
+        nld_nx_flush(w, real);
+        nld_nx_io(w, real, 0);
+        if (handed || refreshes || w->nx.woke) {
+            w->nx.woke = 0;
+            wake(w);
         }
     }
+    /* Nothing is in flight once the thread ends: what was pending is freed with the worker. */
+    atomic_store_explicit(&w->c.nx_pending, 0, memory_order_relaxed);
     atomic_store(&w->running, 0);
     return NULL;
 }
@@ -386,6 +398,7 @@ void nld_worker_free(nld_worker *w) {
     free(w->scratch);
     free(w->refresh);
     free(w->stale_stats);
+    nld_nx_free(w);
     free(w);
 }
 
@@ -403,18 +416,21 @@ void nld_worker_release(nld_worker *w) {
     atomic_store_explicit(&w->tail, tail + 1, memory_order_release);
 }
 
+int nld_worker_pending(nld_worker *w) {
+    return nld_worker_peek(w) != NULL || nld_worker_refresh_peek(w) != NULL || nld_nx_peek(w) != NULL;
+}
+
 void nld_worker_rearm(nld_worker *w) {
     uint64_t v;
     (void)!read(w->wakefd, &v, sizeof(v)); /* consume the wake-up this drain answered */
     uint64_t one = 1;
-    if (nld_worker_peek(w) != NULL || nld_worker_refresh_peek(w) != NULL) { /* more waits: stay readable */
+    if (nld_worker_pending(w)) { /* more waits: stay readable */
         (void)!write(w->wakefd, &one, sizeof(one));
         return;
     }
     atomic_store(&w->armed, 1);
     atomic_thread_fence(memory_order_seq_cst);
-    if ((nld_worker_peek(w) != NULL || nld_worker_refresh_peek(w) != NULL) &&
-        atomic_exchange(&w->armed, 0)) /* raced with a push */
+    if (nld_worker_pending(w) && atomic_exchange(&w->armed, 0)) /* raced with a push */
         (void)!write(w->wakefd, &one, sizeof(one));
 }
 

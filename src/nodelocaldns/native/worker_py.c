@@ -122,14 +122,133 @@ static PyObject *Worker_wait(WorkerObject *self, PyObject *args) {
     double timeout;
     if (!PyArg_ParseTuple(args, "d", &timeout))
         return NULL;
-    if (nld_worker_peek(self->w) != NULL)
+    /* misses or NX results (not refreshes: a consumer of misses alone would spin on those) */
+    if (nld_worker_peek(self->w) != NULL || nld_nx_peek(self->w) != NULL)
         Py_RETURN_TRUE;
     struct pollfd p = {.fd = self->w->wakefd, .events = POLLIN};
     int ms = (timeout < 0 || timeout > 86400.0) ? -1 : (int)(timeout * 1000.0); /* keeps the cast defined */
     int rc;
     Py_BEGIN_ALLOW_THREADS rc = poll(&p, 1, ms);
     Py_END_ALLOW_THREADS if (rc < 0 && errno != EINTR) return PyErr_SetFromErrno(PyExc_OSError);
-    return PyBool_FromLong(nld_worker_peek(self->w) != NULL);
+    return PyBool_FromLong(nld_worker_peek(self->w) != NULL || nld_nx_peek(self->w) != NULL);
+}
+
+/* NX results, oldest first: (query, client address, reply or None, uid, seconds, errno). One
+ * consumer under the GIL, as drain(); re-arms the eventfd both rings share. */
+static PyObject *Worker_exchanged(WorkerObject *self, PyObject *args, PyObject *kw) {
+    static char *names[] = {"max", NULL};
+    Py_ssize_t max = 64;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "|n", names, &max))
+        return NULL;
+    PyObject *out = PyList_New(0);
+    if (out == NULL)
+        return NULL;
+    const nld_nx_result *r;
+    while (PyList_GET_SIZE(out) < max && (r = nld_nx_peek(self->w)) != NULL) {
+        PyObject *reply = r->reply != NULL ? PyBytes_FromStringAndSize((const char *)r->reply, r->rlen)
+                                           : Py_NewRef(Py_None);
+        PyObject *item = reply == NULL ? NULL
+                                       : Py_BuildValue("(y#NNidi)", (const char *)r->q, (Py_ssize_t)r->qlen,
+                                                       address(&r->addr), reply, (int)r->uid, r->seconds, r->err);
+        nld_nx_release(self->w);
+        if (append_new(out, item) < 0)
+            return NULL;
+    }
+    nld_worker_rearm(self->w);
+    return out;
+}
+
+/* (host, port) or (host, port, flowinfo, scope_id), as address() writes them. */
+static int sockaddr_of(PyObject *t, struct sockaddr_storage *a, socklen_t *alen) {
+    const char *host;
+    int port;
+    unsigned int flow = 0, scope = 0;
+    if (!PyTuple_Check(t) || !PyArg_ParseTuple(t, "si|II", &host, &port, &flow, &scope))
+        goto bad;
+    if (port < 0 || port > 65535)
+        goto bad;
+    memset(a, 0, sizeof(*a));
+    struct sockaddr_in *v4 = (struct sockaddr_in *)a;
+    struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)a;
+    if (inet_pton(AF_INET, host, &v4->sin_addr) == 1) {
+        v4->sin_family = AF_INET;
+        v4->sin_port = htons((uint16_t)port);
+        *alen = sizeof(*v4);
+        return 0;
+    }
+    if (inet_pton(AF_INET6, host, &v6->sin6_addr) == 1) {
+        v6->sin6_family = AF_INET6;
+        v6->sin6_port = htons((uint16_t)port);
+        v6->sin6_flowinfo = htonl(flow);
+        v6->sin6_scope_id = scope;
+        *alen = sizeof(*v6);
+        return 0;
+    }
+bad:
+    if (!PyErr_Occurred())
+        PyErr_SetString(PyExc_ValueError, "an address is (host, port) or (host, port, flowinfo, scope_id)");
+    return -1;
+}
+
+/* sendmmsg of (reply, client address) pairs on the worker's socket, GIL released: the number that
+ * failed (counted in send_errors too). */
+static PyObject *Worker_send(WorkerObject *self, PyObject *arg) {
+    PyObject *seq = PySequence_Fast(arg, "send() takes a list of (reply, address)");
+    if (seq == NULL)
+        return NULL;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq), got = 0;
+    Py_buffer *bufs = PyMem_Calloc((size_t)(n ? n : 1), sizeof(Py_buffer));
+    struct mmsghdr *m = PyMem_Calloc((size_t)(n ? n : 1), sizeof(struct mmsghdr));
+    struct iovec *iov = PyMem_Calloc((size_t)(n ? n : 1), sizeof(struct iovec));
+    struct sockaddr_storage *as = PyMem_Calloc((size_t)(n ? n : 1), sizeof(struct sockaddr_storage));
+    PyObject *result = NULL;
+    if (bufs == NULL || m == NULL || iov == NULL || as == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    for (; got < n; got++) {
+        PyObject *it = PySequence_Fast_GET_ITEM(seq, got);
+        if (!PyTuple_Check(it) || PyTuple_GET_SIZE(it) != 2) {
+            PyErr_SetString(PyExc_ValueError, "send() takes (reply, address) pairs");
+            goto done;
+        }
+        socklen_t alen;
+        if (sockaddr_of(PyTuple_GET_ITEM(it, 1), &as[got], &alen) < 0)
+            goto done;
+        if (PyObject_GetBuffer(PyTuple_GET_ITEM(it, 0), &bufs[got], PyBUF_SIMPLE) < 0)
+            goto done;
+        iov[got].iov_base = bufs[got].buf;
+        iov[got].iov_len = (size_t)bufs[got].len;
+        m[got].msg_hdr.msg_iov = &iov[got];
+        m[got].msg_hdr.msg_iovlen = 1;
+        m[got].msg_hdr.msg_name = &as[got];
+        m[got].msg_hdr.msg_namelen = alen;
+    }
+    uint64_t failed = 0;
+    int fd = self->w->fd;
+    Py_BEGIN_ALLOW_THREADS for (Py_ssize_t sent = 0; sent < n;) {
+        unsigned chunk = n - sent > 1024 ? 1024 : (unsigned)(n - sent);
+        int r = sendmmsg(fd, m + sent, chunk, MSG_DONTWAIT);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0) { /* this datagram is lost (full buffer, bad address); the rest go on */
+            failed++;
+            sent++;
+        } else {
+            sent += r;
+        }
+    }
+    Py_END_ALLOW_THREADS atomic_fetch_add_explicit(&self->w->c.py_send_errors, failed, memory_order_relaxed);
+    result = PyLong_FromUnsignedLongLong(failed);
+done:
+    for (Py_ssize_t i = 0; bufs != NULL && i < got; i++)
+        PyBuffer_Release(&bufs[i]);
+    PyMem_Free(bufs);
+    PyMem_Free(m);
+    PyMem_Free(iov);
+    PyMem_Free(as);
+    Py_DECREF(seq);
+    return result;
 }
 
 static PyObject *Worker_fileno(WorkerObject *self, PyObject *Py_UNUSED(ignored)) {
@@ -138,11 +257,15 @@ static PyObject *Worker_fileno(WorkerObject *self, PyObject *Py_UNUSED(ignored))
 
 static PyObject *Worker_counters(WorkerObject *self, PyObject *Py_UNUSED(ignored)) {
     nld_counters *c = &self->w->c;
-    return Py_BuildValue("{sKsKsKsKsKsKsKsKsKsK}", "packets", nld_ld(&c->packets), "hits", nld_ld(&c->hits),
-                         "handed", nld_ld(&c->handed), "refused", nld_ld(&c->refused), "dropped",
-                         nld_ld(&c->dropped), "send_errors",
-                         nld_ld(&c->send_errors), "recv_errors", nld_ld(&c->recv_errors), "batches",
-                         nld_ld(&c->batches), "stale", nld_ld(&c->stale), "refreshes", nld_ld(&c->refreshes));
+    return Py_BuildValue("{sKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsK}", "packets", nld_ld(&c->packets), "hits",
+                         nld_ld(&c->hits), "handed", nld_ld(&c->handed), "refused", nld_ld(&c->refused),
+                         "dropped", nld_ld(&c->dropped), "send_errors",
+                         nld_ld(&c->send_errors) + nld_ld(&c->py_send_errors), "recv_errors",
+                         nld_ld(&c->recv_errors), "batches", nld_ld(&c->batches), "stale", nld_ld(&c->stale),
+                         "refreshes", nld_ld(&c->refreshes), "nx_sent", nld_ld(&c->nx_sent), "nx_replies",
+                         nld_ld(&c->nx_replies), "nx_timeouts", nld_ld(&c->nx_timeouts), "nx_errors",
+                         nld_ld(&c->nx_errors), "nx_mismatched", nld_ld(&c->nx_mismatched), "nx_pending",
+                         nld_ld(&c->nx_pending));
 }
 
 static PyObject *Worker_pin(WorkerObject *self, PyObject *arg) {
@@ -219,6 +342,10 @@ static PyMethodDef Worker_methods[] = {
     {"stop", (PyCFunction)Worker_stop, METH_NOARGS, "stop() -> None: end the thread and join it"},
     {"drain", (PyCFunction)(void (*)(void))Worker_drain, METH_VARARGS | METH_KEYWORDS,
      "drain(max=64) -> list[(bytes, address)]: handed-off packets, oldest first"},
+    {"exchanged", (PyCFunction)(void (*)(void))Worker_exchanged, METH_VARARGS | METH_KEYWORDS,
+     "exchanged(max=64) -> list[(query, address, reply | None, uid, seconds, errno)]: NX results"},
+    {"send", (PyCFunction)Worker_send, METH_O,
+     "send(replies: list[(bytes, address)]) -> int: sendmmsg on the worker's socket; how many failed"},
     {"wait", (PyCFunction)Worker_wait, METH_VARARGS, "wait(timeout) -> bool: misses are waiting"},
     {"fileno", (PyCFunction)Worker_fileno, METH_NOARGS, "fileno() -> int: eventfd, readable on misses"},
     {"counters", (PyCFunction)Worker_counters, METH_NOARGS, "counters() -> dict[str, int]"},

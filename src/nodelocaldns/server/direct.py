@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import types
-from collections.abc import Callable, Coroutine, Generator
+from collections.abc import Callable, Coroutine, Generator, Iterable
 from typing import Any
 
 from nodelocaldns.core.direct import NEED_TASK, PARK, RUNNING
@@ -90,6 +90,47 @@ class Driver:
         """A shutdown: raise CancelledError where the coroutine waits, as Task.cancel would."""
         if self in self.direct:
             self.fail(asyncio.CancelledError())
+
+
+def start_many(
+    coros: Iterable[Coroutine[Any, Any, None]],
+    loop: asyncio.AbstractEventLoop,
+    direct: set[Driver],
+    tasks: set[asyncio.Task[None]],
+    done: Callable[[object], None] | None,
+) -> None:
+    """``Driver(coro, ...).start()`` for each of ``coros``, with one driver for all those that end
+    in their first step (a native worker's exchanged miss ends there: nothing to wait for). A
+    coroutine that parks keeps the driver it parked with, and the next one gets a new one."""
+    running = RUNNING
+    prev = running.driver
+    d = Driver(None, loop, direct, tasks, done)  # type: ignore[arg-type]
+    try:
+        for coro in coros:
+            d.coro = coro
+            running.driver = d
+            try:
+                y = coro.send(None)
+            except (StopIteration, asyncio.CancelledError):
+                if done is not None:
+                    done(d)
+                continue
+            except (KeyboardInterrupt, SystemExit):
+                if done is not None:
+                    done(d)
+                raise
+            except BaseException as e:  # as Driver._step: what a Task would log
+                if done is not None:
+                    done(d)
+                loop.call_exception_handler({"message": "Query handler raised", "exception": e})
+                continue
+            if y is PARK:
+                direct.add(d)
+            else:
+                d._hand_off(y)
+            d = Driver(None, loop, direct, tasks, done)  # type: ignore[arg-type]
+    finally:
+        running.driver = prev
 
 
 async def _run(coro: Coroutine[Any, Any, None], first: Any) -> None:

@@ -49,5 +49,8 @@ class ServerHost:
     def dns_listeners(self) -> Sequence[ListenerView]:
         return list(self._inst.listeners.values())
 
+    def exchange_changed(self) -> None:
+        self._inst._exchange_changed()
+
     def extra_metrics(self) -> list[Any]:
         return [f for collect in getattr(self._inst, "extra_collectors", ()) for f in collect()]

@@ -113,6 +113,9 @@ class Instance:
 
     # -- helpers ---------------------------------------------------------------------------------
 
+    def _exchange_changed(self) -> None:
+        """A runtime's native exchange may have moved (server.Server rebuilds the workers' tables)."""
+
     def _fatal_loop(self, message: str) -> None:
         if self._fatal is None:
             self._fatal = message

@@ -20,7 +20,7 @@ from typing import Any, Protocol
 from nodelocaldns.core.direct import need_task
 from nodelocaldns.core.plugin import Next, Runtime
 from nodelocaldns.core.ratelimit import RateLimiter
-from nodelocaldns.core.request import Reply, Request
+from nodelocaldns.core.request import Exchanged, Reply, Request
 from nodelocaldns.core.timeouts import DEFAULT_WRITE as WRITE_TIMEOUT
 from nodelocaldns.core.timeouts import TimeoutsConfig
 from nodelocaldns.core.timeouts import for_listener as timeouts_for_listener
@@ -39,6 +39,7 @@ log = logging.getLogger("nodelocaldns")
 _LEN = struct.Struct("!H")
 _B0 = 0.00025
 _perf = time.perf_counter
+_NX_COUNTERS = ("nx_sent", "nx_replies", "nx_timeouts", "nx_errors", "nx_mismatched")  # Worker.counters()
 
 
 @dataclass(eq=False)
@@ -110,6 +111,8 @@ class NativeSide(UDPSide, Protocol):
         """Does the index hold ``key``? ``entry``: what the cache store holds for it, if known."""
 
     def translate(self, k: int) -> tuple[int, ZoneAcc]: ...
+
+    def counters(self) -> dict[str, int]: ...
 
 
 class Router:
@@ -300,6 +303,11 @@ class Listener:
         udp = self.udp.refused if self.udp is not None else 0
         return {"udp": udp + (self.shared.refused if self.shared is not None else 0)}
 
+    def native_exchanges(self) -> dict[str, int]:
+        """result -> misses the native workers sent upstream themselves (server/native_exchange.py)."""
+        c = self.native.counters() if self.native is not None else {}
+        return {k[3:]: c.get(k, 0) for k in _NX_COUNTERS}
+
     def queue_drops(self) -> dict[str, int]:
         """proto -> datagrams the kernel dropped at this listener's full UDP receive queues (never
         read, so neither answered nor in any other count)."""
@@ -310,10 +318,9 @@ class Listener:
         while self.tcp_paused and self.tcp_pending < self.max_pending:
             self.tcp_paused.pop().resume()
 
-    async def handle(
-        self, data: bytes, remote: tuple[str, int], proto: str, send: Callable[[bytes], None]
-    ) -> None:
-        start = _perf()
+    async def handle(self, data: bytes, remote: tuple[str, int], proto: str, send: Callable[[bytes], None],
+                     pre: Exchanged | None = None) -> None:  # fmt: skip
+        start = _perf() if pre is None else _perf() - pre.seconds  # it arrived before the upstream asked
         if len(data) >= wire.HEADER_LEN and not data[2] & 0x80:
             rejected = wire.reject(data)
             if rejected is not None:  # miekg/dns answers these itself: no chain, no metrics
@@ -348,7 +355,7 @@ class Listener:
         if not block.direct:
             await need_task()  # a plugin that may need a current Task: never stepped by hand
         family = 2 if ":" in remote[0] else 1
-        req = Request(data, q, remote, proto, family, self.server, zone, start)
+        req = Request(data, q, remote, proto, family, self.server, zone, start, pre=pre)
         cache = block.cache
         qkey = b""
         if block.fast and cache is not None and q.qtype not in block.skips:
@@ -379,20 +386,9 @@ class Listener:
         send(out)
         if block.metrics:
             dt = _perf() - start
-            self.stats.record(
-                (
-                    zone,
-                    proto,
-                    q.qtype,
-                    q.do,
-                    len(data),
-                    len(out),
-                    wire.rcode_of(out),
-                    reply.plugin,
-                    duration_bucket(dt),
-                ),
-                dt,
-            )
+            rc = wire.rcode_of(out)
+            key = (zone, proto, q.qtype, q.do, len(data), len(out), rc, reply.plugin, duration_bucket(dt))
+            self.stats.record(key, dt)
 
     def finalize(self, reply: Reply, req: Request) -> bytes:
         if reply.wire is None:

@@ -89,6 +89,7 @@ class NativeIndex:
 
     def __init__(self, router: Router) -> None:
         self.router = router
+        self.exchange: object = None  # the forward table its workers have (server/native_exchange.py)
         self.zones = list(router.zones)  # a hit's zone id is its position here + 1
         self.zone_bits = {z: (i + 1) << ZONE_SHIFT for i, z in enumerate(self.zones)}
         seen: dict[int, Block] = {}

@@ -21,9 +21,11 @@ from collections.abc import Callable
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
+from nodelocaldns.core.request import Exchanged
 from nodelocaldns.metrics.dnsstats import ZONE_SHIFT, ZoneAcc
 from nodelocaldns.native import module
 from nodelocaldns.plugins.cache.entry import Cached
+from nodelocaldns.server.direct import start_many
 from nodelocaldns.server.native_index import NativeIndex
 from nodelocaldns.server.native_stale import start_refreshes
 from nodelocaldns.server.settings import DRAIN_READS as _DRAIN_MAX
@@ -92,6 +94,12 @@ class NativeUDPServer:
         self.scheduled = False
         self.shedding = False  # the workers refuse new names themselves (waiting_max of them wait)
         self.waiting_max = listener.config.udp_waiting
+        # uid -> upstream key of the forward tables (server/native_exchange.py; the server sets it).
+        self.upstreams: dict[int, object] = {}
+        # The replies of one wake-up, sent in one sendmmsg (Worker.send) after it.
+        self._batch: list[tuple[bytes, tuple[Any, ...]]] | None = None
+        self._batch_sock: socket.socket | None = None
+        self.batched = hasattr(module().Worker, "send")  # an extension with NX (native/README.md)
         listener.stats.native = self.items
         listener.stats.native_stale = self.stale_items
 
@@ -141,7 +149,8 @@ class NativeUDPServer:
         self.loop.remove_reader(w.fileno())
         w.stop()
         for name, v in w.counters().items():
-            self.folded_counters[name] = self.folded_counters.get(name, 0) + v
+            if name != "nx_pending":  # a gauge, not a total
+                self.folded_counters[name] = self.folded_counters.get(name, 0) + v
         for folded, raw in ((self.folded, w.stats()), (self.folded_stale, w.stale_stats())):
             for k, n, ns in self._translated(raw):
                 f = folded.setdefault(k, [0, 0])
@@ -150,6 +159,8 @@ class NativeUDPServer:
         start_refreshes(self.listener, self.nix.index, w.refreshes())
         rest = w.drain(1 << 30)
         self._handle(rest, s, marked)
+        if hasattr(w, "exchanged"):
+            self._exchanged(w.exchanged(1 << 30), s)
         if marked and not any(not d for d, _a in rest):  # the worker stopped before the mark
             self._drain_socket(s)
 
@@ -200,8 +211,34 @@ class NativeUDPServer:
     # -- misses ----------------------------------------------------------------------------------
 
     def _ready(self, w: Worker, s: socket.socket) -> None:
-        self._handle(w.drain(RING), s)
+        batch: list[tuple[bytes, tuple[Any, ...]]] | None = [] if self.batched else None
+        self._batch, self._batch_sock = batch, s
+        try:
+            self._handle(w.drain(RING), s)
+            if self.upstreams:
+                self._exchanged(w.exchanged(RING), s)
+        finally:
+            self._batch = self._batch_sock = None
+            if batch:
+                self.listener.send_errors += w.send(batch)
         start_refreshes(self.listener, self.nix.index, w.refreshes())
+
+    def _exchanged(self, results: list[tuple[bytes, tuple[Any, ...], bytes | None, int, float, int]],
+                   s: socket.socket) -> None:  # fmt: skip
+        """Misses a worker sent upstream itself (server/native_exchange.py): the chain runs with
+        the reply (or the failure) in hand as forward's first attempt; it ends at once (the reply
+        goes into this wake-up's batch) unless forward must try again (failover, a timeout)."""
+        keys = self.upstreams
+        handle = self.listener.handle
+        send = self._send
+        coros = []
+        for query, addr, reply, uid, seconds, err in results:
+            key = keys.get(uid)
+            pre = Exchanged(key, reply, seconds, err) if key is not None else None
+            coros.append(handle(query, addr, "udp", partial(send, s, addr=addr), pre))
+        self.n_handed += len(coros)
+        lst = self.listener
+        start_many(coros, self.loop, lst.direct, lst.tasks, self._done)
 
     def _handle(
         self, batch: list[tuple[bytes, tuple[Any, ...]]], s: socket.socket, marked: bool = False
@@ -291,6 +328,9 @@ class NativeUDPServer:
         return [] if self.stopping else list(self.socks)
 
     def _send(self, s: socket.socket, out: bytes, addr: tuple[Any, ...]) -> None:
+        if self._batch is not None and s is self._batch_sock:
+            self._batch.append((out, addr))
+            return
         try:
             s.sendto(out, addr)
         except OSError:

@@ -41,6 +41,8 @@ from nodelocaldns.server.config import Plan, plan
 from nodelocaldns.server.httpd import HTTPServers
 from nodelocaldns.server.instance import Generation, Instance
 from nodelocaldns.server.listener import Listener, Router
+from nodelocaldns.server.native_exchange import ExchangeTables
+from nodelocaldns.server.native_exchange import apply as apply_exchange
 from nodelocaldns.server.native_index import NativeIndex, signature
 from nodelocaldns.server.native_udp import NativeUDPServer
 from nodelocaldns.server.settings import DEFAULT, ServerConfig
@@ -105,6 +107,7 @@ class Server(Instance):
             raise RuntimeError(f"native hot path requested but unavailable: {native_status()}")
         self.native = native_available() and clock is time.monotonic if native is None else native
         self._indexes: dict[tuple[tuple[str, int], ...], NativeIndex] = {}
+        self._exchange = ExchangeTables()
         self.tcp_migrate = TCPMigrate()
 
     # -- phases ----------------------------------------------------------------------------------
@@ -336,6 +339,27 @@ class Server(Instance):
             if indexes.get(sig) is not old:
                 old.close()
         self._indexes = indexes
+        self._exchange_changed()
+
+    def _exchange_changed(self) -> None:
+        """Give each native index the table of misses its workers send upstream themselves
+        (server/native_exchange.py): after a reload, and when an upstream's health moved."""
+        if not self.native:
+            return
+        per: dict[int, tuple[NativeIndex, int]] = {}
+        for lst in self.listeners.values():
+            if lst.native is None:
+                continue
+            nat = cast(NativeUDPServer, lst.native)
+            nat.upstreams = self._exchange.keys
+            nix, n = per.get(id(nat.nix), (nat.nix, 0))
+            per[id(nat.nix)] = (nix, n + len(nat.socks))
+        self._exchange.begin()
+        for nix, n in per.values():
+            table = self._exchange.table(nix.router, n, [m.block for m in nix.mirrors])
+            if table != nix.exchange and apply_exchange(nix.index, table):
+                nix.exchange = table
+        self._exchange.end()
 
     async def _apply_http(self, gen: Generation) -> None:
         wanted: dict[tuple[str, int], dict[str, Any]] = {}

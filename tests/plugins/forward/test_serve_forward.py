@@ -21,6 +21,7 @@ import dns.opcode
 import dns.rcode
 import pytest
 
+from nodelocaldns import native
 from support.forward_e2e import (
     ZONES,
     block,
@@ -115,7 +116,11 @@ def test_policies_distribute_queries(make_unbound: MakeUnbound) -> None:
             for i in range(20):
                 assert s.query(f"n{i}.{p}.test.").rcode() == dns.rcode.NXDOMAIN
         assert (count_under(a, ".sequential.test."), count_under(b, ".sequential.test.")) == (20, 0)
-        assert (count_under(a, ".round_robin.test."), count_under(b, ".round_robin.test.")) == (10, 10)
+        rr = (count_under(a, ".round_robin.test."), count_under(b, ".round_robin.test."))
+        if native.native_available():  # each native worker rotates on its own (docs/compatibility.md)
+            assert sum(rr) == 20 and min(rr) >= 5
+        else:
+            assert rr == (10, 10)
         ra, rb = count_under(a, ".random.test."), count_under(b, ".random.test.")
         assert ra + rb == 20 and ra > 0 and rb > 0  # all on one side: p = 2**-19
 

@@ -1,4 +1,7 @@
 from nodelocaldns.core.plugin import Plugin, register
 from nodelocaldns.plugins.bind import plugin
 
-PLUGIN = register(Plugin("bind", plugin.parse, repeatable=True, listen=lambda cfg: cfg.hosts))
+# miss_skippable: only where the block listens.
+PLUGIN = register(
+    Plugin("bind", plugin.parse, repeatable=True, listen=lambda cfg: cfg.hosts, miss_skippable=True)
+)

@@ -26,4 +26,5 @@ def _factory(host: Host, block: BlockInfo, cfgs: list[Any]) -> Runtime:
     return DebugRuntime()
 
 
-PLUGIN = register(Plugin("debug", setup.parse, _factory, repeatable=not setup.ONCE))
+# miss_skippable: it changes what is logged, never a query or its answer.
+PLUGIN = register(Plugin("debug", setup.parse, _factory, repeatable=not setup.ONCE, miss_skippable=True))

@@ -17,4 +17,5 @@ def _factory(host: Host, block: BlockInfo, cfgs: list[Any]) -> Runtime:
     return ErrorsRuntime(plugin.ErrorsHandler(cfgs[0], host.clock))
 
 
-PLUGIN = register(Plugin("errors", plugin.parse, _factory))
+# miss_skippable: it logs what fails; a native exchange that fails takes the chain it watches.
+PLUGIN = register(Plugin("errors", plugin.parse, _factory, miss_skippable=True))

@@ -1,6 +1,6 @@
 from typing import Any
 
-from nodelocaldns.core.plugin import BlockInfo, Host, Plugin, Runtime, register
+from nodelocaldns.core.plugin import BlockInfo, Host, NativeExchange, Plugin, Runtime, register
 from nodelocaldns.plugins.forward import handler, metrics, setup
 
 
@@ -11,7 +11,13 @@ class ForwardRuntime(Runtime):
         self.forwarders = [handler.ForwardHandler(c, clock=host.clock) for c in cfgs]
         for f in self.forwarders[:-1]:
             f.next_is_forward = True
+        for f in self.forwarders:
+            f.on_exchange = host.exchange_changed  # an upstream went down or came back
         self.handlers = tuple(self.forwarders)
+
+    def native_exchange(self, zone: str) -> NativeExchange | None:
+        # Several forward lines hand on to each other by FROM and ``next``: the chain's call.
+        return self.forwarders[0].native_exchange(zone) if len(self.forwarders) == 1 else None
 
     def close(self) -> None:
         for f in self.forwarders:

@@ -8,18 +8,19 @@ import random
 import time
 from collections.abc import Callable
 
-from nodelocaldns.core.plugin import Next
+from nodelocaldns.core.plugin import NativeExchange, Next
 from nodelocaldns.core.ratelimit import RateLimiter
-from nodelocaldns.core.request import Reply, Request
+from nodelocaldns.core.request import Exchanged, Reply, Request
 from nodelocaldns.core.zones import in_zones
 from nodelocaldns.dns import wire
-from nodelocaldns.errors import NoHealthyUpstream, ResourceExhausted, UpstreamError
+from nodelocaldns.errors import NoHealthyUpstream, ResourceExhausted, UpstreamError, WireError
 from nodelocaldns.plugins.forward.metrics import COUNTERS, ForwardCounters
 from nodelocaldns.plugins.forward.policy import Policy
 from nodelocaldns.plugins.forward.proxy import Proxy
 from nodelocaldns.plugins.forward.setup import ForwardConfig
 
 log = logging.getLogger("nodelocaldns.forward")
+_POLICIES = {"random": 0, "round_robin": 1, "sequential": 2}  # as native/README.md numbers them
 
 
 def health_probe(domain: str, no_rec: bool) -> bytes:
@@ -63,6 +64,34 @@ class ForwardHandler:
         self._from = (wire.text_to_wire(cfg.from_zone),)
         self._except = tuple(wire.text_to_wire(z) for z in cfg.except_zones)
         self._probe = health_probe(cfg.health_domain, cfg.health_no_rec)
+        self.on_exchange: Callable[[], None] | None = None  # told when native_exchange's answer moves
+        self._down = tuple(False for _ in self.proxies)
+        for p in self.proxies:
+            p.on_health = self._health_moved
+
+    def _health_moved(self) -> None:
+        down = tuple(p.down(self.cfg.max_fails) for p in self.proxies)
+        if down != self._down:
+            self._down = down
+            if self.on_exchange is not None:
+                self.on_exchange()
+
+    def native_exchange(self, zone: str) -> NativeExchange | None:
+        """The plain exchange a native worker may do for every name of ``zone`` (core.plugin):
+        UDP only, each name ours (no ``except``, FROM covers the zone), nothing but the upstreams'
+        replies in play (no ``next``). Failover rcodes, prefer_udp's TC retry and every failure
+        are this handler's, as its first attempt (Request.pre). Only the upstreams up now, in order;
+        none up: None, so forward's own "health checking assumed broken" try runs."""
+        cfg = self.cfg
+        if cfg.force_tcp or cfg.except_zones or cfg.next_rcodes or any(u.tls for u in cfg.upstreams):
+            return None
+        if not in_zones(wire.text_to_wire(zone), self._from):
+            return None
+        ups = tuple((p, p.up.host, p.up.port) for p in self.proxies if not p.down(cfg.max_fails))
+        if not ups:
+            return None
+        expire = min(cfg.expire, cfg.max_age) if cfg.max_age > 0 else cfg.expire
+        return NativeExchange(ups, _POLICIES[cfg.policy], cfg.read_timeout, expire, cfg.max_concurrent)
 
     def _applies(self, qname: bytes) -> bool:
         if not in_zones(qname, self._from):
@@ -93,12 +122,24 @@ class ForwardHandler:
 
     async def _forward(self, req: Request, next_: Next) -> Reply:
         """CoreDNS Forward.ServeDNS's loop: walk the policy's list, skipping upstreams that are down."""
+        got = req.pre  # a native worker's exchange: the first attempt, already made
+        if got is not None and got.reply is not None:
+            done = self._answered(req, got, got.reply)
+            if done is not None:
+                return done
         cfg = self.cfg
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + cfg.timeout
+        # The budget runs from when the query arrived: a native attempt already spent some of it.
+        deadline = loop.time() + cfg.timeout - (got.seconds if got is not None else 0.0)
         question = req.data[wire.HEADER_LEN : req.q.question_end]
         proto = self._proto(req)
         proxies = self.policy.order(self.proxies)
+        if got is not None:
+            if got.upstream in proxies and proto == "udp":
+                proxies.remove(got.upstream)
+                proxies.insert(0, got.upstream)
+            else:  # not one of ours (a reload replaced the block): ask as usual
+                got = None
         n = len(proxies)
         max_attempts = 2 * n  # CoreDNS's default max_connect_attempts: two passes
         attempts = fails = failovers = i = 0
@@ -108,7 +149,9 @@ class ForwardHandler:
                 i = fails = 0
             p = proxies[i]
             i += 1
-            if p.down(cfg.max_fails):
+            if got is not None and p is got.upstream:
+                pass  # its answer is in hand, whatever its health is now
+            elif p.down(cfg.max_fails):
                 fails += 1
                 if fails < n:
                     continue
@@ -120,9 +163,14 @@ class ForwardHandler:
             remaining = deadline - loop.time()
             t0 = time.perf_counter()
             try:
-                reply, body, recs = await p.exchange(
-                    req.data, question, proto, min(cfg.read_timeout, remaining), req.q.udp_size
-                )
+                if got is not None and p is got.upstream:
+                    first, got = got, None  # used once, whatever it holds
+                    t0 -= first.seconds
+                    reply, body, recs = p.exchanged(req.data, first)
+                else:
+                    reply, body, recs = await p.exchange(
+                        req.data, question, proto, min(cfg.read_timeout, remaining), req.q.udp_size
+                    )
                 if proto == "udp" and reply[2] & 0x02 and cfg.prefer_udp:
                     reply, body, recs = await p.exchange(
                         req.data, question, "tcp", min(cfg.read_timeout, remaining), 0
@@ -153,6 +201,28 @@ class ForwardHandler:
         if err is None:
             err = NoHealthyUpstream("no healthy proxies")
         return Reply(None, wire.SERVFAIL, error=err)
+
+    def _answered(self, req: Request, got: Exchanged, raw: bytes) -> Reply | None:
+        """The common native exchange in one step: a reply that unpacks and ends the loop below
+        at once (no failover rcode, no TC retry, no ``next``), with the loop's every effect.
+        None: the loop decides, from the start (nothing here has counted anything yet)."""
+        cfg = self.cfg
+        p = got.upstream
+        if not isinstance(p, Proxy) or p not in self.proxies or self._proto(req) != "udp":
+            return None
+        try:
+            reply, body, recs = wire.scan_reply(raw)
+        except WireError:
+            return None  # the loop counts it a bad reply
+        rc = wire.rcode_of(reply)
+        if rc in cfg.failover_rcodes or rc in cfg.next_rcodes or (reply[2] & 0x02 and cfg.prefer_udp):
+            return None
+        self.policy.skip(len(self.proxies))
+        self.counters.conn_cache(p.addr, "udp", hit=True)
+        name = wire.RCODE_NAMES.get(rc)
+        self.counters.observe(p.addr, str(rc) if name is None else name, got.seconds)
+        reply = req.data[:2] + reply[2:]
+        return Reply(reply, rc, self.name, scan=(reply, body, recs))
 
     def _exhausted(self, e: ResourceExhausted) -> None:
         self.counters.resource_errors += 1

@@ -48,6 +48,14 @@ def upstream_error(e: OSError, op: str, net: str, local: str | None, remote: str
     return UpstreamError(text, remote)
 
 
+def native_error(err: int, remote: str) -> UpstreamError:
+    """A native worker's failed exchange (core.request.Exchanged) as the UDP pool would raise it;
+    the worker's socket address is not known here, so the text has no local half."""
+    if err == errno.ETIMEDOUT:
+        return UpstreamError(op_error("read", "udp", None, remote, "i/o timeout"), remote)
+    return upstream_error(OSError(err, os.strerror(err)), "read", "udp", None, remote, "read")
+
+
 _IDS_PER_READ = 256
 _ids: list[int] = []
 

@@ -14,6 +14,11 @@ class Policy:
         self.name = name
         self._rr = 0
 
+    def skip(self, n: int) -> None:
+        """What ``order`` of ``n`` items leaves behind, without the list (round_robin moves on)."""
+        if self.name == "round_robin" and n >= 2:
+            self._rr += 1
+
     def order(self, items: Sequence[T]) -> list[T]:
         if self.name == "sequential" or len(items) < 2:
             return list(items)

@@ -19,12 +19,14 @@ from collections import deque
 from collections.abc import Callable
 
 from nodelocaldns.core.direct import need_task
+from nodelocaldns.core.request import Exchanged
 from nodelocaldns.dns import wire
 from nodelocaldns.errors import BadReply, UpstreamError, WireError
 from nodelocaldns.plugins.forward import tlsconfig
 from nodelocaldns.plugins.forward.matching import (
     go_addr,
     go_syscall_error,
+    native_error,
     new_id,
     op_error,
     reply_matches,
@@ -86,6 +88,7 @@ class Proxy:
         self._udp: UDPPool | None = None
         self._probe: asyncio.Task[None] | None = None
         self._closed = False
+        self.on_health: Callable[[], None] | None = None  # ``fails`` moved (the handler's watch)
         counters.bad_replies.setdefault(self.addr, 0)
 
     def down(self, max_fails: int) -> bool:
@@ -102,6 +105,17 @@ class Proxy:
             reply = await self._udp_pool().exchange(msg, qid, question, timeout, bufsize)
         else:
             reply = await self._tcp(msg, qid, question, timeout)
+        return self._scanned(query, reply)
+
+    def exchanged(self, query: bytes, got: Exchanged) -> tuple[bytes, int, wire.Records]:
+        """What ``exchange`` would return (or raise) for the UDP exchange a native worker did with
+        this upstream: over one of its pooled sockets, hence counted as a reused one."""
+        self.counters.conn_cache(self.addr, "udp", hit=True)
+        if got.reply is None:
+            raise native_error(got.err, self.addr)
+        return self._scanned(query, got.reply)
+
+    def _scanned(self, query: bytes, reply: bytes) -> tuple[bytes, int, wire.Records]:
         try:
             reply, body, recs = wire.scan_reply(reply)
         except WireError as e:
@@ -253,7 +267,11 @@ class Proxy:
                 self.counters.healthcheck_failures[self.addr] = (
                     self.counters.healthcheck_failures.get(self.addr, 0) + 1
                 )
+                if self.on_health is not None:
+                    self.on_health()
                 await asyncio.sleep(interval)
                 continue
             self.fails = 0
+            if self.on_health is not None:
+                self.on_health()
             return

@@ -64,6 +64,7 @@ def collect(host: Host) -> list[Any]:
     dropped = counter("nodelocaldns_dns_dropped_requests_total")
     refused = counter("nodelocaldns_dns_refused_requests_total")
     overflow = counter("nodelocaldns_dns_receive_queue_drops_total")
+    exchanged = counter("nodelocaldns_forward_native_exchanges_total")
     panics = 0
     for lst in host.dns_listeners():
         server = lst.server
@@ -109,6 +110,22 @@ def collect(host: Host) -> list[Any]:
             refused.add_metric([server, proto], n)
         for proto, n in lst.queue_drops().items():
             overflow.add_metric([server, proto], n)
+        for result, n in lst.native_exchanges().items():
+            exchanged.add_metric([server, result], n)
     total = counter("coredns_panics_total")
     total.add_metric([], panics)
-    return [build, req, do_req, resp, dur, rsize, wsize, enabled, total, dropped, refused, overflow]
+    return [
+        build,
+        req,
+        do_req,
+        resp,
+        dur,
+        rsize,
+        wsize,
+        enabled,
+        total,
+        dropped,
+        refused,
+        overflow,
+        exchanged,
+    ]

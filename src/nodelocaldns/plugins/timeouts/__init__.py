@@ -17,4 +17,5 @@ def _factory(host: Host, block: BlockInfo, cfgs: list[Any]) -> Runtime:
     return TimeoutsRuntime(cfgs)
 
 
-PLUGIN = register(Plugin("timeouts", setup.parse, _factory, repeatable=not setup.ONCE))
+# miss_skippable: TCP connection limits only.
+PLUGIN = register(Plugin("timeouts", setup.parse, _factory, repeatable=not setup.ONCE, miss_skippable=True))
