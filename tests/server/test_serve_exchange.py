@@ -4,6 +4,7 @@ and a real blackholed UDP port, dnspython-built queries over loopback."""
 
 from __future__ import annotations
 
+import socket
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -17,6 +18,7 @@ from nodelocaldns.plugins.forward.metrics import COUNTERS
 from nodelocaldns.plugins.prometheus import metrics as dns_metrics
 from nodelocaldns.server.native_udp import NativeUDPServer
 from support.inproc import Harness, inproc, query
+from support.nx import Capture, answer_to
 from support.ports import free_port
 from support.upstreams import Blackhole, UpstreamServer, blackhole_udp, unbound_server
 
@@ -207,3 +209,24 @@ def test_a_down_upstream_leaves_the_table_and_comes_back_when_its_health_check_p
             assert r[7] == 1 and _nx(h).get("sent") == sent + 1 and _nx(h).get("timeouts") == 1
         with unbound_server(ZONES, port=port):  # it answers again: the probe passes, it is back
             h.wait_until(lambda: upstreams() == [("127.0.0.1", port), up.hostport], timeout=5.0)
+
+
+def test_a_reload_hands_a_query_in_flight_upstream_back_to_python_which_answers_it() -> None:
+    """A reload restarts the workers on the new index: a query one had in flight upstream is not
+    dropped (the client would wait out its own timeout and retry) but answered on Python's path."""
+    cap = Capture()
+    def text() -> str:  # a new prometheus port each time: a real edit
+        return _plain(f"127.0.0.1:{cap.port}", opts="        read_timeout 3s\n")
+
+    with cap.sock, inproc(text(), native=True) as h, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client:
+        client.settimeout(3)
+        client.sendto(query("a.nx.test.", 1, qid=0x4242), ("127.0.0.1", h.port))
+        first, _src = cap.recv()  # the worker's attempt: it stays unanswered
+        assert _nx(h).get("sent") == 1
+        assert h.run(h.inst.reload(text().replace("{PORT}", str(h.port))))
+        again, src = cap.recv()  # the same question again, now from Python's forward
+        assert again[2:] == first[2:]
+        cap.sock.sendto(answer_to(again), src)
+        r, _ = client.recvfrom(4096)
+        assert r[:2] == b"\x42\x42" and r[3] & 0xF == 0 and r[7] == 1
+        assert _nx(h).get("timeouts", 0) == 0 and _nx(h).get("errors", 0) == 0

@@ -102,7 +102,8 @@ static void complete(nld_worker *w, int32_t i, const uint8_t *reply, size_t rlen
         atomic_store_explicit(&x->head, head + 1, memory_order_release);
         x->woke = 1;
     }
-    nld_bump(err == 0 ? &w->c.nx_replies : err == ETIMEDOUT ? &w->c.nx_timeouts : &w->c.nx_errors, 1);
+    if (err != ECANCELED) /* the worker's own stop: no exchange failed */
+        nld_bump(err == 0 ? &w->c.nx_replies : err == ETIMEDOUT ? &w->c.nx_timeouts : &w->c.nx_errors, 1);
     fifo_unlink(x, i);
     x->by_id[p->id] = 0;
     if (p->s != NULL)
@@ -110,6 +111,16 @@ static void complete(nld_worker *w, int32_t i, const uint8_t *reply, size_t rlen
     p->state = 0;
     x->freel[x->nfree++] = i;
     x->npending--;
+}
+
+/* The worker stops (a reload's new index, multisocket shrinking, shutdown): every query still in
+ * flight becomes an ECANCELED result, which Python answers on its own path, so the client is not
+ * left to time out and retry. The ring has room for each (a query is only taken while it does). */
+void nld_nx_cancel(nld_worker *w, double now) {
+    nld_nx *x = &w->nx;
+    while (x->first >= 0)
+        complete(w, x->first, NULL, 0, ECANCELED, now);
+    x->ntosend = 0;
 }
 
 static void drop_cur(nld_nx *x, const nld_nx_sock *s) {

@@ -341,7 +341,8 @@ static void *run(void *arg) {
             wake(w);
         }
     }
-    /* Nothing is in flight once the thread ends: what was pending is freed with the worker. */
+    /* Nothing is in flight once the thread ends: what was pending is handed back to Python. */
+    nld_nx_cancel(w, monotonic());
     atomic_store_explicit(&w->c.nx_pending, 0, memory_order_relaxed);
     atomic_store(&w->running, 0);
     return NULL;

@@ -178,6 +178,7 @@ void nld_nx_free(nld_worker *w);
 int nld_nx_take(nld_worker *w, const uint8_t *pkt, size_t len, const struct sockaddr_storage *a,
                 socklen_t alen, int known, double now);
 void nld_nx_flush(nld_worker *w, double now);
+void nld_nx_cancel(nld_worker *w, double now); /* on the worker thread, as it ends */
 void nld_nx_io(nld_worker *w, double now, int polled); /* polled: the epoll set was readable */
 int nld_nx_poll_ms(nld_worker *w, double now);
 /* The consumer's side (under the GIL, like drain): the oldest result, then release it. */

@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from nodelocaldns.server.listener import Listener
 
 _LOW = (1 << ZONE_SHIFT) - 1
+_CANCELED = errno.ECANCELED
 BATCH = 32  # datagrams per recvmmsg
 # Misses a worker may queue for Python before it drops (and counts) them. A slot holds a query of up
 # to 512 bytes (longer ones get their own copy), so a worker keeps ~170 KB resident once misses have
@@ -234,7 +235,8 @@ class NativeUDPServer:
         coros = []
         for query, addr, reply, uid, seconds, err in results:
             key = keys.get(uid)
-            pre = Exchanged(key, reply, seconds, err) if key is not None else None
+            # ECANCELED: its worker stopped with it in flight (a reload): no attempt was made.
+            pre = Exchanged(key, reply, seconds, err) if key is not None and err != _CANCELED else None
             coros.append(handle(query, addr, "udp", partial(send, s, addr=addr), pre))
         self.n_handed += len(coros)
         lst = self.listener
