@@ -248,8 +248,12 @@ def test_stop_with_queries_pending_and_results_undrained(ups: list[Capture], cli
         worker.stop()  # three results undrained; the three in flight become ECANCELED results
         assert not worker.running and worker.counters()["nx_pending"] == 0
         got = worker.exchanged(64)
-        assert [(r is not None, err) for _q, _a, r, _u, _s, err in got] == [(True, 0)] * 3 + [(False, errno.ECANCELED)] * 3
-        assert sorted(q[2:] for q, *_ in got[3:]) == sorted(query(f"s{i}.example.", i)[2:] for i in range(3, 6))
+        assert [(r is not None, err) for _q, _a, r, _u, _s, err in got] == [(True, 0)] * 3 + [
+            (False, errno.ECANCELED)
+        ] * 3
+        assert sorted(q[2:] for q, *_ in got[3:]) == sorted(
+            query(f"s{i}.example.", i)[2:] for i in range(3, 6)
+        )
         c = worker.counters()
         assert c["nx_errors"] == 0 and c["nx_timeouts"] == 0  # a cancel is no failed exchange
 

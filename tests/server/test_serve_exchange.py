@@ -215,10 +215,15 @@ def test_a_reload_hands_a_query_in_flight_upstream_back_to_python_which_answers_
     """A reload restarts the workers on the new index: a query one had in flight upstream is not
     dropped (the client would wait out its own timeout and retry) but answered on Python's path."""
     cap = Capture()
+
     def text() -> str:  # a new prometheus port each time: a real edit
         return _plain(f"127.0.0.1:{cap.port}", opts="        read_timeout 3s\n")
 
-    with cap.sock, inproc(text(), native=True) as h, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client:
+    with (
+        cap.sock,
+        inproc(text(), native=True) as h,
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client,
+    ):
         client.settimeout(3)
         client.sendto(query("a.nx.test.", 1, qid=0x4242), ("127.0.0.1", h.port))
         first, _src = cap.recv()  # the worker's attempt: it stays unanswered
