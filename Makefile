@@ -59,9 +59,19 @@ image-deps:
 PY_PATH_TESTS := tests/metrics/test_metrics.py tests/plugins/cache/test_serve_cache.py \
   tests/server/test_serve_tcp.py tests/server/test_serve_oversized.py tests/server/test_serve_native.py
 
+# Two passes (tests/conftest.py, tests/parallel-safe.txt): the listed files on TEST_WORKERS pytest-xdist
+# workers, then, alone, every test that measures time or rates, floods, or holds something machine-wide.
+TEST_WORKERS ?= 3
+XDIST := -n $(TEST_WORKERS) --dist loadfile
+
+# pytest caches its assertion-rewritten test modules as .pyc; without that each pass and each worker
+# rewrites all of tests/ again (~15 s of CPU apiece) when the environment sets PYTHONDONTWRITEBYTECODE.
+unit: export PYTHONDONTWRITEBYTECODE :=
 unit: $(STAMP) $(NATIVE_STAMP) test-deps
-	$(BIN)/pytest -q --durations=25
-	NODELOCALDNS_NATIVE=0 $(BIN)/pytest -q $(PY_PATH_TESTS)
+	$(BIN)/pytest -q --durations=25 $(XDIST) -m "not serial"
+	$(BIN)/pytest -q --durations=25 -m serial
+	NODELOCALDNS_NATIVE=0 $(BIN)/pytest -q $(XDIST) -m "not serial" $(PY_PATH_TESTS)
+	NODELOCALDNS_NATIVE=0 $(BIN)/pytest -q -m serial $(PY_PATH_TESTS)
 
 test: test-deps lint typecheck unit
 

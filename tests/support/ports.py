@@ -6,6 +6,7 @@ source port of a client socket (dig, dnsperf, the code under test) that the kern
 
 from __future__ import annotations
 
+import os
 import random
 import socket
 from typing import Literal
@@ -26,8 +27,22 @@ def _port_range() -> tuple[int, int]:
         low = 32768
     low = min(low, 65535)
     if low - 20000 < 1000:  # a host with a wide ephemeral range: use the top of the port space
-        return 61000, 65535
-    return 20000, low
+        return _worker_slice(61000, 65535)
+    return _worker_slice(20000, low)
+
+
+def _worker_slice(low: int, high: int) -> tuple[int, int]:
+    """Under pytest-xdist each worker picks from its own slice, so two workers never hand out one port.
+
+    ``_handed_out`` only knows this process; without the split two workers could both see a port
+    free and both start a server on it.
+    """
+    worker, count = os.environ.get("PYTEST_XDIST_WORKER", ""), os.environ.get("PYTEST_XDIST_WORKER_COUNT", "")
+    if not (worker.startswith("gw") and worker[2:].isdigit() and count.isdigit() and int(count) > 1):
+        return low, high
+    index, n = int(worker[2:]), int(count)
+    size = (high - low) // n
+    return low + index * size, low + (index + 1) * size
 
 
 def _can_bind(family: socket.AddressFamily, kind: int, host: str, port: int) -> bool:

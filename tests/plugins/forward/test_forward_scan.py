@@ -56,7 +56,8 @@ REPLIES = [
 ]  # fmt: skip
 
 
-@pytest.mark.parametrize("raw", REPLIES)
+# Named, not the bytes: the query ids are random, and pytest-xdist's workers must collect the same ids.
+@pytest.mark.parametrize("raw", REPLIES, ids=["a", "cname-edns", "nxdomain", "nodata-edns"])
 def test_scan_reply_finds_what_classify_walks(raw: bytes) -> None:
     msg, body, recs = wire.scan_reply(raw)
     assert msg == raw and body == wire.question_end(raw)
