@@ -110,7 +110,7 @@ class CacheHandler:
             answering = verdict.rtype is RType.NOERROR and reply.wire[6:8] != b"\x00\x00"
             self.store.put_preferring(key, entry, now, answering)
         else:
-            self.store.put(key, entry, now)
+            self.store.put(key, entry, now, req.route if key is req.key else None)
         if req.internal:
             return reply
         body = entry.body(now)

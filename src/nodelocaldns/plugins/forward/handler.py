@@ -211,7 +211,7 @@ class ForwardHandler:
         if not isinstance(p, Proxy) or p not in self.proxies or self._proto(req) != "udp":
             return None
         try:
-            reply, body, recs = wire.scan_reply(raw)
+            reply, body, recs = wire.scan_reply(raw, req.data[wire.HEADER_LEN : req.q.question_end])
         except WireError:
             return None  # the loop counts it a bad reply
         rc = wire.rcode_of(reply)
