@@ -385,9 +385,9 @@ class Listener:
         # A name the native index holds is found there (Listener.fast): the memo would only cost
         # memory (~80k names in four full caches, and routes to evicted names until it clears).
         nat = self.native
-        held = cache.store.get(req.key) if qkey and cache is not None and cache.covers(q.qname) else None
-        if held is not None and (nat is None or not nat.holds(req.key, held)):
-            assert cache is not None
+        held = cache.store.get(req.key) if qkey and cache is not None else None
+        if (held is not None and (nat is None or not nat.holds(req.key, held))
+                and cache is not None and cache.covers(q.qname)):  # fmt: skip
             fastpath.remember(router.memo, router.routes, qkey, zone, cache.store.maps, self.stats.zone_acc(zone),
                               self.memo_max, block.transform, block.udp_max)  # fmt: skip
         send(out)

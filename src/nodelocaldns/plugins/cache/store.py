@@ -123,7 +123,10 @@ class Store:
             for mi in mirrors:
                 mi.drop(old, gone)
         m[key] = entry
-        self._publish(m, key, entry, route)
+        for mi in mirrors:  # _publish, inlined: every stored miss passes here
+            r = mi.put(key, entry, route)
+            if r is not None:
+                m[key] = entry = r
 
     def _publish(self, m: dict[bytes, Cached], key: bytes, entry: Cached, route: object = None) -> None:
         """Tell the mirrors of ``m[key]``; the first to keep its bytes turns it into a Mirrored
