@@ -195,7 +195,7 @@ class Entry(Cached):
         if recs:
             body = bytearray(reply[start : recs[-1][3]])
             if len(recs) == 1:  # the common miss: no comprehension (a call of its own) for one
-                offs = (recs[0][1] - start,)
+                offs: tuple[int, ...] = (recs[0][1] - start,)
                 _TTL.pack_into(body, offs[0], ttl)
             else:
                 offs = tuple([r[1] - start for r in recs])
