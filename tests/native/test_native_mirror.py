@@ -196,3 +196,35 @@ def test_holds_trusts_only_a_mirrored_of_its_own_index() -> None:
     _put(sub, name, 1, False, False, 30)
     assert NativeUDPServer.holds(on_first, key, held)  # type: ignore[arg-type]
     assert sub.cache is not None and type(sub.cache.store.get(key)) is first.mirrored
+
+
+def test_a_mirror_trusts_only_its_own_routers_route_for_a_key() -> None:
+    """Store.put may carry the listener's route (Request.route): the mirror skips routing the key
+    again only for a route tuple of its own index's router. A tuple of another router (another
+    listener's zone table), even an equal one, is routed here, so a key that router would give
+    this block but the index's router gives another never reaches this block's entries."""
+    root = _block((".",), (8, 8))
+    sub = _block(("sub.example.",), (8, 8))
+    router = Router({".": root, "sub.example.": sub})
+    nix = NativeIndex(router)
+    other = Router({".": root})  # routes x.sub.example. to root: a foreign, equal-looking tuple
+    name, qtype = "x.sub.example.", 1
+    qname = wire.text_to_wire(name)
+    key = qname + struct.pack("!HH", qtype, 1)
+    reply = _reply(name, qtype, False, 30)
+    verdict = classify(reply, qname, qtype, CacheConfig())
+    foreign = other.route(qname, qtype)
+    assert foreign is not None and foreign == (".", root) and foreign is not router.by_wire[b"\x00"]
+    assert root.cache is not None and sub.cache is not None
+    root.cache.store.put(key, Entry(reply, verdict, NOW, False, False, qtype), NOW, foreign)
+    assert nix.index.body(key) is None  # routed here: sub's, not root's
+    own = router.route(qname, qtype)
+    assert own is not None and own[1] is sub
+    sub.cache.store.put(key, Entry(reply, verdict, NOW, False, False, qtype), NOW, own)
+    assert nix.index.body(key) is not None
+    n1 = wire.text_to_wire("n1.example.") + struct.pack("!HH", qtype, 1)
+    r1 = _reply("n1.example.", qtype, False, 30)
+    v1 = classify(r1, wire.text_to_wire("n1.example."), qtype, CacheConfig())
+    root.cache.store.put(n1, Entry(r1, v1, NOW, False, False, qtype), NOW, router.route(n1[:-4], qtype))
+    assert nix.index.body(n1) is not None
+    nix.close()

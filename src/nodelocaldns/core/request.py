@@ -33,6 +33,9 @@ class Request:
     internal: bool = False  # prefetch/refresh or loop probe: no client is waiting
     key: bytes = b""  # the cache key if the listener already built it (shares memory with its memo)
     pre: Exchanged | None = None  # the upstream's answer a native worker already fetched
+    # The listener's route for ``key`` (Router.route's own tuple), set with ``key``: a cache
+    # mirror trusts it instead of routing the key again (server/native_index.BlockMirror).
+    route: object = None
     _qname_text: str | None = field(default=None, repr=False)
 
     @property

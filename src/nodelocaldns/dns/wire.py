@@ -385,7 +385,7 @@ def check_reply(msg: bytes) -> bytes:
     return scan_reply(msg)[0]
 
 
-def scan_reply(msg: bytes) -> tuple[bytes, int, Records]:
+def scan_reply(msg: bytes, question: bytes = b"") -> tuple[bytes, int, Records]:
     """``(msg, offset of the first record, its records)`` if every section unpacks, else WireError.
 
     What miekg/dns's Unpack rejects, we reject: a message cut short, a name that runs out or whose
@@ -393,13 +393,19 @@ def scan_reply(msg: bytes) -> tuple[bytes, int, Records]:
     counts that promise more records than there are, and names in NS/CNAME/PTR/DNAME/MX/SRV/SOA
     rdata that leave their rdata. Bytes after the last counted record are cut off (CoreDNS repacks
     the message, which drops them too). The records go on with the reply to the cache's classify.
+
+    ``question``: the question of the query this replies to, as a parsed query's bytes (a plain
+    name, then type and class). A reply that repeats it byte for byte needs no name walk there.
     """
     if len(msg) < HEADER_LEN:
         raise WireError("reply shorter than a DNS header")
     _qid, _flags, qd, an, ns, ar = _HDR.unpack_from(msg)
     off, n = HEADER_LEN, len(msg)
     to_question = b""
-    for i in range(qd):
+    first = 0
+    if qd and question and msg.startswith(question, HEADER_LEN):
+        first, off, to_question = 1, HEADER_LEN + len(question), b"\xc0\x0c"  # as the loop would
+    for i in range(first, qd):
         qname, off = read_name(msg, off)
         if i == 0 and off == HEADER_LEN + len(qname):
             # An owner pointing at this uncompressed name (most do) decodes as it did: skip it.

@@ -83,7 +83,7 @@ def insert_entry(
     cannot be shuffled as wire slices (the caller leaves it to Python's fast path). ``stale``: the
     index's serve_stale slot for the entry's block (``Index.set_stale``), 0 for none.
     """
-    m = module()
+    m = _mod if _mod is not None else module()
     flags = e.fl & (m.FLAG_KEEPTTL | m.FLAG_AA) | (m.FLAG_SHUFFLE if shuffle else 0)
     body = e.orig_body()
     if body is None:  # a mirrored entry whose own index no longer holds it

@@ -121,6 +121,7 @@ class Router:
     def __init__(self, zones: dict[str, Block]) -> None:
         self.zones = zones
         self.by_wire = {wire.text_to_wire(z): (z, b) for z, b in zones.items()}
+        self._lens = frozenset(len(w) for w in self.by_wire)  # a suffix of another length is no zone
         # lowercased question -> (success map, denial map, zone bits, zone accumulator); see Listener.fast
         self.memo: dict[bytes, fastpath.Route] = {}
         self.routes: dict[str, fastpath.Route] = {}  # one shared memo value per zone
@@ -130,18 +131,21 @@ class Router:
 
     def route(self, qname: bytes, qtype: int) -> tuple[str, Block] | None:
         off = 0
+        n = len(qname)
+        lens = self._lens
         found: tuple[str, Block] | None = None
         while True:
-            hit = self.by_wire.get(qname[off:])
+            hit = self.by_wire.get(qname[off:]) if n - off in lens else None
             if hit is not None:
                 # A DS query belongs to the parent side of a zone cut: keep looking for a parent zone.
                 if qtype == 43 and off == 0 and found is None and qname != b"\x00":
                     found = hit
                 else:
                     return hit
-            if qname[off] == 0:
+            c = qname[off]
+            if c == 0:
                 return found
-            off += qname[off] + 1
+            off += c + 1
 
 
 class Listener:
@@ -321,7 +325,9 @@ class Listener:
     async def handle(self, data: bytes, remote: tuple[str, int], proto: str, send: Callable[[bytes], None],
                      pre: Exchanged | None = None) -> None:  # fmt: skip
         start = _perf() if pre is None else _perf() - pre.seconds  # it arrived before the upstream asked
-        if len(data) >= wire.HEADER_LEN and not data[2] & 0x80:
+        # A native worker exchanges only plain queries (QUERY, one question, no answer or
+        # authority records, at most an OPT): reject() passes them all.
+        if pre is None and len(data) >= wire.HEADER_LEN and not data[2] & 0x80:
             rejected = wire.reject(data)
             if rejected is not None:  # miekg/dns answers these itself: no chain, no metrics
                 out = wire.bare_reply(data, rejected)
@@ -363,6 +369,7 @@ class Listener:
             if qkey:
                 # The same bytes object keys the cache and the memo: ~80k names, one copy each.
                 req.key = fastpath.flagged(qkey, q.do, q.cd)
+                req.route = routed
         try:
             reply = await block.chain(req)
         except asyncio.CancelledError:
@@ -378,9 +385,9 @@ class Listener:
         # A name the native index holds is found there (Listener.fast): the memo would only cost
         # memory (~80k names in four full caches, and routes to evicted names until it clears).
         nat = self.native
-        held = cache.store.get(req.key) if qkey and cache is not None and cache.covers(q.qname) else None
-        if held is not None and (nat is None or not nat.holds(req.key, held)):
-            assert cache is not None
+        held = cache.store.get(req.key) if qkey and cache is not None else None
+        if (held is not None and (nat is None or not nat.holds(req.key, held))
+                and cache is not None and cache.covers(q.qname)):  # fmt: skip
             fastpath.remember(router.memo, router.routes, qkey, zone, cache.store.maps, self.stats.zone_acc(zone),
                               self.memo_max, block.transform, block.udp_max)  # fmt: skip
         send(out)

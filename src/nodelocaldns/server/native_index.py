@@ -27,6 +27,11 @@ class BlockMirror:
         self.nix = nix
         self.block = block
         self.stale = nix.stale.get(id(block), 0)  # its serve_stale slot (server/native_stale.py)
+        # id -> the index router's own route tuples to this block: a listener of this router
+        # hands the one it routed a query with (Store.put), so the key needs no second route.
+        self.routes: dict[int, tuple[str, Block]] = {
+            id(r): r for r in nix.router.by_wire.values() if r[1] is block
+        }
 
     def _zone(self, key: bytes) -> str | None:
         """The zone the listeners route ``key``'s question to, if that is this block's."""
@@ -44,10 +49,16 @@ class BlockMirror:
             return None
         return routed[0]
 
-    def put(self, key: bytes, entry: Cached) -> Cached | None:
+    def put(self, key: bytes, entry: Cached, route: object = None) -> Cached | None:
         """Copy ``entry`` into the index; a full Entry comes back as a Mirrored: from now on the
-        index holds the only copy of its bytes (native/README.md, Memory)."""
-        zone = self._zone(key)
+        index holds the only copy of its bytes (native/README.md, Memory).
+
+        ``route``: the listener's route for ``key``, set only with a key it built itself (a name
+        with no zero byte inside a label, a qtype not in the block's skips: what ``_zone`` checks).
+        One of this index's router's own tuples means ``_zone``'s answer without routing again;
+        anything else (another router's, None) is routed here."""
+        r = self.routes.get(id(route)) if route is not None else None
+        zone = r[0] if r is not None and r is route else self._zone(key)
         if zone is None:
             return None
         ix = self.nix.index

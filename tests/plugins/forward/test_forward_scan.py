@@ -13,6 +13,7 @@ import pytest
 
 from nodelocaldns.core.request import Reply, Request
 from nodelocaldns.dns import wire
+from nodelocaldns.errors import WireError
 from nodelocaldns.plugins.cache.classify import classify
 from nodelocaldns.plugins.cache.handler import CacheHandler
 from nodelocaldns.plugins.cache.setup import CacheConfig
@@ -117,3 +118,31 @@ def test_the_cache_ignores_a_walk_of_other_bytes() -> None:
     out = asyncio.run(cache.serve(req, upstream))
     m = dns.message.from_wire(out.wire or b"")
     assert [str(rr) for rr in m.answer[0]] == ["192.0.2.1"] and m.answer[0].ttl == 30
+
+
+def _question(name: bytes) -> bytes:
+    return name + b"\x00\x01\x00\x01"
+
+
+@pytest.mark.parametrize("raw", REPLIES)
+def test_scan_reply_with_the_query_question_walks_the_same(raw: bytes) -> None:
+    """A native reply is scanned with its query's question at hand (ForwardHandler._answered):
+    the result is what the full walk gives, whether the reply repeats it or not."""
+    qname = wire.read_name(raw, wire.HEADER_LEN)[0]
+    full = wire.scan_reply(raw)
+    assert wire.scan_reply(raw, _question(qname)) == full
+    assert wire.scan_reply(raw, _question(qname.upper())) == full  # not repeated byte for byte
+    assert wire.scan_reply(raw, _question(b"\x01x" + qname)) == full
+
+
+def test_scan_reply_with_a_question_fails_where_the_walk_fails() -> None:
+    raw = REPLIES[0]
+    qname = wire.read_name(raw, wire.HEADER_LEN)[0]
+    cut = raw[: wire.HEADER_LEN + len(qname) + 2]  # the question's class cut off
+    for args in ((cut,), (cut, _question(qname))):
+        with pytest.raises(WireError):
+            wire.scan_reply(*args)
+    short = raw[: wire.HEADER_LEN + len(qname) + 4]  # the answer the header counts is missing
+    for args in ((short,), (short, _question(qname))):
+        with pytest.raises(WireError):
+            wire.scan_reply(*args)

@@ -194,10 +194,14 @@ class Entry(Cached):
         # The body with OPT removed (it is always last, see classify) and every TTL set to the item TTL.
         if recs:
             body = bytearray(reply[start : recs[-1][3]])
-            offs = tuple([r[1] - start for r in recs])
-            pack = _TTL.pack_into
-            for off in offs:
-                pack(body, off, ttl)
+            if len(recs) == 1:  # the common miss: no comprehension (a call of its own) for one
+                offs: tuple[int, ...] = (recs[0][1] - start,)
+                _TTL.pack_into(body, offs[0], ttl)
+            else:
+                offs = tuple([r[1] - start for r in recs])
+                pack = _TTL.pack_into
+                for off in offs:
+                    pack(body, off, ttl)
             self.memo = bytes(body)
         else:
             offs = ()

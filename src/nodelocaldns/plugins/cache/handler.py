@@ -102,7 +102,10 @@ class CacheHandler:
         except WireError:
             c.drops += 1
             return reply
-        if verdict.kind is None or in_zones(q.qname, self._disable[verdict.kind]):
+        if verdict.kind is None:
+            return _capped(reply, verdict)
+        disabled = self._disable[verdict.kind]
+        if disabled and in_zones(q.qname, disabled):  # most caches disable no zone: no call
             return _capped(reply, verdict)
         entry = Entry(reply.wire, verdict, now, q.do, q.cd, q.qtype, self.cfg.keepttl)
         if self._prefer:
@@ -110,7 +113,7 @@ class CacheHandler:
             answering = verdict.rtype is RType.NOERROR and reply.wire[6:8] != b"\x00\x00"
             self.store.put_preferring(key, entry, now, answering)
         else:
-            self.store.put(key, entry, now)
+            self.store.put(key, entry, now, req.route if key is req.key else None)
         if req.internal:
             return reply
         body = entry.body(now)

@@ -28,9 +28,11 @@ COMPACT = 512
 class Mirror(Protocol):
     """A copy of (part of) a store kept in step with it: told of every put and every removal."""
 
-    def put(self, key: bytes, entry: Cached) -> Cached | None:
+    def put(self, key: bytes, entry: Cached, route: object = None) -> Cached | None:
         """Copy ``entry``; return what the store keeps instead (a Mirrored) if this copy is now
-        the one holding its bytes, else None."""
+        the one holding its bytes, else None. ``route``: how the query that brought ``entry``
+        was routed (the listener's, see Store.put), which a mirror may trust instead of routing
+        ``key`` again."""
 
     def drop(self, key: bytes, entry: Cached | None = None) -> None:
         """``key`` left the store; ``entry``: what the store held for it, when it is known."""
@@ -93,7 +95,9 @@ class Store:
             return self.maps[SUCCESS].get(key)
         return e
 
-    def put(self, key: bytes, entry: Cached, now: float) -> None:
+    def put(self, key: bytes, entry: Cached, now: float, route: object = None) -> None:
+        """Store ``entry`` under ``key``. ``route``: the router's answer for ``key``'s question
+        (opaque here, passed on to the mirrors), or None when the caller has none."""
         kind = entry.kind
         m = self.maps[kind]
         if kind == DENIAL and entry.rcode == 2:
@@ -110,7 +114,7 @@ class Store:
         if key in m:
             del m[key]  # re-insert at the end: a refreshed answer is the newest
             m[key] = entry
-            self._publish(m, key, entry)
+            self._publish(m, key, entry, route)
             return
         if self.caps[kind] <= 0:
             return
@@ -119,13 +123,16 @@ class Store:
             for mi in mirrors:
                 mi.drop(old, gone)
         m[key] = entry
-        self._publish(m, key, entry)
+        for mi in mirrors:  # _publish, inlined: every stored miss passes here
+            r = mi.put(key, entry, route)
+            if r is not None:
+                m[key] = entry = r
 
-    def _publish(self, m: dict[bytes, Cached], key: bytes, entry: Cached) -> None:
+    def _publish(self, m: dict[bytes, Cached], key: bytes, entry: Cached, route: object = None) -> None:
         """Tell the mirrors of ``m[key]``; the first to keep its bytes turns it into a Mirrored
         (any further mirror copies from that one)."""
         for mi in self.mirrors:
-            r = mi.put(key, entry)
+            r = mi.put(key, entry, route)
             if r is not None:
                 m[key] = entry = r
 

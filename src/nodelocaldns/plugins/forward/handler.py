@@ -96,7 +96,7 @@ class ForwardHandler:
     def _applies(self, qname: bytes) -> bool:
         if not in_zones(qname, self._from):
             return False
-        if qname == self._from[0]:
+        if qname == self._from[0] or not self._except:
             return True
         return not in_zones(qname, self._except)
 
@@ -208,10 +208,12 @@ class ForwardHandler:
         None: the loop decides, from the start (nothing here has counted anything yet)."""
         cfg = self.cfg
         p = got.upstream
-        if not isinstance(p, Proxy) or p not in self.proxies or self._proto(req) != "udp":
+        if not isinstance(p, Proxy) or p not in self.proxies:
+            return None
+        if cfg.force_tcp or (not cfg.prefer_udp and req.proto != "udp"):  # _proto(req) != "udp"
             return None
         try:
-            reply, body, recs = wire.scan_reply(raw)
+            reply, body, recs = wire.scan_reply(raw, req.data[wire.HEADER_LEN : req.q.question_end])
         except WireError:
             return None  # the loop counts it a bad reply
         rc = wire.rcode_of(reply)
@@ -221,7 +223,9 @@ class ForwardHandler:
         self.counters.conn_cache(p.addr, "udp", hit=True)
         name = wire.RCODE_NAMES.get(rc)
         self.counters.observe(p.addr, str(rc) if name is None else name, got.seconds)
-        reply = req.data[:2] + reply[2:]
+        head = req.data[:2]
+        if not reply.startswith(head):  # the worker restores the client's ID: no copy then
+            reply = head + reply[2:]
         return Reply(reply, rc, self.name, scan=(reply, body, recs))
 
     def _exhausted(self, e: ResourceExhausted) -> None:
