@@ -342,8 +342,9 @@ def markdown(results: list[ServerResult], verdicts: list[Verdict], env: dict[str
         "Before each round the harness waits (up to 20 s) for that CPU to be quiet; a round with more than "
         "15% foreign load is measured again, at most twice, and the cleanest attempt is kept. "
         "Capacity QPS = 10⁶ / (CPU µs/query at saturation) is the figure least affected by a busy machine.",
-        f"- (d) unique names under the upstream's redirect zone `{_zone('MISS_ZONE')}`, one pass, "
-        f"{s.miss_outstanding} outstanding.",
+        f"- (d) unique names under the upstream's redirect zone `{_zone('MISS_ZONE')}`, "
+        f"{s.miss_outstanding} outstanding; each round sends names nobody asked yet, the server order "
+        "rotated; the median round is shown.",
         f"- (e) {s.fill_per_kind} unique positive and {s.fill_per_kind} unique negative (NXDOMAIN) names "
         f"for each of the four blocks at {s.fill_qps} QPS, then VmRSS from /proc/PID/status.",
         "- nodelocaldns runs the NodeLocal-addon-shaped Corefile (cluster.local, in-addr.arpa, ip6.arpa, .) "

@@ -10,7 +10,8 @@ to CPU 1. Per server:
     CPU 0, ``nodelocaldns-2w`` two workers (``multisocket 2``) on CPUs 0 and 1;
 (b) server CPU µs per query at a fixed offered load (50k QPS), from /proc/PID/stat;
 (c) mean and p99 latency in that fixed-load run (dnsperf ``-v`` per-query latencies);
-(d) cache-miss QPS and mean latency (unique names the upstream answers through a redirect zone);
+(d) cache-miss QPS and mean latency (unique names the upstream answers through a redirect zone;
+    fresh names each round, the order rotated, the median round reported);
 (e) RSS after driving unique positive and negative names into all four blocks' caches.
 
 (a)-(c) repeat for ``--rounds`` rounds with the server order rotated; the report shows medians.
@@ -191,15 +192,37 @@ def _measure_hits_once(c: Contender, load: Load, s: Settings, loadgen_first: boo
 
 
 def measure_misses(
-    c: Contender, files: QueryFiles, s: Settings, load_cpu: int | None, res: ServerResult
-) -> None:
-    r = dnsperf.run(
-        c.port, files.miss, duration_s=s.duration_s, max_runs=1, outstanding=s.miss_outstanding, cpu=load_cpu
-    )
-    res.miss_qps, res.miss_mean_latency_us, res.miss_lost = r.qps, r.avg_latency_s * 1e6, r.lost_fraction
-    log(f"  {c.name}: miss {r.qps:,.0f} qps, mean {r.avg_latency_s * 1e6:.0f} µs, lost {r.lost}/{r.sent}")
-    if r.completed == s.miss_names:
-        log(f"  warning: {c.name} used up all {s.miss_names} unique names; raise Settings.miss_names")
+    contenders: Sequence[Contender], files: QueryFiles, s: Settings, load_cpu: int | None,
+    results: dict[str, ServerResult],
+) -> None:  # fmt: skip
+    """One pass per round and server, the order rotated each round, fresh names every round; the
+    median round goes in the report (as the hit rounds)."""
+    runs: dict[str, list[dnsperf.DnsperfResult]] = {c.name: [] for c in contenders}
+    by_name = {c.name: c for c in contenders}
+    for rnd, names in enumerate(files.miss):
+        for c in (by_name[n] for n in rotate(list(by_name), rnd)):
+            r = dnsperf.run(
+                c.port,
+                names,
+                duration_s=s.duration_s,
+                max_runs=1,
+                outstanding=s.miss_outstanding,
+                cpu=load_cpu,
+            )
+            runs[c.name].append(r)
+            log(
+                f"  {c.name}: miss {r.qps:,.0f} qps, mean {r.avg_latency_s * 1e6:.0f} µs, lost {r.lost}/{r.sent}"
+            )
+            if r.completed == s.miss_names:
+                log(f"  warning: {c.name} used up all {s.miss_names} unique names; raise Settings.miss_names")
+    for name, rs in runs.items():
+        mid = sorted(rs, key=lambda r: r.qps)[(len(rs) - 1) // 2]
+        res = results[name]
+        res.miss_qps, res.miss_mean_latency_us, res.miss_lost = (
+            mid.qps,
+            mid.avg_latency_s * 1e6,
+            mid.lost_fraction,
+        )
 
 
 def measure_fill(
@@ -320,8 +343,7 @@ def run(
                 results[name].rounds.append(measure_hits(contenders[name], load, s, rnd))
         forwarders = [n for n in names if n in FORWARDERS]
         log("cache misses (d)")
-        for name in forwarders:
-            measure_misses(contenders[name], files, s, load_cpu, results[name])
+        measure_misses([contenders[n] for n in forwarders], files, s, load_cpu, results)
         log(f"cache fill and RSS (e): {files.fill_count} unique names at {s.fill_qps} qps")
         for name in forwarders:
             measure_fill(contenders[name], files, s, load_cpu, results[name])

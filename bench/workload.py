@@ -26,7 +26,7 @@ def log(msg: str) -> None:
 @dataclass(frozen=True)
 class QueryFiles:
     hit: Path
-    miss: Path
+    miss: tuple[Path, ...]  # one file of names nobody asked yet per round
     fill: Path
     fill_count: int
 
@@ -35,8 +35,11 @@ def make_query_files(tmp: Path, s: Settings) -> QueryFiles:
     hit = dnsperf.write_queries(
         tmp / "hit.txt", [(f"h{i}.{servers.HIT_ZONE}", "A") for i in range(s.hit_names)]
     )
-    miss = dnsperf.write_queries(
-        tmp / "miss.txt", [(f"m{i}.{servers.MISS_ZONE}", "A") for i in range(s.miss_names)]
+    miss = tuple(
+        dnsperf.write_queries(
+            tmp / f"miss{r}.txt", [(f"m{r}x{i}.{servers.MISS_ZONE}", "A") for i in range(s.miss_names)]
+        )
+        for r in range(s.rounds)
     )
     fill: list[tuple[str, str]] = []
     for i in range(s.fill_per_kind):
