@@ -5,10 +5,10 @@ Measured on the addon Corefile (four server blocks, a success and a denial cache
 * ``IDLE_RSS``: VmRSS of ``nodelocaldns serve`` with the addon Corefile bound to a loopback address,
   after start-up and one query, before any cache fill: 33,824 KiB (three runs: 33,776-33,872 KiB).
 * ``BYTES_PER_ENTRY``: ``make bench`` fills all eight caches (79,872 entries in coredns_cache_entries)
-  and reports VmRSS 59.0 MiB (bench/results/latest.md); (59.0 MiB - IDLE_RSS) / 79,872 = 341 bytes.
+  and reports VmRSS 58.2 MiB (bench/results/latest.md); (58.2 MiB - IDLE_RSS) / 79,872 = 330 bytes.
   That VmRSS also carries what the bench's hit and miss runs before the fill left behind (the
   native workers' rings, the forward socket pool), so the per-entry figure errs on the safe side.
-* ``HEADROOM``: what the addon's 128Mi limit leaves above a full default cache (about 69 MiB), kept
+* ``HEADROOM``: what the addon's 128Mi limit leaves above a full default cache (about 70 MiB), kept
   for bursts of in-flight queries and TCP connections whatever the cache size.
 
 So the default cache size gives the addon's 128Mi, and a larger cache a proportionally larger limit.
@@ -20,7 +20,7 @@ from nodelocaldns.plugins.cache.setup import DEFAULT_CAPACITY, effective_capacit
 
 MiB = 1024 * 1024
 IDLE_RSS = 33_824 * 1024
-BYTES_PER_ENTRY = 341
+BYTES_PER_ENTRY = 330
 CACHE_KINDS = 2  # success and denial
 CACHE_BLOCKS = 4  # cluster domain, in-addr.arpa, ip6.arpa, "."
 DEFAULT_LIMIT = 128 * MiB
