@@ -38,6 +38,8 @@ native: $(NATIVE_STAMP)
 
 install: $(STAMP) $(NATIVE_STAMP)
 
+# `make run` serves on a machine without a C compiler too: the pure-Python path, with one warning.
+run: export NODELOCALDNS_NATIVE_REQUIRED :=
 run: $(STAMP)
 	$(BIN)/nodelocaldns serve
 
