@@ -7,7 +7,8 @@ STAMP := $(VENV)/.installed
 NATIVE_DIR := src/nodelocaldns/native
 NATIVE_SRC := $(wildcard $(NATIVE_DIR)/*.c $(NATIVE_DIR)/*.h) setup.py
 NATIVE_STAMP := $(VENV)/.native
-export NODELOCALDNS_NATIVE_REQUIRED := 1
+# Where the extension must exist (make native/install/test/bench, the image's wheel) a failed build is an
+# error (NODELOCALDNS_NATIVE_REQUIRED=1); the venv itself (make run) installs without a compiler.
 FUZZ_SECONDS ?= 60
 FUZZ_BIN := build/fuzz/fuzz_answer
 FUZZ_NX_BIN := build/fuzz/fuzz_nx
@@ -31,7 +32,7 @@ $(STAMP): pyproject.toml setup.py
 
 # Rebuild the extension in place when a C file changes (pip's editable install built it once).
 $(NATIVE_STAMP): $(STAMP) $(NATIVE_SRC)
-	$(BIN)/python setup.py -q build_ext --inplace
+	NODELOCALDNS_NATIVE_REQUIRED=1 $(BIN)/python setup.py -q build_ext --inplace
 	touch $(NATIVE_STAMP)
 
 native: $(NATIVE_STAMP)
@@ -39,7 +40,6 @@ native: $(NATIVE_STAMP)
 install: $(STAMP) $(NATIVE_STAMP)
 
 # `make run` serves on a machine without a C compiler too: the pure-Python path, with one warning.
-run: export NODELOCALDNS_NATIVE_REQUIRED :=
 run: $(STAMP)
 	$(BIN)/nodelocaldns serve
 
@@ -69,7 +69,7 @@ XDIST := -n $(TEST_WORKERS) --dist loadfile
 # pytest caches its assertion-rewritten test modules as .pyc; without that each pass and each worker
 # rewrites all of tests/ again (~15 s of CPU apiece) when the environment sets PYTHONDONTWRITEBYTECODE.
 unit: export PYTHONDONTWRITEBYTECODE :=
-unit: $(STAMP) $(NATIVE_STAMP) test-deps
+unit: test-deps $(STAMP) $(NATIVE_STAMP)
 	$(BIN)/pytest -q --durations=25 $(XDIST) -m "not serial"
 	$(BIN)/pytest -q --durations=25 -m serial
 	NODELOCALDNS_NATIVE=0 $(BIN)/pytest -q $(XDIST) -m "not serial" $(PY_PATH_TESTS)
@@ -125,7 +125,7 @@ bench: $(STAMP) $(NATIVE_STAMP)
 	$(BIN)/python -m bench.run
 
 # OCI archive of a Debian rootfs with the agent (build/nodelocaldns-image.oci.tar); needs root and mmdebstrap.
-image: $(STAMP) image-deps
+image: image-deps $(STAMP)
 	PYTHON=$(BIN)/python ./image/build.sh
 
 clean:

@@ -2,7 +2,8 @@
 
 The extension is the compiled hot path (src/nodelocaldns/native/). Without a C compiler the
 package still installs and runs on the pure-Python path; NODELOCALDNS_NATIVE_REQUIRED=1 (set by
-the Makefile) turns a failed build into an error so CI never silently loses it.
+the Makefile's native/install/test/bench targets and the image build) turns a failed build into an
+error so CI never silently loses it.
 """
 
 from __future__ import annotations
