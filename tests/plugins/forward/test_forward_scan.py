@@ -55,10 +55,11 @@ REPLIES = [
     _reply("nx.example.org.", rcode=dns.rcode.NXDOMAIN, authority=(SOA,)),
     _reply("nodata.example.org.", authority=(SOA,), edns=True),
 ]  # fmt: skip
+REPLY_IDS = ["a", "cname-edns", "nxdomain", "nodata-edns"]
 
 
 # Named, not the bytes: the query ids are random, and pytest-xdist's workers must collect the same ids.
-@pytest.mark.parametrize("raw", REPLIES, ids=["a", "cname-edns", "nxdomain", "nodata-edns"])
+@pytest.mark.parametrize("raw", REPLIES, ids=REPLY_IDS)
 def test_scan_reply_finds_what_classify_walks(raw: bytes) -> None:
     msg, body, recs = wire.scan_reply(raw)
     assert msg == raw and body == wire.question_end(raw)
@@ -124,7 +125,7 @@ def _question(name: bytes) -> bytes:
     return name + b"\x00\x01\x00\x01"
 
 
-@pytest.mark.parametrize("raw", REPLIES)
+@pytest.mark.parametrize("raw", REPLIES, ids=REPLY_IDS)
 def test_scan_reply_with_the_query_question_walks_the_same(raw: bytes) -> None:
     """A native reply is scanned with its query's question at hand (ForwardHandler._answered):
     the result is what the full walk gives, whether the reply repeats it or not."""
