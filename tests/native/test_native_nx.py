@@ -59,7 +59,8 @@ def test_only_the_id_changes_upstream_and_the_clients_id_comes_back(
         ((sent_q, caddr, r, uid, seconds, err),) = results(worker, 1)
         assert (sent_q, caddr, uid, err) == (q, client.getsockname(), 7, 0)
         assert r is not None and r[:2] == q[:2] and r[2:] == reply[2:]
-        assert 0 < seconds < 3
+        # the worker stamps a batch once: a reply read in the batch that sent it is 0.0 s
+        assert 0 <= seconds < 3
         c = worker.counters()
         assert (c["nx_sent"], c["nx_replies"], c["nx_pending"], c["handed"], c["nx_mismatched"]) == (
             1,
