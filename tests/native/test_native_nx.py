@@ -211,3 +211,29 @@ def test_results_wake_the_same_eventfd_as_misses(up: Capture, client: socket.soc
         assert select.select([fd], [], [], 0.05)[0] == [fd]  # drain() re-arms, but a result still waits
         assert len(worker.exchanged()) == 1
         assert select.select([fd], [], [], 0.05)[0] == []
+
+
+def test_drain_and_exchanged_batch_by_max_alike(up: Capture, client: socket.socket) -> None:
+    # Both read max (positional or keyword, 64 by default) the same way: a batch holds at most max,
+    # the rest waits, in order, for the next call; a max that is not a number is a TypeError.
+    table = [(b"\x00", [(1, up.host, up.port)], 0), (wire_name("local."), [], 0)]
+    with serving(table) as (worker, _ix, addr):
+        misses = [query(f"m{i}.local.", 10 + i) for i in range(3)]
+        for q in misses:
+            client.sendto(q, addr)
+        counted(worker, "handed", 3)
+        assert [d for d, _a in worker.drain(max=2)] == misses[:2]
+        assert [d for d, _a in worker.drain(2)] == misses[2:]
+        sent = [query(f"x{i}.example.", 20 + i) for i in range(3)]
+        for n, q in enumerate(sent, 1):  # one at a time: the results come back in this order
+            client.sendto(q, addr)
+            got, src = up.recv()
+            up.sock.sendto(answer_to(got), src)
+            counted(worker, "nx_replies", n)
+        assert [r[0] for r in worker.exchanged(max=2)] == sent[:2]
+        assert [r[0] for r in worker.exchanged()] == sent[2:]
+        for method in (worker.drain, worker.exchanged):
+            with pytest.raises(TypeError):
+                method(max="2")
+            with pytest.raises(TypeError):
+                method(limit=2)

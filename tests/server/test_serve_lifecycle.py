@@ -184,6 +184,58 @@ def test_health_and_ready_endpoints_and_lameduck(make_unbound: MakeUnbound) -> N
         assert s.proc.wait(10) == 0
 
 
+def get_once(port: int, path: str) -> tuple[int, str]:
+    """One GET, no retry: connection refused is raised, not waited out."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=3) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+def first_dns_answer(served: Served) -> None:
+    """Return the moment the DNS port answers: a connected socket learns of an unbound port at once
+    (refused), and a query sent to a bound port that does not serve yet waits in its queue."""
+    query = dns.message.make_query("probe.invalid.", "A").to_wire()
+    deadline = time.monotonic() + 10
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as c:
+        c.connect(("127.0.0.1", served.port))
+        c.settimeout(1.0)
+        while time.monotonic() < deadline and served.proc.poll() is None:
+            try:
+                c.send(query)
+                c.recv(4096)
+                return
+            except ConnectionRefusedError:
+                time.sleep(0.001)
+            except TimeoutError:
+                pass
+    raise AssertionError(f"no DNS answer on port {served.port}:\n{served.stderr()}")
+
+
+@pytest.mark.parametrize("native", ["1", "0"], ids=["native", "python"])
+def test_health_and_ready_listen_by_the_time_dns_answers(
+    native: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A probe that hits /health right after DNS answers must not be refused: the HTTP listeners
+    # bind before any DNS socket serves. Several starts, because a lost race shows only sometimes.
+    monkeypatch.setenv("NODELOCALDNS_NATIVE", native)
+    for _ in range(6):
+        hport, rport = free_port("tcp"), free_port("tcp")
+        text = f"""
+.:{{PORT}} {{
+    bind 127.0.0.1
+    whoami
+    health 127.0.0.1:{hport}
+    ready 127.0.0.1:{rport}
+}}
+"""
+        with serve(text, wait=False) as s:
+            first_dns_answer(s)
+            assert get_once(hport, "/health") == (200, "OK")
+            assert get_once(rport, "/ready") == (200, "OK")
+
+
 @pytest.mark.parametrize("tcp", [False, True], ids=["udp", "tcp"])
 def test_sigterm_answers_the_query_in_flight_then_exits_0(
     make_unbound: MakeUnbound, make_slow_proxy: Callable[..., SlowProxy], tcp: bool

@@ -97,13 +97,16 @@ def test_phases_in_order_with_hooks_between(cluster_dns: UpstreamServer) -> None
         socket.create_connection(("127.0.0.1", http_port), timeout=2).close()
 
 
-def test_a_failed_start_closes_everything_and_raises(cluster_dns: UpstreamServer) -> None:
-    dns_port, taken = free_port(), free_port("tcp")
+@pytest.mark.parametrize("held", ["http", "dns"])
+def test_a_failed_start_closes_everything_and_raises(cluster_dns: UpstreamServer, held: str) -> None:
+    dns_port, http_port = free_port(), free_port("tcp")
 
     async def main() -> Phase:
-        # The HTTP port is held by another server: the DNS listener bound first must be closed again.
+        # Another server holds one of the ports. HTTP binds first: with its port held nothing DNS
+        # opens; with the DNS port held, the HTTP listener already up must be closed again.
+        taken = http_port if held == "http" else dns_port
         blocker = await asyncio.start_server(lambda r, w: None, "127.0.0.1", taken)
-        server = Server(corefile(dns_port, taken, cluster_dns.address))
+        server = Server(corefile(dns_port, http_port, cluster_dns.address))
         try:
             with pytest.raises(OSError):
                 await server.start()
@@ -113,7 +116,10 @@ def test_a_failed_start_closes_everything_and_raises(cluster_dns: UpstreamServer
         return server.phase
 
     assert asyncio.run(main()) is Phase.CLOSED
-    assert is_free(dns_port)
+    assert is_free(dns_port, "udp")
+    if held == "dns":
+        with pytest.raises(ConnectionRefusedError):  # (a bind test would trip over TIME_WAIT)
+            socket.create_connection(("127.0.0.1", http_port), timeout=2).close()
 
 
 def test_prepare_checks_without_touching_what_serves_then_commit_switches(

@@ -547,6 +547,10 @@ def test_stopped_server_fails_listeners_lookups_and_health(node: Node) -> None:
     for check_id in ("health", "ready", "metrics"):
         check = by_id(doc, check_id)
         assert check["detail"].count(check["data"]["url"]) == 1, check["detail"]
+    # The socket's reason in words and what to check, not Python's "[Errno 111] Connection refused".
+    assert by_id(doc, "health")["detail"] == (
+        f"http://{IP4}:8080/health: connection refused: is the agent running and listening on {IP4}:8080?"
+    )
     # The hints name what exists: the `prometheus` plugin, no `-upstream` flag.
     assert "`prometheus` plugin" in by_id(doc, "metrics")["hint"]
     assert "`metrics`" not in by_id(doc, "metrics")["hint"]
@@ -630,3 +634,8 @@ def test_real_agent_passes_and_its_teardown_is_seen(tmp_path: Path) -> None:
         "health",
     }
     assert got["policy-routing"] == got["rules-duplicates"] == "ok"
+    # The address is gone with the interface: the finding says so in words, not "[Errno 101] ...".
+    assert by_id(doc, "health")["detail"] == (
+        f"http://{IP4}:8080/health: network is unreachable: is {IP4} on the node's interface, with a "
+        "route to it? (see interface and local-routes)"
+    )

@@ -98,13 +98,20 @@ static PyObject *address(const struct sockaddr_storage *a) {
     return Py_BuildValue("(si)", "", 0);
 }
 
+/* drain() and exchanged(): read their max=64 argument into *max and return the empty list the
+ * batch goes into (NULL with the exception set on a bad argument or no memory). */
+static PyObject *batch_of(PyObject *args, PyObject *kw, Py_ssize_t *max) {
+    static char *names[] = {"max", NULL};
+    *max = 64;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "|n", names, max))
+        return NULL;
+    return PyList_New(0);
+}
+
 /* The one consumer: drain() never releases the GIL, so two Python threads cannot interleave. */
 static PyObject *Worker_drain(WorkerObject *self, PyObject *args, PyObject *kw) {
-    static char *names[] = {"max", NULL};
-    Py_ssize_t max = 64;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "|n", names, &max))
-        return NULL;
-    PyObject *out = PyList_New(0);
+    Py_ssize_t max;
+    PyObject *out = batch_of(args, kw, &max);
     if (out == NULL)
         return NULL;
     const nld_ring_slot *s;
@@ -136,11 +143,8 @@ static PyObject *Worker_wait(WorkerObject *self, PyObject *args) {
 /* NX results, oldest first: (query, client address, reply or None, uid, seconds, errno). One
  * consumer under the GIL, as drain(); re-arms the eventfd both rings share. */
 static PyObject *Worker_exchanged(WorkerObject *self, PyObject *args, PyObject *kw) {
-    static char *names[] = {"max", NULL};
-    Py_ssize_t max = 64;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "|n", names, &max))
-        return NULL;
-    PyObject *out = PyList_New(0);
+    Py_ssize_t max;
+    PyObject *out = batch_of(args, kw, &max);
     if (out == NULL)
         return NULL;
     const nld_nx_result *r;

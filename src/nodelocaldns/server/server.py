@@ -3,8 +3,9 @@
 ``NEW -> STARTING -> SERVING -> LAMEDUCK -> DRAINING -> CLOSED``
 
 * STARTING: parse and plan the Corefile (off the event loop: ``forward`` reads resolv.conf files,
-  ``bind`` resolves interfaces), build the blocks, bind every DNS and HTTP listener. Any error
-  closes what was opened (CLOSED) and is raised: ConfigError, or OSError for a bind.
+  ``bind`` resolves interfaces), build the blocks, bind every HTTP listener, then every DNS one (a
+  probe of ``/health`` sent once DNS answers finds its listener). Any error closes what was opened
+  (CLOSED) and is raised: ConfigError, or OSError for a bind.
 * SERVING: answering; ``/ready`` is 200 (unless an extra ready check says otherwise). Reloads
   happen here, as ``prepare`` (parse, plan, build: everything that can fail on the text, nothing
   that touches a socket) then ``commit`` (swap routers, open and close listeners). A failed
@@ -137,6 +138,9 @@ class Server(Instance):
         try:
             prepared = await self.prepare(self.text)  # nothing serves yet: always a generation
             assert prepared.generation is not None
+            # HTTP first: a probe of /health (or /ready) sent once DNS answers must find a listener.
+            # _apply's own HTTP step then finds every listener up and only sets their routes.
+            await self._apply_http(prepared.generation)
             await self._apply(prepared.generation)
         except BaseException:
             await self._close_all(self.gen)

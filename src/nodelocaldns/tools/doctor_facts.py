@@ -300,6 +300,7 @@ class HttpResult:
     body: str = ""
     error: str = ""
     elapsed_ms: float = 0.0
+    errno: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -381,7 +381,7 @@ def http_probe(url: str, timeout: float = 2.0) -> HttpResult:
     try:
         status, body = http_get(url, timeout)
     except FetchError as e:
-        return HttpResult(url, None, "", str(e), (time.perf_counter() - start) * 1000)
+        return HttpResult(url, None, "", e.reason, (time.perf_counter() - start) * 1000, e.errno)
     return HttpResult(url, status, body, "", (time.perf_counter() - start) * 1000)
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Sequence
 from typing import Any
+from urllib.parse import urlsplit
 
 from nodelocaldns.tools.doctor_checks import Check, worst
 from nodelocaldns.tools.doctor_facts import (
@@ -196,6 +198,26 @@ def check_conntrack(probes: Sequence[ConntrackProbe]) -> Check:
 # The Corefile directive serving each HTTP endpoint doctor checks.
 _PLUGIN_OF_ENDPOINT = {"health": "health", "ready": "ready", "metrics": "prometheus"}
 
+# What an operator checks next when the socket says why nothing answered ({addr} is host:port).
+_UNREACHABLE = "is {host} on the node's interface, with a route to it? (see interface and local-routes)"
+_NEXT_STEP = {
+    errno.ECONNREFUSED: "is the agent running and listening on {addr}?",
+    errno.ENETUNREACH: _UNREACHABLE,
+    errno.EHOSTUNREACH: _UNREACHABLE,
+    errno.EADDRNOTAVAIL: _UNREACHABLE,
+    errno.ETIMEDOUT: "no answer from {addr} in time: is the agent stuck, or a firewall dropping packets?",
+}
+
+
+def _no_answer(result: HttpResult) -> str:
+    """One line: the URL, the socket's reason in words, and what to check next when that is known."""
+    line = f"{result.url}: {result.error}"
+    step = _NEXT_STEP.get(result.errno) if result.errno is not None else None
+    if step is None:
+        return line
+    parts = urlsplit(result.url)
+    return f"{line}: " + step.format(addr=parts.netloc, host=parts.hostname or parts.netloc)
+
 
 def check_http(check_id: str, title: str, result: HttpResult, explicit: bool, expect_body: str = "") -> Check:
     """``/health`` or ``/ready`` answers 200 (with ``expect_body`` in it); ``/metrics`` is exposition text."""
@@ -208,8 +230,7 @@ def check_http(check_id: str, title: str, result: HttpResult, explicit: bool, ex
             summary = result.body.strip()[:40]
         return Check(check_id, title, "ok", f"{result.url}: 200 {summary}", "", data)
     if result.status is None:
-        # Fetch errors already start with the URL.
-        what = result.error if result.error.startswith(result.url) else f"{result.url}: {result.error}"
+        what = _no_answer(result)
         if not explicit:
             plugin = _PLUGIN_OF_ENDPOINT.get(check_id, check_id)
             return Check(

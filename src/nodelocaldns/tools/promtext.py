@@ -7,7 +7,9 @@ scrapes of counters, ``histogram_quantile`` is Prometheus's function of the same
 
 from __future__ import annotations
 
+import errno
 import math
+import socket
 import urllib.error
 import urllib.request
 from collections import defaultdict
@@ -199,11 +201,29 @@ def histogram_quantile(q: float, buckets: Buckets) -> float | None:
 
 
 class FetchError(OSError):
-    """The metrics endpoint could not be read."""
+    """The metrics endpoint could not be read. ``str()`` is "URL: reason" with the reason in words (the
+    socket's strerror, never Python's "[Errno 111] ..." repr); ``errno`` is set when the socket said why."""
+
+    def __init__(self, url: str, reason: str, code: int | None = None) -> None:
+        super().__init__(f"{url}: {reason}")
+        self.url, self.reason = url, reason
+        self.errno = code
 
 
 # The endpoints are node-local: an http_proxy from the environment must never see these requests.
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+def _why(e: Exception) -> tuple[str, int | None]:
+    """(reason, errno) of a GET that got no answer, the reason as an operator reads it."""
+    cause = e.reason if isinstance(e, urllib.error.URLError) else e
+    if isinstance(cause, TimeoutError):  # socket.timeout is this, with no errno of its own
+        return "timed out", errno.ETIMEDOUT
+    if isinstance(cause, socket.gaierror) and cause.strerror:
+        return f"cannot resolve the host: {cause.strerror}", cause.errno
+    if isinstance(cause, OSError) and cause.strerror:
+        return cause.strerror[:1].lower() + cause.strerror[1:], cause.errno
+    return str(cause), None
 
 
 def http_get(url: str, timeout: float = 3.0) -> tuple[int, str]:
@@ -215,13 +235,12 @@ def http_get(url: str, timeout: float = 3.0) -> tuple[int, str]:
     except urllib.error.HTTPError as e:
         return e.code, e.read().decode("utf-8", "replace")
     except (urllib.error.URLError, OSError, ValueError) as e:
-        reason = getattr(e, "reason", e)
-        raise FetchError(f"{url}: {reason}") from None
+        raise FetchError(url, *_why(e)) from None
 
 
 def fetch(url: str, timeout: float = 3.0) -> str:
     """GET ``url`` and return the body; any failure (refused, timeout, non-200) is a FetchError."""
     status, body = http_get(url, timeout)
     if status != 200:
-        raise FetchError(f"{url}: HTTP {status}")
+        raise FetchError(url, f"HTTP {status}")
     return body
