@@ -14,10 +14,11 @@ import dns.flags
 import dns.message
 import dns.opcode
 import dns.rcode
+import dns.rdatatype
 import dns.rrset
 import pytest
 
-from nodelocaldns.dns import wire
+from nodelocaldns.dns import message, wire
 from nodelocaldns.errors import WireError
 from nodelocaldns.metrics.dnsstats import stat_base
 from nodelocaldns.plugins.cache.classify import Verdict, classify
@@ -41,9 +42,9 @@ def _reply(name: str, qtype: str, *, rcode: int = dns.rcode.NOERROR, answer: tup
            authority: tuple[Any, ...] = (), additional: tuple[Any, ...] = (), flags: int = 0,
            opcode: int = dns.opcode.QUERY, edns: bool = False, do: bool = False) -> bytes:  # fmt: skip
     q = dns.message.make_query(name, qtype, use_edns=0 if edns else False, want_dnssec=do)
-    q.set_opcode(opcode)
+    q.set_opcode(dns.opcode.Opcode(opcode))
     r = dns.message.make_response(q)
-    r.set_rcode(rcode)
+    r.set_rcode(dns.rcode.Rcode(rcode))
     r.flags |= flags
     r.answer.extend(answer)
     r.authority.extend(authority)
@@ -248,3 +249,52 @@ def test_an_entry_holds_what_the_reference_construction_makes(label: str, data: 
                 stored += 1
     if stored == 0:
         assert all(classify(data, qname, qtype, cfg).kind is None for cfg in CONFIGS), label
+
+
+def _reference_render(e: Entry, data: bytes, q: wire.Query, body: bytes, limit: int, aa: bool) -> bytes:
+    """Cached.render before its AA-less head was memoised and its lowercase test shortened."""
+    opt = wire.client_opt(q)
+    head = e.heads[(data[2] & 1) | ((data[3] & 0x20) >> 4)]
+    if not aa and not e.fl & _AA:
+        head = struct.pack("!H", struct.unpack_from("!H", head)[0] & ~wire.FLAG_AA) + head[2:]
+    question = data[wire.HEADER_LEN : q.question_end]
+    stored = e.q or question[:-4].lower() + question[-4:]
+    if stored == question:
+        return wire.truncate(data[:2] + head + question + body, limit, opt)
+    m = message.decode(data[:2] + head + stored + body)
+    m.question = question
+    return wire.truncate(message.encode(m), limit, opt)
+
+
+CLIENTS: list[dict[str, Any]] = [
+    dict(name="example.org."),
+    dict(name="EXAMPLE.org.", use_edns=0),
+    dict(name="example.org.", use_edns=0, want_dnssec=True, payload=512),
+    dict(name="eXample.orG.", flags=dns.flags.AD),
+    dict(name="example.org.", flags=0),
+]
+
+
+@pytest.mark.parametrize("label,data,name,qtype", SHAPES, ids=[s[0] for s in SHAPES])
+def test_render_is_the_reference_render(label: str, data: bytes, name: str, qtype: int) -> None:
+    qname = wire.text_to_wire(name)
+    v = classify(data, qname, qtype, CacheConfig())
+    if v.kind is None:
+        return
+    e = Entry(data, v, 1000.0, False, False, qtype)
+    body = e.body(1000.0)
+    assert body is not None
+    rtype = dns.rdatatype.to_text(dns.rdatatype.RdataType(qtype))
+    for kw in CLIENTS:
+        m = dns.message.make_query(
+            kw["name"], rtype, **{k: x for k, x in kw.items() if k not in ("name", "flags")}
+        )
+        if "flags" in kw:
+            m.flags = kw["flags"] | (m.flags & dns.flags.RD if kw["flags"] else 0)
+        cdata = m.to_wire()
+        cq = wire.parse_query(cdata)
+        for limit in (512, 65535, 40):
+            for aa in (False, True):
+                assert e.render(cdata, cq, body, limit, aa) == _reference_render(
+                    e, cdata, cq, body, limit, aa
+                ), label
