@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from nodelocaldns import native
 from nodelocaldns.metrics.dnsstats import ZONE_SHIFT
 from nodelocaldns.native import insert_entry, new_index
 from nodelocaldns.plugins.cache.entry import Cached, Entry, Mirrored
@@ -18,6 +19,20 @@ if TYPE_CHECKING:
     from nodelocaldns.server.listener import Block, Router
 
 _OPT = b"\x00\x00\x29\x04\xd0\x00\x00\x00\x00\x00\x00"  # what a hit's OPT looks like (size 1232)
+# Entry.heads (interned: few distinct tuples) -> their bytes as the index takes them. Keyed by
+# id, with the tuple kept in the value so that id cannot be reused while it is here.
+_heads_joined: dict[int, tuple[tuple[bytes, ...], bytes]] = {}
+
+
+def _joined(heads: tuple[bytes, ...]) -> bytes:
+    got = _heads_joined.get(id(heads))
+    if got is not None and got[0] is heads:
+        return got[1]
+    if len(_heads_joined) > 4096:
+        _heads_joined.clear()
+    j = b"".join(heads)
+    _heads_joined[id(heads)] = (heads, j)
+    return j
 
 
 class BlockMirror:
@@ -61,19 +76,27 @@ class BlockMirror:
         zone = r[0] if r is not None and r is route else self._zone(key)
         if zone is None:
             return None
-        ix = self.nix.index
-        shuffle = self.block.shuffle is not None
+        nix = self.nix
+        ix = nix.index
+        block = self.block
         try:
-            stat = self.nix.zone_bits[zone] | entry.sbase
-            ok = (not shuffle or self._shuffles(key, entry)) and insert_entry(
-                ix, key, entry, self.block.udp_max, stat, shuffle, self.stale
-            )
+            stat = nix.zone_bits[zone] | entry.sbase
+            if type(entry) is Entry and block.shuffle is None:
+                # insert_entry, inlined for the common put (every stored miss): a new Entry, whose
+                # memo is still its body at orig (Entry.orig_body), no shuffle.
+                ok = ix.insert(key, _joined(entry.heads), entry.orig_body(), entry.offs, entry.stored, entry.orig,
+                               entry.fl & nix.flag_mask, entry.q, block.udp_max, stat, self.stale)  # fmt: skip
+            else:
+                shuffle = block.shuffle is not None
+                ok = (not shuffle or self._shuffles(key, entry)) and insert_entry(
+                    ix, key, entry, block.udp_max, stat, shuffle, self.stale
+                )
         except ValueError:  # a key or entry the native code does not serve: Python's fast path does
             ok = False
         if not ok:  # index full: drop any older copy, so the index never serves a replaced answer
             ix.remove(key)
             return None
-        return entry.mirrored(self.nix.mirrored, key) if isinstance(entry, Entry) else None
+        return entry.mirrored(nix.mirrored, key) if isinstance(entry, Entry) else None
 
     def _shuffles(self, key: bytes, entry: Cached) -> bool:
         """Would loadbalance's reference send this entry's hits as the native shuffle does? Its
@@ -112,6 +135,7 @@ class NativeIndex:
         cap = sum(sum(max(c, 0) for c in b.cache.store.caps) for b in seen.values() if b.cache)
         self.index = new_index(min(max(cap, 1), 1 << 26))
         self.mirrored = Mirrored.bound(self.index)  # what the stores keep for the entries it holds
+        self.flag_mask = native.module().FLAG_KEEPTTL | native.module().FLAG_AA  # insert_entry's
         self.stale = stale_slots(self.index, seen.values())
         self.mirrors = [BlockMirror(self, b) for b in seen.values()]
         for m in self.mirrors:

@@ -18,15 +18,29 @@ import struct
 from typing import TYPE_CHECKING, ClassVar, Protocol
 
 from nodelocaldns.dns import message, wire
-from nodelocaldns.metrics.dnsstats import STAT_SHIFT, STATS_BY_ID, ZONE_SHIFT, stat_base, stats_of
+from nodelocaldns.metrics.dnsstats import (
+    SBASE_BY_ID,
+    STAT_IDS,
+    STAT_SHIFT,
+    STATS_BY_ID,
+    ZONE_SHIFT,
+    stat_base,
+    stats_of,
+)
 from nodelocaldns.plugins.cache.classify import Verdict
 
 _TTL = struct.Struct("!I")
 _HDR = struct.Struct("!HHHHHH")
+_FLAGS_AN_NS = struct.Struct("!2xH2xHH")
+_HEADER_LEN = wire.HEADER_LEN
+_QR_AA, _RA, _CD, _AD = wire.FLAG_QR | wire.FLAG_AA, wire.FLAG_RA, wire.FLAG_CD, wire.FLAG_AD
 _interned: dict[bytes, bytes] = {}
 _interned_heads: dict[tuple[bytes, ...], tuple[bytes, ...]] = {}
 
 _interned_offs: dict[tuple[int, ...], tuple[int, ...]] = {}
+
+
+_one_offs: dict[int, tuple[int, ...]] = {}  # a one-record body's (offset,): at most 65536 of them
 
 
 def _intern_offs(offs: tuple[int, ...]) -> tuple[int, ...]:
@@ -78,6 +92,7 @@ def head_index(flags_hi: int, flags_lo: int, opt: bool) -> int:
 
 
 _KEEPTTL, _AA, _REFRESHING = 1, 2, 4
+_no_aa: dict[bytes, bytes] = {}  # a head -> the same without AA (a miss passes the upstream's AA on)
 
 
 class Cached:
@@ -152,11 +167,20 @@ class Cached:
     def render(self, data: bytes, q: wire.Query, body: bytes, limit: int, aa: bool = True) -> bytes:
         """The reply to ``data``: client ID, RD/CD, question case and OPT; truncated to ``limit``."""
         opt = wire.client_opt(q)
-        head = self.heads[head_index(data[2], data[3], False)]
+        head = self.heads[(data[2] & 1) | ((data[3] & 0x20) >> 4)]  # head_index(.., False), inlined
         if not aa and not self.fl & _AA:
-            head = struct.pack("!H", struct.unpack_from("!H", head)[0] & ~wire.FLAG_AA) + head[2:]
-        question = data[wire.HEADER_LEN : q.question_end]
-        stored = self.q or question[:-4].lower() + question[-4:]
+            got = _no_aa.get(head)
+            if got is None:
+                if len(_no_aa) > 4096:
+                    _no_aa.clear()
+                got = _no_aa[head] = (
+                    struct.pack("!H", struct.unpack_from("!H", head)[0] & ~wire.FLAG_AA) + head[2:]
+                )
+            head = got
+        question = data[_HEADER_LEN : q.question_end]
+        stored = self.q
+        if stored is None:  # the stored question is the client's with its name in lowercase
+            stored = question if question == question.lower() else question[:-4].lower() + question[-4:]
         if stored == question:
             reply = data[:2] + head + question + body
         else:
@@ -185,46 +209,58 @@ class Entry(Cached):
         qtype: int,
         keepttl: bool = False,
     ) -> None:
-        assert verdict.kind is not None
-        _id, flags, qd, an, ns, ar = _HDR.unpack_from(reply)
+        kind = verdict.kind
+        assert kind is not None
+        flags, an, ns = _FLAGS_AN_NS.unpack_from(reply)
         recs = verdict.records
-        n_ar = len(recs) - an - ns
         start = verdict.body_start
         ttl = verdict.ttl
         # The body with OPT removed (it is always last, see classify) and every TTL set to the item TTL.
-        if recs:
+        if len(recs) == 1:  # the common miss: three slices, no bytearray (a third of the cost)
+            ttl_off, end = recs[0][1], recs[0][3]
+            self.memo = memo = reply[start:ttl_off] + _TTL.pack(ttl) + reply[ttl_off + 4 : end]
+            off = ttl_off - start
+            offs = _one_offs.get(off)
+            if offs is None:
+                offs = _one_offs[off] = (off,)
+            self.offs = offs
+        elif recs:
             body = bytearray(reply[start : recs[-1][3]])
-            if len(recs) == 1:  # the common miss: no comprehension (a call of its own) for one
-                offs: tuple[int, ...] = (recs[0][1] - start,)
-                _TTL.pack_into(body, offs[0], ttl)
-            else:
-                offs = tuple([r[1] - start for r in recs])
-                pack = _TTL.pack_into
-                for off in offs:
-                    pack(body, off, ttl)
-            self.memo = bytes(body)
+            offs = tuple([r[1] - start for r in recs])
+            pack = _TTL.pack_into
+            for off in offs:
+                pack(body, off, ttl)
+            self.memo = memo = bytes(body)
+            self.offs = _intern_offs(offs)
         else:
-            offs = ()
-            self.memo = b""
+            self.memo = memo = b""
+            self.offs = ()
         # Owner names keep the case they were stored with (CoreDNS stores the records and only
         # takes the question from the client). The body's pointers into the question read the
         # client's bytes, which is right only when those are the stored ones: ``q`` is the stored
         # question when its name has capitals, None when it is all lowercase (the usual case, so
-        # most entries spend no bytes on it and the fast path tests it with ``is None``).
-        sq = reply[wire.HEADER_LEN : start]
-        self.q = sq if sq[:-4] != sq[:-4].lower() else None
-        self.offs = _intern_offs(offs)
+        # most entries spend no bytes on it and the fast path tests it with ``is None``). A whole
+        # question in lowercase has a lowercase name: only one that is not needs the name cut out.
+        sq = reply[_HEADER_LEN:start]
+        self.q = None if sq == sq.lower() or sq[:-4] == sq[:-4].lower() else sq
         rcode = flags & 0xF
-        ad_stored = bool(flags & wire.FLAG_AD)
-        base = wire.FLAG_QR | wire.FLAG_AA | (flags & wire.FLAG_RA) | (wire.FLAG_CD if cd else 0) | rcode
-        self.heads = _heads(base, ad_stored, do, an, ns, n_ar)
-        self.sbase = stat_base(qtype, rcode, verdict.kind, start + len(self.memo))
+        base = _QR_AA | (flags & _RA) | (_CD if cd else 0) | rcode
+        n_ar = len(recs) - an - ns
+        hk = (base, flags & _AD != 0, do, an, ns, n_ar)  # _heads' own key: its lookup, inlined
+        heads = _heads_by.get(hk)
+        self.heads = heads if heads is not None else _heads(base, flags & _AD != 0, do, an, ns, n_ar)
+        sk = (qtype, rcode, kind, start + len(memo))  # stat_base, inlined
+        sid = STAT_IDS.get(sk)
+        self.sbase = SBASE_BY_ID[sid] if sid is not None else stat_base(*sk)
         self.orig = ttl
-        self.stored = now
-        self.fl = (_KEEPTTL if keepttl else 0) | (_AA if flags & wire.FLAG_AA else 0)
-        self.memo_until = now + 1 if not keepttl else now + ttl
+        self.stored = self.last_hit = now
+        if keepttl:
+            self.fl = _KEEPTTL | ((flags >> 9) & _AA)  # FLAG_AA (0x400) >> 9 is _AA
+            self.memo_until = now + ttl
+        else:
+            self.fl = (flags >> 9) & _AA
+            self.memo_until = now + 1
         self.hits = 0
-        self.last_hit = now
         self.tail = self.tail_edns = b""
 
     def body(self, now: float) -> bytes | None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from nodelocaldns.metrics.dnsstats import STAT_SHIFT, STATS_BY_ID
 from nodelocaldns.plugins.cache.classify import DENIAL, SUCCESS
 from nodelocaldns.plugins.cache.entry import Cached, Mirrored
 
@@ -98,14 +99,15 @@ class Store:
     def put(self, key: bytes, entry: Cached, now: float, route: object = None) -> None:
         """Store ``entry`` under ``key``. ``route``: the router's answer for ``key``'s question
         (opaque here, passed on to the mirrors), or None when the caller has none."""
-        kind = entry.kind
-        m = self.maps[kind]
-        if kind == DENIAL and entry.rcode == 2:
+        _qtype, rcode, kind, _size = STATS_BY_ID[entry.sbase >> STAT_SHIFT]  # entry.kind and .rcode, one read
+        maps = self.maps
+        m = maps[kind]
+        if kind == DENIAL and rcode == 2:
             # A cached SERVFAIL yields to a still-valid positive answer (CoreDNS >= 1.14.4).
-            pos = self.maps[SUCCESS].get(key)
+            pos = maps[SUCCESS].get(key)
             if pos is not None and pos.ttl(now) > 0:
                 return
-        other = self.maps[1 - kind]
+        other = maps[1 - kind]
         mirrors = self.mirrors
         gone = other.pop(key, None)
         if gone is not None:
@@ -116,9 +118,10 @@ class Store:
             m[key] = entry
             self._publish(m, key, entry, route)
             return
-        if self.caps[kind] <= 0:
+        cap = self.caps[kind]
+        if cap <= 0:
             return
-        if len(m) >= self.caps[kind]:
+        if len(m) >= cap:
             old, gone = self._evict(m, kind)
             for mi in mirrors:
                 mi.drop(old, gone)
