@@ -206,7 +206,9 @@ def test_udp_misses_over_udp_and_over_force_tcp_answer_and_count_as_before(
                     m + 1 for m in mid[1:]
                 )
             nat = lst.native
-            assert nat is not None and nat.n_handed == nat.n_finished == 5
+            # A plain UDP forward's misses are settled from the worker's exchange without the
+            # chain (tests/server/test_serve_exchange.py); force_tcp's take the stepped chain.
+            assert nat is not None and nat.n_handed == nat.n_finished == (5 if extra else 0)
             assert not lst.direct and not lst.tasks
 
 

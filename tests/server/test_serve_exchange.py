@@ -235,3 +235,61 @@ def test_a_reload_hands_a_query_in_flight_upstream_back_to_python_which_answers_
         r, _ = client.recvfrom(4096)
         assert r[:2] == b"\x42\x42" and r[3] & 0xF == 0 and r[7] == 1
         assert _nx(h).get("timeouts", 0) == 0 and _nx(h).get("errors", 0) == 0
+
+
+def _handed(h: Harness) -> int:
+    """Queries the native side started on the plugin chain (settled results never are)."""
+    return h.call(lambda: _nat(h).n_handed)
+
+
+def test_a_reply_that_ends_forward_at_once_is_settled_without_the_chain(up: UpstreamServer) -> None:
+    with inproc(_plain(up.address), native=True) as h:
+        before = _forward_counts(up.address)
+        got = [
+            h.udp(query(n, 1, qid=0x700 + i))
+            for i, n in enumerate(("a.nx.test.", "nope.nx.test.", "b.nx.test."))
+        ]
+        assert [(r[:2], r[3] & 0xF) for r in got] == [(b"\x07\x00", 0), (b"\x07\x01", 3), (b"\x07\x02", 0)]
+        assert _handed(h) == 0  # answered, stored and counted at once
+        assert len(_store(h)) == 3
+        after = _forward_counts(up.address)
+        assert after.get("NOERROR", 0) - before.get("NOERROR", 0) == 2
+        assert after.get("NXDOMAIN", 0) - before.get("NXDOMAIN", 0) == 1
+        samples = _samples(h)
+        assert samples[("coredns_cache_misses_total", (("view", ""), ("zones", ".")))] == 3
+        assert samples[("coredns_cache_requests_total", (("view", ""), ("zones", ".")))] == 3
+        assert h.udp(query("a.nx.test.", 1, qid=0x777))[:2] == b"\x07\x77"  # a hit now
+        assert _nx(h).get("sent") == 3
+
+
+def test_a_reply_forward_must_retry_takes_the_chain(up: UpstreamServer) -> None:
+    # prefer_udp: a truncated UDP reply is asked again over TCP, which only forward's loop does.
+    with inproc(_plain(up.address, opts="        prefer_udp\n"), native=True) as h:
+        r = h.udp(query("big.nx.test.", 16, qid=0x801, edns=True, size=1232))
+        assert r[:2] == b"\x08\x01" and r[3] & 0xF == 0 and r[2] & 0x02  # still more than 1232 bytes
+        assert _handed(h) == 1 and _nx(h).get("sent") == 1
+        assert up.query_count("big.nx.test.") >= 2  # UDP from the worker, then TCP from forward
+        h.udp(query("a.nx.test.", 1))
+        assert _handed(h) == 1  # a plain reply in the same block settles
+
+
+def test_a_plugin_that_narrows_its_skipping_sends_results_through_the_chain(up: UpstreamServer) -> None:
+    text = _plain(up.address).replace("    errors\n", "    errors\n    loop\n")
+    with inproc(text, native=True) as h:
+        block = h.lst.router.zones["."]
+        probe = next(rt for rt in block.runtimes if rt.name == "loop")
+        h.wait_until(lambda: h.call(lambda: probe.miss_skippable), timeout=5.0)  # its probe is back
+        nix = _nat(h).nix
+        h.wait_until(lambda: bool(h.call(lambda: nix.exchange)), timeout=5.0)  # the table says so too
+        base = _handed(h)  # the probe itself came in through the listener
+        h.udp(query("a.nx.test.", 1))
+        assert _handed(h) == base and _nx(h).get("sent") == 1
+        # As while it probes: a result the worker had in flight must pass its handler.
+        handler = probe.handlers[0]
+        h.call(lambda: setattr(handler, "enabled", True))
+        try:
+            r = h.udp(query("b.nx.test.", 1))
+        finally:
+            h.call(lambda: setattr(handler, "enabled", False))
+        assert r[3] & 0xF == 0 and r[7] == 1
+        assert _handed(h) == base + 1 and _nx(h).get("sent") == 2

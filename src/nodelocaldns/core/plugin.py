@@ -160,6 +160,12 @@ class Runtime:
         plugin that forwards them: ``forward``), or None. The chain still runs with the reply."""
         return None
 
+    def settle_exchanged(self, req: Request) -> Reply | None:
+        """``req.pre`` (the native exchange ``native_exchange`` allowed) as this plugin's answer in
+        one synchronous step, with every effect its handler's ``serve`` would have had; None: the
+        block's chain runs instead, and nothing here has counted anything yet."""
+        return None
+
     def start(self, host: Host) -> None:
         return None
 
@@ -184,9 +190,11 @@ class Plugin:
     config, as ``cache`` does with prefetch); ``chaos`` lets queries of other classes than IN into
     every listener serving a block that uses it (CoreDNS ``dnsserver.EnableChaos``); ``miss_skippable``
     whether a miss that the block's forwarding plugin answers may go upstream before this plugin saw
-    the query (it neither changes nor answers the query nor must see it first), which lets the native
-    workers send the block's misses themselves (``Runtime.native_exchange``; its runtime may narrow
-    this, as ``loop`` does).
+    the query (it neither changes nor answers the query nor must see it first, and its handlers pass
+    a reply that carries no error on unchanged), which lets the native workers send the block's
+    misses themselves (``Runtime.native_exchange``) and the server settle such a miss without the
+    chain (``Runtime.settle_exchanged``, then the cache's store); its runtime may narrow this, as
+    ``loop`` does.
     """
 
     name: str

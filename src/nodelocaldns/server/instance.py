@@ -18,6 +18,7 @@ from nodelocaldns.server.chain import build_chain, chain_after
 from nodelocaldns.server.config import DIRECTIVES, BlockPlan, Plan
 from nodelocaldns.server.host import ServerHost
 from nodelocaldns.server.listener import Block, Listener
+from nodelocaldns.server.native_exchange import settler
 
 log = logging.getLogger("nodelocaldns")
 
@@ -108,6 +109,7 @@ class Instance:
         block.chain = build_chain(handlers)
         if block.cache is not None and block.cache in handlers:
             block.after_cache = chain_after(handlers, block.cache)
+            block.settle = settler(block)
         block.direct = all(rt.name in PLUGINS for rt in block.runtimes)
         return block
 

@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 import struct
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from nodelocaldns.core.direct import need_task
 from nodelocaldns.core.plugin import Next, Runtime
@@ -28,17 +27,19 @@ from nodelocaldns.dns import wire
 from nodelocaldns.errors import ShortHeader, WireError
 from nodelocaldns.metrics.dnsstats import ServerStats, ZoneAcc, duration_bucket
 from nodelocaldns.plugins.cache import fastpath
-from nodelocaldns.plugins.cache.entry import Cached
 from nodelocaldns.plugins.cache.handler import CacheHandler
 from nodelocaldns.server.direct import Driver
 from nodelocaldns.server.rcvqueue import queue_drops
 from nodelocaldns.server.settings import DEFAULT, ServerConfig
+from nodelocaldns.server.sides import NativeSide, SharedGate, TCPSide, UDPSide
 
 log = logging.getLogger("nodelocaldns")
 
 _LEN = struct.Struct("!H")
 _B0 = 0.00025
 _perf = time.perf_counter
+# A routed query on its way into its block: (request, block, the router that routed it, memo key).
+_Admitted = tuple[Request, "Block", "Router", bytes]
 _NX_COUNTERS = ("nx_sent", "nx_replies", "nx_timeouts", "nx_errors", "nx_mismatched")  # Worker.counters()
 
 
@@ -63,56 +64,8 @@ class Block:
     # waits either park on forward's UDP pool or hand off to a Task (core/direct.need_task).
     direct: bool = False
     chaos: bool = False  # a plugin here lets other classes than IN in (core.plugin.Plugin.chaos)
-
-
-class UDPSide(Protocol):
-    """A listener's UDP reader: the Python thread (server/udp.UDPWorker) or the native workers."""
-
-    def shared_sockets(self) -> list[socket.socket]: ...
-
-    @property
-    def dropped(self) -> int: ...
-
-    @property
-    def refused(self) -> int: ...
-
-    n_handed: int
-    n_finished: int
-
-    def start(self) -> None: ...
-
-    def stop(self) -> None: ...
-
-    def close(self) -> None: ...
-
-
-class SharedGate(Protocol):
-    """The bound on a peer's sockets read on the loop (server/slowgate.SlowGate), as metrics read it."""
-
-    refused: int
-    dropped: int
-
-
-class TCPSide(Protocol):
-    """One TCP connection (server/tcp.TCPConnection), as the listener and the server use it."""
-
-    @property
-    def transport(self) -> asyncio.BaseTransport | None: ...
-
-    def resume(self) -> None: ...
-
-
-class NativeSide(UDPSide, Protocol):
-    """A listener's native UDP workers (server/native_udp.NativeUDPServer), as the listener uses them."""
-
-    def lookup(self, data: bytes, now: float, tcp: bool) -> tuple[bytes, int] | None: ...
-
-    def holds(self, key: bytes, entry: Cached | None = None) -> bool:
-        """Does the index hold ``key``? ``entry``: what the cache store holds for it, if known."""
-
-    def translate(self, k: int) -> tuple[int, ZoneAcc]: ...
-
-    def counters(self) -> dict[str, int]: ...
+    # A native exchange's result answered without the chain (server/native_exchange.settler).
+    settle: Callable[[Request], Reply | None] | None = None
 
 
 class Router:
@@ -324,6 +277,34 @@ class Listener:
 
     async def handle(self, data: bytes, remote: tuple[str, int], proto: str, send: Callable[[bytes], None],
                      pre: Exchanged | None = None) -> None:  # fmt: skip
+        got = self._admit(data, remote, proto, send, pre)
+        if got is not None:
+            await self._chain(got, send)
+
+    def settle(self, data: bytes, remote: tuple[str, int], send: Callable[[bytes], None],
+               pre: Exchanged) -> Coroutine[Any, Any, None] | None:  # fmt: skip
+        """A native worker's exchange of a UDP query (``pre``), answered, counted and sent now
+        when its block settles it without the chain (Block.settle); else the coroutine that runs
+        the chain with it, as ``handle`` would. None: nothing left to run."""
+        got = self._admit(data, remote, "udp", send, pre)
+        if got is None:
+            return None
+        settle = got[1].settle
+        if settle is None:
+            return self._chain(got, send)
+        try:
+            reply = settle(got[0])
+        except Exception as e:  # as in _chain: a plugin bug costs one query
+            reply = self._panic(got[0], e)
+        if reply is None:
+            return self._chain(got, send)
+        self._complete(reply, got, send)
+        return None
+
+    def _admit(self, data: bytes, remote: tuple[str, int], proto: str, send: Callable[[bytes], None],
+               pre: Exchanged | None) -> _Admitted | None:  # fmt: skip
+        """The query parsed and routed into a Request for its block's chain; None: answered (an
+        error reply) or dropped here."""
         start = _perf() if pre is None else _perf() - pre.seconds  # it arrived before the upstream asked
         # A native worker exchanges only plain queries (QUERY, one question, no answer or
         # authority records, at most an OPT): reject() passes them all.
@@ -333,33 +314,30 @@ class Listener:
                 out = wire.bare_reply(data, rejected)
                 if out is not None:
                     send(out)
-                return
+                return None
         try:
             q = wire.parse_query(data)
         except ShortHeader as e:  # too short, or a response: never answered
             self._bad(remote, str(e))
-            return
+            return None
         except WireError as e:
             self._bad(remote, str(e))
             out = wire.bare_reply(data, wire.FORMERR, question=True)
             if out is not None:
                 send(out)
-            return
+            return None
         router = self.router
         if q.qclass != wire.CLASS_IN and not router.chaos:
             self._finish_error(data, q, wire.REFUSED, send, start, proto, "dropped")
-            return
+            return None
         if q.edns_version != 0:
             send(wire.badvers_reply(data, q))
-            return
-        router = self.router
+            return None
         routed = router.route(q.qname, q.qtype)
         if routed is None:
             self._finish_error(data, q, wire.REFUSED, send, start, proto, "dropped")
-            return
+            return None
         zone, block = routed
-        if not block.direct:
-            await need_task()  # a plugin that may need a current Task: never stepped by hand
         family = 2 if ":" in remote[0] else 1
         req = Request(data, q, remote, proto, family, self.server, zone, start, pre=pre)
         cache = block.cache
@@ -370,14 +348,28 @@ class Listener:
                 # The same bytes object keys the cache and the memo: ~80k names, one copy each.
                 req.key = fastpath.flagged(qkey, q.do, q.cd)
                 req.route = routed
+        return req, block, router, qkey
+
+    async def _chain(self, got: _Admitted, send: Callable[[bytes], None]) -> None:
+        req, block = got[0], got[1]
+        if not block.direct:
+            await need_task()  # a plugin that may need a current Task: never stepped by hand
         try:
             reply = await block.chain(req)
         except asyncio.CancelledError:
             raise
         except Exception as e:  # a plugin bug must cost one query, not the listener
-            self.panics += 1
-            log.exception("[ERROR] plugin panic while serving %s", req.qname)
-            reply = Reply(None, wire.SERVFAIL, error=e)
+            reply = self._panic(req, e)
+        self._complete(reply, got, send)
+
+    def _panic(self, req: Request, e: Exception) -> Reply:
+        self.panics += 1
+        log.exception("[ERROR] plugin panic while serving %s", req.qname)
+        return Reply(None, wire.SERVFAIL, error=e)
+
+    def _complete(self, reply: Reply, got: _Admitted, send: Callable[[bytes], None]) -> None:
+        req, block, router, qkey = got
+        q, zone, cache = req.q, req.zone, block.cache
         out = self.finalize(reply, req)
         # Only a name the cache now holds is worth a memo entry: unique names that failed (a flood
         # toward a dead upstream) would otherwise fill the memo with routes to nothing. Noted
@@ -392,10 +384,10 @@ class Listener:
                               self.memo_max, block.transform, block.udp_max)  # fmt: skip
         send(out)
         if block.metrics:
-            dt = _perf() - start
+            dt = _perf() - req.start
             rc = wire.rcode_of(out)
-            key = (zone, proto, q.qtype, q.do, len(data), len(out), rc, reply.plugin, duration_bucket(dt))
-            self.stats.record(key, dt)
+            plugin = reply.plugin
+            self.stats.record((zone, req.proto, q.qtype, q.do, len(req.data), len(out), rc, plugin, duration_bucket(dt)), dt)  # fmt: skip
 
     def finalize(self, reply: Reply, req: Request) -> bytes:
         if reply.wire is None:

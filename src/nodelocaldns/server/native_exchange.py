@@ -18,10 +18,11 @@ rebuilt on every reload and whenever a runtime says its answer may have moved
 from __future__ import annotations
 
 import os
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from typing import TYPE_CHECKING, Any
 
-from nodelocaldns.core.plugin import NativeExchange, lookup
+from nodelocaldns.core.plugin import NativeExchange, Runtime, lookup
+from nodelocaldns.core.request import Reply, Request
 from nodelocaldns.dns import wire
 
 if TYPE_CHECKING:
@@ -41,6 +42,13 @@ def enabled() -> bool:
 def block_exchange(block: Block, zone: str) -> NativeExchange | None:
     """The native exchange for ``zone``'s misses, if ``block``'s miss path is cache then one plain
     forwarding plugin and everything else in it may be skipped on such a miss."""
+    exchanger = _exchanger(block, narrowed=True)
+    return exchanger.native_exchange(zone) if exchanger is not None else None
+
+
+def _exchanger(block: Block, narrowed: bool) -> Runtime | None:
+    """The one plugin after the cache that may answer a miss when all others are skipped;
+    ``narrowed``: as the runtimes allow now (else as the registry allows)."""
     cache = block.cache
     if cache is None or block.after_cache is None:  # no cache in the chain: nothing to store
         return None
@@ -51,12 +59,37 @@ def block_exchange(block: Block, zone: str) -> NativeExchange | None:
             past_cache = True
             continue
         p = lookup(rt.name)
-        if p is not None and p.miss_skippable and rt.miss_skippable:
+        if p is not None and p.miss_skippable and (rt.miss_skippable or not narrowed):
             continue
         if exchanger is not None or not past_cache:
             return None
         exchanger = rt
-    return exchanger.native_exchange(zone) if exchanger is not None else None
+    return exchanger
+
+
+def settler(block: Block) -> Callable[[Request], Reply | None] | None:
+    """``block``'s answer to a native exchange's result without its chain (Listener.settle):
+    the cache's ``settle`` around the forwarding plugin's ``settle_exchanged``, while every
+    skipped plugin with a handler still allows it (loop narrows it while it probes). The others
+    pass such a reply on untouched (core.plugin.Plugin.miss_skippable). None: never; the chain."""
+    cache = block.cache
+    exchanger = _exchanger(block, narrowed=False)
+    if cache is None or exchanger is None:
+        return None
+    answer = exchanger.settle_exchanged
+    store = cache.settle
+    cache_rt = next(rt for rt in block.runtimes if rt.fast_path is cache)
+    watching = tuple(rt for rt in block.runtimes if rt.handlers and rt not in (exchanger, cache_rt))
+    if not watching:
+        return lambda req: store(req, answer)
+
+    def settle(req: Request) -> Reply | None:
+        for rt in watching:
+            if not rt.miss_skippable:
+                return None
+        return store(req, answer)
+
+    return settle
 
 
 class ExchangeTables:

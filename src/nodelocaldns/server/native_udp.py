@@ -226,21 +226,32 @@ class NativeUDPServer:
 
     def _exchanged(self, results: list[tuple[bytes, tuple[Any, ...], bytes | None, int, float, int]],
                    s: socket.socket) -> None:  # fmt: skip
-        """Misses a worker sent upstream itself (server/native_exchange.py): the chain runs with
-        the reply (or the failure) in hand as forward's first attempt; it ends at once (the reply
-        goes into this wake-up's batch) unless forward must try again (failover, a timeout)."""
+        """Misses a worker sent upstream itself (server/native_exchange.py). A reply its block
+        settles at once (Listener.settle: cache, then the forwarding plugin's first attempt) goes
+        into this wake-up's batch without the chain; otherwise the chain runs with the reply (or
+        the failure) in hand as forward's first attempt, and forward may try again (failover, a
+        timeout)."""
         keys = self.upstreams
-        handle = self.listener.handle
+        lst = self.listener
+        handle = lst.handle
+        settle = lst.settle
         send = self._send
         coros = []
         for query, addr, reply, uid, seconds, err in results:
             key = keys.get(uid)
+            snd = partial(send, s, addr=addr)
             # ECANCELED: its worker stopped with it in flight (a reload): no attempt was made.
-            pre = Exchanged(key, reply, seconds, err) if key is not None and err != _CANCELED else None
-            coros.append(handle(query, addr, "udp", partial(send, s, addr=addr), pre))
-        self.n_handed += len(coros)
-        lst = self.listener
-        start_many(coros, self.loop, lst.direct, lst.tasks, self._done)
+            if key is None or err == _CANCELED:
+                coros.append(handle(query, addr, "udp", snd))
+            elif reply is None:
+                coros.append(handle(query, addr, "udp", snd, Exchanged(key, reply, seconds, err)))
+            else:
+                co = settle(query, addr, snd, Exchanged(key, reply, seconds, err))
+                if co is not None:
+                    coros.append(co)
+        if coros:
+            self.n_handed += len(coros)
+            start_many(coros, self.loop, lst.direct, lst.tasks, self._done)
 
     def _handle(
         self, batch: list[tuple[bytes, tuple[Any, ...]]], s: socket.socket, marked: bool = False

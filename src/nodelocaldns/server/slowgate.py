@@ -14,7 +14,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from nodelocaldns.plugins.cache import fastpath
-from nodelocaldns.server.listener import Listener, NativeSide, Router
+from nodelocaldns.server.listener import Listener, Router
+from nodelocaldns.server.sides import NativeSide
 from nodelocaldns.server.udp import refused_reply, reserve_for
 
 _SUFFIX = fastpath.FLAG_SUFFIX

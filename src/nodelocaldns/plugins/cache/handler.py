@@ -28,6 +28,7 @@ log = logging.getLogger("nodelocaldns.cache")
 
 _QT = struct.Struct("!HH")
 _TTL = struct.Struct("!I")
+_ZONE_XFR = (wire.TYPE_AXFR, wire.TYPE_IXFR)
 
 
 class CacheHandler:
@@ -85,6 +86,25 @@ class CacheHandler:
                 return await self._serve_stale(e, req, key, now, next_, c)
         c.misses += 1
         reply = await next_(req)
+        return self._store(reply, req, key, c)
+
+    def settle(self, req: Request, answer: Callable[[Request], Reply | None]) -> Reply | None:
+        """``serve`` for a native exchange's miss in one synchronous step: a name this cache holds
+        nothing for, answered by ``answer`` (the forwarding plugin's Runtime.settle_exchanged),
+        stored and rendered as ``serve`` would. None (nothing counted): ``serve`` decides, e.g.
+        the name was stored meanwhile, or the forwarding plugin must try again."""
+        q = req.q
+        if q.opcode or self._prefer or q.qtype in _ZONE_XFR or not self.covers(q.qname):
+            return None
+        key = req.key or key_of(q)
+        if self.store.get(key) is not None:  # serve answers it from the cache (fresh or stale)
+            return None
+        reply = answer(req)
+        if reply is None:
+            return None
+        c = self.counters.for_server(req.server)
+        c.requests += 1
+        c.misses += 1
         return self._store(reply, req, key, c)
 
     def _store(self, reply: Reply, req: Request, key: bytes, c: CacheCounters, aa: bool = False) -> Reply:

@@ -1,6 +1,7 @@
 from typing import Any
 
 from nodelocaldns.core.plugin import BlockInfo, Host, NativeExchange, Plugin, Runtime, register
+from nodelocaldns.core.request import Reply, Request
 from nodelocaldns.plugins.forward import handler, metrics, setup
 
 
@@ -18,6 +19,9 @@ class ForwardRuntime(Runtime):
     def native_exchange(self, zone: str) -> NativeExchange | None:
         # Several forward lines hand on to each other by FROM and ``next``: the chain's call.
         return self.forwarders[0].native_exchange(zone) if len(self.forwarders) == 1 else None
+
+    def settle_exchanged(self, req: Request) -> Reply | None:
+        return self.forwarders[0].settle(req) if len(self.forwarders) == 1 else None
 
     def close(self) -> None:
         for f in self.forwarders:

@@ -113,6 +113,16 @@ class ForwardHandler:
         finally:
             self.inflight -= 1
 
+    def settle(self, req: Request) -> Reply | None:
+        """``serve`` for a native exchange's reply that ends it at once (``_answered``), run
+        without the chain (Runtime.settle_exchanged); None: ``serve`` runs (nothing counted)."""
+        got = req.pre
+        if got is None or got.reply is None or not self._applies(req.q.qname):
+            return None
+        if self.cfg.max_concurrent and self.inflight >= self.cfg.max_concurrent:
+            return None  # serve refuses it, and counts that
+        return self._answered(req, got, got.reply)
+
     def _proto(self, req: Request) -> str:
         if self.cfg.force_tcp:
             return "tcp"
