@@ -7,6 +7,7 @@ and a namespace of the test's own with no route to the address (network unreacha
 from __future__ import annotations
 
 import socket
+import threading
 from collections.abc import Iterator
 
 import pytest
@@ -48,6 +49,26 @@ def test_a_listener_that_never_answers_is_a_timeout(tcp_socket: socket.socket) -
         f"http://{addr}/health: timed out: no answer from {addr} in time: is the agent stuck, or a "
         "firewall dropping packets?"
     )
+
+
+def test_a_port_that_answers_something_else_than_http_is_a_finding(tcp_socket: socket.socket) -> None:
+    # Another service on the port (a DNS-over-TCP listener, say): bytes come back, but no status line.
+    tcp_socket.listen(1)
+    tcp_socket.settimeout(5)
+
+    def answer() -> None:
+        conn, _ = tcp_socket.accept()
+        with conn:
+            conn.recv(4096)
+            conn.sendall(b"\x00\x0c not a status line\r\n\r\n")
+
+    t = threading.Thread(target=answer, daemon=True)
+    t.start()
+    addr = f"127.0.0.1:{tcp_socket.getsockname()[1]}"
+    detail = finding(f"http://{addr}/health")
+    t.join(5)
+    assert detail.startswith(f"http://{addr}/health: not an HTTP answer ("), detail
+    assert "is another service on that port?" in detail
 
 
 @pytest.mark.root

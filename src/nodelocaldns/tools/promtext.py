@@ -8,6 +8,7 @@ scrapes of counters, ``histogram_quantile`` is Prometheus's function of the same
 from __future__ import annotations
 
 import errno
+import http.client
 import math
 import socket
 import urllib.error
@@ -236,6 +237,10 @@ def http_get(url: str, timeout: float = 3.0) -> tuple[int, str]:
         return e.code, e.read().decode("utf-8", "replace")
     except (urllib.error.URLError, OSError, ValueError) as e:
         raise FetchError(url, *_why(e)) from None
+    except http.client.HTTPException as e:  # something answered, but not HTTP (another service's port)
+        raise FetchError(
+            url, f"not an HTTP answer ({type(e).__name__}): is another service on that port?"
+        ) from None
 
 
 def fetch(url: str, timeout: float = 3.0) -> str:
