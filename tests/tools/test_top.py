@@ -333,10 +333,12 @@ def test_live_view_refreshes_until_ctrl_c(cache: Cache) -> None:
     )
     os.close(slave)
 
-    def read_until(needle: str, seconds: float) -> str:
+    def read_until(needle: str, seconds: float, exited: bool = False) -> str:
+        """What the terminal shows until ``needle`` (or, ``exited``, the child's exit) or ``seconds``.
+        The terminal is read all along: a child whose frames fill the pty would block writing them."""
         got = ""
         deadline = time.monotonic() + seconds
-        while needle not in got and time.monotonic() < deadline:
+        while needle not in got and time.monotonic() < deadline and not (exited and proc.poll() is not None):
             if select.select([master], [], [], 0.2)[0]:
                 try:
                     got += os.read(master, 65536).decode(errors="replace")
@@ -349,10 +351,11 @@ def test_live_view_refreshes_until_ctrl_c(cache: Cache) -> None:
         assert "server blocks" in first, first
         for _ in range(3):
             cache.served.query(CLUSTER_NAME)
-        time.sleep(0.5)
+        first += read_until("\0", 0.5)
         proc.send_signal(signal.SIGINT)
-        _out, err = proc.communicate(timeout=10)
-        rest = read_until("\0", 1)
+        rest = read_until("\0", 10, exited=True)
+        _out, err = proc.communicate(timeout=5)
+        rest += read_until("\0", 0.5)
     finally:
         if proc.poll() is None:
             proc.kill()
