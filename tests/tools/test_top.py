@@ -319,6 +319,10 @@ def test_top_once_fits_80_columns_with_a_dead_upstream(udp_blackhole: Blackhole)
     assert "*" not in [line.strip() for line in lines], res.stdout  # no cell folded onto a line of its own
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_live_view_refreshes_until_ctrl_c(cache: Cache) -> None:
     # A terminal, as a person runs it: rich draws live frames only on a TTY, and the first frame
     # tells that the view is running (a fixed sleep is too short on a loaded machine).
@@ -330,6 +334,10 @@ def test_live_view_refreshes_until_ctrl_c(cache: Cache) -> None:
         text=True,
         cwd=REPO,
         env={"PATH": "/usr/bin:/bin", "COLUMNS": "160", "TERM": "xterm"},
+        # As a shell gives a foreground job: SIGINT at its default, even when this run inherited
+        # it ignored (started in the background by a non-interactive shell, `nohup`): a Python
+        # that starts with SIGINT ignored keeps ignoring it, and Ctrl-C would never reach top.
+        preexec_fn=_default_sigint,
     )
     os.close(slave)
 
