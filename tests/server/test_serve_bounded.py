@@ -376,8 +376,8 @@ def test_udp_packets_past_the_slow_path_cap_are_refused_at_once_and_counted(side
 
 
 def test_the_python_thread_behind_its_socket_refuses_new_names_itself() -> None:
-    """A backlog of new names on the socket: the thread hands the loop fewer than BEHIND of them,
-    then answers the rest REFUSED itself, and every one gets an answer (without the rule all 1000
+    """A backlog of new names on the socket: the loop starts fewer than BEHIND of them, the rest are
+    answered REFUSED, and every one gets an answer (without the rule all 1000
     went to the chain: the loop's work, holding the GIL the thread needs to read)."""
 
     async def run(hole: Any) -> None:
@@ -394,8 +394,10 @@ def test_the_python_thread_behind_its_socket_refuses_new_names_itself() -> None:
             udp.start()
             try:
                 await asyncio.sleep(1.5)  # forward's 0.5 s budget for the ones started
+                # None at all when the thread reads BEHIND datagrams before the loop first runs
+                # (a fast machine: ~1 ms of reading): the loop then starts none of those it was handed.
                 started = hole.received
-                assert 0 < started < min(BEHIND, len(queries) // 2)
+                assert 0 <= started < min(BEHIND, len(queries) // 2)
                 assert lst.refused() == {"udp": 1000 - started} and lst.dropped() == {"udp": 0}
                 assert lst.queue_drops() == {"udp": 0}
                 c.setblocking(False)
