@@ -388,6 +388,7 @@ ERROR_CASES = [
     ("import two arguments", ". {\n  import a b\n}", "Corefile:2", "import takes only one argument", ""),
     ("import empty argument", '. {\n  import ""\n}', "Corefile:2", "non-empty", ""),
     ("import missing file", "\n\nimport nope.conf", "Corefile:3", "file to import not found: nope.conf", ""),
+    ("import blank name", 'import " "', "Corefile:1", 'file to import not found: " "', ""),
     (
         "import undefined snippet",
         ". {\n  import later\n}\n(later) {\n}",

@@ -238,6 +238,21 @@ def test_skipped_kube_dns_ip_is_said() -> None:
     assert parse_options(["--corefile", ""], {"KUBE_DNS_SERVICE_HOST": "10.96.0.10"}).notes == []
 
 
+def test_an_unreadable_corefile_is_said_in_words(tmp_path: Path) -> None:
+    """--corefile that cannot be read stops doctor with the reason as an operator reads it; a broken
+    Corefile names its file and line."""
+    missing = tmp_path / "Corefile"
+    with pytest.raises(SystemExit) as exc:
+        parse_options(["--corefile", str(missing)], {})
+    assert (
+        str(exc.value) == f"nodelocaldns doctor: cannot use --corefile {missing}: no such file or directory"
+    )
+    missing.write_text(".:53 {\n    bind 169.254.20.10\n")
+    with pytest.raises(SystemExit) as exc:
+        parse_options(["--corefile", str(missing)], {})
+    assert str(exc.value).startswith(f"nodelocaldns doctor: cannot use --corefile {missing}: {missing}:1: ")
+
+
 # ---------------------------------------------------------------- the node in a namespace
 
 

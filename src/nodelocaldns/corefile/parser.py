@@ -389,7 +389,9 @@ class _Parser:
         elif os.path.lexists(full):
             matches = [full]
         else:
-            raise self.err(f"file to import not found: {pattern}", imp, directive)
+            # Quoted when blank at either end (`import " "`), or the reason would end in white space.
+            shown = pattern if pattern and pattern.strip() == pattern else f'"{pattern}"'
+            raise self.err(f"file to import not found: {shown}", imp, directive)
         tokens: list[Token] = []
         for path in matches:
             path = os.path.abspath(path)

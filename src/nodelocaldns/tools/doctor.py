@@ -141,9 +141,11 @@ def _read_hints(path: str, explicit: bool, notes: list[str]) -> CorefileHints:
         with open(path, encoding="utf-8") as f:
             hints = corefile_hints(f.read(), path)
     except (OSError, ConfigError) as e:
+        # An OSError's str() is Python's "[Errno 2] No such file or directory: '/etc/Corefile'".
+        why = e.strerror[:1].lower() + e.strerror[1:] if isinstance(e, OSError) and e.strerror else str(e)
         if explicit:
-            raise SystemExit(f"nodelocaldns doctor: cannot use --corefile {path}: {e}") from None
-        notes.append(f"ignored {path}: {e}")
+            raise SystemExit(f"nodelocaldns doctor: cannot use --corefile {path}: {why}") from None
+        notes.append(f"ignored {path}: {why}")
         return CorefileHints()
     notes.append(
         f"defaults from {path}: bind {' '.join(hints.local_ips) or '-'}, domain {hints.domain or '-'}"
