@@ -129,6 +129,13 @@ FAMILIES: tuple[Family, ...] = (
         "The number of requests served from stale cache entries.",
     ),
     _F(
+        "nodelocaldns_cache_coalesced_total",
+        "counter",
+        ("server", "zones"),
+        "Counter of cache misses that waited for the same question already asked upstream, "
+        "instead of asking again.",
+    ),
+    _F(
         "coredns_cache_evictions_total",
         "counter",
         ("server", "type", "zones", "view"),

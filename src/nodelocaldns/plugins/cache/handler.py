@@ -17,7 +17,7 @@ from nodelocaldns.core.plugin import Next
 from nodelocaldns.core.request import Reply, Request
 from nodelocaldns.core.zones import in_zones
 from nodelocaldns.dns import wire
-from nodelocaldns.errors import WireError
+from nodelocaldns.errors import UpstreamError, WireError
 from nodelocaldns.plugins.cache.classify import DENIAL, SUCCESS, RType, Verdict, classify
 from nodelocaldns.plugins.cache.entry import Cached, Entry
 from nodelocaldns.plugins.cache.fastpath import key_of
@@ -29,6 +29,10 @@ log = logging.getLogger("nodelocaldns.cache")
 _QT = struct.Struct("!HH")
 _TTL = struct.Struct("!I")
 _ZONE_XFR = (wire.TYPE_AXFR, wire.TYPE_IXFR)
+# How long a miss waits for the same question's exchange in flight before it asks for itself. A
+# cluster's DNS answers in a few ms; the bound is for a leader that waits on its followers: a
+# forwarding loop, whose queries come back as the same question (the loop plugin must see them).
+FOLLOW_WAIT = 0.25
 
 
 class CacheHandler:
@@ -53,6 +57,8 @@ class CacheHandler:
         # Kept here, not in Entry: only failing names pay for it.
         self._retry_after: dict[bytes, float] = {}
         self._late: dict[bytes, bool] = {}  # a verify that outlived VERIFY_TIMEOUT is still running
+        # key -> the miss in flight for it; resolved with its reply once stored (see _lead).
+        self._leading: dict[bytes, asyncio.Future[Reply | None]] = {}
         # serve_stale_policy prefer_positive acts only while serve_stale is on (CoreDNS staleUpTo > 0).
         self._prefer = cfg.prefer_positive and cfg.serve_stale > 0
 
@@ -68,13 +74,7 @@ class CacheHandler:
         c = self.counters.for_server(req.server)
         c.requests += 1
         # A NOTIFY (or any other opcode) is never answered from the cache: the upstream answers it.
-        e = None
-        if not q.opcode:
-            e = (
-                self.store.get_preferring(key, now, self.cfg.serve_stale)
-                if self._prefer
-                else self.store.get(key)
-            )
+        e = None if q.opcode else self._lookup(key, now)
         if e is not None:
             body = e.body(now)
             if body is not None:
@@ -85,8 +85,52 @@ class CacheHandler:
             if self.cfg.serve_stale > 0 and stale_for < self.cfg.serve_stale:
                 return await self._serve_stale(e, req, key, now, next_, c)
         c.misses += 1
-        reply = await next_(req)
-        return self._store(reply, req, key, c)
+        if q.opcode:
+            return self._store(await next_(req), req, key, c)
+        lead = self._leading.get(key)
+        if lead is not None:
+            return await self._follow(lead, req, key, next_, c)
+        return await self._lead(req, key, next_, c)
+
+    async def _lead(self, req: Request, key: bytes, next_: Next, c: CacheCounters) -> Reply:
+        """Ask the next plugin for a name nobody else is asking for; the same questions arriving
+        meanwhile wait for this one (``_follow``) instead of each opening an upstream exchange:
+        a newly started agent's empty cache under load sent ~30 for one name at once."""
+        done: asyncio.Future[Reply | None] = asyncio.get_running_loop().create_future()
+        self._leading[key] = done
+        reply: Reply | None = None
+        try:
+            reply = self._store(await next_(req), req, key, c)
+            return reply
+        finally:
+            if self._leading.get(key) is done:
+                del self._leading[key]
+            done.set_result(reply)  # None (raised, cancelled): the followers ask for themselves
+
+    async def _follow(
+        self, lead: asyncio.Future[Reply | None], req: Request, key: bytes, next_: Next, c: CacheCounters
+    ) -> Reply:
+        c.coalesced += 1
+        try:
+            led = await asyncio.wait_for(asyncio.shield(lead), FOLLOW_WAIT)
+        except TimeoutError:
+            led = None
+        now = self.clock()
+        e = self._lookup(key, now)
+        body = e.body(now) if e is not None else None
+        if e is not None and body is not None:
+            return Reply(e.render(req.data, req.q, body, req.size_limit), e.rcode, "cache", final=True)
+        if led is not None and led.wire is None and isinstance(led.error, UpstreamError):
+            # The upstream exchange failed (forward's SERVFAIL, already logged for the leader): this
+            # question would have waited as long for the same answer.
+            return Reply(None, led.rcode, led.plugin, error=led.error)
+        # Not cacheable (TTL 0, truncated, a disabled zone...) or not back in time: its own exchange.
+        return self._store(await next_(req), req, key, c)
+
+    def _lookup(self, key: bytes, now: float) -> Cached | None:
+        if self._prefer:
+            return self.store.get_preferring(key, now, self.cfg.serve_stale)
+        return self.store.get(key)
 
     def settle(self, req: Request, answer: Callable[[Request], Reply | None]) -> Reply | None:
         """``serve`` for a native exchange's miss in one synchronous step: a name this cache holds

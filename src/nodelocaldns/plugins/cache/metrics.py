@@ -15,7 +15,7 @@ from nodelocaldns.metrics.families import counter, gauge
 class CacheCounters:
     """One server label's counters. ``hits`` is indexed by entry kind (SUCCESS, DENIAL)."""
 
-    __slots__ = ("requests", "hits", "misses", "prefetch", "drops", "served_stale")
+    __slots__ = ("requests", "hits", "misses", "prefetch", "drops", "served_stale", "coalesced")
 
     def __init__(self) -> None:
         self.requests = 0
@@ -24,6 +24,7 @@ class CacheCounters:
         self.prefetch = 0
         self.drops = 0
         self.served_stale = 0
+        self.coalesced = 0  # misses that waited for the same question's exchange in flight
 
 
 class CacheStats:
@@ -48,6 +49,7 @@ def collect(host: Host) -> list[Any]:
     drops = counter("coredns_cache_drops_total")
     stale = counter("coredns_cache_served_stale_total")
     evict = counter("coredns_cache_evictions_total")
+    coalesced = counter("nodelocaldns_cache_coalesced_total")
     for lst in host.dns_listeners():
         server = lst.server
         fast = lst.stats.fast_hits()
@@ -79,4 +81,5 @@ def collect(host: Host) -> list[Any]:
                 stale.add_metric([server, zones, ""], c.served_stale + ns)
                 evict.add_metric([server, "success", zones, ""], es)
                 evict.add_metric([server, "denial", zones, ""], ed)
-    return [entries, creq, hits, misses, prefetch, drops, stale, evict]
+                coalesced.add_metric([server, zones], c.coalesced)
+    return [entries, creq, hits, misses, prefetch, drops, stale, evict, coalesced]
