@@ -132,7 +132,7 @@ FAMILIES: tuple[Family, ...] = (
         "nodelocaldns_cache_coalesced_total",
         "counter",
         ("server", "zones"),
-        "Counter of cache misses that waited for the same question already asked upstream, "
+        "Counter of cache misses answered from the exchange of the same question already in flight, "
         "instead of asking again.",
     ),
     _F(

@@ -154,8 +154,11 @@ def test_a_miss_waits_no_longer_than_follow_wait_then_asks_itself() -> None:
         assert len(up.calls) == 1
         await asyncio.sleep(FOLLOW_WAIT)
         assert len(up.calls) == 2 and not follower.done()
+        (late,) = await _started(h, up, [request()])  # the leader is still out: no wait at all
+        assert len(up.calls) == 3
         up.open.set()
-        assert all(r.wire for r in await asyncio.gather(lead, follower))
+        assert all(r.wire for r in await asyncio.gather(lead, follower, late))
+        assert h.counters.for_server(SERVER).coalesced == 0 and not h._leading
 
     run(main)
 

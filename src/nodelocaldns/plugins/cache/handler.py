@@ -33,6 +33,12 @@ _ZONE_XFR = (wire.TYPE_AXFR, wire.TYPE_IXFR)
 # cluster's DNS answers in a few ms; the bound is for a leader that waits on its followers: a
 # forwarding loop, whose queries come back as the same question (the loop plugin must see them).
 FOLLOW_WAIT = 0.25
+_LATE = object()  # the leader was not back within FOLLOW_WAIT
+
+
+def _release(gate: asyncio.Future[object]) -> None:
+    if not gate.done():
+        gate.set_result(_LATE)
 
 
 class CacheHandler:
@@ -57,8 +63,9 @@ class CacheHandler:
         # Kept here, not in Entry: only failing names pay for it.
         self._retry_after: dict[bytes, float] = {}
         self._late: dict[bytes, bool] = {}  # a verify that outlived VERIFY_TIMEOUT is still running
-        # key -> the miss in flight for it; resolved with its reply once stored (see _lead).
-        self._leading: dict[bytes, asyncio.Future[Reply | None]] = {}
+        # key -> the miss in flight for it: None, or once a follower waits, a Future resolved with
+        # the leader's reply once stored, or with _LATE after FOLLOW_WAIT (see serve and _follow).
+        self._leading: dict[bytes, asyncio.Future[object] | None] = {}
         # serve_stale_policy prefer_positive acts only while serve_stale is on (CoreDNS staleUpTo > 0).
         self._prefer = cfg.prefer_positive and cfg.serve_stale > 0
 
@@ -87,43 +94,42 @@ class CacheHandler:
         c.misses += 1
         if q.opcode:
             return self._store(await next_(req), req, key, c)
-        lead = self._leading.get(key)
-        if lead is not None:
-            return await self._follow(lead, req, key, next_, c)
-        return await self._lead(req, key, next_, c)
-
-    async def _lead(self, req: Request, key: bytes, next_: Next, c: CacheCounters) -> Reply:
-        """Ask the next plugin for a name nobody else is asking for; the same questions arriving
-        meanwhile wait for this one (``_follow``) instead of each opening an upstream exchange:
-        a newly started agent's empty cache under load sent ~30 for one name at once."""
-        done: asyncio.Future[Reply | None] = asyncio.get_running_loop().create_future()
-        self._leading[key] = done
+        if key in self._leading:
+            return await self._follow(req, key, next_, c)
+        # The leader: the same questions arriving meanwhile wait for this exchange (``_follow``)
+        # instead of each opening one: a newly started agent's empty cache under load sent ~30 for
+        # one name at once. No Future until a follower comes: most misses have none.
+        self._leading[key] = None
         reply: Reply | None = None
         try:
             reply = self._store(await next_(req), req, key, c)
             return reply
         finally:
-            if self._leading.get(key) is done:
-                del self._leading[key]
-            done.set_result(reply)  # None (raised, cancelled): the followers ask for themselves
+            gate = self._leading.pop(key)
+            if gate is not None and not gate.done():
+                gate.set_result(reply)  # None (raised, cancelled): the followers ask for themselves
 
-    async def _follow(
-        self, lead: asyncio.Future[Reply | None], req: Request, key: bytes, next_: Next, c: CacheCounters
-    ) -> Reply:
-        c.coalesced += 1
-        try:
-            led = await asyncio.wait_for(asyncio.shield(lead), FOLLOW_WAIT)
-        except TimeoutError:
-            led = None
-        now = self.clock()
-        e = self._lookup(key, now)
-        body = e.body(now) if e is not None else None
-        if e is not None and body is not None:
-            return Reply(e.render(req.data, req.q, body, req.size_limit), e.rcode, "cache", final=True)
-        if led is not None and led.wire is None and isinstance(led.error, UpstreamError):
-            # The upstream exchange failed (forward's SERVFAIL, already logged for the leader): this
-            # question would have waited as long for the same answer.
-            return Reply(None, led.rcode, led.plugin, error=led.error)
+    async def _follow(self, req: Request, key: bytes, next_: Next, c: CacheCounters) -> Reply:
+        gate = self._leading[key]
+        if gate is None:
+            loop = asyncio.get_running_loop()
+            gate = self._leading[key] = loop.create_future()
+            loop.call_later(FOLLOW_WAIT, _release, gate)
+        if not gate.done():
+            await asyncio.shield(gate)
+        led = gate.result()
+        if led is not _LATE:
+            now = self.clock()
+            e = self._lookup(key, now)
+            body = e.body(now) if e is not None else None
+            if e is not None and body is not None:
+                c.coalesced += 1
+                return Reply(e.render(req.data, req.q, body, req.size_limit), e.rcode, "cache", final=True)
+            if isinstance(led, Reply) and led.wire is None and isinstance(led.error, UpstreamError):
+                # The upstream exchange failed (forward's SERVFAIL, logged for the leader too): this
+                # question would have waited as long for the same answer.
+                c.coalesced += 1
+                return Reply(None, led.rcode, led.plugin, error=led.error)
         # Not cacheable (TTL 0, truncated, a disabled zone...) or not back in time: its own exchange.
         return self._store(await next_(req), req, key, c)
 
