@@ -300,8 +300,11 @@ def test_a_flood_of_unique_names_toward_a_blackholed_upstream_stays_bounded(
     # chain on the loop the flood keeps busy: 99.6-100 % within 50 ms measured (the loop's: 95.6-97.9 %
     # in the same conditions, 92-99 % before; before the bounds: 51-69 %), so the same bound as the
     # fresh names. On the pure-Python path the chain answers them: 93-100 % within 50 ms here (CPU
-    # share and collector pauses still reach the loop). Every one is answered.
-    assert sampler.stale_asked > 20 * secs and sampler.stale_answered == sampler.stale_asked, figures
+    # share and collector pauses still reach the loop).
+    # Every one is answered, unless the kernel dropped it with the flood (1 of 1,726 in a run with 141 drops).
+    assert sampler.stale_asked > 20 * secs, figures
+    unanswered = sampler.stale_asked - sampler.stale_answered
+    assert unanswered == 0 or (kdrops > 0 and unanswered <= 0.01 * sampler.stale_asked), figures
     assert within["stale"] >= (0.995 if side == "native" else 0.90), figures
     assert "panic" not in log and "Traceback" not in log
 
