@@ -41,7 +41,7 @@ from nodelocaldns.tools.doctor_checks import (
 from nodelocaldns.tools.doctor_corefile import CorefileHints, corefile_hints
 from nodelocaldns.tools.doctor_facts import CacheProbe, LookupFacts, PolicyFacts, RulesetFacts, family_of
 from nodelocaldns.tools.doctor_serving import check_conntrack, check_http, check_listeners, check_lookups
-from nodelocaldns.tools.promtext import FetchError, Scrape, fetch
+from nodelocaldns.tools.promtext import FetchError, Scrape, fetch, in_words
 
 DEFAULT_LOCAL_IP = "169.254.20.10"
 DEFAULT_COREFILE = "/etc/Corefile"  # the DaemonSet's -conf: the Corefile the agent rendered
@@ -141,8 +141,7 @@ def _read_hints(path: str, explicit: bool, notes: list[str]) -> CorefileHints:
         with open(path, encoding="utf-8") as f:
             hints = corefile_hints(f.read(), path)
     except (OSError, ConfigError) as e:
-        # An OSError's str() is Python's "[Errno 2] No such file or directory: '/etc/Corefile'".
-        why = e.strerror[:1].lower() + e.strerror[1:] if isinstance(e, OSError) and e.strerror else str(e)
+        why = in_words(e)
         if explicit:
             raise SystemExit(f"nodelocaldns doctor: cannot use --corefile {path}: {why}") from None
         notes.append(f"ignored {path}: {why}")

@@ -223,8 +223,16 @@ def _why(e: Exception) -> tuple[str, int | None]:
     if isinstance(cause, socket.gaierror) and cause.strerror:
         return f"cannot resolve the host: {cause.strerror}", cause.errno
     if isinstance(cause, OSError) and cause.strerror:
-        return cause.strerror[:1].lower() + cause.strerror[1:], cause.errno
+        return in_words(cause), cause.errno
     return str(cause), None
+
+
+def in_words(e: Exception) -> str:
+    """An error as an operator reads it: an OSError's strerror ("no such file or directory"), never
+    Python's "[Errno 2] No such file or directory: '...'" repr; anything else as it says itself."""
+    if isinstance(e, OSError) and e.strerror:
+        return e.strerror[:1].lower() + e.strerror[1:]
+    return str(e)
 
 
 def http_get(url: str, timeout: float = 3.0) -> tuple[int, str]:

@@ -24,7 +24,7 @@ class CacheCounters:
         self.prefetch = 0
         self.drops = 0
         self.served_stale = 0
-        self.coalesced = 0  # misses that waited for the same question's exchange in flight
+        self.coalesced = 0  # misses answered from the same question's exchange in flight
 
 
 class CacheStats:
